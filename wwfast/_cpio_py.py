@@ -1,0 +1,1 @@
+"""newc cpio writer (pure-Python twin of _cpio). Filled by the image issue."""

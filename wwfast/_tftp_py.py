@@ -1,0 +1,1 @@
+"""TFTP packet codec and session state (pure twin of _tftp)."""

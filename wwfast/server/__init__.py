@@ -1,0 +1,1 @@
+"""The serve stage's parts: HTTP and TFTP protocols, node status, metrics."""
