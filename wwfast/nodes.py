@@ -1,0 +1,444 @@
+"""The node database: read conf/nodes.yaml (or Warewulf's nodes.conf), merge, validate, write nodes.json.
+
+Public API (docs/formats.md):
+    read_config(conf_dir) -> NodeConfig        parse + check each entry (ConfigError on problems)
+    resolve(config, images=None, overlays=None) -> {id: node}   merged, canonical, validated
+    define(conf_dir, state_dir) -> {id: node}  both, with image/overlay names checked when they exist
+    write_db(state_dir, nodes), render_db(nodes) -> bytes, load_db(state_dir), node_macs(node)
+    field_sources(config, node_id) -> {field: source}   for `wwfast node list --all`
+"""
+import json
+import os
+
+from . import hostlist
+from .errors import ConfigError, raise_all
+from .merge import ProfileError, clean_list, expand_profiles, get_path, merge
+from .nodeschema import (ANY, MAP, NAME_RE, NEGATABLE_LISTS, NODE, PROFILE, Named, Normalizer, did_you_mean)
+from .yamlfile import dotted, load_file, parse
+
+NODE_FILES = ("nodes.yaml", "nodes.conf")  # ours first, else an unmodified Warewulf file
+DB_FORMAT = 1
+TOP_KEYS = ("nodeprofiles", "nodes")
+IGNORED_TOP_KEYS = ("WW_INTERNAL",)  # Warewulf's file-format marker
+MAX_ERRORS = 50
+
+# Filled in when nothing sets them (Warewulf's defaults).
+DEFAULT_IPXE_TEMPLATE = "default"
+DEFAULT_INIT = "/sbin/init"
+DEFAULT_ROOT = "initramfs"
+DEFAULT_NETDEV_TYPE = "ethernet"
+
+
+def nodes_file(conf_dir):
+    """The node file in `conf_dir`: nodes.yaml, else nodes.conf, else (new) nodes.yaml."""
+    for name in NODE_FILES:
+        path = os.path.join(conf_dir, name)
+        if os.path.exists(path):
+            return path
+    return os.path.join(conf_dir, NODE_FILES[0])
+
+
+def db_path(state_dir):
+    return os.path.join(state_dir, "define", "nodes.json")
+
+
+class NodeConfig:
+    """A parsed node file: profile and node partials plus where each came from."""
+
+    def __init__(self, path, doc, raw):
+        self.path = path
+        self.doc = doc
+        self.raw = raw
+        self.profiles = {}   # name -> partial
+        self.nodes = {}      # id -> partial (shared by the ids of one hostlist key)
+        self.node_keys = {}  # id -> the key as written in the file (maybe a hostlist)
+
+    def error(self, keys, message):
+        return self.doc.error(keys, message)
+
+    def where(self, node_id, expanded, path, item=None):
+        """File keys of the entry that sets `path` for a node (the node, else the last profile)."""
+        for kind, name, partial in self._entries(node_id, expanded):
+            value = get_path(partial, path)
+            if value is not None and (item is None or item in value):
+                keys = (kind, name) + tuple(path)
+                if item is not None and isinstance(value, list):
+                    keys += (value.index(item),)
+                return keys
+        return ("nodes", self.node_keys[node_id]) + tuple(path)
+
+    def _entries(self, node_id, expanded):
+        yield "nodes", self.node_keys[node_id], self.nodes[node_id]
+        for name in reversed(expanded):
+            yield "nodeprofiles", name, self.profiles[name]
+
+
+def parse_config(text, path):
+    """Parse node-file text; every problem in the entries is reported at once."""
+    doc = parse(text, path)
+    config = NodeConfig(path, doc, text)
+    data = doc.data
+    if data is None:
+        return config
+    if not isinstance(data, dict):
+        raise ConfigError(path, 1, "", "a node file is a mapping with nodeprofiles: and nodes:")
+    problems = Normalizer()
+    errors = []
+    for key in data:
+        if key not in TOP_KEYS and key not in IGNORED_TOP_KEYS:
+            errors.append(doc.error((key,), f'unknown key "{key}"{did_you_mean(key, TOP_KEYS)}'))
+    for kind, schema in (("nodeprofiles", PROFILE), ("nodes", NODE)):
+        section = data.get(kind)
+        if section is None:
+            continue
+        if not isinstance(section, dict):
+            errors.append(doc.error((kind,), "must be a mapping of names"))
+            continue
+        for key, raw in section.items():
+            partial = problems.entity(raw, schema, (kind, key))
+            if kind == "nodeprofiles":
+                if _check_name(doc, kind, key, key, errors):
+                    config.profiles[key] = partial
+                continue
+            try:
+                ids = hostlist.expand(key) if hostlist.is_pattern(key) else [key]
+            except hostlist.HostlistError as e:
+                errors.append(doc.error((kind, key), f"bad hostlist: {e}"))
+                continue
+            for node_id in ids:
+                if not _check_name(doc, kind, key, node_id, errors):
+                    continue
+                if node_id in config.nodes:
+                    first = config.node_keys[node_id]
+                    errors.append(doc.error((kind, key), f'node "{node_id}" is defined twice (also by "{first}")'))
+                    continue
+                config.nodes[node_id] = partial
+                config.node_keys[node_id] = key
+    errors.extend(doc.error(keys, message) for keys, message in problems.problems)
+    raise_all(errors)
+    return config
+
+
+def _check_name(doc, kind, key, name, errors):
+    what = "profile" if kind == "nodeprofiles" else "node"
+    if not str(name).strip():
+        errors.append(doc.error((kind, key), f"empty {what} name"))
+        return False
+    if not NAME_RE.match(name):
+        errors.append(doc.error((kind, key), f'bad {what} name "{name}": use letters, digits, "_", ".", "-", ":"'))
+        return False
+    return True
+
+
+def read_config(conf_dir):
+    """Read the node file of `conf_dir` (none yet: an empty config)."""
+    path = nodes_file(conf_dir)
+    if not os.path.exists(path):
+        return parse_config("", path)
+    doc, raw = load_file(path)
+    return parse_config(raw.decode("utf-8"), path)
+
+
+class _Errors:
+    """Distinct errors, capped: a bad profile must not print once per node."""
+
+    def __init__(self):
+        self.items = {}
+        self.more = 0
+
+    def add(self, error):
+        key = str(error)
+        if key in self.items:
+            return
+        if len(self.items) >= MAX_ERRORS:
+            self.more += 1
+            return
+        self.items[key] = error
+
+    def raise_if_any(self):
+        errors = list(self.items.values())
+        if self.more:
+            last = errors[-1]
+            errors.append(ConfigError(last.file, None, "", f"... and {self.more} more problems"))
+        raise_all(errors)
+
+
+def _profile_lists(config):
+    return {name: partial.get("profiles", []) for name, partial in config.profiles.items()}
+
+
+def _profile_error(config, errors, e, node_id=None):
+    if len(e.chain) >= 2:  # found inside a profile's own profiles list
+        errors.add(config.error(("nodeprofiles", e.chain[-2], "profiles"), str(e)))
+    elif node_id is not None:
+        errors.add(config.error(("nodes", config.node_keys[node_id], "profiles"), str(e)))
+
+
+def resolve(config, images=None, overlays=None):
+    """Every node with its profiles merged, as nodes.json holds them (sorted by id).
+
+    `images` / `overlays`: the names that exist (None: don't check). Raises
+    ConfigError(s) naming file, line and field.
+    """
+    errors = _Errors()
+    lists = _profile_lists(config)
+    for name in config.profiles:  # a cycle or missing parent is an error even if no node uses it
+        try:
+            expand_profiles([name], lists)
+        except ProfileError as e:
+            _profile_error(config, errors, e)
+    merged_profiles = {}  # expanded profile tuple -> merged partial
+    expanded_of = {}      # a node's own profiles tuple -> expanded list
+    nodes = {}
+    for node_id in sorted(config.nodes):
+        partial = config.nodes[node_id]
+        own = tuple(partial.get("profiles", ()))
+        expanded = expanded_of.get(own)
+        if expanded is None:
+            try:
+                expanded = expanded_of[own] = tuple(expand_profiles(own, lists))
+            except ProfileError as e:
+                _profile_error(config, errors, e, node_id)
+                continue
+        base = merged_profiles.get(expanded)
+        if base is None:
+            base = {}
+            for name in expanded:
+                base = merge(base, config.profiles[name], PROFILE)
+            base = merged_profiles[expanded] = {k: v for k, v in base.items() if k not in ("comment", "profiles")}
+        nodes[node_id] = finalize(node_id, merge(base, partial, NODE), expanded, partial.get("comment", ""))
+    errors.raise_if_any()
+    _check_unique(config, nodes, expanded_of, errors)
+    _check_names(config, nodes, expanded_of, images, overlays, errors)
+    errors.raise_if_any()
+    return nodes
+
+
+def _expanded(config, node_id, expanded_of):
+    return expanded_of[tuple(config.nodes[node_id].get("profiles", ()))]
+
+
+def _check_unique(config, nodes, expanded_of, errors):
+    macs, addresses = {}, {}
+    for node_id, node in nodes.items():
+        for net, dev in node["network devices"].items():
+            for field, seen, what in (("hwaddr", macs, "MAC"), ("ipaddr", addresses, "IP address")):
+                value = dev[field]
+                if not value:
+                    continue
+                if value in seen:
+                    other = seen[value]
+                    keys = config.where(node_id, _expanded(config, node_id, expanded_of),
+                                        ("network devices", net, field))
+                    errors.add(config.error(keys, f'{what} {value} of node {node_id} is already used by '
+                                                  f'{other[0]} (network {other[1]})'))
+                else:
+                    seen[value] = (node_id, net)
+
+
+def _check_names(config, nodes, expanded_of, images, overlays, errors):
+    for node_id, node in nodes.items():
+        image = node["image name"]
+        if images is not None and image and image not in images:
+            keys = config.where(node_id, _expanded(config, node_id, expanded_of), ("image name",))
+            known = ", ".join(sorted(images)) or "none imported"
+            errors.add(config.error(keys, f'unknown image "{image}" (images: {known})'
+                                          f'{did_you_mean(image, images)}'))
+        if overlays is None:
+            continue
+        for field in ("system overlay", "runtime overlay"):
+            for name in node[field]:
+                if name not in overlays:
+                    keys = config.where(node_id, _expanded(config, node_id, expanded_of), (field,), item=name)
+                    errors.add(config.error(keys, f'unknown overlay "{name}"{did_you_mean(name, overlays)}'))
+
+
+def _netdev(dev):
+    return {
+        "device": dev.get("device", ""), "hwaddr": dev.get("hwaddr", ""), "ipaddr": dev.get("ipaddr", ""),
+        "netmask": dev.get("netmask", ""), "gateway": dev.get("gateway", ""),
+        "ipaddr6": dev.get("ipaddr6", ""), "prefixlen6": dev.get("prefixlen6", ""),
+        "gateway6": dev.get("gateway6", ""), "mtu": dev.get("mtu", ""),
+        "type": dev.get("type") or DEFAULT_NETDEV_TYPE, "onboot": dev.get("onboot", True),
+        "primary": False, "tags": dev.get("tags", {}),
+    }
+
+
+def _ipmi(ipmi):
+    return {
+        "username": ipmi.get("username", ""), "password": ipmi.get("password", ""),
+        "ipaddr": ipmi.get("ipaddr", ""), "netmask": ipmi.get("netmask", ""),
+        "gateway": ipmi.get("gateway", ""), "port": ipmi.get("port", ""),
+        "interface": ipmi.get("interface", ""), "escapechar": ipmi.get("escapechar", ""),
+        "write": ipmi.get("write", False), "template": ipmi.get("template", ""), "tags": ipmi.get("tags", {}),
+    }
+
+
+def _disks(disks):
+    out = {}
+    for name, disk in disks.items():
+        parts = {}
+        for label, p in disk.get("partitions", {}).items():
+            parts[label] = {
+                "number": p.get("number", ""), "size_mib": p.get("size_mib", ""),
+                "start_mib": p.get("start_mib", ""), "type_guid": p.get("type_guid", ""),
+                "guid": p.get("guid", ""), "wipe_partition_entry": p.get("wipe_partition_entry", False),
+                "should_exist": p.get("should_exist", False), "resize": p.get("resize", False),
+            }
+        out[name] = {"wipe_table": disk.get("wipe_table", False), "partitions": parts}
+    return out
+
+
+def _filesystems(filesystems):
+    return {
+        name: {
+            "format": fs.get("format", ""), "path": fs.get("path", ""),
+            "wipe_filesystem": fs.get("wipe_filesystem", False), "label": fs.get("label", ""),
+            "uuid": fs.get("uuid", ""), "options": fs.get("options", []),
+            "mount_options": fs.get("mount_options", []),
+        }
+        for name, fs in filesystems.items()
+    }
+
+
+def finalize(node_id, m, expanded, comment):
+    """A merged partial → the full canonical node of nodes.json."""
+    kernel = m.get("kernel", {})
+    netdevs = {name: _netdev(dev) for name, dev in m.get("network devices", {}).items()}
+    primary = m.get("primary network", "")
+    if primary not in netdevs:  # Warewulf: unset or unknown → the lexically first netdev
+        primary = min(netdevs) if netdevs else ""
+    if primary:
+        netdevs[primary]["primary"] = True
+    return {
+        "id": node_id,
+        "profiles": list(expanded),
+        "comment": comment,
+        "cluster name": m.get("cluster name", ""),
+        "image name": m.get("image name", ""),
+        "ipxe template": m.get("ipxe template") or DEFAULT_IPXE_TEMPLATE,
+        "system overlay": clean_list(m.get("system overlay", [])),
+        "runtime overlay": clean_list(m.get("runtime overlay", [])),
+        "kernel": {"version": kernel.get("version", ""), "args": clean_list(kernel.get("args", []))},
+        "init": m.get("init") or DEFAULT_INIT,
+        "root": m.get("root") or DEFAULT_ROOT,
+        "asset key": m.get("asset key", ""),
+        "discoverable": m.get("discoverable", False),
+        "primary network": primary,
+        "network devices": netdevs,
+        "ipmi": _ipmi(m.get("ipmi", {})),
+        "tags": m.get("tags", {}),
+        "resources": m.get("resources", {}),
+        "disks": _disks(m.get("disks", {})),
+        "filesystems": _filesystems(m.get("filesystems", {})),
+    }
+
+
+# ---- names that exist (validation inputs) ----
+
+def available_images(state_dir):
+    """Imported image names, or None when no image store exists yet (then names aren't checked)."""
+    root = os.path.join(state_dir, "images")
+    if not os.path.isdir(root):
+        return None
+    try:
+        from .images import list_images
+    except ImportError:  # before the image module lands: the layout of docs/formats.md
+        return sorted(n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n, "rootfs")))
+    return sorted(list_images(state_dir))
+
+
+def overlay_dirs(conf_dir):
+    from . import data
+    return [os.path.join(os.path.dirname(data.__file__), "overlays"), os.path.join(conf_dir, "overlays")]
+
+
+def available_overlays(conf_dir):
+    """Overlay names (built-in and site), or None when no overlay directory exists yet."""
+    dirs = [d for d in overlay_dirs(conf_dir) if os.path.isdir(d)]
+    if not dirs:
+        return None
+    try:
+        from .overlays import list_overlays
+    except ImportError:  # before the overlay module lands: the layout of docs/formats.md
+        return sorted({n for d in dirs for n in os.listdir(d) if os.path.isdir(os.path.join(d, n))})
+    return sorted(list_overlays(conf_dir))
+
+
+def define(conf_dir, state_dir):
+    """Read, merge and validate (image and overlay names checked once they exist)."""
+    config = read_config(conf_dir)
+    return resolve(config, available_images(state_dir), available_overlays(conf_dir))
+
+
+# ---- nodes.json ----
+
+def render_db(nodes):
+    """Canonical bytes of nodes.json: sorted keys, 1-space indent, trailing newline."""
+    return (json.dumps({"format": DB_FORMAT, "nodes": nodes}, sort_keys=True, indent=1) + "\n").encode()
+
+
+def write_db(state_dir, nodes):
+    from .fsutil import atomic_write
+    path = db_path(state_dir)
+    atomic_write(path, render_db(nodes))
+    return path
+
+
+def load_db(state_dir):
+    """The whole nodes.json as a dict."""
+    path = db_path(state_dir)
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist: run the define stage first") from None
+
+
+def node_macs(node):
+    """The node's MAC addresses, the primary network's first."""
+    devs = node["network devices"]
+    names = sorted(devs, key=lambda n: (not devs[n].get("primary"), n))
+    return [devs[n]["hwaddr"] for n in names if devs[n].get("hwaddr")]
+
+
+# ---- where each field came from (`node list --all`) ----
+
+def _leaves(partial, schema, prefix=()):
+    for key, value in partial.items():
+        kind = schema.get(key) if isinstance(schema, dict) else None
+        path = prefix + (key,)
+        if isinstance(kind, dict):
+            yield from _leaves(value, kind, path)
+        elif kind in (MAP, ANY) and isinstance(value, dict):  # merged key by key
+            for name, sub in value.items():
+                yield path + (name,), sub
+        elif isinstance(kind, Named):
+            for name, sub in value.items():
+                yield from _leaves(sub, kind.schema, path + (name,)) if sub else iter([(path + (name,), sub)])
+        else:
+            yield path, value
+
+
+def field_sources(config, node_id):
+    """{dotted field: source} for every field the node or its profiles set.
+
+    The source is the profile name, or "node"; a list built from several entries
+    names them all ("default+node").
+    """
+    expanded = expand_profiles(config.nodes[node_id].get("profiles", ()), _profile_lists(config))
+    sources = {}
+    entries = [(name, config.profiles[name]) for name in expanded] + [("node", config.nodes[node_id])]
+    for label, partial in entries:
+        for path, value in _leaves(partial, NODE):
+            if path == ("comment",) and label != "node":
+                continue
+            field = dotted(path)
+            if isinstance(value, list) and field in sources and path not in {("profiles",)}:
+                sources[field] = sources[field] + "+" + label
+            else:
+                sources[field] = label
+    return sources
+
+
+NEGATABLE = NEGATABLE_LISTS
