@@ -1,0 +1,212 @@
+"""Boot several QEMU nodes at once through the iPXE ROM and read what their consoles say.
+
+Each node is one `qemu-system-x86_64` (TCG, never KVM) with an e1000 NIC, its serial console written to a
+log file. `NodeGroup` starts them together, waits for console markers with one deadline and always kills
+what it started; a node that misses its deadline fails the test with its console log.
+
+The demo image's /sbin/init (wwfast.demo_image) prints lines `WWFAST-NODE <key> <value>`;
+`node_report()` turns them into a dict.
+"""
+import os
+import pathlib
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+QEMU = "qemu-system-x86_64"
+CONSOLE_TAG = "WWFAST-NODE"
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1bc")
+DONE_LINE = CONSOLE_TAG + " done"
+
+
+class NodeTimeout(AssertionError):
+    """A node did not reach a console marker in time; the message carries its console log."""
+
+
+def mac_for(index, prefix="52:54:00:00:00"):
+    return f"{prefix}:{index:02x}"
+
+
+def clean_console(raw):
+    return ANSI_ESCAPE.sub("", raw.replace("\r", ""))
+
+
+def node_report(console):
+    """Parse the demo init's `WWFAST-NODE key value` lines: {"hostname": .., "markers": {..}, ...}."""
+    report = {"markers": {}}
+    for line in console.splitlines():
+        idx = line.find(CONSOLE_TAG + " ")
+        if idx < 0:
+            continue
+        key, _, value = line[idx + len(CONSOLE_TAG) + 1:].strip().partition(" ")
+        if key == "marker":
+            name, _, text = value.partition(" ")
+            report["markers"][name] = text
+        else:
+            report[key] = value
+    return report
+
+
+class QemuNode:
+    """One QEMU guest booting from the network. Use through NodeGroup (or call stop() yourself)."""
+
+    def __init__(self, name, mac, log_dir, bootfile=None, asset=None, netns=None, tap=None,
+                 memory=256, extra_args=()):
+        self.name = name
+        self.mac = mac
+        self.log_path = pathlib.Path(log_dir) / f"{name}.console.log"
+        self.bootfile = bootfile
+        self.asset = asset
+        self.netns = netns
+        self.tap = tap
+        self.memory = memory
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self.started_at = None
+        self.finished_at = None
+
+    def command(self):
+        if self.tap:
+            netdev = f"tap,id=n0,ifname={self.tap},script=no,downscript=no"
+        else:
+            netdev = "user,id=n0" + (f",bootfile={self.bootfile}" if self.bootfile else "")
+        cmd = [QEMU, "-m", str(self.memory), "-nographic", "-no-reboot", "-boot", "n",
+               "-netdev", netdev, "-device", f"e1000,netdev=n0,mac={self.mac}"]
+        if self.asset is not None:
+            cmd += ["-smbios", f"type=3,asset={self.asset}"]
+        cmd += self.extra_args
+        if self.netns:
+            cmd = ["ip", "netns", "exec", self.netns] + cmd
+        return cmd
+
+    def start(self):
+        if shutil.which(QEMU) is None:
+            raise RuntimeError(f"{QEMU} not installed (Debian package qemu-system-x86)")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "wb")
+        try:
+            # Own session: stop() kills QEMU (and `ip netns exec`) as a group, nothing else.
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            log.close()
+        self.started_at = time.monotonic()
+        return self
+
+    def console(self):
+        try:
+            return clean_console(self.log_path.read_bytes().decode("utf-8", "replace"))
+        except FileNotFoundError:
+            return ""
+
+    def exited(self):
+        return self.proc is not None and self.proc.poll() is not None
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.proc.wait(wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def report(self):
+        return node_report(self.console())
+
+    def seconds(self):
+        """Seconds from start to the `done` line (or to now / exit when not done)."""
+        end = self.finished_at or time.monotonic()
+        return end - self.started_at if self.started_at else 0.0
+
+    def failure(self, what, timeout):
+        tail = "\n".join(self.console().splitlines()[-60:])
+        state = f"exited with {self.proc.returncode}" if self.exited() else "still running"
+        return (f"node {self.name} ({self.mac}) did not show {what!r} within {timeout:.0f}s ({state}); "
+                f"console log {self.log_path}, last lines:\n{tail}")
+
+
+class NodeGroup:
+    """Start nodes together; wait for their markers under one deadline; always stop them on exit."""
+
+    def __init__(self, nodes):
+        self.nodes = list(nodes)
+
+    def __enter__(self):
+        try:
+            for node in self.nodes:
+                node.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self):
+        for node in self.nodes:
+            node.stop()
+
+    def __iter__(self):
+        return iter(self.nodes)
+
+    def wait_for(self, text, timeout, nodes=None):
+        """Wait until every node's console contains `text` (a str or a compiled regex).
+
+        A node that exits without it, or is still missing it at the deadline, raises NodeTimeout with
+        the console of every such node. Returns {name: seconds since its start}.
+        """
+        nodes = list(nodes or self.nodes)
+        deadline = time.monotonic() + timeout
+        pending = {n.name: n for n in nodes}
+        seen = {}
+        while pending:
+            for name, node in list(pending.items()):
+                console = node.console()
+                found = text.search(console) if hasattr(text, "search") else text in console
+                if found:
+                    seen[name] = time.monotonic() - node.started_at
+                    del pending[name]
+                elif node.exited():
+                    # One more read: QEMU may have written its last lines just before exiting.
+                    console = node.console()
+                    found = text.search(console) if hasattr(text, "search") else text in console
+                    if found:
+                        seen[name] = time.monotonic() - node.started_at
+                        del pending[name]
+                        continue
+                    raise NodeTimeout(node.failure(getattr(text, "pattern", text), timeout))
+            if pending and time.monotonic() > deadline:
+                raise NodeTimeout("\n\n".join(n.failure(getattr(text, "pattern", text), timeout)
+                                              for n in pending.values()))
+            if pending:
+                time.sleep(0.25)
+        return seen
+
+    def wait_booted(self, timeout, nodes=None):
+        """Wait for the demo init's `WWFAST-NODE done`; return {name: report dict with "seconds"}."""
+        seconds = self.wait_for(DONE_LINE, timeout, nodes)
+        reports = {}
+        for node in nodes or self.nodes:
+            node.finished_at = node.started_at + seconds[node.name]
+            reports[node.name] = dict(node.report(), seconds=seconds[node.name])
+        return reports
+
+    def assert_never_shows(self, text, seconds, nodes=None):
+        """Watch for `seconds`: no node's console may contain `text` (e.g. a refused node booting)."""
+        nodes = list(nodes or self.nodes)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            for node in nodes:
+                if text in node.console():
+                    raise AssertionError(f"node {node.name} showed {text!r} but must not; console:\n"
+                                         + node.console()[-4000:])
+            time.sleep(0.5)
