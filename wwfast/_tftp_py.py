@@ -1,1 +1,258 @@
-"""TFTP packet codec and session state (pure twin of _tftp)."""
+"""TFTP session table (pure twin of _tftp): the per-packet path of every transfer.
+
+One `SessionTable` per process holds every transfer in flight. Each transfer has
+its own UDP socket (its TID, RFC 1350) registered in one epoll set, so the event
+loop watches a single fd (`fileno()`) and calls `poll()` when it is readable.
+Retransmission is driven by one hashed timer wheel that `advance()` turns; the
+loop calls it every `tick` seconds while sessions exist. Same API and behaviour
+as the compiled twin; this one keeps a small Python object per session.
+"""
+import os
+import select
+import socket
+import struct
+import time
+
+from wwfast._tftp_codec import (  # noqa: F401  (re-exported: the facade's API)
+    ACK, DATA, DEFAULT_BLKSIZE, ERR_ACCESS, ERR_DISK_FULL, ERR_EXISTS, ERR_ILLEGAL, ERR_NO_USER,
+    ERR_NOT_FOUND, ERR_OPTIONS, ERR_UNDEFINED, ERR_UNKNOWN_TID, ERROR, MAX_BLKSIZE, MAX_WINDOWSIZE,
+    MIN_BLKSIZE, MODES, OACK, RRQ, WRQ, Request, TftpError, build_ack, build_data, build_error,
+    build_oack, negotiate, parse_request, to_netascii)
+
+WHEEL_SLOTS = 4096          # power of two; deadlines beyond one lap wait for their lap
+_HEADER = struct.Struct("!HH")
+_UNKNOWN_TID = build_error(ERR_UNKNOWN_TID, "unknown transfer ID")
+_ILLEGAL = build_error(ERR_ILLEGAL, "illegal TFTP operation")
+STAT_NAMES = ("started", "completed", "expired", "aborted", "data_sent", "retransmits",
+              "duplicate_acks", "wrong_tid", "malformed", "send_errors")
+
+
+class _Session:
+    __slots__ = ("sid", "sock", "fd", "peer", "data", "size", "blksize", "windowsize", "timeout",
+                 "nblocks", "acked", "sent_upto", "retries", "oack", "deadline", "slot", "key")
+
+
+class SessionTable:
+    def __init__(self, bind_host="0.0.0.0", timeout=1.0, retries=5, tick=0.01, capacity=1024, log=None):
+        self.bind_host = bind_host or "0.0.0.0"
+        self.family = socket.AF_INET6 if ":" in self.bind_host else socket.AF_INET
+        self.timeout = float(timeout)
+        self.retries = int(retries)
+        self.tick = float(tick)
+        self.log = log
+        self._epoll = select.epoll()
+        self._sessions = {}          # sid -> _Session
+        self._by_fd = {}             # fd -> _Session
+        self._by_key = {}            # caller's key (peer, file) -> sid: a retransmitted RRQ is no new transfer
+        self._free = list(range(capacity - 1, -1, -1))
+        self._capacity = capacity
+        self._wheel = [set() for _ in range(WHEEL_SLOTS)]
+        self._now_tick = self._clock()
+        self._stats = dict.fromkeys(STAT_NAMES, 0)
+
+    # -- public API ------------------------------------------------------------------------
+    def fileno(self):
+        return self._epoll.fileno()
+
+    @property
+    def active(self):
+        return len(self._sessions)
+
+    def stats(self):
+        return dict(self._stats, active=len(self._sessions))
+
+    def start(self, peer, data, blksize=DEFAULT_BLKSIZE, windowsize=1, timeout=0, oack=None, key=None):
+        """Open a transfer of `data` (a buffer) to `peer` and send its first packet.
+
+        Returns the session id, or -1 when `key` names a transfer that has not seen
+        an ACK yet (the client retransmitted its RRQ: our own timer resends).
+        Raises OSError when no socket can be had (the caller answers "busy").
+        """
+        if key is not None and key in self._by_key:
+            old = self._sessions[self._by_key[key]]
+            if old.acked == 0:
+                return -1
+            self._end(old)  # the client started over from the same port
+        sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((self.bind_host, 0))
+            self._epoll.register(sock.fileno(), select.EPOLLIN)
+        except BaseException:
+            sock.close()
+            raise
+        if not self._free:
+            self._free = list(range(self._capacity * 2 - 1, self._capacity - 1, -1))
+            self._capacity *= 2
+        s = _Session()
+        s.sid = self._free.pop()
+        s.sock, s.fd = sock, sock.fileno()
+        s.peer = _normal_peer(peer)
+        s.data = memoryview(data).cast("B") if len(data) else memoryview(b"")
+        s.size = len(s.data)
+        s.blksize = int(blksize)
+        s.windowsize = max(1, int(windowsize))
+        s.timeout = max(1, round((timeout or self.timeout) / self.tick))
+        s.nblocks = s.size // s.blksize + 1   # the last block is short, possibly empty
+        s.acked = s.sent_upto = 0
+        s.retries = 0
+        s.oack = oack
+        s.slot = -1
+        s.key = key
+        self._sessions[s.sid] = s
+        self._by_fd[s.fd] = s
+        if key is not None:
+            self._by_key[key] = s.sid
+        self._stats["started"] += 1
+        self._send_current(s)
+        return s.sid
+
+    def poll(self):
+        """Read every pending packet of every ready session; returns the packets handled."""
+        handled = 0
+        for fd, _events in self._epoll.poll(0):
+            s = self._by_fd.get(fd)
+            while s is not None and self._sessions.get(s.sid) is s:
+                try:
+                    packet, addr = s.sock.recvfrom(65536)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    break
+                handled += 1
+                self._on_packet(s, packet, addr)
+        self.advance()
+        return handled
+
+    def advance(self):
+        """Turn the timer wheel to now: retransmit or drop the sessions that timed out."""
+        now = self._clock()
+        fired = 0
+        first = self._now_tick + 1
+        if now - first >= WHEEL_SLOTS:
+            first = now - WHEEL_SLOTS + 1
+        for t in range(first, now + 1):
+            slot = self._wheel[t & (WHEEL_SLOTS - 1)]
+            if not slot:
+                continue
+            for sid in [sid for sid in slot if self._sessions[sid].deadline <= now]:
+                fired += 1
+                self._on_timeout(self._sessions[sid])
+        self._now_tick = max(self._now_tick, now)
+        return fired
+
+    def close(self):
+        for s in list(self._sessions.values()):
+            self._end(s)
+        self._epoll.close()
+
+    # -- internals ---------------------------------------------------------------------------
+    def _clock(self):
+        return int(time.monotonic() / self.tick)
+
+    def _on_packet(self, s, packet, addr):
+        if _normal_peer(addr) != s.peer:
+            self._stats["wrong_tid"] += 1
+            self._sendto(s, _UNKNOWN_TID, addr)
+            return
+        if len(packet) < 2:
+            self._stats["malformed"] += 1
+            return
+        opcode = (packet[0] << 8) | packet[1]
+        if opcode == ERROR:
+            self._stats["aborted"] += 1
+            self._end(s)
+            return
+        if opcode != ACK:
+            self._stats["malformed"] += 1
+            self._sendto(s, _ILLEGAL, s.peer)
+            self._end(s)
+            return
+        if len(packet) < 4:
+            self._stats["malformed"] += 1
+            return
+        block = (packet[2] << 8) | packet[3]
+        if s.oack is not None:
+            if block == 0:
+                s.oack = None
+                s.retries = 0
+                self._send_window(s)
+            else:
+                self._stats["duplicate_acks"] += 1
+            return
+        base = s.acked
+        delta = (block - base) & 0xFFFF
+        if delta == 0 or delta > s.sent_upto - base:
+            # A duplicate or stale ACK: never answer it with DATA (Sorcerer's Apprentice).
+            self._stats["duplicate_acks"] += 1
+            return
+        s.acked = base + delta
+        s.retries = 0
+        if s.acked >= s.nblocks:
+            self._stats["completed"] += 1
+            self._end(s)
+        else:
+            self._send_window(s)
+
+    def _on_timeout(self, s):
+        s.retries += 1
+        if s.retries > self.retries:
+            self._stats["expired"] += 1
+            self._end(s)
+            return
+        self._stats["retransmits"] += 1
+        self._send_current(s)
+
+    def _send_current(self, s):
+        if s.oack is not None:
+            self._sendto(s, s.oack, s.peer)
+            self._schedule(s)
+        else:
+            self._send_window(s)
+
+    def _send_window(self, s):
+        """Send blocks acked+1 .. acked+windowsize (RFC 7440: a window restarts after the last ACK)."""
+        last = min(s.acked + s.windowsize, s.nblocks)
+        bs = s.blksize
+        for block in range(s.acked + 1, last + 1):
+            start = (block - 1) * bs
+            self._sendto(s, _HEADER.pack(DATA, block & 0xFFFF) + s.data[start:start + bs], s.peer)
+            self._stats["data_sent"] += 1
+        s.sent_upto = last
+        self._schedule(s)
+
+    def _sendto(self, s, packet, addr):
+        try:
+            s.sock.sendto(packet, addr)
+        except OSError:
+            # A full socket buffer or an unreachable peer: the timer resends.
+            self._stats["send_errors"] += 1
+
+    def _schedule(self, s):
+        if s.slot >= 0:
+            self._wheel[s.slot].discard(s.sid)
+        s.deadline = self._clock() + s.timeout
+        s.slot = s.deadline & (WHEEL_SLOTS - 1)
+        self._wheel[s.slot].add(s.sid)
+
+    def _end(self, s):
+        if self._sessions.pop(s.sid, None) is None:
+            return
+        if s.slot >= 0:
+            self._wheel[s.slot].discard(s.sid)
+        del self._by_fd[s.fd]
+        if s.key is not None and self._by_key.get(s.key) == s.sid:
+            del self._by_key[s.key]
+        try:
+            self._epoll.unregister(s.fd)
+        except OSError:
+            pass
+        s.sock.close()
+        s.data.release()
+        s.data = s.sock = None
+        self._free.append(s.sid)
+
+
+def _normal_peer(addr):
+    """(host, port) of an IPv4 or IPv6 socket address, ignoring flow info."""
+    return (addr[0], addr[1])

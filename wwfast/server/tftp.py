@@ -1,0 +1,328 @@
+"""TFTP server: the asyncio glue around the session table of `wwfast.tftp`.
+
+A listener on the well-known port only dispatches requests (RRQ parse, path
+check, file lookup, option negotiation: once per transfer, in Python). Each
+transfer then gets its own socket (RFC 1350 TID) inside the core's session
+table, which the loop watches through one epoll fd; every DATA/ACK after the
+RRQ is handled by the core (compiled: no Python object per packet), and one
+timer wheel drives retransmission. Read only: WRQ is refused.
+
+`TftpServer(root, host, port, resolve=None)`: `resolve(path)` may answer a path
+first (bytes, or a file name to serve, or None to fall back to the root), so the
+serve stage can hand out per-node iPXE scripts by MAC.
+
+Standalone, for tests and benchmarks:
+    python -m wwfast.server.tftp --root DIR --port 6969 --bind 127.0.0.1 [--workers 2]
+"""
+import argparse
+import asyncio
+import collections
+import logging
+import mmap
+import os
+import resource
+import signal
+import socket
+import sys
+
+from wwfast import tftp as _facade
+from wwfast.server import loops
+
+log = logging.getLogger("wwfast.tftp")
+
+DEFAULT_CACHE_BYTES = 256 << 20
+
+
+class _Listener(asyncio.DatagramProtocol):
+    def __init__(self, server):
+        self.server = server
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        try:
+            self.server._on_request(data, addr)
+        except Exception:  # never let one request take the listener down
+            log.exception("tftp: request from %s failed", addr)
+
+    def error_received(self, exc):
+        log.debug("tftp listener: %s", exc)
+
+
+class FileCache:
+    """File contents by path, checked against (dev, inode, size, mtime) on every request.
+
+    Stages replace files by rename, so a changed file is a new inode and the old
+    content stays valid for transfers in flight. Files above the budget are mapped
+    (mmap) instead of read; netascii conversions are cached beside the raw bytes.
+    """
+
+    def __init__(self, budget=DEFAULT_CACHE_BYTES):
+        self.budget = budget
+        self.used = 0
+        self._entries = collections.OrderedDict()   # (path, mode) -> (stat key, buffer)
+
+    def get(self, path, mode):
+        st = os.stat(path)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        entry = self._entries.get((path, mode))
+        if entry is not None and entry[0] == key:
+            self._entries.move_to_end((path, mode))
+            return entry[1]
+        with open(path, "rb") as f:
+            if mode == "octet" and st.st_size > self.budget:
+                return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            data = f.read()
+        if mode == "netascii":
+            data = _facade.to_netascii(data)
+        self._put((path, mode), key, data)
+        return data
+
+    def _put(self, name, key, data):
+        old = self._entries.pop(name, None)
+        if old is not None:
+            self.used -= len(old[1])
+        if len(data) > self.budget:
+            return
+        while self._entries and self.used + len(data) > self.budget:
+            _, (_, dropped) = self._entries.popitem(last=False)
+            self.used -= len(dropped)
+        self._entries[name] = (key, data)
+        self.used += len(data)
+
+
+class TftpServer:
+    """Serve `root` read-only over TFTP on (host, port); use `async with` or start()/close()."""
+
+    def __init__(self, root, host="0.0.0.0", port=69, resolve=None, *, timeout=1.0, retries=5,
+                 max_blksize=None, max_windowsize=None, reuse_port=False, core=None,
+                 cache_bytes=DEFAULT_CACHE_BYTES, tick=0.01):
+        self.root = os.path.realpath(root)
+        self.host = host
+        self.port = port
+        self.resolve = resolve
+        self.timeout = timeout
+        self.retries = retries
+        self.core = core or _facade.core()
+        self.max_blksize = max_blksize or self.core.MAX_BLKSIZE
+        self.max_windowsize = max_windowsize or self.core.MAX_WINDOWSIZE
+        self.reuse_port = reuse_port
+        self.tick = tick
+        self.cache = FileCache(cache_bytes)
+        self.table = None
+        self.requests = collections.Counter()    # outcome -> count, for status/metrics
+        self._loop = None
+        self._transport = None
+        self._timer = None
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self):
+        self._loop = asyncio.get_running_loop()
+        self.table = self.core.SessionTable(self.host, timeout=self.timeout, retries=self.retries,
+                                            tick=self.tick)
+        self._transport, _ = await self._loop.create_datagram_endpoint(
+            lambda: _Listener(self), local_addr=(self.host, self.port),
+            reuse_port=self.reuse_port or None)
+        self.port = self._transport.get_extra_info("sockname")[1]
+        self._loop.add_reader(self.table.fileno(), self._poll)
+        log.info("tftp: serving %s on %s:%s (core %s)", self.root, self.host, self.port,
+                 "compiled" if self.core.__name__.endswith("_tftp") else "pure")
+        return self
+
+    async def close(self):
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._transport is not None:
+            self._transport.close()
+        if self.table is not None:
+            self._loop.remove_reader(self.table.fileno())
+            self.table.close()
+
+    async def __aenter__(self):
+        return await self.start()
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    def stats(self):
+        out = dict(self.table.stats()) if self.table is not None else {}
+        out.update(("requests_" + k, v) for k, v in self.requests.items())
+        return out
+
+    # -- event handlers ----------------------------------------------------------------------
+    def _poll(self):
+        self.table.poll()
+        self._arm_timer()
+
+    def _tick(self):
+        self._timer = None
+        if self._closed:
+            return
+        self.table.advance()
+        self._arm_timer()
+
+    def _arm_timer(self):
+        # One timer for the whole wheel, only while transfers are in flight.
+        if self._timer is None and self.table.active:
+            self._timer = self._loop.call_later(self.tick, self._tick)
+
+    def _on_request(self, data, addr):
+        core = self.core
+        try:
+            request = core.parse_request(data)
+            if request.opcode == core.WRQ:
+                raise core.TftpError(core.ERR_ACCESS, "read-only server: write requests are refused")
+            content = self._content(request.filename, request.mode)
+            blksize, windowsize, timeout, oack = core.negotiate(
+                request.options, len(content), self.max_blksize, self.max_windowsize)
+        except core.TftpError as e:
+            self.requests["refused"] += 1
+            log.info("tftp: %s from %s:%s: error %d %s", _describe(data), addr[0], addr[1], e.code, e.message)
+            if len(data) < 2 or data[1] != core.ERROR or data[0] != 0:   # never answer an error with one
+                self._transport.sendto(core.build_error(e.code, e.message), addr)
+            return
+        try:
+            sid = self.table.start(addr, content, blksize, windowsize, timeout, oack,
+                                   key=(addr, request.filename))
+        except OSError as e:
+            self.requests["busy"] += 1
+            log.warning("tftp: cannot open a transfer for %s:%s: %s", addr[0], addr[1], e)
+            self._transport.sendto(core.build_error(core.ERR_UNDEFINED, "server busy"), addr)
+            return
+        self.requests["duplicate" if sid < 0 else "started"] += 1
+        self._arm_timer()
+
+    def _content(self, filename, mode):
+        """The bytes to send for `filename`, confined to the root; raises TftpError 1 or 2."""
+        core = self.core
+        name = filename.replace("\\", "/")
+        parts = [p for p in name.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise core.TftpError(core.ERR_ACCESS, "'..' is not allowed in file names")
+        if name.startswith("/"):
+            # Absolute names are accepted only inside the root (as dnsmasq does).
+            inside = os.path.normpath(name)
+            if inside != self.root and not inside.startswith(self.root.rstrip("/") + "/"):
+                raise core.TftpError(core.ERR_ACCESS, "absolute path outside the TFTP root")
+            parts = [p for p in os.path.relpath(inside, self.root).split("/") if p not in ("", ".")]
+        relative = "/".join(parts)
+        if self.resolve is not None:
+            try:
+                answer = self.resolve(relative)
+            except Exception:
+                log.exception("tftp: resolve(%r) failed", relative)
+                raise core.TftpError(core.ERR_UNDEFINED, "internal error") from None
+            if isinstance(answer, (bytes, bytearray, memoryview)):
+                return core.to_netascii(answer) if mode == "netascii" else answer
+            if answer is not None:
+                return self._read(os.fspath(answer), mode)
+        path = os.path.realpath(os.path.join(self.root, relative))
+        if path != self.root and not path.startswith(self.root.rstrip("/") + "/"):
+            raise core.TftpError(core.ERR_ACCESS, "path leads outside the TFTP root")
+        return self._read(path, mode)
+
+    def _read(self, path, mode):
+        core = self.core
+        try:
+            if not os.path.isfile(path):
+                raise core.TftpError(core.ERR_NOT_FOUND, "file not found")
+            return self.cache.get(path, mode)
+        except PermissionError:
+            raise core.TftpError(core.ERR_ACCESS, "permission denied") from None
+        except OSError:
+            raise core.TftpError(core.ERR_NOT_FOUND, "file not found") from None
+
+
+def _describe(data):
+    head = bytes(data[:2])
+    if head == b"\0\1":
+        return "RRQ " + repr(bytes(data[2:]).split(b"\0")[0][:200])
+    if head == b"\0\2":
+        return "WRQ " + repr(bytes(data[2:]).split(b"\0")[0][:200])
+    return f"packet of {len(data)} bytes starting {bytes(data[:4]).hex()}"
+
+
+# -- standalone runner -----------------------------------------------------------------------
+def raise_fd_limit():
+    """Each transfer holds a socket: lift the soft fd limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+async def _serve(args, reuse_port, ready):
+    server = TftpServer(args.root, args.bind, args.port, timeout=args.timeout, retries=args.retries,
+                        reuse_port=reuse_port, max_windowsize=args.max_windowsize)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with server:
+        if ready:
+            print(f"wwfast tftp: serving {server.root} on {args.bind}:{server.port} "
+                  f"(core {'compiled' if _facade.COMPILED else 'pure'}, loop {loops.loop_name(args.loop)}, "
+                  f"workers {args.workers})", flush=True)
+        await stop.wait()
+        log.info("tftp: stopping: %s", server.stats())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m wwfast.server.tftp", description=__doc__.split("\n")[0])
+    parser.add_argument("--root", required=True, help="directory served (read only)")
+    parser.add_argument("--port", type=int, default=69)
+    parser.add_argument("--bind", default="0.0.0.0")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes sharing the port with SO_REUSEPORT (transfers use their own ports)")
+    parser.add_argument("--timeout", type=float, default=1.0, help="retransmission timeout, seconds")
+    parser.add_argument("--retries", type=int, default=5)
+    parser.add_argument("--max-windowsize", type=int, default=None)
+    parser.add_argument("--loop", default=None, help="auto, uvloop or asyncio")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(message)s")
+    raise_fd_limit()
+    if args.workers <= 1:
+        loops.run(_serve(args, False, True), args.loop)
+        return 0
+    if args.port == 0:
+        parser.error("--workers needs an explicit --port (all workers share it)")
+    # Bind once in the parent so a busy port fails loudly before any fork.
+    probe = socket.socket(socket.AF_INET6 if ":" in args.bind else socket.AF_INET, socket.SOCK_DGRAM)
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    probe.bind((args.bind, args.port))
+    probe.close()
+    children = []
+    for i in range(args.workers):
+        pid = os.fork()
+        if pid == 0:
+            probe.close()
+            try:
+                loops.run(_serve(args, True, i == 0), args.loop)
+            finally:
+                os._exit(0)
+        children.append(pid)
+
+    def forward(signum, _frame):
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for pid in children:
+        _, code = os.waitpid(pid, 0)
+        status = status or os.waitstatus_to_exitcode(code)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
