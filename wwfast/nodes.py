@@ -337,15 +337,16 @@ def finalize(node_id, m, expanded, comment):
 # ---- names that exist (validation inputs) ----
 
 def available_images(state_dir):
-    """Imported image names, or None when no image store exists yet (then names aren't checked)."""
+    """Imported image names, or None before the first import (then names aren't checked)."""
     root = os.path.join(state_dir, "images")
     if not os.path.isdir(root):
         return None
     try:
         from .images import list_images
+        names = sorted(list_images(state_dir))
     except ImportError:  # before the image module lands: the layout of docs/formats.md
-        return sorted(n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n, "rootfs")))
-    return sorted(list_images(state_dir))
+        names = sorted(n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n, "rootfs")))
+    return names or None
 
 
 def overlay_dirs(conf_dir):
@@ -354,15 +355,16 @@ def overlay_dirs(conf_dir):
 
 
 def available_overlays(conf_dir):
-    """Overlay names (built-in and site), or None when no overlay directory exists yet."""
+    """Overlay names (built-in and site), or None while there are none (then names aren't checked)."""
     dirs = [d for d in overlay_dirs(conf_dir) if os.path.isdir(d)]
     if not dirs:
         return None
     try:
         from .overlays import list_overlays
+        names = sorted(list_overlays(conf_dir))
     except ImportError:  # before the overlay module lands: the layout of docs/formats.md
-        return sorted({n for d in dirs for n in os.listdir(d) if os.path.isdir(os.path.join(d, n))})
-    return sorted(list_overlays(conf_dir))
+        names = sorted({n for d in dirs for n in os.listdir(d) if os.path.isdir(os.path.join(d, n))})
+    return names or None
 
 
 def define(conf_dir, state_dir):
@@ -442,3 +444,34 @@ def field_sources(config, node_id):
 
 
 NEGATABLE = NEGATABLE_LISTS
+
+
+# ---- fingerprint of everything nodes.json depends on (the define stage skips when unchanged) ----
+
+_CODE_MODULES = ("nodes", "merge", "nodeschema", "yamlfile", "hostlist", "errors")
+
+
+def code_version():
+    """sha256 over the source of the modules that shape nodes.json."""
+    import hashlib
+    from . import __version__
+    h = hashlib.sha256(__version__.encode())
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in _CODE_MODULES:
+        with open(os.path.join(here, name + ".py"), "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()
+
+
+def inputs_fingerprint(conf_dir, state_dir):
+    """What the define stage reads: the node file's digest, the code, and the image/overlay names."""
+    from .fsutil import sha256_file
+    path = nodes_file(conf_dir)
+    return {
+        "format": DB_FORMAT,
+        "nodes file": os.path.abspath(path),
+        "nodes digest": sha256_file(path) if os.path.exists(path) else "",
+        "code": code_version(),
+        "images": available_images(state_dir),
+        "overlays": available_overlays(conf_dir),
+    }
