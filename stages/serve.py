@@ -1,0 +1,31 @@
+"""serve stage: answer nodes over HTTP (and TFTP) from the published manifest; never builds.
+
+python -m stages.serve --conf DIR --state DIR [--bind ADDR] [--http-port N] [--tftp-port N] [--tftp-root DIR]
+Flags override the settings file. Runs in the foreground, logs to stderr, stops on SIGTERM/SIGINT.
+"""
+import argparse
+import os
+import sys
+
+from wwfast import settings
+from wwfast.errors import ConfigError
+from wwfast.server import service
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m stages.serve", description=__doc__.splitlines()[0])
+    parser.add_argument("--conf", default=os.environ.get("WWFAST_CONF", "conf"))
+    parser.add_argument("--state", default=os.environ.get("WWFAST_STATE", "var"))
+    service.add_arguments(parser)
+    args = parser.parse_args(argv)
+    service.configure_logging(args.verbose, args.quiet)
+    try:
+        conf = settings.load(args.conf)
+    except ConfigError as e:
+        print(f"serve: {e}", file=sys.stderr)
+        return 2
+    return service.run(service.ServeOptions.from_settings(conf, args.state, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

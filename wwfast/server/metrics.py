@@ -1,0 +1,89 @@
+"""Counters for /metrics, rendered in the Prometheus text exposition format (version 0.0.4).
+
+Plain dicts updated from the event loop thread: no locks, no client library.
+"""
+import bisect
+
+# Boot durations (first /ipxe to a complete /runtime) span seconds to many minutes.
+BOOT_BUCKETS = (5, 10, 20, 30, 60, 120, 300, 600, 1800)
+
+
+def _labels(**labels):
+    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+    return "{" + inner + "}" if inner else ""
+
+
+def _escape(value):
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class Histogram:
+    def __init__(self, buckets):
+        self.buckets = tuple(buckets)
+        self.counts = [0] * (len(self.buckets) + 1)   # the last one is +Inf
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value):
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def lines(self, name):
+        total = 0
+        for bound, n in zip(self.buckets, self.counts):
+            total += n
+            yield f'{name}_bucket{{le="{bound}"}} {total}'
+        yield f'{name}_bucket{{le="+Inf"}} {self.count}'
+        yield f"{name}_sum {self.sum:.3f}"
+        yield f"{name}_count {self.count}"
+
+
+class Metrics:
+    def __init__(self):
+        self.requests = {}          # (stage, code) -> count
+        self.bytes = {}             # (stage, code) -> body bytes sent
+        self.in_flight = 0          # file bodies being sent now
+        self.connections = 0        # open client connections
+        self.boot = Histogram(BOOT_BUCKETS)
+        self.reloads = 0
+
+    def request(self, stage, code):
+        key = (stage, code)
+        self.requests[key] = self.requests.get(key, 0) + 1
+
+    def sent(self, stage, code, nbytes):
+        key = (stage, code)
+        self.bytes[key] = self.bytes.get(key, 0) + nbytes
+
+    def render(self, nodes_by_stage, generation):
+        out = [
+            "# HELP wwfast_http_requests_total HTTP requests by stage and status code.",
+            "# TYPE wwfast_http_requests_total counter",
+        ]
+        for (stage, code), n in sorted(self.requests.items()):
+            out.append(f"wwfast_http_requests_total{_labels(stage=stage, code=code)} {n}")
+        out += ["# HELP wwfast_http_sent_bytes_total Body bytes sent by stage and status code.",
+                "# TYPE wwfast_http_sent_bytes_total counter"]
+        for (stage, code), n in sorted(self.bytes.items()):
+            out.append(f"wwfast_http_sent_bytes_total{_labels(stage=stage, code=code)} {n}")
+        out += ["# HELP wwfast_http_transfers_in_flight File bodies being sent now.",
+                "# TYPE wwfast_http_transfers_in_flight gauge",
+                f"wwfast_http_transfers_in_flight {self.in_flight}",
+                "# HELP wwfast_http_connections Open client connections.",
+                "# TYPE wwfast_http_connections gauge",
+                f"wwfast_http_connections {self.connections}",
+                "# HELP wwfast_nodes_by_stage Nodes by the last stage they fetched (\"none\": never seen).",
+                "# TYPE wwfast_nodes_by_stage gauge"]
+        for stage, n in sorted(nodes_by_stage.items()):
+            out.append(f"wwfast_nodes_by_stage{_labels(stage=stage)} {n}")
+        out += ["# HELP wwfast_boot_duration_seconds From a node's /ipxe request to its completed /runtime.",
+                "# TYPE wwfast_boot_duration_seconds histogram"]
+        out += list(self.boot.lines("wwfast_boot_duration_seconds"))
+        out += ["# HELP wwfast_manifest_reloads_total Manifests swapped in since start.",
+                "# TYPE wwfast_manifest_reloads_total counter",
+                f"wwfast_manifest_reloads_total {self.reloads}",
+                "# HELP wwfast_manifest_info The manifest generation being served.",
+                "# TYPE wwfast_manifest_info gauge",
+                f"wwfast_manifest_info{_labels(generation=generation)} 1"]
+        return "\n".join(out) + "\n"

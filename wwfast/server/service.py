@@ -1,0 +1,128 @@
+"""Run the serve stage: HTTP (and TFTP when enabled) in one event loop until SIGTERM/SIGINT.
+
+Shared by `python -m stages.serve` and `wwfast serve`. serve never builds: it
+reads STATE/publish/manifest.json and STATE/store only.
+"""
+import asyncio
+import logging
+import resource
+import signal
+
+from wwfast.server import loops
+from wwfast.server.catalog import tftp_resolver
+from wwfast.server.http import HttpServer
+
+log = logging.getLogger("wwfast.serve")
+
+
+class ServeOptions:
+    """Everything the serve stage needs, settings file first, command-line flags on top."""
+
+    def __init__(self, state_dir, http_bind="0.0.0.0", http_port=9873, secure=False, tftp_enabled=True,
+                 tftp_bind="0.0.0.0", tftp_port=69, tftp_root="/usr/lib/ipxe", send_mode="sendfile",
+                 loop="auto"):
+        self.state_dir = state_dir
+        self.http_bind, self.http_port, self.secure = http_bind, http_port, secure
+        self.tftp_enabled, self.tftp_bind, self.tftp_port, self.tftp_root = (
+            tftp_enabled, tftp_bind, tftp_port, tftp_root)
+        self.send_mode, self.loop = send_mode, loop
+
+    @classmethod
+    def from_settings(cls, settings, state_dir, args):
+        """`settings`: a wwfast.settings.Settings; `args`: argparse namespace of the serve flags."""
+        opts = cls(state_dir, http_bind=settings.http_bind, http_port=settings.http_port,
+                   secure=settings.secure, tftp_enabled=settings.tftp_enabled, tftp_bind=settings.tftp_bind,
+                   tftp_port=settings.tftp_port, tftp_root=settings.tftp_root)
+        if args.bind:
+            opts.http_bind = opts.tftp_bind = args.bind
+        if args.http_port is not None:
+            opts.http_port = args.http_port
+        if args.tftp_port is not None:
+            opts.tftp_port = args.tftp_port
+        if args.tftp_root:
+            opts.tftp_root = args.tftp_root
+        if args.no_tftp:
+            opts.tftp_enabled = False
+        if args.secure:
+            opts.secure = True
+        opts.send_mode = args.send_mode
+        opts.loop = args.loop
+        return opts
+
+
+def add_arguments(parser):
+    """The serve flags, shared by the stage and `wwfast serve`."""
+    parser.add_argument("--bind", help="address for HTTP and TFTP (overrides the settings file)")
+    parser.add_argument("--http-port", type=int, help="HTTP port (settings: warewulf: port, default 9873)")
+    parser.add_argument("--tftp-port", type=int, help="TFTP port (settings: tftp: port, default 69)")
+    parser.add_argument("--tftp-root", help="directory of iPXE binaries served over TFTP")
+    parser.add_argument("--no-tftp", action="store_true", help="HTTP only")
+    parser.add_argument("--secure", action="store_true", help="runtime overlay only to privileged source ports")
+    parser.add_argument("--send-mode", choices=("sendfile", "mmap"), default="sendfile",
+                        help="how file bodies are sent (default sendfile)")
+    parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+
+
+def raise_nofile_limit():
+    """Each download holds a socket and a file: lift the soft open-file limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open-file limit above %d: %s", soft, e)
+    return soft
+
+
+def _tftp_class():
+    try:
+        from wwfast.server.tftp import TftpServer
+    except ImportError:
+        return None
+    return TftpServer
+
+
+async def serve_forever(opts, ready=None):
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    http = HttpServer(opts.state_dir, opts.http_bind, opts.http_port, secure=opts.secure,
+                      send_mode=opts.send_mode)
+    tftp = None
+    async with http:
+        if opts.tftp_enabled:
+            cls = _tftp_class()
+            if cls is None:
+                log.warning("TFTP is enabled but wwfast.server.tftp is not available; HTTP only")
+            else:
+                tftp = cls(opts.tftp_root, opts.tftp_bind, opts.tftp_port, resolve=tftp_resolver(http.watcher))
+                await tftp.start()
+                log.info("TFTP on %s:%d from %s", opts.tftp_bind, opts.tftp_port, opts.tftp_root)
+        if ready:
+            ready(http, tftp)
+        try:
+            await stop.wait()
+        finally:
+            log.info("stopping")
+            if tftp is not None:
+                await tftp.close()
+    log.info("stopped")
+
+
+def configure_logging(verbose=False, quiet=False):
+    level = logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
+    if verbose:
+        logging.getLogger("wwfast.serve").setLevel(logging.DEBUG)
+
+
+def run(opts):
+    limit = raise_nofile_limit()
+    log.info("open-file limit %d; event loop %s", limit, loops.loop_name(opts.loop))
+    loops.run(serve_forever(opts), requested=opts.loop)
+    return 0
