@@ -1,2 +1,591 @@
-# cython: language_level=3
-"""TFTP packet codec and session state (compiled twin of _tftp_py)."""
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""TFTP session table (compiled twin of _tftp_py): the per-packet path of every transfer.
+
+Same API and behaviour as the pure twin. The table is a set of numpy arrays read
+and written through typed memoryviews (no Python object per session beyond the
+buffer it sends from); each transfer's socket is created, read and written with
+plain syscalls on its fd; one epoll set carries the session id of every socket;
+a window of DATA goes out in one sendmmsg() straight from the file's buffer; one
+hashed timer wheel (linked lists in arrays) drives retransmission. Nothing on the
+ACK -> DATA path touches a Python object.
+"""
+import numpy as np
+
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, intptr_t
+from libc.string cimport memcpy, memcmp, memset
+from libc.stdlib cimport malloc, free
+from libc.errno cimport errno, EINTR
+from posix.unistd cimport close
+
+from wwfast._tftp_codec import (  # noqa: F401  (re-exported: the facade's API)
+    ACK, DATA, DEFAULT_BLKSIZE, ERR_ACCESS, ERR_DISK_FULL, ERR_EXISTS, ERR_ILLEGAL, ERR_NO_USER,
+    ERR_NOT_FOUND, ERR_OPTIONS, ERR_UNDEFINED, ERR_UNKNOWN_TID, ERROR, MAX_BLKSIZE, MAX_WINDOWSIZE,
+    MIN_BLKSIZE, MODES, OACK, RRQ, WRQ, Request, TftpError, build_ack, build_data, build_error,
+    build_oack, negotiate, parse_request, to_netascii)
+from wwfast._tftp_codec import MAX_WINDOWSIZE as _MAX_WINDOW_PY
+
+cdef extern from "<sys/socket.h>" nogil:
+    ctypedef unsigned int socklen_t
+    ctypedef unsigned short sa_family_t
+    struct sockaddr:
+        sa_family_t sa_family
+    struct iovec:
+        void *iov_base
+        size_t iov_len
+    struct msghdr:
+        void *msg_name
+        socklen_t msg_namelen
+        iovec *msg_iov
+        size_t msg_iovlen
+        void *msg_control
+        size_t msg_controllen
+        int msg_flags
+    struct mmsghdr:
+        msghdr msg_hdr
+        unsigned int msg_len
+    int socket(int domain, int type, int protocol)
+    int bind(int fd, const sockaddr *addr, socklen_t len)
+    ssize_t recvfrom(int fd, void *buf, size_t n, int flags, sockaddr *addr, socklen_t *addrlen)
+    ssize_t sendto(int fd, const void *buf, size_t n, int flags, const sockaddr *addr, socklen_t addrlen)
+    int sendmmsg(int fd, mmsghdr *vmessages, unsigned int vlen, int flags)
+    int AF_INET, AF_INET6, SOCK_DGRAM, SOCK_NONBLOCK, SOCK_CLOEXEC, MSG_DONTWAIT
+
+cdef extern from "<netinet/in.h>" nogil:
+    struct in_addr:
+        uint32_t s_addr
+    struct sockaddr_in:
+        sa_family_t sin_family
+        uint16_t sin_port
+        in_addr sin_addr
+    struct in6_addr:
+        unsigned char s6_addr[16]
+    struct sockaddr_in6:
+        sa_family_t sin6_family
+        uint16_t sin6_port
+        uint32_t sin6_flowinfo
+        in6_addr sin6_addr
+        uint32_t sin6_scope_id
+    uint16_t htons(uint16_t)
+
+cdef extern from "<arpa/inet.h>" nogil:
+    int inet_pton(int af, const char *src, void *dst)
+
+cdef extern from "<sys/epoll.h>" nogil:
+    union epoll_data:
+        void *ptr
+        int fd
+        uint32_t u32
+        uint64_t u64
+    struct epoll_event:
+        uint32_t events
+        epoll_data data
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
+    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
+    int EPOLLIN, EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CLOEXEC
+
+cdef extern from "<time.h>" nogil:
+    struct timespec:
+        long tv_sec
+        long tv_nsec
+    int clock_gettime(int clk, timespec *ts)
+    int CLOCK_MONOTONIC
+
+cdef enum:
+    WHEEL_SLOTS = 4096        # power of two; deadlines beyond one lap wait for their lap
+    EVENTS = 512
+    MAX_WINDOW = 64           # == _tftp_codec.MAX_WINDOWSIZE
+    PEER_BYTES = 28           # sizeof(struct sockaddr_in6)
+    RECV_BYTES = 65536
+    READS_PER_SESSION = 64    # fairness: at most this many packets per socket per poll
+
+STAT_NAMES = ("started", "completed", "expired", "aborted", "data_sent", "retransmits",
+              "duplicate_acks", "wrong_tid", "malformed", "send_errors")
+
+cdef enum:
+    FREE = 0
+    OACK_SENT = 1       # waiting for ACK 0
+    SENDING = 2
+
+assert _MAX_WINDOW_PY == MAX_WINDOW
+
+cdef unsigned char UNKNOWN_TID[24]
+cdef int UNKNOWN_TID_LEN
+cdef unsigned char ILLEGAL[28]
+cdef int ILLEGAL_LEN
+
+cdef bytes _tid = build_error(ERR_UNKNOWN_TID, "unknown transfer ID")
+cdef bytes _ill = build_error(ERR_ILLEGAL, "illegal TFTP operation")
+assert len(_tid) <= 24 and len(_ill) <= 28
+UNKNOWN_TID_LEN = len(_tid)
+ILLEGAL_LEN = len(_ill)
+memcpy(UNKNOWN_TID, <const char *>_tid, UNKNOWN_TID_LEN)
+memcpy(ILLEGAL, <const char *>_ill, ILLEGAL_LEN)
+
+
+def _grown(arr, int old, int new_capacity, dtype, fill):
+    """A copy of one column of the table, `new_capacity` long, new rows set to `fill`."""
+    out = np.full(new_capacity, fill, dtype=dtype)
+    if old:
+        out[:old] = np.asarray(arr)[:old]
+    return out
+
+
+cdef inline int64_t monotonic_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef class SessionTable:
+    # configuration
+    cdef public str bind_host
+    cdef public int family
+    cdef public double timeout
+    cdef public int retries
+    cdef public double tick
+    cdef public object log
+    cdef int64_t tick_ns
+    cdef int epfd
+    cdef sockaddr_in6 bind_addr
+    cdef socklen_t addr_len
+    # the session table: struct of arrays (numpy), through typed memoryviews
+    cdef int capacity
+    cdef int nactive
+    cdef int8_t[::1] state
+    cdef int32_t[::1] fd, blksize, windowsize, timeout_ticks, nretries, slot, wnext, wprev
+    cdef int64_t[::1] size, nblocks, acked, sent_upto, deadline
+    cdef intptr_t[::1] data
+    cdef uint8_t[:, ::1] peer
+    cdef int32_t[::1] free_ids
+    cdef int nfree
+    cdef list keep, oacks, keys     # per session: the buffer kept alive, its OACK, its dedupe key
+    cdef dict by_key
+    # the timer wheel
+    cdef int32_t[::1] wheel
+    cdef int64_t now_tick
+    # preallocated I/O state
+    cdef unsigned char *recv_buf
+    cdef unsigned char headers[MAX_WINDOW * 4]
+    cdef iovec iov[MAX_WINDOW * 2]
+    cdef mmsghdr msgs[MAX_WINDOW]
+    cdef epoll_event events[EVENTS]
+    # statistics
+    cdef int64_t st_started, st_completed, st_expired, st_aborted, st_data_sent, st_retransmits
+    cdef int64_t st_duplicate_acks, st_wrong_tid, st_malformed, st_send_errors
+
+    def __cinit__(self):
+        self.epfd = -1
+        self.recv_buf = NULL
+
+    def __init__(self, bind_host="0.0.0.0", timeout=1.0, retries=5, tick=0.01, capacity=1024, log=None):
+        self.bind_host = bind_host or "0.0.0.0"
+        self.family = AF_INET6 if ":" in self.bind_host else AF_INET
+        self.timeout = float(timeout)
+        self.retries = int(retries)
+        self.tick = float(tick)
+        self.tick_ns = max(1, <int64_t>(self.tick * 1e9))
+        self.log = log
+        self.addr_len = self._sockaddr(self.bind_host, 0, &self.bind_addr)
+        self.epfd = epoll_create1(EPOLL_CLOEXEC)
+        if self.epfd < 0:
+            raise OSError(errno, "epoll_create1 failed")
+        self.recv_buf = <unsigned char *>malloc(RECV_BYTES)
+        if self.recv_buf == NULL:
+            raise MemoryError()
+        self.capacity = 0
+        self.nactive = 0
+        self.nfree = 0
+        self.keep, self.oacks, self.keys = [], [], []
+        self.by_key = {}
+        self.wheel = np.full(WHEEL_SLOTS, -1, dtype=np.int32)
+        self.now_tick = self._clock()
+        self._grow(max(16, int(capacity)))
+
+    def __dealloc__(self):
+        if self.epfd >= 0:
+            self._close_all()
+            close(self.epfd)
+            self.epfd = -1
+        if self.recv_buf != NULL:
+            free(self.recv_buf)
+            self.recv_buf = NULL
+
+    # -- public API ------------------------------------------------------------------------
+    def fileno(self):
+        return self.epfd
+
+    @property
+    def active(self):
+        return self.nactive
+
+    def stats(self):
+        values = (self.st_started, self.st_completed, self.st_expired, self.st_aborted,
+                  self.st_data_sent, self.st_retransmits, self.st_duplicate_acks, self.st_wrong_tid,
+                  self.st_malformed, self.st_send_errors)
+        out = dict(zip(STAT_NAMES, values))
+        out["active"] = self.nactive
+        return out
+
+    def start(self, peer, data, blksize=DEFAULT_BLKSIZE, windowsize=1, timeout=0, oack=None, key=None):
+        """Open a transfer of `data` (a buffer) to `peer` and send its first packet.
+
+        Returns the session id, or -1 when `key` names a transfer that has not seen
+        an ACK yet (the client retransmitted its RRQ: our own timer resends).
+        Raises OSError when no socket can be had (the caller answers "busy").
+        """
+        cdef int sid, sock
+        cdef sockaddr_in6 addr
+        cdef epoll_event ev
+        cdef const unsigned char[::1] view
+        if key is not None and key in self.by_key:
+            sid = self.by_key[key]
+            if self.acked[sid] == 0:
+                return -1
+            self._end(sid)  # the client started over from the same port
+        self._sockaddr(peer[0], peer[1], &addr)
+        if self.epfd < 0:
+            raise OSError("session table is closed")
+        sock = socket(self.family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)
+        if sock < 0:
+            raise OSError(errno, "cannot open a transfer socket")
+        if bind(sock, <sockaddr *>&self.bind_addr, self.addr_len) < 0:
+            err = errno
+            close(sock)
+            raise OSError(err, "cannot bind a transfer socket")
+        if self.nfree == 0:
+            self._grow(self.capacity * 2)
+        self.nfree -= 1
+        sid = self.free_ids[self.nfree]
+        ev.events = EPOLLIN
+        ev.data.u64 = 0
+        ev.data.u32 = <uint32_t>sid
+        if epoll_ctl(self.epfd, EPOLL_CTL_ADD, sock, &ev) < 0:
+            err = errno
+            close(sock)
+            self.nfree += 1
+            raise OSError(err, "epoll_ctl failed")
+        view = memoryview(data).cast("B") if len(data) else b""
+        self.keep[sid] = view
+        self.data[sid] = <intptr_t>&view[0] if view.shape[0] else 0
+        self.size[sid] = view.shape[0]
+        self.fd[sid] = sock
+        memcpy(&self.peer[sid, 0], &addr, PEER_BYTES)
+        self.blksize[sid] = int(blksize)
+        self.windowsize[sid] = max(1, min(MAX_WINDOW, int(windowsize)))
+        self.timeout_ticks[sid] = max(1, round((timeout or self.timeout) / self.tick))
+        self.nblocks[sid] = self.size[sid] // self.blksize[sid] + 1   # the last block is short, maybe empty
+        self.acked[sid] = 0
+        self.sent_upto[sid] = 0
+        self.nretries[sid] = 0
+        self.slot[sid] = -1
+        self.oacks[sid] = oack
+        self.keys[sid] = key
+        self.state[sid] = OACK_SENT if oack is not None else SENDING
+        if key is not None:
+            self.by_key[key] = sid
+        self.nactive += 1
+        self.st_started += 1
+        self._send_current(sid)
+        return sid
+
+    def poll(self):
+        """Read every pending packet of every ready session; returns the packets handled."""
+        cdef int n, i, sid, handled = 0, rounds = 0
+        while rounds < 4:
+            n = epoll_wait(self.epfd, self.events, EVENTS, 0)
+            if n <= 0:
+                break
+            for i in range(n):
+                sid = <int>self.events[i].data.u32
+                if sid < self.capacity and self.state[sid] != FREE:
+                    handled += self._drain(sid)
+            rounds += 1
+            if n < EVENTS:
+                break
+        self.advance()
+        return handled
+
+    def advance(self):
+        """Turn the timer wheel to now: retransmit or drop the sessions that timed out."""
+        return self._advance()
+
+    def close(self):
+        if self.epfd >= 0:
+            self._close_all()
+            close(self.epfd)
+            self.epfd = -1
+
+    # -- internals -------------------------------------------------------------------------
+    cdef int64_t _clock(self) noexcept:
+        return monotonic_ns() // self.tick_ns
+
+    cdef socklen_t _sockaddr(self, host, port, sockaddr_in6 *out) except 0:
+        cdef sockaddr_in *v4 = <sockaddr_in *>out
+        memset(out, 0, sizeof(sockaddr_in6))
+        raw = (host or ("::" if self.family == AF_INET6 else "0.0.0.0")).encode("ascii")
+        if self.family == AF_INET:
+            v4.sin_family = AF_INET
+            v4.sin_port = htons(<uint16_t>int(port))
+            if inet_pton(AF_INET, raw, &v4.sin_addr) != 1:
+                raise ValueError(f"not an IPv4 address: {host!r}")
+            return sizeof(sockaddr_in)
+        out.sin6_family = AF_INET6
+        out.sin6_port = htons(<uint16_t>int(port))
+        if inet_pton(AF_INET6, raw.split(b"%")[0], &out.sin6_addr) != 1:
+            raise ValueError(f"not an IPv6 address: {host!r}")
+        return sizeof(sockaddr_in6)
+
+    cdef _grow(self, int new_capacity):
+        cdef int old = self.capacity
+        self.state = _grown(self.state if old else None, old, new_capacity, np.int8, 0)
+        self.fd = _grown(self.fd if old else None, old, new_capacity, np.int32, -1)
+        self.blksize = _grown(self.blksize if old else None, old, new_capacity, np.int32, 0)
+        self.windowsize = _grown(self.windowsize if old else None, old, new_capacity, np.int32, 0)
+        self.timeout_ticks = _grown(self.timeout_ticks if old else None, old, new_capacity, np.int32, 0)
+        self.nretries = _grown(self.nretries if old else None, old, new_capacity, np.int32, 0)
+        self.slot = _grown(self.slot if old else None, old, new_capacity, np.int32, -1)
+        self.wnext = _grown(self.wnext if old else None, old, new_capacity, np.int32, -1)
+        self.wprev = _grown(self.wprev if old else None, old, new_capacity, np.int32, -1)
+        self.size = _grown(self.size if old else None, old, new_capacity, np.int64, 0)
+        self.nblocks = _grown(self.nblocks if old else None, old, new_capacity, np.int64, 0)
+        self.acked = _grown(self.acked if old else None, old, new_capacity, np.int64, 0)
+        self.sent_upto = _grown(self.sent_upto if old else None, old, new_capacity, np.int64, 0)
+        self.deadline = _grown(self.deadline if old else None, old, new_capacity, np.int64, 0)
+        self.data = _grown(self.data if old else None, old, new_capacity, np.intp, 0)
+        peer = np.zeros((new_capacity, PEER_BYTES), dtype=np.uint8)
+        if old:
+            peer[:old] = np.asarray(self.peer)
+        self.peer = peer
+        free_ids = np.zeros(new_capacity, dtype=np.int32)
+        if old:
+            free_ids[:self.nfree] = np.asarray(self.free_ids)[:self.nfree]
+        # hand out low ids first: the stack pops from the end
+        free_ids[self.nfree:self.nfree + new_capacity - old] = np.arange(new_capacity - 1, old - 1, -1,
+                                                                         dtype=np.int32)
+        self.nfree += new_capacity - old
+        self.free_ids = free_ids
+        self.keep.extend([None] * (new_capacity - old))
+        self.oacks.extend([None] * (new_capacity - old))
+        self.keys.extend([None] * (new_capacity - old))
+        self.capacity = new_capacity
+
+    cdef int _drain(self, int sid) except -1:
+        """Read the packets waiting on one session's socket."""
+        cdef sockaddr_in6 src
+        cdef socklen_t srclen
+        cdef ssize_t n
+        cdef int count = 0
+        cdef int fd = self.fd[sid]
+        while count < READS_PER_SESSION and self.state[sid] != FREE and self.fd[sid] == fd:
+            srclen = sizeof(sockaddr_in6)
+            n = recvfrom(fd, self.recv_buf, RECV_BYTES, MSG_DONTWAIT, <sockaddr *>&src, &srclen)
+            if n < 0:
+                break   # EAGAIN: drained (or a socket error: the timer decides)
+            count += 1
+            self._on_packet(sid, self.recv_buf, n, &src, srclen)
+        return count
+
+    cdef bint _same_peer(self, int sid, sockaddr_in6 *src) noexcept:
+        cdef sockaddr_in6 *p = <sockaddr_in6 *>&self.peer[sid, 0]
+        cdef sockaddr_in *a
+        cdef sockaddr_in *b
+        if src.sin6_family != p.sin6_family or src.sin6_port != p.sin6_port:
+            return False
+        if p.sin6_family == AF_INET:
+            a = <sockaddr_in *>src
+            b = <sockaddr_in *>p
+            return a.sin_addr.s_addr == b.sin_addr.s_addr
+        return memcmp(&src.sin6_addr, &p.sin6_addr, 16) == 0
+
+    cdef int _on_packet(self, int sid, unsigned char *pkt, ssize_t n, sockaddr_in6 *src,
+                        socklen_t srclen) except -1:
+        cdef int opcode, block
+        cdef int64_t base, delta
+        if not self._same_peer(sid, src):
+            self.st_wrong_tid += 1
+            if sendto(self.fd[sid], UNKNOWN_TID, UNKNOWN_TID_LEN, MSG_DONTWAIT, <sockaddr *>src, srclen) < 0:
+                self.st_send_errors += 1
+            return 0
+        if n < 2:
+            self.st_malformed += 1
+            return 0
+        opcode = (pkt[0] << 8) | pkt[1]
+        if opcode == 5:            # ERROR: the client gave up
+            self.st_aborted += 1
+            self._end(sid)
+            return 0
+        if opcode != 4:            # anything but an ACK from the peer ends the transfer
+            self.st_malformed += 1
+            self._send_raw(sid, ILLEGAL, ILLEGAL_LEN)
+            self._end(sid)
+            return 0
+        if n < 4:
+            self.st_malformed += 1
+            return 0
+        block = (pkt[2] << 8) | pkt[3]
+        if self.state[sid] == OACK_SENT:
+            if block == 0:
+                self.state[sid] = SENDING
+                self.oacks[sid] = None
+                self.nretries[sid] = 0
+                self._send_window(sid)
+            else:
+                self.st_duplicate_acks += 1
+            return 0
+        base = self.acked[sid]
+        delta = (block - base) & 0xFFFF
+        if delta == 0 or delta > self.sent_upto[sid] - base:
+            # A duplicate or stale ACK: never answer it with DATA (Sorcerer's Apprentice).
+            self.st_duplicate_acks += 1
+            return 0
+        self.acked[sid] = base + delta
+        self.nretries[sid] = 0
+        if self.acked[sid] >= self.nblocks[sid]:
+            self.st_completed += 1
+            self._end(sid)
+        else:
+            self._send_window(sid)
+        return 0
+
+    cdef int _send_raw(self, int sid, const unsigned char *buf, size_t n) except -1:
+        cdef sockaddr_in6 *p = <sockaddr_in6 *>&self.peer[sid, 0]
+        cdef socklen_t plen = sizeof(sockaddr_in) if p.sin6_family == AF_INET else sizeof(sockaddr_in6)
+        if sendto(self.fd[sid], buf, n, MSG_DONTWAIT, <sockaddr *>p, plen) < 0:
+            self.st_send_errors += 1   # a full buffer or an unreachable peer: the timer resends
+        return 0
+
+    cdef int _send_current(self, int sid) except -1:
+        cdef bytes oack
+        if self.state[sid] == OACK_SENT:
+            oack = self.oacks[sid]
+            self._send_raw(sid, <const unsigned char *>oack, len(oack))
+            self._schedule(sid)
+        else:
+            self._send_window(sid)
+        return 0
+
+    cdef int _send_window(self, int sid) except -1:
+        """Send blocks acked+1 .. acked+windowsize in one sendmmsg (RFC 7440 window)."""
+        cdef int64_t first = self.acked[sid] + 1
+        cdef int64_t last = self.acked[sid] + self.windowsize[sid]
+        cdef int64_t block, start, end_, size = self.size[sid]
+        cdef int64_t bs = self.blksize[sid]
+        cdef const unsigned char *data = <const unsigned char *>self.data[sid]
+        cdef sockaddr_in6 *p = <sockaddr_in6 *>&self.peer[sid, 0]
+        cdef socklen_t plen = sizeof(sockaddr_in) if p.sin6_family == AF_INET else sizeof(sockaddr_in6)
+        cdef int i = 0, sent
+        if last > self.nblocks[sid]:
+            last = self.nblocks[sid]
+        block = first
+        while block <= last:
+            start = (block - 1) * bs
+            end_ = start + bs
+            if end_ > size:
+                end_ = size
+            self.headers[4 * i] = 0
+            self.headers[4 * i + 1] = 3
+            self.headers[4 * i + 2] = (block >> 8) & 0xFF
+            self.headers[4 * i + 3] = block & 0xFF
+            self.iov[2 * i].iov_base = &self.headers[4 * i]
+            self.iov[2 * i].iov_len = 4
+            self.iov[2 * i + 1].iov_base = <void *>(data + start) if end_ > start else NULL
+            self.iov[2 * i + 1].iov_len = end_ - start
+            memset(&self.msgs[i], 0, sizeof(mmsghdr))
+            self.msgs[i].msg_hdr.msg_name = p
+            self.msgs[i].msg_hdr.msg_namelen = plen
+            self.msgs[i].msg_hdr.msg_iov = &self.iov[2 * i]
+            self.msgs[i].msg_hdr.msg_iovlen = 2
+            i += 1
+            block += 1
+        sent = sendmmsg(self.fd[sid], self.msgs, i, MSG_DONTWAIT)
+        if sent < i:
+            self.st_send_errors += i - (sent if sent > 0 else 0)
+        self.st_data_sent += i
+        self.sent_upto[sid] = last
+        self._schedule(sid)
+        return 0
+
+    cdef int _schedule(self, int sid) except -1:
+        cdef int s
+        self._unlink(sid)
+        self.deadline[sid] = self._clock() + self.timeout_ticks[sid]
+        s = <int>(self.deadline[sid] & (WHEEL_SLOTS - 1))
+        self.slot[sid] = s
+        self.wprev[sid] = -1
+        self.wnext[sid] = self.wheel[s]
+        if self.wheel[s] >= 0:
+            self.wprev[self.wheel[s]] = sid
+        self.wheel[s] = sid
+        return 0
+
+    cdef void _unlink(self, int sid) noexcept:
+        cdef int s = self.slot[sid]
+        if s < 0:
+            return
+        if self.wprev[sid] >= 0:
+            self.wnext[self.wprev[sid]] = self.wnext[sid]
+        else:
+            self.wheel[s] = self.wnext[sid]
+        if self.wnext[sid] >= 0:
+            self.wprev[self.wnext[sid]] = self.wprev[sid]
+        self.slot[sid] = -1
+        self.wnext[sid] = -1
+        self.wprev[sid] = -1
+
+    cdef int _advance(self) except -1:
+        cdef int64_t now = self._clock()
+        cdef int64_t t, first = self.now_tick + 1
+        cdef int sid, nxt, fired = 0
+        if now - first >= WHEEL_SLOTS:
+            first = now - WHEEL_SLOTS + 1
+        t = first
+        while t <= now:
+            sid = self.wheel[t & (WHEEL_SLOTS - 1)]
+            while sid >= 0:
+                nxt = self.wnext[sid]
+                if self.deadline[sid] <= now:
+                    fired += 1
+                    self._on_timeout(sid)
+                sid = nxt
+            t += 1
+        if now > self.now_tick:
+            self.now_tick = now
+        return fired
+
+    cdef int _on_timeout(self, int sid) except -1:
+        self.nretries[sid] += 1
+        if self.nretries[sid] > self.retries:
+            self.st_expired += 1
+            self._end(sid)
+            return 0
+        self.st_retransmits += 1
+        self._send_current(sid)
+        return 0
+
+    cdef int _end(self, int sid) except -1:
+        if self.state[sid] == FREE:
+            return 0
+        self._unlink(sid)
+        epoll_ctl(self.epfd, EPOLL_CTL_DEL, self.fd[sid], NULL)
+        close(self.fd[sid])
+        self.fd[sid] = -1
+        self.state[sid] = FREE
+        self.data[sid] = 0
+        self.keep[sid] = None
+        self.oacks[sid] = None
+        key = self.keys[sid]
+        if key is not None:
+            self.keys[sid] = None
+            if self.by_key.get(key) == sid:
+                del self.by_key[key]
+        self.free_ids[self.nfree] = sid
+        self.nfree += 1
+        self.nactive -= 1
+        return 0
+
+    cdef _close_all(self):
+        cdef int sid
+        for sid in range(self.capacity):
+            if self.state[sid] != FREE:
+                self._end(sid)
