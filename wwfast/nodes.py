@@ -10,11 +10,11 @@ Public API (docs/formats.md):
 import json
 import os
 
-from . import hostlist
+from . import canonjson, hostlist
 from .errors import ConfigError, raise_all
 from .merge import ProfileError, clean_list, expand_profiles, get_path, merge
 from .nodeschema import (ANY, MAP, NAME_RE, NEGATABLE_LISTS, NODE, PROFILE, Named, Normalizer, did_you_mean)
-from .yamlfile import dotted, load_file, parse
+from .yamlfile import dotted, parse, read_text
 
 NODE_FILES = ("nodes.yaml", "nodes.conf")  # ours first, else an unmodified Warewulf file
 DB_FORMAT = 1
@@ -135,8 +135,7 @@ def read_config(conf_dir):
     path = nodes_file(conf_dir)
     if not os.path.exists(path):
         return parse_config("", path)
-    doc, raw = load_file(path)
-    return parse_config(raw.decode("utf-8"), path)
+    return parse_config(read_text(path), path)
 
 
 class _Errors:
@@ -190,6 +189,7 @@ def resolve(config, images=None, overlays=None):
     merged_profiles = {}  # expanded profile tuple -> merged partial
     expanded_of = {}      # a node's own profiles tuple -> expanded list
     nodes = {}
+    shared = _Shared()
     for node_id in sorted(config.nodes):
         partial = config.nodes[node_id]
         own = tuple(partial.get("profiles", ()))
@@ -206,7 +206,7 @@ def resolve(config, images=None, overlays=None):
             for name in expanded:
                 base = merge(base, config.profiles[name], PROFILE)
             base = merged_profiles[expanded] = {k: v for k, v in base.items() if k not in ("comment", "profiles")}
-        nodes[node_id] = finalize(node_id, merge(base, partial, NODE), expanded, partial.get("comment", ""))
+        nodes[node_id] = finalize(node_id, merge(base, partial, NODE), expanded, partial.get("comment", ""), shared)
     errors.raise_if_any()
     _check_unique(config, nodes, expanded_of, errors)
     _check_names(config, nodes, expanded_of, images, overlays, errors)
@@ -301,10 +301,33 @@ def _filesystems(filesystems):
     }
 
 
-def finalize(node_id, m, expanded, comment):
+_EMPTY = {}
+
+
+class _Shared:
+    """Finalised sub-structures keyed by their source object, so nodes that inherit
+    the same `ipmi`, `kernel`, ... share one result (and canonjson encodes it once).
+    The source is kept referenced so its id cannot be reused while cached."""
+
+    def __init__(self):
+        self.cache = {}
+
+    def get(self, build, source):
+        key = (build, id(source))
+        hit = self.cache.get(key)
+        if hit is None:
+            hit = self.cache[key] = (source, build(source))
+        return hit[1]
+
+
+def _kernel(kernel):
+    return {"version": kernel.get("version", ""), "args": clean_list(kernel.get("args", []))}
+
+
+def finalize(node_id, m, expanded, comment, shared=None):
     """A merged partial → the full canonical node of nodes.json."""
-    kernel = m.get("kernel", {})
-    netdevs = {name: _netdev(dev) for name, dev in m.get("network devices", {}).items()}
+    shared = shared or _Shared()
+    netdevs = {name: _netdev(dev) for name, dev in m.get("network devices", _EMPTY).items()}
     primary = m.get("primary network", "")
     if primary not in netdevs:  # Warewulf: unset or unknown → the lexically first netdev
         primary = min(netdevs) if netdevs else ""
@@ -317,20 +340,20 @@ def finalize(node_id, m, expanded, comment):
         "cluster name": m.get("cluster name", ""),
         "image name": m.get("image name", ""),
         "ipxe template": m.get("ipxe template") or DEFAULT_IPXE_TEMPLATE,
-        "system overlay": clean_list(m.get("system overlay", [])),
-        "runtime overlay": clean_list(m.get("runtime overlay", [])),
-        "kernel": {"version": kernel.get("version", ""), "args": clean_list(kernel.get("args", []))},
+        "system overlay": shared.get(clean_list, m.get("system overlay", [])),
+        "runtime overlay": shared.get(clean_list, m.get("runtime overlay", [])),
+        "kernel": shared.get(_kernel, m.get("kernel", _EMPTY)),
         "init": m.get("init") or DEFAULT_INIT,
         "root": m.get("root") or DEFAULT_ROOT,
         "asset key": m.get("asset key", ""),
         "discoverable": m.get("discoverable", False),
         "primary network": primary,
         "network devices": netdevs,
-        "ipmi": _ipmi(m.get("ipmi", {})),
-        "tags": m.get("tags", {}),
-        "resources": m.get("resources", {}),
-        "disks": _disks(m.get("disks", {})),
-        "filesystems": _filesystems(m.get("filesystems", {})),
+        "ipmi": shared.get(_ipmi, m.get("ipmi", _EMPTY)),
+        "tags": m.get("tags", _EMPTY),
+        "resources": m.get("resources", _EMPTY),
+        "disks": shared.get(_disks, m.get("disks", _EMPTY)),
+        "filesystems": shared.get(_filesystems, m.get("filesystems", _EMPTY)),
     }
 
 
@@ -377,7 +400,7 @@ def define(conf_dir, state_dir):
 
 def render_db(nodes):
     """Canonical bytes of nodes.json: sorted keys, 1-space indent, trailing newline."""
-    return (json.dumps({"format": DB_FORMAT, "nodes": nodes}, sort_keys=True, indent=1) + "\n").encode()
+    return (canonjson.dumps({"format": DB_FORMAT, "nodes": nodes}) + "\n").encode()
 
 
 def write_db(state_dir, nodes):

@@ -92,23 +92,27 @@ def parse_mac(value):
     return text.replace("-", ":")
 
 
+_IP4_RE = re.compile(r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$")
+
+
 def parse_ip4(value):
     text = str(value).strip()
-    try:
-        return str(ipaddress.IPv4Address(text))
-    except ValueError:
-        raise ValueError(f'bad IPv4 address "{value}"') from None
+    if _IP4_RE.match(text):  # canonical dotted quad: the common case, no ipaddress object
+        return text
+    raise ValueError(f'bad IPv4 address "{value}"')
+
+
+_MASKS = {str(ipaddress.IPv4Network(f"0.0.0.0/{n}").netmask): n for n in range(33)}
 
 
 def parse_mask(value):
+    """A dotted netmask, or a prefix length 0-32 turned into one; contiguous masks only."""
     text = str(value).strip()
-    try:
-        if text.isdigit() and int(text) <= 32:
-            return str(ipaddress.IPv4Network(f"0.0.0.0/{text}").netmask)
-        ipaddress.IPv4Network(f"0.0.0.0/{text}")  # rejects non-contiguous masks
-        return str(ipaddress.IPv4Address(text))
-    except ValueError:
-        raise ValueError(f'bad netmask "{value}"') from None
+    if text in _MASKS:
+        return text
+    if text.isdigit() and int(text) <= 32:
+        return next(m for m, n in _MASKS.items() if n == int(text))
+    raise ValueError(f'bad netmask "{value}"')
 
 
 def parse_ip6(value):

@@ -10,7 +10,7 @@ import os
 from .errors import ConfigError, raise_all
 from .fsutil import sha256_bytes
 from .nodeschema import UNSET, did_you_mean, parse_bool
-from .yamlfile import load_file, parse
+from .yamlfile import decode, parse
 
 SETTINGS_FILES = ("wwfast.yaml", "warewulf.conf")
 
@@ -191,5 +191,6 @@ def load(conf_dir):
     path = settings_file(conf_dir)
     if path is None:
         return Settings()
-    doc, raw = load_file(path)
-    return parse_settings(raw.decode("utf-8"), path, digest=sha256_bytes(raw))
+    with open(path, "rb") as f:
+        raw = f.read()
+    return parse_settings(decode(raw, path), path, digest=sha256_bytes(raw))

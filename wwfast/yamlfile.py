@@ -148,13 +148,15 @@ def parse(text, path):
     return Document(path, data, root)
 
 
-def load_file(path):
-    """Read and parse a file; returns (Document, raw bytes)."""
-    with open(path, "rb") as f:
-        raw = f.read()
+def decode(raw, path):
+    """UTF-8 text of a file's bytes; ConfigError with the line of a bad byte."""
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise ConfigError(path, line, "", "file is not valid UTF-8") from None
-    return parse(text, path), raw
+
+
+def read_text(path):
+    with open(path, "rb") as f:
+        return decode(f.read(), path)
