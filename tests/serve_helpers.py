@@ -85,10 +85,10 @@ def wait_port(port, proc, timeout=10, log_path=None):
 
 
 @contextlib.contextmanager
-def running_server(state, port, *extra, env=None, log_path=None):
+def running_server(state, port, *extra, env=None, log_path=None, settings="warewulf:\n  secure: false\n"):
     """`python -m stages.serve` on 127.0.0.1:port (HTTP only), stopped with SIGTERM."""
     conf = os.path.join(state, "conf")
-    os.makedirs(conf, exist_ok=True)
+    fsutil.atomic_write(os.path.join(conf, "wwfast.yaml"), settings, fsync=False)
     cmd = [sys.executable, "-m", "stages.serve", "--conf", conf, "--state", state, "--bind", "127.0.0.1",
            "--http-port", str(port), "--no-tftp", *extra]
     log_path = log_path or os.path.join(state, "serve.log")

@@ -3,6 +3,7 @@
 Shared by `python -m stages.serve` and `wwfast serve`. serve never builds: it
 reads STATE/publish/manifest.json and STATE/store only.
 """
+import argparse
 import asyncio
 import logging
 import resource
@@ -10,7 +11,7 @@ import signal
 
 from wwfast.server import loops
 from wwfast.server.catalog import tftp_resolver
-from wwfast.server.http import HttpServer
+from wwfast.server.http import HttpServer, Limits
 
 log = logging.getLogger("wwfast.serve")
 
@@ -20,12 +21,13 @@ class ServeOptions:
 
     def __init__(self, state_dir, http_bind="0.0.0.0", http_port=9873, secure=False, tftp_enabled=True,
                  tftp_bind="0.0.0.0", tftp_port=69, tftp_root="/usr/lib/ipxe", send_mode="sendfile",
-                 loop="auto"):
+                 loop=None, limits=None):
         self.state_dir = state_dir
         self.http_bind, self.http_port, self.secure = http_bind, http_port, secure
         self.tftp_enabled, self.tftp_bind, self.tftp_port, self.tftp_root = (
             tftp_enabled, tftp_bind, tftp_port, tftp_root)
         self.send_mode, self.loop = send_mode, loop
+        self.limits = limits or Limits()
 
     @classmethod
     def from_settings(cls, settings, state_dir, args):
@@ -43,10 +45,11 @@ class ServeOptions:
             opts.tftp_root = args.tftp_root
         if args.no_tftp:
             opts.tftp_enabled = False
-        if args.secure:
-            opts.secure = True
+        if args.secure is not None:
+            opts.secure = args.secure
         opts.send_mode = args.send_mode
         opts.loop = args.loop
+        opts.limits = Limits(header_timeout=args.header_timeout, idle_timeout=args.idle_timeout)
         return opts
 
 
@@ -57,10 +60,17 @@ def add_arguments(parser):
     parser.add_argument("--tftp-port", type=int, help="TFTP port (settings: tftp: port, default 69)")
     parser.add_argument("--tftp-root", help="directory of iPXE binaries served over TFTP")
     parser.add_argument("--no-tftp", action="store_true", help="HTTP only")
-    parser.add_argument("--secure", action="store_true", help="runtime overlay only to privileged source ports")
+    parser.add_argument("--secure", action=argparse.BooleanOptionalAction, default=None,
+                        help="serve the runtime overlay only to the node's address from a privileged port "
+                             "(overrides warewulf: secure)")
     parser.add_argument("--send-mode", choices=("sendfile", "mmap"), default="sendfile",
                         help="how file bodies are sent (default sendfile)")
-    parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto")
+    parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"),
+                        help="event loop (default: uvloop when installed; env WWFAST_LOOP)")
+    parser.add_argument("--header-timeout", type=float, default=10.0,
+                        help="seconds a client may take to send a request's headers (408 after)")
+    parser.add_argument("--idle-timeout", type=float, default=75.0,
+                        help="seconds an idle keep-alive connection stays open")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
 
@@ -92,7 +102,7 @@ async def serve_forever(opts, ready=None):
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     http = HttpServer(opts.state_dir, opts.http_bind, opts.http_port, secure=opts.secure,
-                      send_mode=opts.send_mode)
+                      send_mode=opts.send_mode, limits=opts.limits)
     tftp = None
     async with http:
         if opts.tftp_enabled:

@@ -1,0 +1,260 @@
+"""The HTTP provisioning server against real curl: routes, HEAD, ranges, keep-alive, asset keys,
+secure mode, traversal, malformed requests, many concurrent clients, and a publish mid-download.
+
+Each module-level server runs `python -m stages.serve` under uvloop and under plain asyncio.
+"""
+import hashlib
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+
+import pytest
+
+from serve_helpers import free_port, make_node, publish, running_server, store_bytes
+
+MAC1, MAC2, MAC3, MAC4 = ("52:54:00:00:00:01", "52:54:00:00:00:02", "52:54:00:00:00:03", "52:54:00:00:00:04")
+STAGES = ("ipxe", "kernel", "image", "system", "runtime")
+
+
+def curl(*args, check=True):
+    """Run curl; returns (http_code, body bytes, stderr text). -w puts the code on the last line of stdout."""
+    out = subprocess.run(["curl", "-sS", "--max-time", "20", "-w", "\n%{http_code}", *args],
+                         capture_output=True, timeout=30)
+    body, _, code = out.stdout.rpartition(b"\n")
+    if check and out.returncode != 0:
+        raise AssertionError(f"curl {args} failed ({out.returncode}): {out.stderr.decode()}")
+    return int(code or 0), body, out.stderr.decode(errors="replace")
+
+
+def entry(manifest, node, stage, enc=None):
+    encs = manifest["nodes"][node]["artifacts"][stage]
+    return encs[enc] if enc else encs.get("zst") or encs["raw"]
+
+
+@pytest.fixture(scope="module", params=["uvloop", "asyncio"])
+def served(request, tmp_path_factory):
+    state = str(tmp_path_factory.mktemp("serve"))
+    image = os.urandom(1 << 20)
+    nodes = {
+        "n001": make_node(state, "n001", MAC1, image),
+        "n002": make_node(state, "n002", MAC2, image, asset_key="sekrit"),
+        "n003": make_node(state, "n003", MAC3, image, address="127.0.0.1"),
+        "n004": make_node(state, "n004", MAC4, image, address="10.9.9.9"),
+    }
+    manifest = publish(state, nodes, "gen-1")
+    port = free_port()
+    with running_server(state, port, "--loop", request.param, "--header-timeout", "1") as proc:
+        yield {"state": state, "port": port, "base": f"http://127.0.0.1:{port}", "manifest": manifest,
+               "proc": proc, "loop": request.param}
+
+
+def test_every_stage_serves_the_published_bytes(served):
+    base, state, manifest = served["base"], served["state"], served["manifest"]
+    for stage in STAGES:
+        want = store_bytes(state, entry(manifest, "n001", stage))
+        for url in (f"{base}/{stage}/{MAC1}", f"{base}/{stage}/52-54-00-00-00-01",
+                    f"{base}/{stage}?wwid=52-54-00-00-00-01",
+                    f"{base}/provision/{MAC1}?stage={stage}", f"{base}/provision?wwid={MAC1}&stage={stage}"):
+            code, body, _ = curl(url)
+            assert (code, hashlib.sha256(body).hexdigest()) == (200, hashlib.sha256(want).hexdigest()), url
+    # Warewulf's deprecated alias and the default stage of /provision
+    assert curl(f"{base}/container/{MAC1}")[1] == store_bytes(state, entry(manifest, "n001", "image"))
+    assert curl(f"{base}/provision/{MAC1}")[1] == store_bytes(state, entry(manifest, "n001", "ipxe"))
+    assert curl(f"{base}//image//{MAC1}")[0] == 200        # '//' collapses, as Warewulf's slashFix
+
+
+def test_compress_picks_the_encoding(served):
+    base, state, manifest = served["base"], served["state"], served["manifest"]
+    for stage in ("image", "system", "runtime"):
+        assert curl(f"{base}/{stage}/{MAC1}?compress=gz")[1] == store_bytes(state, entry(manifest, "n001", stage, "gz"))
+        assert curl(f"{base}/{stage}/{MAC1}?compress=zst")[1] == store_bytes(state, entry(manifest, "n001", stage, "zst"))
+    code, body, _ = curl(f"{base}/image/{MAC1}?compress=xz")
+    assert code == 400 and b"xz" in body
+    code, body, _ = curl(f"{base}/kernel/{MAC1}?compress=gz")
+    assert code == 404 and b"gz" in body
+
+
+def test_head_and_validators(served):
+    base, state, manifest = served["base"], served["state"], served["manifest"]
+    art = entry(manifest, "n001", "image")
+    out = subprocess.run(["curl", "-sS", "-I", f"{base}/image/{MAC1}"], capture_output=True, text=True, check=True)
+    headers = dict(line.split(": ", 1) for line in out.stdout.strip().splitlines()[1:])
+    assert out.stdout.startswith("HTTP/1.1 200")
+    assert int(headers["Content-Length"]) == art["size"]
+    assert headers["ETag"] == f'"{art["sha256"]}"'
+    assert "GMT" in headers["Last-Modified"]
+    code, body, _ = curl("-H", f'If-None-Match: "{art["sha256"]}"', f"{base}/image/{MAC1}")
+    assert (code, body) == (304, b"")
+    assert curl("-H", 'If-None-Match: "other"', f"{base}/image/{MAC1}")[0] == 200
+
+
+def test_single_ranges(served):
+    base, state, manifest = served["base"], served["state"], served["manifest"]
+    data = store_bytes(state, entry(manifest, "n001", "image"))
+    size = len(data)
+    assert curl("-r", "100-199", f"{base}/image/{MAC1}")[:2] == (206, data[100:200])
+    assert curl("-r", f"{size - 10}-", f"{base}/image/{MAC1}")[:2] == (206, data[-10:])
+    assert curl("-r", "-300", f"{base}/image/{MAC1}")[:2] == (206, data[-300:])
+    assert curl("-r", f"0-{size * 2}", f"{base}/image/{MAC1}")[:2] == (206, data)
+    out = subprocess.run(["curl", "-sS", "-i", "-r", f"{size}-{size + 5}", f"{base}/image/{MAC1}"],
+                         capture_output=True, text=True)
+    assert out.stdout.startswith("HTTP/1.1 416") and f"Content-Range: bytes */{size}" in out.stdout
+    # If-Range with a stale validator: the whole file, not the range
+    assert curl("-r", "0-9", "-H", 'If-Range: "stale"', f"{base}/image/{MAC1}")[:2] == (200, data)
+    # several ranges: we answer with the whole file (allowed by RFC 9110)
+    assert curl("-r", "0-9,20-29", f"{base}/image/{MAC1}")[:2] == (200, data)
+
+
+def test_keep_alive_reuses_the_connection(served):
+    base = served["base"]
+    out = subprocess.run(["curl", "-sv", "-o", "/dev/null", "-o", "/dev/null", f"{base}/ipxe/{MAC1}",
+                          f"{base}/image/{MAC1}"], capture_output=True, text=True, check=True)
+    assert "Re-using existing connection" in out.stderr, out.stderr
+
+
+def test_asset_key(served):
+    base = served["base"]
+    assert curl(f"{base}/kernel/{MAC2}")[0] == 401
+    assert curl(f"{base}/kernel/{MAC2}?assetkey=wrong")[0] == 401
+    assert curl(f"{base}/ipxe/{MAC2}?assetkey=sekri")[0] == 401
+    assert curl(f"{base}/kernel/{MAC2}?assetkey=sekrit")[0] == 200
+    status = json.loads(curl(f"{base}/status")[1])
+    assert status["nodes"]["n002"]["stage"] == "kernel"
+
+
+def test_unknown_and_bad_requests(served):
+    base, state = served["base"], served["state"]
+    code, body, _ = curl(f"{base}/ipxe/52-54-00-AA-BB-CC")
+    assert code == 200 and b"unknown node" in body
+    code, body, _ = curl(f"{base}/image/52:54:00:aa:bb:cc")
+    assert code == 404 and b"52:54:00:aa:bb:cc" in body
+    code, body, _ = curl(f"{base}/image/not-a-mac")
+    assert code == 400 and b"MAC" in body
+    assert curl(f"{base}/nope/{MAC1}")[0] == 404
+    assert curl(f"{base}/")[0] == 404
+    assert curl(f"{base}/provision/{MAC1}?stage=bogus")[0] == 400
+    assert curl("-X", "POST", f"{base}/ipxe/{MAC1}")[0] == 405
+    code, body, _ = curl(f"{base}/healthz")
+    assert code == 200 and b"gen-1" in body
+
+
+@pytest.mark.parametrize("path", [
+    "/image/../../etc/passwd", "/image/%2e%2e/%2e%2e/etc/passwd", "/image/..%2f..%2f..%2fetc%2fpasswd",
+    "/kernel/%2e%2e%2F%2e%2e%2Fetc%2Fpasswd", "/ipxe/..%5c..%5cetc%5cpasswd", "/../../../../etc/passwd",
+    "/store/../publish/manifest.json", "/image/%00", "/runtime/52:54:00:00:00:01/../../../etc/passwd",
+])
+def test_traversal_never_leaves_the_store(served, path):
+    code, body, _ = curl("--path-as-is", served["base"] + path)
+    assert code in (400, 404), (path, code)
+    assert b"root:" not in body and b"generation" not in body
+    assert curl(f"{served['base']}/ipxe/{MAC1}")[0] == 200      # still serving
+
+
+def raw_exchange(port, payload, wait=None, read_timeout=5):
+    """Send raw bytes (optionally in pieces with pauses); return everything the server sends back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as s:
+        for piece in payload if isinstance(payload, list) else [payload]:
+            if isinstance(piece, (int, float)):
+                time.sleep(piece)
+            else:
+                s.sendall(piece)
+        data = b""
+        try:
+            while chunk := s.recv(65536):
+                data += chunk
+        except (socket.timeout, ConnectionResetError):
+            pass
+        return data
+
+
+def test_malformed_requests_get_errors_and_the_server_keeps_serving(served):
+    port, base = served["port"], served["base"]
+    assert raw_exchange(port, b"\x16\x03\x01\x02\x00garbage\r\n\r\n").startswith(b"HTTP/1.1 400")
+    assert raw_exchange(port, b"GET /ipxe/x HTTP/9.9.9\r\n\r\n").startswith(b"HTTP/1.1 400")
+    assert raw_exchange(port, b"GET /ipxe HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n").startswith(
+        b"HTTP/1.1 400")
+    huge = b"GET /ipxe/" + MAC1.encode() + b" HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n"
+    assert raw_exchange(port, huge).startswith(b"HTTP/1.1 431")
+    long_url = b"GET /" + b"a" * 40000 + b" HTTP/1.1\r\n\r\n"
+    assert raw_exchange(port, long_url).startswith(b"HTTP/1.1 431")
+    # slowloris: headers trickle in and never end; the server answers 408 after --header-timeout 1
+    start = time.monotonic()
+    reply = raw_exchange(port, [b"GET /ipxe/" + MAC1.encode() + b" HTTP/1.1\r\n", 0.4, b"Host: x\r\n", 0.4,
+                                b"X-A: b\r\n"], read_timeout=6)
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:100]
+    assert time.monotonic() - start < 5
+    # a pipelined pair on one connection: both answered in order
+    pair = (f"GET /ipxe/{MAC1} HTTP/1.1\r\nHost: x\r\n\r\n"
+            f"GET /ipxe/{MAC3} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").encode()
+    reply = raw_exchange(port, pair)
+    assert reply.count(b"HTTP/1.1 200") == 2 and reply.index(b"node n001") < reply.index(b"node n003")
+    assert curl(f"{base}/ipxe/{MAC1}")[0] == 200
+    metrics = curl(f"{base}/metrics")[1].decode()
+    assert re.search(r'wwfast_http_requests_total\{stage="bad",code="431"\} [1-9]', metrics)
+    assert re.search(r'wwfast_http_requests_total\{stage="bad",code="408"\} [1-9]', metrics)
+
+
+def test_many_concurrent_clients_get_every_byte(served, tmp_path):
+    """300 connections at once (one curl --parallel process), each file checked by sha256."""
+    base, state, manifest = served["base"], served["state"], served["manifest"]
+    want = {stage: entry(manifest, "n001", stage)["sha256"] for stage in STAGES}
+    args = ["curl", "-sS", "--parallel", "--parallel-immediate", "--parallel-max", "300", "--max-time", "60"]
+    jobs = []
+    for i in range(300):
+        stage = STAGES[i % len(STAGES)] if i % 3 else "image"
+        jobs.append((tmp_path / f"{i}.out", stage))
+        args += ["-o", str(tmp_path / f"{i}.out"), f"{base}/{stage}/{MAC1}"]
+    subprocess.run(args, check=True, timeout=90)
+    for path, stage in jobs:
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == want[stage], (path, stage)
+    metrics = curl(f"{base}/metrics")[1].decode()
+    assert "wwfast_http_transfers_in_flight 0" in metrics
+
+
+def test_metrics_and_status_routes(served):
+    base = served["base"]
+    for stage in STAGES:
+        assert curl(f"{base}/{stage}/{MAC3}")[0] == 200
+    status = json.loads(curl(f"{base}/status")[1])
+    n3 = status["nodes"]["n003"]
+    assert n3["stage"] == "runtime" and n3["ipaddr"] == "127.0.0.1"
+    assert n3["boot start"] > 0 and n3["boot end"] >= n3["boot start"]
+    assert status["generation"] == "gen-1"
+    metrics = curl(f"{base}/metrics")[1].decode()
+    assert re.search(r'wwfast_http_requests_total\{stage="image",code="200"\} [1-9]', metrics)
+    assert re.search(r'wwfast_http_sent_bytes_total\{stage="kernel",code="200"\} [1-9]', metrics)
+    assert re.search(r'wwfast_nodes_by_stage\{stage="runtime"\} [1-9]', metrics)
+    assert re.search(r"wwfast_boot_duration_seconds_count [1-9]", metrics)
+    assert 'wwfast_manifest_info{generation="gen-1"} 1' in metrics
+
+
+@pytest.fixture(scope="module")
+def secure_server(tmp_path_factory):
+    state = str(tmp_path_factory.mktemp("secure"))
+    image = os.urandom(4096)
+    nodes = {"n001": make_node(state, "n001", MAC1, image),
+             "n003": make_node(state, "n003", MAC3, image, address="127.0.0.1"),
+             "n004": make_node(state, "n004", MAC4, image, address="10.9.9.9")}
+    manifest = publish(state, nodes, "gen-s")
+    port = free_port()
+    with running_server(state, port, settings="warewulf:\n  secure: true\n"):
+        yield {"base": f"http://127.0.0.1:{port}", "state": state, "manifest": manifest}
+
+
+def test_secure_mode_runtime_only_from_a_privileged_port(secure_server):
+    base, state, manifest = secure_server["base"], secure_server["state"], secure_server["manifest"]
+    want = store_bytes(state, entry(manifest, "n003", "runtime"))
+    assert curl("--local-port", "600-700", f"{base}/runtime/{MAC3}")[:2] == (200, want)
+    code, body, _ = curl("--local-port", "40000-40100", f"{base}/runtime/{MAC3}")
+    assert code == 403 and b"privileged" in body
+    assert curl(f"{base}/runtime/{MAC3}")[0] == 403
+    # a node with no configured address: the port rule alone
+    assert curl("--local-port", "600-700", f"{base}/runtime/{MAC1}")[0] == 200
+    # the node's address is 10.9.9.9: a low port from elsewhere is still refused
+    assert curl("--local-port", "600-700", f"{base}/runtime/{MAC4}")[0] == 403
+    assert json.loads(curl(f"{base}/status")[1])["nodes"]["n004"]["sent"] == "BAD_PORT"
+    # other stages stay open to anyone
+    assert curl(f"{base}/image/{MAC4}")[0] == 200
