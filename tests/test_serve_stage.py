@@ -1,0 +1,149 @@
+"""The serve stage as a process: settings and flags, hot reload of a new manifest mid-download,
+node status kept across a restart, clean SIGTERM, and TFTP answered from the same loop."""
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from serve_helpers import ROOT, free_port, make_node, publish, running_server, store_bytes, wait_port
+from wwfast import fsutil
+
+MAC1 = "52:54:00:00:00:01"
+
+
+def get(url, *args):
+    out = subprocess.run(["curl", "-sS", "--max-time", "20", *args, url], capture_output=True, check=True)
+    return out.stdout
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def wait_for(predicate, timeout=5.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_publish_mid_download_old_bytes_finish_new_requests_get_new_bytes(tmp_path):
+    state = str(tmp_path)
+    old_image, new_image = os.urandom(16 << 20), os.urandom(1 << 20)
+    old = publish(state, {"n001": make_node(state, "n001", MAC1, old_image)}, "gen-1")
+    old_entry = old["nodes"]["n001"]["artifacts"]["image"]["zst"]
+    old_bytes = store_bytes(state, old_entry)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with running_server(state, port):
+        slow = subprocess.Popen(["curl", "-sS", "--limit-rate", "5M", "-o", str(tmp_path / "old.out"),
+                                 f"{base}/image/{MAC1}"])
+        wait_for(lambda: b"wwfast_http_transfers_in_flight 1" in get(f"{base}/metrics"), what="download start")
+        new = publish(state, {"n001": make_node(state, "n001", MAC1, new_image, tag=b"v2")}, "gen-2")
+        # the compress stage may clean old store files: the download in flight keeps its open file
+        os.unlink(os.path.join(state, "store", old_entry["file"]))
+        wait_for(lambda: b"gen-2" in get(f"{base}/healthz"), what="manifest reload")
+        new_entry = new["nodes"]["n001"]["artifacts"]["image"]["zst"]
+        assert sha(get(f"{base}/image/{MAC1}")) == new_entry["sha256"]
+        assert get(f"{base}/ipxe/{MAC1}").endswith(b"v2")
+        assert slow.poll() is None, "the slow download should still be running across the swap"
+        assert slow.wait(30) == 0
+        assert sha((tmp_path / "old.out").read_bytes()) == sha(old_bytes)
+        # a broken manifest is refused and the last good one stays in service
+        fsutil.atomic_write(os.path.join(state, "publish", "manifest.json"), "{not json")
+        time.sleep(1.5)
+        assert b"gen-2" in get(f"{base}/healthz")
+        assert sha(get(f"{base}/image/{MAC1}")) == new_entry["sha256"]
+    log = open(os.path.join(state, "serve.log")).read()
+    assert "manifest not loaded" in log and "manifest.json" in log
+
+
+def test_status_survives_a_restart_and_sigterm_is_clean(tmp_path):
+    state = str(tmp_path)
+    publish(state, {"n001": make_node(state, "n001", MAC1, b"IMAGE" * 1000),
+                    "n002": make_node(state, "n002", "52:54:00:00:00:02", b"IMAGE")}, "gen-1")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with running_server(state, port) as proc:
+        for stage in ("ipxe", "kernel", "image", "system", "runtime"):
+            get(f"{base}/{stage}/{MAC1}")
+        before = json.loads(get(f"{base}/status"))["nodes"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    saved = json.load(open(os.path.join(state, "serve", "status.json")))["nodes"]
+    assert saved["n001"] == before["n001"]
+    assert saved["n001"]["stage"] == "runtime" and saved["n001"]["boot end"] >= saved["n001"]["boot start"] > 0
+    with running_server(state, port):
+        after = json.loads(get(f"{base}/status"))["nodes"]
+        assert after["n001"] == before["n001"]
+        assert after["n002"]["stage"] == "" and after["n002"]["last seen"] == 0
+
+
+def test_settings_file_configures_and_flags_override(tmp_path):
+    state, conf = str(tmp_path / "var"), str(tmp_path / "conf")
+    publish(state, {"n001": make_node(state, "n001", MAC1, b"IMAGE")}, "gen-1")
+    port, flag_port = free_port(), free_port()
+    fsutil.atomic_write(os.path.join(conf, "wwfast.yaml"),
+                        f"warewulf:\n  port: {port}\n  bind: 127.0.0.1\n  secure: false\ntftp:\n  enabled: false\n")
+    cmd = [sys.executable, "-m", "stages.serve", "--conf", conf, "--state", state]
+    for extra, listen in (([], port), (["--http-port", str(flag_port)], flag_port)):
+        with open(tmp_path / "log", "wb") as err:
+            proc = subprocess.Popen(cmd + extra, cwd=ROOT, stderr=err)
+        try:
+            wait_port(listen, proc, log_path=str(tmp_path / "log"))
+            assert get(f"http://127.0.0.1:{listen}/healthz").startswith(b"ok generation=gen-1")
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(10) == 0
+    fsutil.atomic_write(os.path.join(conf, "wwfast.yaml"), "warewulf:\n  port: notaport\n")
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "wwfast.yaml" in out.stderr and "port" in out.stderr
+
+
+def test_no_manifest_yet_is_503_then_served_once_published(tmp_path):
+    state = str(tmp_path)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with running_server(state, port):
+        out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"{base}/ipxe/{MAC1}"],
+                             capture_output=True, text=True)
+        assert out.stdout == "503"
+        publish(state, {"n001": make_node(state, "n001", MAC1, b"IMAGE")}, "gen-1")
+        wait_for(lambda: get(f"{base}/ipxe/{MAC1}").startswith(b"#!ipxe"), what="first manifest")
+
+
+def test_tftp_answers_per_node_ipxe_scripts_in_the_same_process(tmp_path):
+    state = str(tmp_path / "var")
+    root = tmp_path / "tftproot"
+    root.mkdir()
+    (root / "undionly.kpxe").write_bytes(b"NBP" * 5000)
+    manifest = publish(state, {"n001": make_node(state, "n001", MAC1, b"IMAGE")}, "gen-1")
+    script = store_bytes(state, manifest["nodes"]["n001"]["artifacts"]["ipxe"]["raw"])
+    port, tftp_port = free_port(), free_port()
+    conf = str(tmp_path / "conf")
+    fsutil.atomic_write(os.path.join(conf, "wwfast.yaml"), "warewulf:\n  secure: false\ntftp:\n  enabled: true\n")
+    with open(tmp_path / "log", "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "stages.serve", "--conf", conf,
+                                 "--state", state, "--bind", "127.0.0.1", "--http-port", str(port),
+                                 "--tftp-port", str(tftp_port), "--tftp-root", str(root)], cwd=ROOT, stderr=err)
+    try:
+        wait_port(port, proc, log_path=str(tmp_path / "log"))
+        for remote, want in (("52-54-00-00-00-01.ipxe", script), ("ipxe/52-54-00-00-00-01", script),
+                             ("undionly.kpxe", b"NBP" * 5000)):
+            local = tmp_path / "got"
+            subprocess.run(["tftp", "-m", "binary", "127.0.0.1", str(tftp_port), "-c", "get", remote, str(local)],
+                           check=True, timeout=20)
+            assert local.read_bytes() == want, remote
+        subprocess.run(["tftp", "-m", "binary", "127.0.0.1", str(tftp_port), "-c", "get",
+                        "52-54-00-aa-bb-cc.ipxe", str(tmp_path / "unknown")], check=True, timeout=20)
+        assert b"unknown node" in (tmp_path / "unknown").read_bytes()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    assert re.search(r"TFTP on 127\.0\.0\.1:\d+", open(tmp_path / "log").read())
