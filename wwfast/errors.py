@@ -49,3 +49,7 @@ def raise_all(errors):
         raise errors[0]
     if errors:
         raise ConfigErrors(errors)
+
+
+class UsageError(Exception):
+    """A command asked for something impossible (unknown node, name taken, ...)."""

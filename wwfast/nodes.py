@@ -452,18 +452,35 @@ def field_sources(config, node_id):
     names them all ("default+node").
     """
     expanded = expand_profiles(config.nodes[node_id].get("profiles", ()), _profile_lists(config))
+    return _sources(config, expanded, config.nodes[node_id], "node")
+
+
+def _sources(config, expanded, own, own_label):
     sources = {}
-    entries = [(name, config.profiles[name]) for name in expanded] + [("node", config.nodes[node_id])]
+    entries = [(name, config.profiles[name]) for name in expanded] + [(own_label, own)]
     for label, partial in entries:
         for path, value in _leaves(partial, NODE):
-            if path == ("comment",) and label != "node":
+            if path in (("comment",), ("profiles",)) and label != own_label:
                 continue
             field = dotted(path)
-            if isinstance(value, list) and field in sources and path not in {("profiles",)}:
+            if isinstance(value, list) and field in sources:
                 sources[field] = sources[field] + "+" + label
             else:
                 sources[field] = label
     return sources
+
+
+def resolve_profile(config, name):
+    """(a profile merged with its own parents as a node would see it, {field: source})."""
+    own = config.profiles[name]
+    parents = expand_profiles(own.get("profiles", ()), _profile_lists(config))
+    merged = {}
+    for parent in parents:
+        merged = merge(merged, config.profiles[parent], PROFILE)
+    merged = {k: v for k, v in merged.items() if k not in ("comment", "profiles")}
+    view = finalize(name, merge(merged, own, PROFILE), parents, own.get("comment", ""))
+    del view["id"]
+    return view, _sources(config, parents, own, name)
 
 
 NEGATABLE = NEGATABLE_LISTS

@@ -1,0 +1,72 @@
+"""The `wwfast` command: a thin tree over the library; each area adds its subcommands.
+
+Every subcommand takes --conf DIR and --state DIR (defaults conf and var, or
+$WWFAST_CONF / $WWFAST_STATE), before or after the subcommand name.
+"""
+import argparse
+import importlib
+import os
+import sys
+
+from . import __version__
+from .errors import ConfigError, UsageError
+from .fsutil import LockBusy
+
+# Each module exposes register(subparsers); add a line for a new area.
+COMMAND_MODULES = [
+    "wwfast.commands.node",
+    "wwfast.commands.profile",
+    "wwfast.commands.warewulf",
+]
+
+
+def _add_dirs(parser, default):
+    """--conf/--state; subcommands get them with SUPPRESS so they never undo the global value."""
+    try:
+        parser.add_argument("--conf", metavar="DIR", help="configuration directory (default: conf, $WWFAST_CONF)",
+                            default=os.environ.get("WWFAST_CONF", "conf") if default else argparse.SUPPRESS)
+        parser.add_argument("--state", metavar="DIR", help="state directory (default: var, $WWFAST_STATE)",
+                            default=os.environ.get("WWFAST_STATE", "var") if default else argparse.SUPPRESS)
+    except argparse.ArgumentError:  # the module defined them itself
+        pass
+
+
+def _subparsers(parser):
+    for action in parser._actions:  # argparse has no public walk over subparsers
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                yield child
+                yield from _subparsers(child)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="wwfast", description="Stateless cluster provisioning.")
+    parser.add_argument("--version", action="version", version=f"wwfast {__version__}")
+    _add_dirs(parser, default=True)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    for child in _subparsers(parser):
+        _add_dirs(child, default=False)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except ConfigError as e:
+        print(f"wwfast: error: {e}", file=sys.stderr)
+        return 1
+    except (UsageError, LockBusy, FileNotFoundError) as e:
+        print(f"wwfast: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `wwfast node list | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""`wwfast` subcommands: one module per area, each exposing register(subparsers)."""

@@ -1,0 +1,153 @@
+"""`wwfast node add|set|unset|delete|list`: edit and show nodes, in the spirit of `wwctl node`."""
+from .. import hostlist, nodeedit, nodes
+from ..errors import UsageError
+from . import fields
+from .listing import print_json, print_table, print_yaml, source_rows
+
+
+def register(subparsers):
+    node = subparsers.add_parser("node", help="add, change, remove and list nodes")
+    sub = node.add_subparsers(dest="node_command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("add", help="add nodes (hostlists like n[01-10] allowed)")
+    p.add_argument("names", nargs="+", metavar="NODENAME")
+    fields.add_value_flags(p, node=True)
+    p.set_defaults(func=cmd_add)
+
+    p = sub.add_parser("set", aliases=["modify"], help="change fields of existing nodes")
+    p.add_argument("names", nargs="*", metavar="PATTERN")
+    p.add_argument("-a", "--all", dest="all_nodes", action="store_true", help="every node")
+    p.add_argument("-y", "--yes", action="store_true", help="accepted for wwctl compatibility (no prompt)")
+    fields.add_value_flags(p, node=True)
+    p.set_defaults(func=cmd_set)
+
+    p = sub.add_parser("unset", help="clear fields of existing nodes")
+    p.add_argument("names", nargs="+", metavar="PATTERN")
+    fields.add_unset_flags(p, node=True)
+    p.set_defaults(func=cmd_unset)
+
+    p = sub.add_parser("delete", aliases=["rm"], help="remove nodes")
+    p.add_argument("names", nargs="+", metavar="PATTERN")
+    p.add_argument("-y", "--yes", action="store_true", help="accepted for wwctl compatibility (no prompt)")
+    p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("list", aliases=["ls"], help="show nodes (merged with their profiles)")
+    p.add_argument("names", nargs="*", metavar="PATTERN")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("-n", "--net", action="store_true", help="network devices")
+    group.add_argument("-i", "--ipmi", action="store_true", help="IPMI settings")
+    group.add_argument("-l", "--long", action="store_true", help="image, kernel and overlays")
+    group.add_argument("-a", "--all", dest="show_all", action="store_true",
+                       help="every field with the profile it came from")
+    group.add_argument("-y", "--yaml", action="store_true", help="YAML of the merged nodes")
+    group.add_argument("-j", "--json", action="store_true", help="JSON of the merged nodes")
+    p.set_defaults(func=cmd_list)
+
+
+def _targets(doc, patterns, all_nodes=False):
+    existing = doc.names("nodes")
+    if all_nodes:
+        return sorted(existing)
+    if not patterns:
+        raise UsageError("name the nodes (a hostlist such as n[1-4]) or use --all")
+    names = hostlist.expand_all(patterns)
+    missing = [n for n in names if n not in existing]
+    if missing:
+        raise UsageError(f"no such node: {hostlist.compress(missing)}")
+    return names
+
+
+def cmd_add(args):
+    names = hostlist.expand_all(args.names)
+
+    def change(doc):
+        default = "default" in doc.names("nodeprofiles")
+        for index, name in enumerate(names):
+            entry = doc.add("nodes", name)
+            if args.profile is None and default:  # as wwctl: the default profile when it exists
+                nodeedit.set_path(entry, ("profiles",), ["default"])
+            fields.apply_values(entry, args, node=True, index=index)
+
+    nodeedit.edit(args.conf, args.state, change)
+    print(f"added {len(names)} node{'s' if len(names) != 1 else ''}: {hostlist.compress(names)}")
+    return 0
+
+
+def cmd_set(args):
+    def change(doc):
+        names = _targets(doc, args.names, args.all_nodes)
+        changed = []
+        for index, name in enumerate(names):
+            changed = fields.apply_values(doc.entry("nodes", name), args, node=True, index=index)
+        if not changed:
+            raise UsageError("nothing to set: give at least one field flag (see --help)")
+        return names
+
+    names = nodeedit.edit(args.conf, args.state, change)
+    print(f"updated {len(names)} node{'s' if len(names) != 1 else ''}: {hostlist.compress(names)}")
+    return 0
+
+
+def cmd_unset(args):
+    def change(doc):
+        names = _targets(doc, args.names)
+        changed = []
+        for name in names:
+            changed = fields.apply_unset(doc.entry("nodes", name), args, node=True)
+        if not changed:
+            raise UsageError("nothing to unset: give at least one field switch (see --help)")
+        return names
+
+    names = nodeedit.edit(args.conf, args.state, change)
+    print(f"updated {len(names)} node{'s' if len(names) != 1 else ''}: {hostlist.compress(names)}")
+    return 0
+
+
+def cmd_delete(args):
+    def change(doc):
+        names = _targets(doc, args.names)
+        for name in names:
+            doc.delete("nodes", name)
+        return names
+
+    names = nodeedit.edit(args.conf, args.state, change)
+    print(f"deleted {len(names)} node{'s' if len(names) != 1 else ''}: {hostlist.compress(names)}")
+    return 0
+
+
+def cmd_list(args):
+    config = nodes.read_config(args.conf)
+    resolved = nodes.resolve(config)
+    if args.names:
+        wanted = set(hostlist.expand_all(args.names))
+        resolved = {k: v for k, v in resolved.items() if k in wanted}
+    if args.json:
+        print_json(resolved)
+    elif args.yaml:
+        print_yaml(resolved)
+    elif args.show_all:
+        for i, (name, node) in enumerate(resolved.items()):
+            if i:
+                print()
+            print(f"NODE: {name}")
+            print_table(["FIELD", "PROFILE", "VALUE"], source_rows(node, nodes.field_sources(config, name)))
+    elif args.net:
+        rows = [[name, net, dev["hwaddr"], dev["ipaddr"], dev["gateway"], dev["device"]]
+                for name, node in resolved.items() for net, dev in sorted(node["network devices"].items())]
+        print_table(["NODE NAME", "NAME", "HWADDR", "IPADDR", "GATEWAY", "DEVICE"], rows)
+    elif args.ipmi:
+        rows = [[name, n["ipmi"]["ipaddr"], n["ipmi"]["port"], n["ipmi"]["username"], n["ipmi"]["interface"]]
+                for name, n in resolved.items()]
+        print_table(["NODE NAME", "IPMI IPADDR", "IPMI PORT", "IPMI USERNAME", "IPMI INTERFACE"], rows)
+    elif args.long:
+        rows = [[name, n["kernel"]["version"], n["image name"], ",".join(n["system overlay"]),
+                 ",".join(n["runtime overlay"])] for name, n in resolved.items()]
+        print_table(["NODE NAME", "KERNEL VERSION", "IMAGE", "SYSTEM OVERLAYS", "RUNTIME OVERLAYS"], rows)
+    else:
+        rows = []
+        for name, n in resolved.items():
+            primary = n["network devices"].get(n["primary network"], {})
+            rows.append([name, ",".join(n["profiles"]), n["image name"], primary.get("hwaddr", ""),
+                         primary.get("ipaddr", "")])
+        print_table(["NODE NAME", "PROFILES", "IMAGE", "HWADDR", "IPADDR"], rows)
+    return 0
