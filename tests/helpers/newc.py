@@ -1,0 +1,46 @@
+"""Read a newc archive back into entries (tests only: an independent reader to check what we write)."""
+import dataclasses
+
+FIELDS = ("ino", "mode", "uid", "gid", "nlink", "mtime", "filesize", "devmajor", "devminor",
+          "rdevmajor", "rdevminor", "namesize", "check")
+
+
+@dataclasses.dataclass
+class Member:
+    name: bytes
+    data: bytes
+    offset: int
+    ino: int
+    mode: int
+    uid: int
+    gid: int
+    nlink: int
+    mtime: int
+    filesize: int
+    devmajor: int
+    devminor: int
+    rdevmajor: int
+    rdevminor: int
+    namesize: int
+    check: int
+
+
+def read_newc(blob):
+    """Yield every Member up to and including TRAILER!!!; asserts the framing rules as it goes."""
+    pos = 0
+    while True:
+        assert pos % 4 == 0, f"header at unaligned offset {pos}"
+        head = blob[pos:pos + 110]
+        assert head[:6] == b"070701", f"bad magic {head[:6]!r} at {pos}"
+        values = [int(head[6 + 8 * i:14 + 8 * i], 16) for i in range(13)]
+        fields = dict(zip(FIELDS, values))
+        name_end = pos + 110 + fields["namesize"]
+        name = blob[pos + 110:name_end - 1]
+        assert blob[name_end - 1] == 0, "name not NUL-terminated"
+        data_start = (name_end + 3) & ~3
+        data = blob[data_start:data_start + fields["filesize"]]
+        member = Member(name=name, data=data, offset=pos, **fields)
+        yield member
+        if name == b"TRAILER!!!":
+            return
+        pos = (data_start + fields["filesize"] + 3) & ~3
