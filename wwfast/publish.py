@@ -1,0 +1,509 @@
+"""Publish the build: a content-addressed store of what nodes download, and the manifest naming it.
+
+    STATE/store/<sha256 of the uncompressed input>.cpio.zst | .cpio.gz | .kernel | .ipxe
+    STATE/publish/manifest.json     node -> artifacts (docs/formats.md); the commit point
+    STATE/publish/compress.json     this stage's memory: input fingerprints, store hashes, retired entries
+
+Crash safety (kill -9 at any moment): store files appear only by rename of a whole temp file and are
+never rewritten, because a name is fixed by its input's content; the manifest is replaced atomically
+after every file it names is durable; store files the manifest no longer names are deleted only after a
+grace period, so a node that fetched the old manifest's files keeps getting them. A killed run leaves
+at most temp files, which the next run removes while holding the lock.
+"""
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import os
+import time
+
+from . import canonjson, compress, fsutil, nodes
+from .progress import Progress
+
+FORMAT = 1
+# Bump when the same inputs would publish different bytes (compressor parameters, manifest layout).
+STAGE_VERSION = "compress-1"
+GRACE_SECONDS = 600
+ARCHIVES = (("image", "image_cpio"), ("system", "system"), ("runtime", "runtime"))
+SUFFIXES = {"zst": ".cpio.zst", "gz": ".cpio.gz", "kernel": ".kernel", "ipxe": ".ipxe"}
+TEMP_PREFIX = "."
+TEMP_SUFFIX = ".tmp"
+
+
+class PublishError(Exception):
+    """The build outputs cannot be published as they are (message says which file and why)."""
+
+
+def store_dir(state_dir):
+    return os.path.join(state_dir, "store")
+
+
+def publish_dir(state_dir):
+    return os.path.join(state_dir, "publish")
+
+
+def manifest_path(state_dir):
+    return os.path.join(publish_dir(state_dir), "manifest.json")
+
+
+def memory_path(state_dir):
+    return os.path.join(publish_dir(state_dir), "compress.json")
+
+
+def build_dir(state_dir):
+    return os.path.join(state_dir, "build")
+
+
+def load_manifest(state_dir):
+    """The published manifest as a dict, or None before the first publish."""
+    path = manifest_path(state_dir)
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except FileNotFoundError:
+        return None
+    except ValueError as e:  # cannot happen through us (atomic writes); say where if a person edited it
+        raise PublishError(f"{path}: not valid JSON: {e}") from None
+
+
+def manifest_files(manifest):
+    """{store file name: (size, sha256)} of every file the manifest names."""
+    files = {}
+
+    def add(artifact):
+        for entry in artifact.values():
+            files[entry["file"]] = (entry["size"], entry["sha256"])
+
+    if manifest.get("unknown_ipxe"):
+        add(manifest["unknown_ipxe"])
+    for node in manifest.get("nodes", {}).values():
+        for artifact in node["artifacts"].values():
+            add(artifact)
+    return files
+
+
+@contextlib.contextmanager
+def lock(state_dir, wait=True, on_wait=None):
+    """Serialise runs: hold the build lock (so the build cannot change our inputs while we read
+    them) and the publish lock. Raises fsutil.LockBusy when `wait` is false and a run holds either.
+    `on_wait(message)` is called once if we have to wait.
+    """
+    paths = [os.path.join(build_dir(state_dir), ".lock"), os.path.join(publish_dir(state_dir), ".lock")]
+    with contextlib.ExitStack() as stack:
+        for path in paths:
+            try:
+                stack.enter_context(fsutil.locked(path, wait=False))
+            except fsutil.LockBusy:
+                message = f"another run (pid {_lock_holder(path)}) holds {path}"
+                if not wait:
+                    raise fsutil.LockBusy(message) from None
+                if on_wait:
+                    on_wait(message + "; waiting for it to finish")
+                stack.enter_context(fsutil.locked(path, wait=True))
+        yield
+
+
+def _lock_holder(path):
+    try:
+        with open(path) as f:
+            return f.read().strip() or "?"
+    except OSError:
+        return "?"
+
+
+# ---- what the stage remembers between runs ----
+
+def _load_memory(state_dir):
+    try:
+        with open(memory_path(state_dir), "rb") as f:
+            memory = json.loads(f.read())
+        if memory.get("format") == FORMAT:
+            return memory
+    except (OSError, ValueError):
+        pass
+    return {"format": FORMAT}
+
+
+def _save_memory(state_dir, memory):
+    fsutil.atomic_write(memory_path(state_dir), json.dumps(memory, sort_keys=True, separators=(",", ":")))
+
+
+def _stat_key(st):
+    # A rebuilt file arrives by rename (new inode); an edit in place changes mtime and ctime.
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _settings_key(settings):
+    return {"zstd_level": settings.zstd_level, "gzip": bool(settings.gzip),
+            "secure": bool(settings.secure), "update_interval": settings.update_interval}
+
+
+def _read_bytes(path, what):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise PublishError(f"{path} does not exist: run the {what} stage first") from None
+
+
+def _read_build(state_dir):
+    path = os.path.join(build_dir(state_dir), "build.json")
+    raw = _read_bytes(path, "build")
+    try:
+        build = json.loads(raw)
+        if build.get("format") != 1 or not isinstance(build.get("nodes"), dict):
+            raise ValueError("expected {\"format\": 1, \"nodes\": {...}}")
+    except (ValueError, AttributeError) as e:
+        raise PublishError(f"{path}: {e}") from None
+    return build, fsutil.sha256_bytes(raw)
+
+
+def _build_inputs(build, path):
+    """{relative path: kind} of every distinct build output to publish (kind: archive, kernel, ipxe)."""
+    inputs = {}
+    try:
+        for node_id, entry in build["nodes"].items():
+            inputs[entry["kernel"]] = "kernel"
+            inputs[entry["ipxe"]] = "ipxe"
+            for _, key in ARCHIVES:
+                inputs[entry[key]] = "archive"
+        if build.get("unknown_ipxe"):
+            inputs[build["unknown_ipxe"]] = "ipxe"
+    except (KeyError, TypeError) as e:
+        raise PublishError(f"{path}: node {node_id!r} lacks {e}") from None
+    for rel in inputs:
+        if os.path.isabs(rel) or ".." in rel.split("/"):
+            raise PublishError(f"{path}: {rel!r} is not a path inside the build directory")
+    return inputs
+
+
+# ---- is the published state current? ----
+
+def why_stale(state_dir, settings):
+    """Reasons to rerun (empty list: the manifest is current and every file it names is in place)."""
+    memory = _load_memory(state_dir)
+    reasons = []
+    if memory.get("version") != STAGE_VERSION:
+        reasons.append("no record of a previous run by this stage version"
+                       if "version" not in memory else "the compress code changed")
+        return reasons
+    old, new = memory.get("settings", {}), _settings_key(settings)
+    changed = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
+    if changed:
+        reasons.append("settings changed: " + ", ".join(changed))
+    build, build_digest = _read_build(state_dir)
+    nodes_digest = fsutil.sha256_bytes(_read_bytes(nodes.db_path(state_dir), "define"))
+    if memory.get("build_json") != build_digest:
+        reasons.append("build.json changed")
+    if memory.get("nodes_json") != nodes_digest:
+        reasons.append("nodes.json changed")
+    changed = _changed_inputs(state_dir, _build_inputs(build, "build.json"), memory.get("inputs", {}))
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        reasons.append(f"{len(changed)} build output(s) changed: {shown}")
+    reasons.extend(_manifest_problems(state_dir, memory))
+    return reasons
+
+
+def _changed_inputs(state_dir, inputs, known):
+    changed = []
+    base = build_dir(state_dir)
+    for rel in sorted(inputs):
+        try:
+            key = _stat_key(os.stat(os.path.join(base, rel)))
+        except FileNotFoundError:
+            changed.append(rel + " (missing)")
+            continue
+        if known.get(rel, [None])[:4] != key:
+            changed.append(rel)
+    return changed
+
+
+def _manifest_problems(state_dir, memory):
+    path = manifest_path(state_dir)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return ["no manifest published yet"]
+    if fsutil.sha256_bytes(raw) != memory.get("manifest_sha256"):
+        return ["the manifest is not the one this stage wrote last"]
+    store = store_dir(state_dir)
+    for name, (size, _) in manifest_files(json.loads(raw)).items():
+        try:
+            if os.stat(os.path.join(store, name)).st_size != size:
+                return [f"store file {name} has the wrong size"]
+        except FileNotFoundError:
+            return [f"store file {name} is missing"]
+    return []
+
+
+# ---- publishing ----
+
+class _HashingWriter:
+    """Pass writes to `raw`, hashing them: the stored file's sha256 costs no extra read."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.hash = __import__("hashlib").sha256()
+        self.size = 0
+
+    def write(self, data):
+        self.raw.write(data)
+        self.hash.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def flush(self):
+        self.raw.flush()
+
+
+class _Publisher:
+    def __init__(self, state_dir, settings, progress_enabled):
+        self.state_dir = state_dir
+        self.settings = settings
+        self.store = store_dir(state_dir)
+        self.base = build_dir(state_dir)
+        self.progress_enabled = progress_enabled
+        self.encodings = ("zst", "gz") if settings.gzip else ("zst",)
+        self.zstd = compress.ZstdEncoder(settings.zstd_level, settings.threads)
+        self.gzip = compress.GzipEncoder(compress.GZIP_LEVEL, settings.threads) if settings.gzip else None
+        self.compressed = 0      # store files written this run
+        self.reused = 0
+
+    def run(self, memory):
+        build, build_digest = _read_build(self.state_dir)
+        db = nodes.load_db(self.state_dir)
+        nodes_digest = fsutil.sha256_bytes(_read_bytes(nodes.db_path(self.state_dir), "define"))
+        inputs = _build_inputs(build, os.path.join(self.base, "build.json"))
+        known_inputs = memory.get("inputs", {})
+        known_store = dict(memory.get("store", {}))
+        previous = load_manifest(self.state_dir)
+        if previous:
+            known_store.update({name: list(v) for name, v in manifest_files(previous).items()})
+
+        hashed = self._hash_inputs(inputs, known_inputs)
+        entries = self._fill_store(inputs, hashed, known_store)
+        os.makedirs(self.store, exist_ok=True)
+        _sync_filesystem(self.store)   # every file the manifest will name is durable before it
+        manifest = self._manifest(build, db["nodes"], entries)
+        changed = previous is None or _body(previous) != _body(manifest)
+        if changed:
+            text = canonjson.dumps(manifest) + "\n"
+            fsutil.atomic_write(manifest_path(self.state_dir), text)     # the commit point
+        else:
+            manifest = previous
+            text = None
+        memory.update({
+            "version": STAGE_VERSION, "settings": _settings_key(self.settings),
+            "build_json": build_digest, "nodes_json": nodes_digest,
+            "inputs": {rel: hashed[rel][0] + [hashed[rel][1]] for rel in inputs},
+            "store": {name: [size, sha] for name, (size, sha) in manifest_files(manifest).items()},
+        })
+        with open(manifest_path(self.state_dir), "rb") as f:
+            memory["manifest_sha256"] = fsutil.sha256_bytes(f.read())
+        return manifest, changed
+
+    def _hash_inputs(self, inputs, known):
+        """{rel: (stat key, sha256 of the content)}; unchanged files keep their recorded hash."""
+        hashed, todo = {}, []
+        for rel in sorted(inputs):
+            path = os.path.join(self.base, rel)
+            try:
+                key = _stat_key(os.stat(path))
+            except FileNotFoundError:
+                raise PublishError(f"{path} is named in build.json but does not exist: "
+                                   f"run the build stage") from None
+            old = known.get(rel)
+            if old and old[:4] == key:
+                hashed[rel] = (key, old[4])
+            else:
+                todo.append((rel, path, key))
+        progress = Progress(sum(k[0] for _, _, k in todo), "hash    ", enabled=self.progress_enabled)
+        for rel, path, key in todo:
+            with open(path, "rb", buffering=0) as f:
+                digest = _hash_file(f, progress)
+                if _stat_key(os.fstat(f.fileno())) != key:
+                    raise PublishError(f"{path} changed while it was read: is a build running?")
+            hashed[rel] = (key, digest)
+        progress.close()
+        return hashed
+
+    def _fill_store(self, inputs, hashed, known_store):
+        """Make sure every store file exists; {rel: {encoding: manifest entry}}."""
+        work = []      # (rel, encoding, name)
+        entries = {}
+        for rel, kind in sorted(inputs.items()):
+            sha = hashed[rel][1]
+            encodings = self.encodings if kind == "archive" else (kind,)
+            entries[rel] = {}
+            for enc in encodings:
+                name = sha + SUFFIXES[enc]
+                path = os.path.join(self.store, name)
+                try:
+                    size = os.stat(path).st_size
+                except FileNotFoundError:
+                    work.append((rel, enc, name))
+                    continue
+                self.reused += 1
+                known = known_store.get(name)
+                if known and known[0] == size:
+                    entries[rel][enc] = _entry(name, size, known[1])
+                else:   # whole (it was renamed into place) but left by a run that died before recording it
+                    with open(path, "rb", buffering=0) as f:
+                        entries[rel][enc] = _entry(name, size, _hash_file(f))
+        total = sum(hashed[rel][0][0] for rel, _, _ in work)
+        progress = Progress(total, "compress", enabled=self.progress_enabled)
+        for rel, enc, name in work:
+            entries[rel][enc] = self._store_one(rel, enc, name, hashed[rel][0], progress)
+            self.compressed += 1
+        progress.close()
+        return entries
+
+    def _store_one(self, rel, enc, name, key, progress):
+        path = os.path.join(self.base, rel)
+        start = progress.done
+        with open(path, "rb", buffering=0) as src:
+            if _stat_key(os.fstat(src.fileno())) != key:
+                raise PublishError(f"{path} changed while it was read: is a build running?")
+            # fsync once for the whole store before the manifest, not per file
+            with fsutil.atomic_file(os.path.join(self.store, name), fsync=False) as raw:
+                out = _HashingWriter(raw)
+                report = lambda n: progress.advance(start + n - progress.done)  # noqa: E731
+                if enc == "zst":
+                    self.zstd.compress(src, out, key[0], progress=report)
+                elif enc == "gz":
+                    self.gzip.compress(src, out, progress=report)
+                else:   # kernel, ipxe: stored as they are
+                    while chunk := src.read(compress.READ_SIZE):
+                        out.write(chunk)
+                        report(out.size)
+        return _entry(name, out.size, out.hash.hexdigest())
+
+    def _manifest(self, build, db_nodes, entries):
+        out_nodes = {}
+        for node_id, b in sorted(build["nodes"].items()):
+            node = db_nodes.get(node_id)
+            if node is None:
+                raise PublishError(f"build.json names node {node_id!r} that nodes.json does not define: "
+                                   f"run the build stage")
+            artifacts = {"ipxe": {"raw": entries[b["ipxe"]]["ipxe"]},
+                         "kernel": {"raw": entries[b["kernel"]]["kernel"]}}
+            for artifact, key in ARCHIVES:
+                artifacts[artifact] = dict(entries[b[key]])
+            out_nodes[node_id] = {
+                "macs": nodes.node_macs(node),
+                "addresses": _addresses(node),
+                "asset_key": node.get("asset key", ""),
+                "artifacts": artifacts,
+            }
+        manifest = {
+            "format": FORMAT,
+            "settings": {"secure": bool(self.settings.secure),
+                         "update_interval": self.settings.update_interval},
+            "nodes": out_nodes,
+        }
+        if build.get("unknown_ipxe"):
+            manifest["unknown_ipxe"] = {"raw": entries[build["unknown_ipxe"]]["ipxe"]}
+        digest = fsutil.sha256_bytes(canonjson.dumps(manifest).encode())
+        manifest["generation"] = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + digest[:8]
+        return manifest
+
+
+def _entry(name, size, sha):
+    return {"file": name, "size": size, "sha256": sha}
+
+
+def _body(manifest):
+    return {k: v for k, v in manifest.items() if k != "generation"}
+
+
+def _addresses(node):
+    devs = node.get("network devices", {})
+    names = sorted(devs, key=lambda n: (not devs[n].get("primary"), n))
+    return [devs[n]["ipaddr"] for n in names if devs[n].get("ipaddr")]
+
+
+def _hash_file(f, progress=None):
+    h = __import__("hashlib").sha256()
+    buf = bytearray(compress.READ_SIZE)
+    view = memoryview(buf)
+    while n := f.readinto(buf):
+        h.update(view[:n])
+        if progress:
+            progress.advance(n)
+    return h.hexdigest()
+
+
+def _sync_filesystem(path):
+    """syncfs(2) on the store's filesystem: one flush for thousands of new files."""
+    libc_name = ctypes.util.find_library("c")
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        syncfs = getattr(ctypes.CDLL(libc_name, use_errno=True), "syncfs", None) if libc_name else None
+        if syncfs is None or syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+# ---- garbage ----
+
+def collect_garbage(state_dir, manifest, memory, grace=GRACE_SECONDS, now=None):
+    """Remove temp files of killed runs, and store files unreferenced for `grace` seconds.
+
+    Call with the lock held. Updates memory["retired"] ({name: time first seen unreferenced});
+    returns the names removed.
+    """
+    now = time.time() if now is None else now
+    referenced = set(manifest_files(manifest)) if manifest else set()
+    retired = dict(memory.get("retired", {}))
+    removed = []
+    for directory in (store_dir(state_dir), publish_dir(state_dir)):
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(directory):
+                if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(directory, name))
+    present = set()
+    with contextlib.suppress(FileNotFoundError):
+        present = {n for n in os.listdir(store_dir(state_dir)) if not n.startswith(TEMP_PREFIX)}
+    for name in sorted(present - referenced):
+        since = retired.setdefault(name, now)
+        if now - since >= grace:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(store_dir(state_dir), name))
+            del retired[name]
+            removed.append(name)
+    memory["retired"] = {n: t for n, t in retired.items() if n in present and n not in referenced}
+    return removed
+
+
+class Result:
+    def __init__(self, reasons, changed, manifest, compressed=0, reused=0, removed=()):
+        self.reasons = reasons          # why it ran ([] = it was current)
+        self.changed = changed          # a new manifest was committed
+        self.manifest = manifest
+        self.compressed = compressed    # store files written
+        self.reused = reused            # store files already present (same input content)
+        self.removed = list(removed)    # store files deleted after their grace period
+
+
+def run(state_dir, settings, force=False, grace=GRACE_SECONDS, progress=None):
+    """Publish when anything changed, then collect garbage. Call with lock() held.
+
+    `progress`: None = a bar when stderr is a terminal, True/False to force.
+    """
+    reasons = ["forced"] if force else why_stale(state_dir, settings)
+    memory = _load_memory(state_dir)
+    if reasons:
+        publisher = _Publisher(state_dir, settings, progress)
+        manifest, changed = publisher.run(memory)
+        counts = {"compressed": publisher.compressed, "reused": publisher.reused}
+    else:
+        manifest, changed, counts = load_manifest(state_dir), False, {}
+    retired_before = memory.get("retired", {})
+    removed = collect_garbage(state_dir, manifest, memory, grace)
+    if reasons or removed or memory["retired"] != retired_before:
+        _save_memory(state_dir, memory)
+    return Result(reasons, changed, manifest, removed=removed, **counts)
