@@ -1,0 +1,173 @@
+"""RFC behaviour seen on the wire with a raw UDP client: both core twins, both event loops."""
+import os
+import socket
+import time
+
+import pytest
+
+from tftp_support import ServerThread, ack, client_socket, decode, fetch, rrq, twin_params
+from wwfast._tftp_codec import TftpError, negotiate, parse_request
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tftproot")
+    (root / "f5000").write_bytes(os.urandom(5000))
+    (root / "f1024").write_bytes(os.urandom(1024))
+    for i in range(100):
+        (root / f"node{i}").write_bytes(b"x" * 700)
+    return root
+
+
+@pytest.fixture(scope="module", params=[(core, loop) for core in twin_params() for loop in ("asyncio", "uvloop")],
+                ids=lambda p: f"{p[0].id}-{p[1]}")
+def server(request, root):
+    core, loop = request.param
+    with ServerThread(root, core.values[0], loop=loop, timeout=1.0, retries=3) as srv:
+        yield srv
+
+
+def test_oack_lists_only_asked_known_options(server, root):
+    data, oack = fetch(server.port, "f5000", blksize="1432", tsize="0", windowsize="4", foo="bar")
+    assert data == (root / "f5000").read_bytes()
+    assert oack == {"blksize": "1432", "tsize": "5000", "windowsize": "4"}
+
+
+def test_no_options_means_data_1_at_once(server, root):
+    data, oack = fetch(server.port, "f1024")
+    assert oack is None and data == (root / "f1024").read_bytes()
+
+
+def test_blksize_clamped_and_windowsize_capped(server, root):
+    data, oack = fetch(server.port, "f5000", blksize="70000", windowsize="1000")
+    assert oack == {"blksize": "65464", "windowsize": "64"}
+    assert data == (root / "f5000").read_bytes()
+
+
+@pytest.mark.parametrize("options", [{"blksize": "7"}, {"blksize": "abc"}, {"windowsize": "0"},
+                                     {"timeout": "0"}, {"timeout": "256"}])
+def test_bad_option_values_get_error_8(server, options):
+    s = client_socket()
+    s.sendto(rrq("f5000", **options), ("127.0.0.1", server.port))
+    assert decode(s.recvfrom(1000)[0])[:2] == (5, 8)
+
+
+def test_wrong_tid_gets_error_5_and_transfer_goes_on(server, root):
+    s, intruder = client_socket(), client_socket()
+    s.sendto(rrq("f1024"), ("127.0.0.1", server.port))
+    packet, tid = s.recvfrom(1000)
+    assert decode(packet)[:2] == (3, 1)
+    intruder.sendto(ack(1), tid)
+    assert decode(intruder.recvfrom(1000)[0])[:2] == (5, 5)
+    got = packet[4:]
+    for block in (1, 2):   # 1024 bytes: blocks 1, 2 and an empty block 3
+        s.sendto(ack(block), tid)
+        packet, _ = s.recvfrom(1000)
+        assert decode(packet)[:2] == (3, block + 1)
+        got += packet[4:]
+    s.sendto(ack(3), tid)
+    assert got == (root / "f1024").read_bytes()
+    assert server.wait_idle(3)
+
+
+def test_duplicate_ack_never_triggers_data(server):
+    """Sorcerer's Apprentice (RFC 1123): DATA is resent on a timeout only."""
+    s = client_socket(0.4)
+    s.sendto(rrq("f5000"), ("127.0.0.1", server.port))
+    _, tid = s.recvfrom(1000)
+    s.sendto(ack(1), tid)
+    assert decode(s.recvfrom(1000)[0])[:2] == (3, 2)
+    for _ in range(3):
+        s.sendto(ack(1), tid)          # duplicates of an old ACK
+    with pytest.raises(socket.timeout):
+        s.recvfrom(1000)               # nothing within 0.4 s (timeout is 1 s)
+    s.settimeout(2)
+    assert decode(s.recvfrom(1000)[0])[:2] == (3, 2)   # then the timeout resend
+    s.sendto(b"\0\5\0\0bye\0", tid)
+
+
+@pytest.mark.parametrize("core", twin_params())
+def test_unanswered_transfer_is_retried_then_dropped(root, core):
+    with ServerThread(root, core, timeout=0.1, retries=3) as server:
+        for options, first in (({}, (3, 1)), ({"tsize": "0"}, (6, {"tsize": "5000"}))):
+            before = server.stats()
+            s = client_socket(0.5)
+            s.sendto(rrq("f5000", **options), ("127.0.0.1", server.port))
+            got = []
+            while True:
+                try:
+                    got.append(decode(s.recvfrom(1000)[0])[:2])
+                except socket.timeout:
+                    break
+            assert got == [first] * 4          # the first send and 3 retries (DATA 1, or the OACK)
+            assert server.wait_idle(2)
+            after = server.stats()
+            assert after["expired"] == before["expired"] + 1
+
+
+def test_client_error_ends_the_session(server):
+    s = client_socket()
+    s.sendto(rrq("f5000"), ("127.0.0.1", server.port))
+    _, tid = s.recvfrom(1000)
+    s.sendto(b"\0\5\0\0user abort\0", tid)
+    assert server.wait_idle(3)
+
+
+def test_request_codec():
+    request = parse_request(b"\0\1dir\\file\0OcTeT\0BLKSIZE\0001432\0blksize\0008\0\0\0")
+    assert (request.filename, request.mode, request.options) == ("dir\\file", "octet", {"blksize": "1432"})
+    assert negotiate(request.options, 10)[:3] == (1432, 1, 0)
+    for bad in (b"", b"\0", b"\0\3abc\0octet\0", b"\0\1abc\0octet", b"\0\1abc\0mail\0", b"\0\1\0octet\0"):
+        with pytest.raises(TftpError):
+            parse_request(bad)
+
+
+@pytest.mark.parametrize("core", twin_params())
+def test_ten_thousand_abandoned_sessions_are_reclaimed(root, core):
+    """10,000 RRQs never ACKed: after the retries every session, socket and buffer is freed."""
+    fd_dir = "/proc/self/fd"
+    with ServerThread(root, core, timeout=0.5, retries=2) as srv:
+        clients = [client_socket() for _ in range(100)]
+        baseline = len(os.listdir(fd_dir))
+        rss, peak = [], 0
+        for round_ in range(2):
+            sent = 10_000 * round_
+            for i in range(100):
+                for c in clients:
+                    c.sendto(rrq(f"node{i}"), ("127.0.0.1", srv.port))
+                sent += len(clients)
+                # Let the listener keep up: its socket buffer holds a few hundred requests.
+                deadline = time.monotonic() + 10
+                while True:
+                    stats = srv.stats()
+                    peak = max(peak, stats["active"])
+                    if stats["requests_started"] >= sent - 200 or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.002)
+            deadline = time.monotonic() + 30
+            while srv.stats()["requests_started"] < 10_000 * (round_ + 1) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stats = srv.stats()
+            assert stats["requests_started"] == 10_000 * (round_ + 1), stats
+            assert srv.wait_idle(30), srv.stats()
+            stats = srv.stats()
+            assert stats["expired"] == 10_000 * (round_ + 1) and stats["active"] == 0
+            assert len(os.listdir(fd_dir)) <= baseline, "transfer sockets leaked"
+            rss.append(_rss_bytes())
+            for c in clients:   # drain what the clients were sent
+                c.setblocking(False)
+                try:
+                    while True:
+                        c.recv(2000)
+                except BlockingIOError:
+                    pass
+        assert srv.server.table.active == 0
+        assert peak >= 5000, f"only {peak} sessions were open at once"
+        assert rss[1] - rss[0] < 16 << 20, f"memory not reused: RSS grew by {rss[1] - rss[0]} bytes"
+        for c in clients:
+            c.close()
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
