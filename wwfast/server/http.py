@@ -315,7 +315,7 @@ class Connection(asyncio.Protocol):
                         want = min(item.remaining, budget)
                         if mode_mmap:
                             if item.mm is None:
-                                item.mm = memoryview(mmap.mmap(item.fd, 0, prot=mmap.PROT_READ))
+                                item.mm = self.server.mapping(item.fd)
                             n = sock.send(item.mm[item.offset:item.offset + min(want, MMAP_CHUNK)])
                         else:
                             n = os.sendfile(sock.fileno(), item.fd, item.offset, want)
@@ -398,10 +398,39 @@ class HttpServer:
         self._server = None
         self._sweeper = None
         self._date = (0, "")
+        self._maps = {}
         self.started = time.time()
 
     def _swapped(self, old, new):
         self.metrics.reloads += 1
+        if self._maps:
+            self._unmap_unused()
+
+    def mapping(self, fd):
+        """A read-only memoryview of the file behind `fd`, one mapping per file shared by all
+        connections (a mapping per connection would count the file once per client in RSS)."""
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino, st.st_size)
+        view = self._maps.get(key)
+        if view is None:
+            view = self._maps[key] = memoryview(mmap.mmap(fd, 0, prot=mmap.PROT_READ))
+        return view
+
+    def _unmap_unused(self):
+        """Drop mappings of files no longer in the manifest (transfers still using one keep a reference)."""
+        names = set()
+        for node in self.catalog.nodes.values():
+            for encodings in node.artifacts.values():
+                names.update(os.path.basename(a.path) for a in encodings.values())
+        keep = set()
+        for name in names:
+            try:
+                st = os.stat(os.path.join(self.state_dir, "store", name))
+                keep.add((st.st_dev, st.st_ino, st.st_size))
+            except OSError:
+                pass
+        for key in [k for k in self._maps if k not in keep]:
+            del self._maps[key]
 
     @property
     def catalog(self):

@@ -1,0 +1,312 @@
+"""Many concurrent downloads of a 100 MB image on loopback: the serve stage vs nginx (sendfile on).
+
+Both servers get the same load from the same generator in the same run: a small multi-process
+keep-alive HTTP client (non-blocking sockets, 4 MiB recv_into, no per-byte Python work), each
+connection downloading the image again and again for a fixed time. Printed per server and
+connection count (median of --repeat runs): throughput, server CPU seconds per GB served,
+server peak RSS (VmHWM, reset before each run; nginx: master + workers), and ours/nginx.
+
+    .venv/bin/python benchmarks/bench_http.py [--conns 100,1000] [--seconds 8] [--repeat 2]
+        [--size-mb 100] [--modes sendfile,mmap] [--client-procs 2]
+
+Goals (issue 6): throughput >= nginx; our RSS <= 200 MB at 1,000 connections.
+"""
+import argparse
+import hashlib
+import json
+import multiprocessing
+import os
+import selectors
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from wwfast import fsutil  # noqa: E402
+
+MAC = "52:54:00:00:00:01"
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+# -- the load generator ----------------------------------------------------------------------
+def client_worker(port, path, nconns, seconds, out):
+    """nconns keep-alive connections, each downloading `path` in a loop; returns bytes received."""
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    sel = selectors.DefaultSelector()
+    buf = bytearray(4 << 20)
+    view = memoryview(buf)
+    state = {}
+    errors = 0
+
+    def connect():
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        state[s] = [b"", -1]        # header bytes so far, body bytes left (-1: in headers)
+        sel.register(s, selectors.EVENT_WRITE)
+
+    for _ in range(nconns):
+        connect()
+    total = responses = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for key, events in sel.select(0.2):
+            s = key.fileobj
+            if events & selectors.EVENT_WRITE:
+                try:
+                    s.send(request)
+                except OSError:
+                    errors += 1
+                    sel.unregister(s)
+                    s.close()
+                    connect()
+                    continue
+                sel.modify(s, selectors.EVENT_READ)
+                continue
+            st = state[s]
+            try:
+                n = s.recv_into(view)
+            except BlockingIOError:
+                continue
+            except OSError:
+                n = 0
+            if n == 0:
+                errors += 1
+                sel.unregister(s)
+                s.close()
+                del state[s]
+                connect()
+                continue
+            total += n
+            if st[1] < 0:
+                st[0] += bytes(view[:n])
+                end = st[0].find(b"\r\n\r\n")
+                if end < 0:
+                    continue
+                head = st[0][:end].decode("latin-1")
+                if not head.startswith("HTTP/1.1 200"):
+                    raise SystemExit(f"bad response: {head[:200]}")
+                length = int(head.lower().split("content-length:")[1].split("\r\n")[0])
+                st[1] = length - (len(st[0]) - end - 4)
+                st[0] = b""
+            else:
+                st[1] -= n
+            if st[1] == 0:
+                responses += 1
+                st[1] = -1
+                try:
+                    s.send(request)
+                except OSError:
+                    errors += 1
+    for s in list(state):
+        s.close()
+    out.put((total, responses, errors))
+
+
+def load(port, path, conns, seconds, procs):
+    queue = multiprocessing.Queue()
+    per = [conns // procs + (1 if i < conns % procs else 0) for i in range(procs)]
+    workers = [multiprocessing.Process(target=client_worker, args=(port, path, n, seconds, queue)) for n in per]
+    start = time.monotonic()
+    for w in workers:
+        w.start()
+    results = [queue.get() for _ in workers]
+    elapsed = time.monotonic() - start
+    for w in workers:
+        w.join()
+    return sum(r[0] for r in results), sum(r[1] for r in results), sum(r[2] for r in results), elapsed
+
+
+# -- process accounting ---------------------------------------------------------------------
+def family(pid):
+    """pid and its children (nginx workers)."""
+    pids = [pid]
+    try:
+        for child in open(f"/proc/{pid}/task/{pid}/children").read().split():
+            pids.append(int(child))
+    except OSError:
+        pass
+    return pids
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK
+
+
+def reset_peak(pids):
+    for pid in pids:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+
+
+def peak_rss_mb(pids):
+    total = 0
+    for pid in pids:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def wait_listen(port, proc, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("server did not start")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- the servers ---------------------------------------------------------------------------------
+def prepare(workdir, size_mb):
+    """A store holding one 100 MB image (incompressible) and a manifest per docs/formats.md."""
+    state = os.path.join(workdir, "var")
+    data = os.urandom(size_mb << 20)
+    digest = hashlib.sha256(data).hexdigest()
+    name = digest + ".cpio.zst"
+    fsutil.atomic_write(os.path.join(state, "store", name), data, fsync=False)
+    entry = {"file": name, "size": len(data), "sha256": digest}
+    manifest = {"format": 1, "generation": "bench", "settings": {"secure": False, "update_interval": 60},
+                "nodes": {"n001": {"macs": [MAC], "addresses": [], "asset_key": "",
+                                   "artifacts": {"image": {"zst": entry}}}}}
+    fsutil.atomic_write(os.path.join(state, "publish", "manifest.json"), json.dumps(manifest), fsync=False)
+    conf = os.path.join(workdir, "conf")
+    fsutil.atomic_write(os.path.join(conf, "wwfast.yaml"), "warewulf:\n  secure: false\ntftp:\n  enabled: false\n",
+                        fsync=False)
+    return state, conf, name
+
+
+def start_ours(workdir, state, conf, mode):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "stages.serve", "--conf", conf, "--state", state,
+                             "--bind", "127.0.0.1", "--http-port", str(port), "--no-tftp", "--quiet",
+                             "--send-mode", mode], cwd=ROOT)
+    wait_listen(port, proc)
+    return proc, port, f"/image/{MAC}"
+
+
+def start_nginx(workdir, state, name):
+    port = free_port()
+    prefix = os.path.join(workdir, "nginx")
+    os.makedirs(os.path.join(prefix, "logs"), exist_ok=True)
+    conf = os.path.join(prefix, "nginx.conf")
+    fsutil.atomic_write(conf, f"""
+user root;
+worker_processes auto;
+worker_rlimit_nofile 20000;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    sendfile on;
+    tcp_nopush on;
+    access_log off;
+    keepalive_requests 100000;
+    client_body_temp_path {prefix}/tmp;
+    proxy_temp_path {prefix}/tmp;
+    fastcgi_temp_path {prefix}/tmp;
+    uwsgi_temp_path {prefix}/tmp;
+    scgi_temp_path {prefix}/tmp;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{ root {os.path.join(state, 'store')}; }}
+    }}
+}}
+""", fsync=False)
+    proc = subprocess.Popen(["nginx", "-p", prefix, "-c", conf, "-g", "daemon off;"])
+    wait_listen(port, proc)
+    return proc, port, "/" + name
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM if proc.args[0] != "nginx" else signal.SIGQUIT)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def measure(proc, port, path, conns, seconds, procs, size):
+    pids = family(proc.pid)
+    load(port, path, min(conns, 20), 1.0, procs)        # warm the page cache and the server
+    pids = family(proc.pid)
+    reset_peak(pids)
+    cpu0 = cpu_seconds(pids)
+    nbytes, responses, errors, elapsed = load(port, path, conns, seconds, procs)
+    cpu = cpu_seconds(pids) - cpu0
+    gb = nbytes / 1e9
+    return {"gbps": gb / elapsed, "cpu_per_gb": cpu / gb if gb else float("nan"), "rss": peak_rss_mb(pids),
+            "responses": responses, "errors": errors, "gb": gb}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--conns", default="100,1000")
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--size-mb", type=int, default=100)
+    ap.add_argument("--modes", default="sendfile", help="our send modes to run: sendfile,mmap")
+    ap.add_argument("--client-procs", type=int, default=2)
+    args = ap.parse_args()
+    if shutil.which("nginx") is None:
+        raise SystemExit("nginx is not installed (Debian package nginx)")
+    conns_list = [int(c) for c in args.conns.split(",")]
+    modes = args.modes.split(",")
+    workdir = tempfile.mkdtemp(prefix="bench_http.")
+    try:
+        state, conf, name = prepare(workdir, args.size_mb)
+        size = args.size_mb << 20
+        runs = {}
+        for _ in range(args.repeat):
+            for label in ["nginx"] + [f"wwfast-{m}" for m in modes]:
+                if label == "nginx":
+                    proc, port, path = start_nginx(workdir, state, name)
+                else:
+                    proc, port, path = start_ours(workdir, state, conf, label.split("-", 1)[1])
+                try:
+                    for conns in conns_list:
+                        r = measure(proc, port, path, conns, args.seconds, args.client_procs, size)
+                        runs.setdefault((label, conns), []).append(r)
+                        print(f"  {label:16} {conns:5} conns: {r['gbps']:.2f} GB/s, {r['cpu_per_gb']:.3f} CPU-s/GB, "
+                              f"peak RSS {r['rss']:.0f} MB, {r['responses']} complete, {r['errors']} errors",
+                              flush=True)
+                finally:
+                    stop(proc)
+        print(f"\nmedian of {args.repeat} runs, {args.size_mb} MB image, {args.seconds:g} s per run, "
+              f"{args.client_procs} client processes, loopback, {os.cpu_count()} CPUs")
+        print(f"{'server':16} {'conns':>5} {'GB/s':>6} {'CPU-s/GB':>9} {'peak RSS MB':>12} {'vs nginx GB/s':>14}")
+        for conns in conns_list:
+            base = statistics.median(r["gbps"] for r in runs[("nginx", conns)])
+            for label in ["nginx"] + [f"wwfast-{m}" for m in modes]:
+                rs = runs[(label, conns)]
+                gbps = statistics.median(r["gbps"] for r in rs)
+                print(f"{label:16} {conns:5} {gbps:6.2f} {statistics.median(r['cpu_per_gb'] for r in rs):9.3f} "
+                      f"{statistics.median(r['rss'] for r in rs):12.0f} {gbps / base:14.2f}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
