@@ -17,6 +17,8 @@ COMMAND_MODULES = [
     "wwfast.commands.node",
     "wwfast.commands.profile",
     "wwfast.commands.warewulf",
+    "wwfast.commands.serve",
+    "wwfast.commands.status",
 ]
 
 

@@ -1,0 +1,111 @@
+"""`wwfast status`: what each node last fetched, like `wwctl node status`.
+
+Asks the running server's /status; when none answers, reads the copy it saves in
+STATE/serve/status.json. A row is marked stale when the node has not been seen
+for the node agent's update interval + 5 s, and STALE after twice the interval.
+"""
+import json
+import os
+import sys
+import time
+import urllib.request
+
+from .. import settings
+from ..server.status import read_status
+from .listing import print_table
+
+DISPLAY = {"ipxe": "IPXE", "kernel": "KERNEL", "image": "IMAGE", "system": "SYSTEM OVERLAY",
+           "runtime": "RUNTIME OVERLAY", "": "--"}
+YELLOW, RED, RESET = "\033[33m", "\033[31m", "\033[0m"
+
+
+def register(subparsers):
+    p = subparsers.add_parser("status", help="provisioning status of the nodes (last stage, file, last seen)")
+    p.add_argument("nodes", nargs="*", metavar="NODE", help="only these nodes")
+    p.add_argument("--server", metavar="URL", help="server to ask (default: from the settings, e.g. "
+                                                     "http://127.0.0.1:9873)")
+    p.add_argument("-w", "--watch", action="store_true", help="refresh until interrupted")
+    p.add_argument("-U", "--update", type=int, default=1000, metavar="MS", help="refresh period with --watch")
+    p.add_argument("-l", "--last", action="store_true", help="sort by last seen")
+    p.add_argument("-r", "--reverse", action="store_true", help="reverse the order")
+    p.add_argument("-u", "--unknown", action="store_true", help="only nodes never seen")
+    p.add_argument("--json", action="store_true", help="print the status document as JSON")
+    p.set_defaults(func=cmd_status)
+
+
+def server_url(args):
+    if args.server:
+        return args.server.rstrip("/")
+    conf = settings.load(args.conf)
+    host = conf.http_bind if conf.http_bind not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{conf.http_port}"
+
+
+def fetch(args):
+    """(status document, where it came from)."""
+    url = server_url(args) + "/status"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return json.load(r), url
+    except (OSError, ValueError):
+        doc = read_status(args.state)
+        return doc, os.path.join(args.state, "serve", "status.json") + " (no server answered at " + url + ")"
+
+
+def rows(doc, args, now):
+    interval = doc.get("update interval") or 60
+    out = []
+    for node_id, rec in doc["nodes"].items():
+        if args.nodes and node_id not in args.nodes:
+            continue
+        seen = rec.get("last seen") or 0
+        if args.unknown and seen:
+            continue
+        age = now - seen if seen else None
+        mark = ""
+        if age is None:
+            mark = "never"
+        elif age >= 2 * interval:
+            mark = "STALE"
+        elif age >= interval + 5:
+            mark = "stale"
+        boot = ""
+        if rec.get("boot end") and rec.get("boot start"):
+            boot = f"{rec['boot end'] - rec['boot start']:.1f}"
+        out.append((node_id, DISPLAY.get(rec.get("stage", ""), rec.get("stage", "").upper()), rec.get("sent", ""),
+                    rec.get("ipaddr", ""), "" if age is None else f"{age:.0f}", boot, mark, seen))
+    out.sort(key=(lambda r: r[7]) if args.last else (lambda r: r[0]), reverse=args.reverse)
+    return out
+
+
+def show(args, out=print):
+    doc, source = fetch(args)
+    if args.json:
+        out(json.dumps(doc, sort_keys=True, indent=1))
+        return
+    now = doc.get("now") or time.time()
+    table = rows(doc, args, now)
+    lines = []
+    print_table(("NODENAME", "STAGE", "SENT", "IPADDR", "LASTSEEN (s)", "BOOT (s)", "STALE"),
+                [r[:7] for r in table], out=lines.append)
+    colour = sys.stdout.isatty()
+    out(lines[0])
+    for line, r in zip(lines[1:], table):
+        tint = {"stale": YELLOW, "STALE": RED}.get(r[6], "") if colour else ""
+        out(f"{tint}{line}{RESET if tint else ''}")
+    out(f"# {len(table)} nodes, generation {doc.get('generation', '?')}, from {source}")
+
+
+def cmd_status(args):
+    if not args.watch:
+        show(args)
+        return 0
+    try:
+        while True:
+            sys.stdout.write("\033[H\033[2J")
+            show(args)
+            sys.stdout.flush()
+            time.sleep(args.update / 1000)
+    except KeyboardInterrupt:
+        return 0
