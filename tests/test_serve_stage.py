@@ -147,3 +147,47 @@ def test_tftp_answers_per_node_ipxe_scripts_in_the_same_process(tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
     assert re.search(r"TFTP on 127\.0\.0\.1:\d+", open(tmp_path / "log").read())
+
+
+def wwfast(*args, **kw):
+    return subprocess.run([os.path.join(os.path.dirname(sys.executable), "wwfast"), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30, **kw)
+
+
+def test_wwfast_serve_and_status_table(tmp_path):
+    state, conf = str(tmp_path / "var"), str(tmp_path / "conf")
+    publish(state, {"n001": make_node(state, "n001", MAC1, b"IMAGE"),
+                    "n002": make_node(state, "n002", "52:54:00:00:00:02", b"IMAGE")}, "gen-7")
+    port = free_port()
+    fsutil.atomic_write(os.path.join(conf, "wwfast.yaml"),
+                        f"warewulf:\n  port: {port}\n  bind: 127.0.0.1\n  secure: false\ntftp:\n  enabled: false\n")
+    with open(tmp_path / "log", "wb") as err:
+        proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "wwfast"), "--conf", conf,
+                                 "--state", state, "serve"], cwd=ROOT, stderr=err)
+    try:
+        wait_port(port, proc, log_path=str(tmp_path / "log"))
+        for stage in ("ipxe", "kernel", "image", "system", "runtime"):
+            get(f"http://127.0.0.1:{port}/{stage}/{MAC1}")
+        out = wwfast("--conf", conf, "--state", state, "status")
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert lines[0].split()[:3] == ["NODENAME", "STAGE", "SENT"]
+        assert re.match(r"n001\s+RUNTIME OVERLAY\s+[0-9a-f]{64}\.cpio\.zst\s+127\.0\.0\.1\s+\d+\s+[\d.]+", lines[1])
+        assert re.match(r"n002\s+--.*never", lines[2])
+        assert f"generation gen-7, from http://127.0.0.1:{port}/status" in lines[-1]
+        assert wwfast("--conf", conf, "--state", state, "status", "--unknown").stdout.count("\nn0") == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    # no server: the saved copy, with rows gone stale marked (update interval 60 s)
+    path = os.path.join(state, "serve", "status.json")
+    doc = json.load(open(path))
+    doc["nodes"]["n001"]["last seen"] = time.time() - 70
+    doc["nodes"]["n002"] = {"node name": "n002", "stage": "kernel", "sent": "x.kernel", "ipaddr": "10.0.0.2",
+                            "last seen": time.time() - 500, "boot start": 0, "boot end": 0}
+    fsutil.atomic_write(path, json.dumps(doc))
+    out = wwfast("--conf", conf, "--state", state, "status")
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[0]: line for line in out.stdout.splitlines()[1:-1]}
+    assert rows["n001"].rstrip().endswith("stale") and rows["n002"].rstrip().endswith("STALE")
+    assert "status.json (no server answered" in out.stdout.splitlines()[-1]

@@ -11,7 +11,8 @@ import time
 import urllib.request
 
 from .. import settings
-from ..server.status import read_status
+from ..server.catalog import Catalog, ManifestError
+from ..server.status import blank, read_status
 from .listing import print_table
 
 DISPLAY = {"ipxe": "IPXE", "kernel": "KERNEL", "image": "IMAGE", "system": "SYSTEM OVERLAY",
@@ -50,6 +51,14 @@ def fetch(args):
             return json.load(r), url
     except (OSError, ValueError):
         doc = read_status(args.state)
+        try:                      # nodes never seen are listed too, as the server does
+            catalog = Catalog.load(args.state)
+        except ManifestError:
+            catalog = None
+        if catalog is not None:
+            for node_id in catalog.nodes:
+                doc["nodes"].setdefault(node_id, blank(node_id))
+            doc["generation"], doc["update interval"] = catalog.generation, catalog.update_interval
         return doc, os.path.join(args.state, "serve", "status.json") + " (no server answered at " + url + ")"
 
 
