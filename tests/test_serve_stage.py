@@ -191,3 +191,15 @@ def test_wwfast_serve_and_status_table(tmp_path):
     rows = {line.split()[0]: line for line in out.stdout.splitlines()[1:-1]}
     assert rows["n001"].rstrip().endswith("stale") and rows["n002"].rstrip().endswith("STALE")
     assert "status.json (no server answered" in out.stdout.splitlines()[-1]
+
+
+def test_secure_from_the_manifest_unless_a_flag_says_otherwise(tmp_path):
+    state = str(tmp_path)
+    publish(state, {"n001": make_node(state, "n001", MAC1, b"IMAGE")}, "gen-1", secure=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/runtime/{MAC1}"
+    code = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url]
+    with running_server(state, port):          # settings say secure: false, the published manifest true
+        assert subprocess.run(code, capture_output=True, text=True).stdout == "403"
+    with running_server(state, port, "--no-secure"):
+        assert subprocess.run(code, capture_output=True, text=True).stdout == "200"

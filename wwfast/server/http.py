@@ -382,12 +382,14 @@ class HttpServer:
     """Serves STATE/store through STATE/publish/manifest.json; `async with HttpServer(...)`."""
 
     def __init__(self, state_dir, host="0.0.0.0", port=9873, secure=False, send_mode="sendfile",
-                 limits=None, reload_interval=1.0, status_debounce=1.0):
+                 limits=None, reload_interval=1.0, status_debounce=1.0, follow_manifest_secure=True):
         if send_mode not in ("sendfile", "mmap"):
             raise ValueError(f"send_mode must be sendfile or mmap, not {send_mode!r}")
         self.state_dir = state_dir
         self.host, self.port = host, port
+        # Secure mode: ours, or the manifest's copy of the settings unless a flag decided explicitly.
         self.secure = secure
+        self.follow_manifest_secure = follow_manifest_secure
         self.send_mode = send_mode
         self.limits = limits or Limits()
         self.metrics = Metrics()
@@ -548,7 +550,7 @@ class HttpServer:
             self.status.requested(node.id, stage, "BAD_ASSET", peer[0], ok=False)
             log.warning("%s: wrong asset key for %s (%s)", peer[0], node.id, stage)
             return text_reply(401, f"asset key required for {node.id}")
-        if stage == "runtime" and (self.secure or catalog.secure):
+        if stage == "runtime" and (self.secure or (self.follow_manifest_secure and catalog.secure)):
             if peer[1] >= 1024 or (node.addresses and peer[0] not in node.addresses):
                 self.status.requested(node.id, stage, "BAD_PORT", peer[0], ok=False)
                 log.warning("%s:%d: secure mode refuses the runtime overlay of %s", peer[0], peer[1], node.id)

@@ -28,6 +28,7 @@ class ServeOptions:
             tftp_enabled, tftp_bind, tftp_port, tftp_root)
         self.send_mode, self.loop = send_mode, loop
         self.limits = limits or Limits()
+        self.secure_flag = False        # --secure/--no-secure given: it wins over the manifest's copy
 
     @classmethod
     def from_settings(cls, settings, state_dir, args):
@@ -47,6 +48,7 @@ class ServeOptions:
             opts.tftp_enabled = False
         if args.secure is not None:
             opts.secure = args.secure
+            opts.secure_flag = True
         opts.send_mode = args.send_mode
         opts.loop = args.loop
         opts.limits = Limits(header_timeout=args.header_timeout, idle_timeout=args.idle_timeout)
@@ -102,7 +104,8 @@ async def serve_forever(opts, ready=None):
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     http = HttpServer(opts.state_dir, opts.http_bind, opts.http_port, secure=opts.secure,
-                      send_mode=opts.send_mode, limits=opts.limits)
+                      send_mode=opts.send_mode, limits=opts.limits,
+                      follow_manifest_secure=not opts.secure_flag)
     tftp = None
     async with http:
         if opts.tftp_enabled:
