@@ -52,7 +52,10 @@ def run(conf_dir, state_dir, force=False, out=print):
             return 0
         out(f"define: running ({reason})")
         started = time.monotonic()
-        resolved = nodes.define(conf_dir, state_dir)
+        warnings = []
+        resolved = nodes.define(conf_dir, state_dir, warnings)
+        for warning in warnings:
+            out(f"define: warning: {warning}")
         path = nodes.write_db(state_dir, resolved)
         # Recorded after nodes.json: a crash in between only causes one extra rerun.
         atomic_write(os.path.join(out_dir, "inputs.json"),

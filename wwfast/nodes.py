@@ -173,12 +173,14 @@ def _profile_error(config, errors, e, node_id=None):
         errors.add(config.error(("nodes", config.node_keys[node_id], "profiles"), str(e)))
 
 
-def resolve(config, images=None, overlays=None):
+def resolve(config, images=None, overlays=None, warnings=None):
     """Every node with its profiles merged, as nodes.json holds them (sorted by id).
 
     `images` / `overlays`: the names that exist (None: don't check). Raises
-    ConfigError(s) naming file, line and field.
+    ConfigError(s) naming file, line and field; `warnings` (a list) receives
+    notes such as Warewulf overlays left out.
     """
+    warnings = [] if warnings is None else warnings
     errors = _Errors()
     lists = _profile_lists(config)
     for name in config.profiles:  # a cycle or missing parent is an error even if no node uses it
@@ -209,7 +211,7 @@ def resolve(config, images=None, overlays=None):
         nodes[node_id] = finalize(node_id, merge(base, partial, NODE), expanded, partial.get("comment", ""), shared)
     errors.raise_if_any()
     _check_unique(config, nodes, expanded_of, errors)
-    _check_names(config, nodes, expanded_of, images, overlays, errors)
+    _check_names(config, nodes, expanded_of, images, overlays, errors, warnings)
     errors.raise_if_any()
     return nodes
 
@@ -236,7 +238,19 @@ def _check_unique(config, nodes, expanded_of, errors):
                     seen[value] = (node_id, net)
 
 
-def _check_names(config, nodes, expanded_of, images, overlays, errors):
+# Warewulf's distribution overlays (reference A7). An unmodified nodes.conf names many that wwfast does
+# not ship (wwclient, ifcfg, NetworkManager, ...): when one of these is missing it is left out with a
+# warning instead of failing, so the file works as is. Any other unknown overlay name is an error.
+WAREWULF_OVERLAYS = frozenset("""
+    wwinit wwclient wwclient.x86_64 wwclient.aarch64 hosts hostname ssh.host_keys ssh.authorized_keys syncuser
+    fstab issue resolv localtime chrony udev.netname systemd.netname NetworkManager ifcfg ifupdown
+    debian.interfaces wicked netplan systemd.networkd ignition sfdisk mkfs mkswap systemd.mount systemd.swap
+    host debug generic
+""".split())
+
+
+def _check_names(config, nodes, expanded_of, images, overlays, errors, warnings):
+    skipped = {}
     for node_id, node in nodes.items():
         image = node["image name"]
         if images is not None and image and image not in images:
@@ -248,9 +262,24 @@ def _check_names(config, nodes, expanded_of, images, overlays, errors):
             continue
         for field in ("system overlay", "runtime overlay"):
             for name in node[field]:
-                if name not in overlays:
-                    keys = config.where(node_id, _expanded(config, node_id, expanded_of), (field,), item=name)
+                if name in overlays:
+                    continue
+                keys = config.where(node_id, _expanded(config, node_id, expanded_of), (field,), item=name)
+                if name in WAREWULF_OVERLAYS:
+                    skipped.setdefault(name, config.error(
+                        keys, f'Warewulf overlay "{name}" is not provided by wwfast: left out'))
+                else:
                     errors.add(config.error(keys, f'unknown overlay "{name}"{did_you_mean(name, overlays)}'))
+    if skipped:
+        warnings.extend(str(w) for w in skipped.values())
+        kept = {}  # id(list) -> (list, filtered): inherited lists are shared, filter each once
+        for node in nodes.values():
+            for field in ("system overlay", "runtime overlay"):
+                items = node[field]
+                hit = kept.get(id(items))
+                if hit is None:
+                    hit = kept[id(items)] = (items, [i for i in items if i not in skipped])
+                node[field] = hit[1]
 
 
 def _netdev(dev):
@@ -390,10 +419,10 @@ def available_overlays(conf_dir):
     return names or None
 
 
-def define(conf_dir, state_dir):
+def define(conf_dir, state_dir, warnings=None):
     """Read, merge and validate (image and overlay names checked once they exist)."""
     config = read_config(conf_dir)
-    return resolve(config, available_images(state_dir), available_overlays(conf_dir))
+    return resolve(config, available_images(state_dir), available_overlays(conf_dir), warnings)
 
 
 # ---- nodes.json ----
