@@ -1,0 +1,101 @@
+"""`wwfast overlay list|show|build`: inspect overlays and render one file for a node.
+
+    wwfast overlay list [--all]                   overlays, where they come from, their files
+    wwfast overlay show OVERLAY FILE [--render NODE]  a file as stored, or rendered for NODE
+    wwfast overlay build [--force]                render and pack every node's overlays (the build stage does this too)
+"""
+import sys
+
+from .. import nodes as nodedb
+from .. import overlays, settings, sshkeys
+from ..errors import UsageError
+from ..overlay_build import build_overlays
+from ..render import Renderer
+
+
+def register(subparsers):
+    p = subparsers.add_parser("overlay", help="list, show and build overlays")
+    sub = p.add_subparsers(dest="overlay_command", metavar="ACTION", required=True)
+    ls = sub.add_parser("list", help="the overlays (site ones shadow built-in ones)")
+    ls.add_argument("-a", "--all", action="store_true", help="also list each overlay's files")
+    ls.set_defaults(func=cmd_list)
+    show = sub.add_parser("show", help="print an overlay file, or render it for a node")
+    show.add_argument("overlay")
+    show.add_argument("file", help="path inside the overlay (with or without .j2)")
+    show.add_argument("-r", "--render", metavar="NODE", help="render the template for this node")
+    show.set_defaults(func=cmd_show)
+    build = sub.add_parser("build", help="render and pack the system and runtime overlays of every node")
+    build.add_argument("--force", action="store_true", help="rebuild even the nodes that are current")
+    build.set_defaults(func=cmd_build)
+
+
+def cmd_list(args):
+    found = overlays.list_overlays(args.conf)
+    width = max([len(n) for n in found] + [7])
+    print(f"{'OVERLAY':<{width}}  {'SOURCE':<8}  FILES  PATH")
+    for name, tree in found.items():
+        entries = overlays.walk(tree, keep_owners=False)
+        files = [e for e in entries if e.kind != "dir"]
+        source = "built-in" if overlays.is_builtin(tree) else "site"
+        print(f"{name:<{width}}  {source:<8}  {len(files):>5}  {tree}")
+        if args.all:
+            for e in files:
+                suffix = " (template)" if e.kind == "template" else (f" -> {e.target}" if e.target else "")
+                print(f"{'':<{width}}    /{e.rel}{suffix}")
+    return 0
+
+
+def _find_entry(tree, wanted):
+    wanted = wanted.lstrip("/")
+    plain = wanted[: -len(overlays.TEMPLATE_SUFFIX)] if wanted.endswith(overlays.TEMPLATE_SUFFIX) else wanted
+    for e in overlays.walk(tree, keep_owners=False):
+        if e.kind != "dir" and e.rel == plain:
+            return e
+    return None
+
+
+def cmd_show(args):
+    tree = overlays.overlay_tree(args.conf, args.overlay)
+    entry = _find_entry(tree, args.file)
+    if entry is None:
+        raise UsageError(f"overlay {args.overlay!r} has no file {args.file!r} (see `wwfast overlay list --all`)")
+    if entry.kind == "symlink":
+        print(f"/{entry.rel} -> {entry.target}")
+        return 0
+    if not args.render or entry.kind != "template":
+        with open(entry.source, "rb") as f:
+            sys.stdout.buffer.write(f.read())
+        return 0
+    db = nodedb.load_db(args.state)
+    all_nodes = db.get("nodes", {})
+    if args.render not in all_nodes:
+        raise UsageError(f"no node {args.render!r} in {nodedb.db_path(args.state)} (run the define stage?)")
+    if args.overlay.startswith("ssh."):
+        sshkeys.ensure_keys(args.state)  # what the build would do first; made once, kept in STATE/ssh
+    renderer = Renderer(settings.load(args.conf), all_nodes, args.conf, args.state)
+    outs, _ = renderer.render(entry.source, entry.rel, renderer.nodes[args.render], args.overlay,
+                              entry.mode, entry.uid, entry.gid)
+    if not outs:
+        print(f"# /{entry.rel}: the template called abort() for {args.render}: no file", file=sys.stderr)
+    for out in outs:
+        if len(outs) > 1:
+            kind = "directory" if out.data is None and out.target is None else f"mode {out.mode:04o}"
+            print(f"### /{out.rel} ({kind}, owner {out.uid}:{out.gid})")
+        if out.target is not None:
+            print(f"/{out.rel} -> {out.target}")
+        elif out.data is not None:
+            sys.stdout.buffer.write(out.data)
+            sys.stdout.flush()
+    return 0
+
+
+def cmd_build(args):
+    db = nodedb.load_db(args.state)
+    result = build_overlays(args.conf, args.state, settings.load(args.conf), db.get("nodes", {}),
+                            force=args.force, log=print)
+    for node_id in result.rebuilt[:20]:
+        print(f"  {node_id}: {result.reasons[node_id]}")
+    if len(result.rebuilt) > 20:
+        print(f"  ... and {len(result.rebuilt) - 20} more")
+    print(result.summary())
+    return 0

@@ -1,0 +1,125 @@
+"""Per-node iPXE scripts: STATE/build/ipxe/<node>.ipxe from the node's `ipxe template`.
+
+Templates: built-in wwfast/data/ipxe/<name>.ipxe, site CONF/ipxe/<name>.ipxe (shadows the built-in one).
+They are Jinja2 with StrictUndefined and a small data set, like Warewulf's iPXE templates (reference A6):
+id hostname fqdn cluster image ipxe hwaddr ipaddr port authority kernel_args kernel_version root secure
+tags netdevs. `unknown.ipxe` is rendered once, for MACs that are no node. A script is rewritten only
+when its text changes, so a rebuild touches only the nodes whose scripts differ.
+"""
+import os
+import pathlib
+
+import jinja2
+
+from wwfast import fsutil
+from wwfast.overlay_build import syncfs
+from wwfast.errors import ConfigError
+from wwfast.render import RenderError, node_view
+
+BUILTIN_DIR = pathlib.Path(__file__).resolve().parent / "data" / "ipxe"
+UNKNOWN = "unknown"
+
+
+def out_dir(state_dir):
+    return os.path.join(state_dir, "build", "ipxe")
+
+
+def template_path(conf_dir, name):
+    for base in (pathlib.Path(conf_dir) / "ipxe" if conf_dir else None, BUILTIN_DIR):
+        if base is not None and (base / f"{name}.ipxe").is_file():
+            return base / f"{name}.ipxe"
+    raise ConfigError(None, None, "ipxe template",
+                      f"iPXE template {name!r} not found in {pathlib.Path(conf_dir) / 'ipxe'} or the built-in ones")
+
+
+def _authority(address, port):
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def script_data(node, settings):
+    """Template data of one node (a node dict from nodes.json)."""
+    view = node_view(node)
+    primary = view.primary
+    hwaddr = primary.hwaddr if primary and primary.hwaddr else (view.macs[0] if view.macs else "")
+    return {
+        "id": view.id, "hostname": view.id, "fqdn": view.id, "cluster": view.cluster, "image": view.image,
+        "ipxe": view.ipxe_template, "hwaddr": hwaddr, "ipaddr": settings.address, "port": settings.http_port,
+        "authority": _authority(settings.address, settings.http_port), "kernel_args": view.kernel.args_str,
+        "kernel_version": view.kernel.version, "root": view.root, "secure": bool(settings.secure),
+        "tags": view.tags, "netdevs": view.netdevs,
+    }
+
+
+class IpxeRenderer:
+    def __init__(self, conf_dir, settings):
+        self.conf_dir = conf_dir
+        self.settings = settings
+        self.env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                                      trim_blocks=True, lstrip_blocks=True, autoescape=False)
+        self._templates = {}
+
+    def template(self, name):
+        t = self._templates.get(name)
+        if t is None:
+            path = template_path(self.conf_dir, name)
+            try:
+                t = self.env.from_string(path.read_text(encoding="utf-8"))
+            except jinja2.TemplateSyntaxError as e:
+                raise RenderError(str(path), e.lineno, None, f"template syntax: {e.message}") from None
+            t.filename = str(path)
+            self._templates[name] = t
+        return t
+
+    def _render(self, name, data, node_id):
+        t = self.template(name)
+        try:
+            return t.render(data)
+        except jinja2.TemplateError as e:
+            line = None
+            tb = e.__traceback__
+            while tb is not None:
+                if tb.tb_frame.f_code.co_filename == "<template>":
+                    line = tb.tb_lineno
+                tb = tb.tb_next
+            raise RenderError(t.filename, line, node_id, str(e)) from None
+
+    def node_script(self, node):
+        return self._render(node.get("ipxe template") or "default", script_data(node, self.settings), node["id"])
+
+    def unknown_script(self):
+        data = {"ipaddr": self.settings.address, "port": self.settings.http_port,
+                "authority": _authority(self.settings.address, self.settings.http_port),
+                "secure": bool(self.settings.secure)}
+        return self._render(UNKNOWN, data, None)
+
+
+def _write_if_changed(path, text):
+    data = text.encode()
+    try:
+        with open(path, "rb") as f:
+            if f.read() == data:
+                return False
+    except OSError:
+        pass
+    fsutil.atomic_write(path, data, fsync=False)
+    return True
+
+
+def build_ipxe(conf_dir, state_dir, settings, nodes):
+    """Write every node's script and unknown.ipxe; returns (changed node ids, removed file names)."""
+    renderer = IpxeRenderer(conf_dir, settings)
+    directory = out_dir(state_dir)
+    os.makedirs(directory, exist_ok=True)
+    changed = []
+    with fsutil.locked(os.path.join(directory, ".lock"), what="another iPXE build"):
+        for node_id in sorted(nodes):
+            if _write_if_changed(os.path.join(directory, f"{node_id}.ipxe"), renderer.node_script(nodes[node_id])):
+                changed.append(node_id)
+        _write_if_changed(os.path.join(directory, f"{UNKNOWN}.ipxe"), renderer.unknown_script())
+        keep = {f"{n}.ipxe" for n in nodes} | {f"{UNKNOWN}.ipxe", ".lock"}
+        removed = sorted(f for f in os.listdir(directory) if f.endswith(".ipxe") and f not in keep)
+        for f in removed:
+            os.unlink(os.path.join(directory, f))
+        if changed:
+            syncfs(directory)
+    return changed, removed

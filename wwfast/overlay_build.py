@@ -1,0 +1,435 @@
+"""Render and pack every node's system and runtime overlay into STATE/build/overlays/<node>/<context>.cpio.
+
+Unlike Warewulf (reference A5: a temp dir per node, then external cpio and pigz), everything happens in
+memory: each template is compiled once, templates that do not look at the node (hosts, ssh keys) are
+rendered once for all nodes, and each node's archive is written with the newc writer straight into a
+buffer and then atomically into place. Identical archives (a runtime overlay that is the same on every
+node) are written once and hard-linked.
+
+Incremental: a fingerprint per node and context covers the node's data, the overlays' files, the
+settings, and (only for the templates that use them) all nodes, the node's image and the server files
+they include. Nodes whose fingerprints match and whose archives exist are left alone.
+"""
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import time
+
+from wwfast import cpio, fsutil, overlays, sshkeys
+from wwfast.render import RenderError, Renderer
+
+CONTEXTS = ("system", "runtime")
+STATE_FORMAT = 1
+# Bumped when the bytes produced for the same inputs change (part of every fingerprint).
+BUILD_VERSION = 1
+# Fixed mtime: same inputs, same bytes, whatever the checkout time of the overlay files.
+MTIME = 0
+PARALLEL_MIN_NODES = 400
+
+S_IFREG, S_IFDIR, S_IFLNK = 0o100000, 0o040000, 0o120000
+
+
+def out_dir(state_dir):
+    return os.path.join(state_dir, "build", "overlays")
+
+
+def archive_path(state_dir, node_id, context):
+    return os.path.join(out_dir(state_dir), node_id, f"{context}.cpio")
+
+
+def _state_path(state_dir):
+    return os.path.join(out_dir(state_dir), "state.json")
+
+
+class Item:
+    """One path of a node's merged overlay: a file, a directory or a symlink, shared or per node."""
+
+    __slots__ = ("rel", "data", "mode", "uid", "gid", "target", "shared_id", "prunable")
+
+    def __init__(self, rel, data, mode, uid, gid, target=None, shared_id=None, prunable=False):
+        self.rel, self.data, self.mode, self.uid, self.gid, self.target = rel, data, mode, uid, gid, target
+        self.shared_id = shared_id  # set when the same object serves every node (dedupe key)
+        # an overlay directory left empty (its templates aborted) is not sent: no stray /etc/NetworkManager
+        self.prunable = prunable
+
+
+def _from_out(out, shared_id=None):
+    return Item(out.rel, out.data, out.mode, out.uid, out.gid, out.target, shared_id)
+
+
+class OverlaySource:
+    """An overlay's entries, static file contents, and a digest of everything in it."""
+
+    def __init__(self, name, tree):
+        self.name = name
+        self.tree = tree
+        self.entries = overlays.walk(tree)
+        h = hashlib.sha256(f"{name}\0{tree}\0".encode())
+        self.static = {}  # rel -> Item for dirs, files and symlinks
+        for e in self.entries:
+            h.update(f"{e.rel}\0{e.kind}\0{e.mode:o}\0{e.uid}\0{e.gid}\0{e.target or ''}\0".encode())
+            if e.kind in ("file", "template"):
+                with open(e.source, "rb") as f:
+                    data = f.read()
+                h.update(hashlib.sha256(data).digest())
+                if e.kind == "file":
+                    self.static[e.rel] = Item(e.rel, data, e.mode, e.uid, e.gid)
+            elif e.kind == "dir":
+                self.static[e.rel] = Item(e.rel, None, e.mode, e.uid, e.gid, prunable=True)
+            else:
+                self.static[e.rel] = Item(e.rel, b"", 0o777, e.uid, e.gid, e.target)
+        self.digest = h.hexdigest()
+
+
+class Result:
+    def __init__(self):
+        self.rebuilt = []     # node ids whose archives were written
+        self.current = []     # node ids left alone
+        self.removed = []     # output dirs of nodes no longer defined
+        self.reasons = {}     # node id -> why it was rebuilt
+        self.seconds = 0.0
+
+    def summary(self):
+        text = f"overlays: {len(self.rebuilt)} node(s) rebuilt, {len(self.current)} current"
+        if self.removed:
+            text += f", {len(self.removed)} removed"
+        return text + f" ({self.seconds:.2f} s)"
+
+
+class OverlayBuilder:
+    def __init__(self, conf_dir, state_dir, settings, nodes, workers=None):
+        self.conf_dir = os.fspath(conf_dir)
+        self.state_dir = os.fspath(state_dir)
+        self.settings = settings
+        self.nodes = nodes  # {id: node dict from nodes.json}
+        self.workers = workers or os.cpu_count() or 1
+        self.renderer = Renderer(settings, nodes, conf_dir, state_dir)
+        self.sources = {}
+        self.shared_outputs = {}  # template path -> [Item] rendered once for all nodes
+        self.deps = set()
+        self._next_shared = 0
+        self._plans = {}
+
+    # ------------------------------------------------------------------------------ inputs
+    def source(self, name, node_id, context):
+        src = self.sources.get(name)
+        if src is None:
+            try:
+                tree = overlays.overlay_tree(self.conf_dir, name)
+            except overlays.OverlayError as e:
+                raise overlays.OverlayError(f"{e.message}", field=f"node {node_id}: {context} overlay") from None
+            src = self.sources[name] = OverlaySource(name, tree)
+        return src
+
+    def _shared_id(self):
+        self._next_shared += 1
+        return self._next_shared
+
+    def plan(self, names, node_id, context):
+        """The context's steps in list order: ("items", [Item]) for shared parts, ("template", ...) per node."""
+        key = (context, tuple(names))
+        cached = self._plans.get(key)
+        if cached is not None:
+            return cached
+        steps = []
+        for name in names:
+            src = self.source(name, node_id, context)
+            for e in src.entries:
+                if e.kind != "template":
+                    item = src.static[e.rel]
+                    if item.shared_id is None:
+                        item.shared_id = self._shared_id()
+                    steps.append(("item", item))
+                    continue
+                compiled = self.renderer.compile(e.source)
+                if compiled.per_node:
+                    steps.append(("template", (e, name, compiled)))
+                else:
+                    for item in self.shared_render(e, name):
+                        steps.append(("item", item))
+        self._plans[key] = steps
+        return steps
+
+    def shared_render(self, entry, overlay_name):
+        items = self.shared_outputs.get(entry.source)
+        if items is None:
+            outs, deps = self.renderer.render(entry.source, entry.rel, None, overlay_name, entry.mode, entry.uid,
+                                              entry.gid)
+            self.deps |= deps
+            items = self.shared_outputs[entry.source] = [_from_out(o, self._shared_id()) for o in outs]
+        return items
+
+    def uses(self, names, node_id, context):
+        """(all_nodes, image, server_files) used by any template of these overlays."""
+        all_nodes = image = server_files = False
+        for name in names:
+            for e in self.source(name, node_id, context).entries:
+                if e.kind == "template":
+                    c = self.renderer.compile(e.source)
+                    all_nodes |= c.uses_all_nodes
+                    image |= c.uses_image or "include_from" in c.names
+                    server_files |= bool(c.names & {"include", "include_block", "import_link", "readlink"})
+        return all_nodes, image, server_files
+
+    # ------------------------------------------------------------------------------ fingerprints
+    def fingerprints(self, previous_server_files):
+        settings_digest = getattr(self.settings, "digest", "") or repr(sorted(vars(self.settings).items()))
+        all_nodes_digest = hashlib.sha256(json.dumps(self.nodes, sort_keys=True).encode()).hexdigest()
+        files_digest = hashlib.sha256(json.dumps(
+            {p: _file_sig(p) for p in sorted(previous_server_files)}).encode()).hexdigest()
+        base = f"{BUILD_VERSION}\0{cpio.WRITER_VERSION}\0{settings_digest}\0{self.conf_dir}\0{self.state_dir}\0"
+        uses_cache = {}
+        out = {}
+        for node_id, node in self.nodes.items():
+            node_digest = hashlib.sha256(json.dumps(node, sort_keys=True).encode()).hexdigest()
+            fps = {}
+            for context in CONTEXTS:
+                names = tuple(node.get(f"{context} overlay") or ())
+                if (context, names) not in uses_cache:
+                    uses_cache[(context, names)] = self.uses(names, node_id, context)
+                all_nodes, image, server_files = uses_cache[(context, names)]
+                h = hashlib.sha256((base + context + "\0" + node_digest).encode())
+                for name in names:
+                    h.update(self.source(name, node_id, context).digest.encode())
+                if all_nodes:
+                    h.update(b"all\0" + all_nodes_digest.encode())
+                if image:
+                    h.update(b"image\0" + _image_digest(self.state_dir, node.get("image name", "")).encode())
+                if server_files:
+                    h.update(b"files\0" + files_digest.encode())
+                fps[context] = h.hexdigest()
+            out[node_id] = fps
+        return out
+
+    # ------------------------------------------------------------------------------ packing
+    def node_items(self, node_id, context):
+        node = self.nodes[node_id]
+        names = node.get(f"{context} overlay") or []
+        view = self.renderer.nodes[node_id]
+        merged = {}
+        for kind, step in self.plan(names, node_id, context):
+            if kind == "item":
+                merged[step.rel] = step
+            else:
+                entry, overlay_name, _ = step
+                outs, deps = self.renderer.render(entry.source, entry.rel, view, overlay_name, entry.mode,
+                                                  entry.uid, entry.gid)
+                self.deps |= deps
+                for o in outs:
+                    merged[o.rel] = _from_out(o)
+        return merged
+
+    def pack(self, merged, fileobj=None):
+        """Write a merged overlay as newc (parents added as needed, sorted: parents before children).
+
+        Into `fileobj` when given, else returns the bytes.
+        """
+        used = set()
+        for rel, it in merged.items():
+            if not it.prunable:
+                parent = os.path.dirname(rel)
+                while parent and parent not in used:
+                    used.add(parent)
+                    parent = os.path.dirname(parent)
+        for rel in [r for r, it in merged.items() if it.prunable and r not in used]:
+            del merged[rel]
+        for rel in list(merged):
+            parent = os.path.dirname(rel)
+            while parent and parent not in merged:
+                merged[parent] = Item(parent, None, 0o755, 0, 0, shared_id=-1)
+                parent = os.path.dirname(parent)
+        buf = io.BytesIO() if fileobj is None else fileobj
+        w = cpio.NewcWriter(buf, mtime=MTIME)
+        for rel in sorted(merged):
+            it = merged[rel]
+            if it.target is not None:
+                w.add_symlink(rel, it.target, S_IFLNK | 0o777, it.uid, it.gid)
+            elif it.data is None:
+                w.add_dir(rel, S_IFDIR | it.mode, it.uid, it.gid)
+            else:
+                w.add_file(rel, it.data, S_IFREG | it.mode, it.uid, it.gid)
+        w.close()
+        return buf.getvalue() if fileobj is None else None
+
+    def build_nodes(self, node_ids):
+        """Write the archives of `node_ids`; returns the set of server files the templates read."""
+        written = {}  # dedupe key -> path written in this run (hard-linked for identical archives)
+        for node_id in node_ids:
+            for context in CONTEXTS:
+                merged = self.node_items(node_id, context)
+                key = _dedupe_key(context, merged)
+                path = archive_path(self.state_dir, node_id, context)
+                first = written.get(key)
+                if first is not None and _link_into_place(first, path):
+                    continue
+                with fsutil.atomic_file(path, fsync=False) as f:
+                    self.pack(merged, f)
+                written[key] = path
+        return self.deps
+
+    # ------------------------------------------------------------------------------ the whole build
+    def run(self, only=None, force=False, log=None):
+        started = time.monotonic()
+        result = Result()
+        os.makedirs(out_dir(self.state_dir), exist_ok=True)
+        with fsutil.locked(os.path.join(out_dir(self.state_dir), ".lock"), what="another overlay build"):
+            if any(n in (node.get("system overlay") or []) + (node.get("runtime overlay") or [])
+                   for node in self.nodes.values() for n in ("ssh.host_keys", "ssh.authorized_keys")):
+                made = sshkeys.ensure_keys(self.state_dir)
+                if made and log:
+                    log(f"overlays: generated ssh keys {', '.join(made)} in {sshkeys.ssh_dir(self.state_dir)}")
+            previous = _load_state(self.state_dir)
+            prev_nodes = previous.get("nodes", {})
+            prev_files = previous.get("server_files", [])
+            fps = self.fingerprints(prev_files)
+            todo = []
+            for node_id in sorted(self.nodes):
+                why = _why_rebuild(self.state_dir, node_id, fps[node_id], prev_nodes.get(node_id), force)
+                if only is not None and node_id not in only and why != "no archive yet":
+                    why = None
+                if why:
+                    todo.append(node_id)
+                    result.reasons[node_id] = why
+                else:
+                    result.current.append(node_id)
+            if todo:
+                # Shared parts first, in this process, so forked workers inherit them.
+                for node_id in todo:
+                    for context in CONTEXTS:
+                        self.plan(self.nodes[node_id].get(f"{context} overlay") or [], node_id, context)
+                deps = self._build_parallel(todo) if len(todo) >= PARALLEL_MIN_NODES and self.workers > 1 \
+                    else self.build_nodes(todo)
+                syncfs(out_dir(self.state_dir))
+            else:
+                deps = set()
+            result.rebuilt = todo
+            for stale in sorted(set(os.listdir(out_dir(self.state_dir))) - set(self.nodes)):
+                path = os.path.join(out_dir(self.state_dir), stale)
+                if os.path.isdir(path) and not stale.startswith("."):
+                    shutil.rmtree(path)
+                    result.removed.append(stale)
+            files = sorted({d for d in deps | set(prev_files) if isinstance(d, str)})
+            new_state = {"format": STATE_FORMAT, "nodes": fps, "server_files": files}
+            fsutil.atomic_write(_state_path(self.state_dir), json.dumps(new_state, sort_keys=True) + "\n")
+        result.seconds = time.monotonic() - started
+        return result
+
+    def _build_parallel(self, todo):
+        chunks = [todo[i::self.workers] for i in range(self.workers)]
+        global _WORKER_BUILDER
+        _WORKER_BUILDER = self
+        ctx = multiprocessing.get_context("fork")
+        try:
+            with ctx.Pool(self.workers) as pool:
+                results = pool.map(_worker_build, chunks)
+        finally:
+            _WORKER_BUILDER = None
+        deps = set()
+        for r in results:
+            if isinstance(r, tuple):  # (exception class, its constructor arguments) from a worker
+                raise r[0](*r[1])
+            deps |= r
+        return deps
+
+
+_WORKER_BUILDER = None
+
+
+def _worker_build(node_ids):
+    try:
+        return _WORKER_BUILDER.build_nodes(node_ids)
+    except RenderError as e:
+        return (RenderError, (e.template, e.line, e.node, e.message))
+    except overlays.OverlayError as e:
+        return (overlays.OverlayError, (e.message, e.file, e.field))
+
+
+def _dedupe_key(context, merged):
+    h = hashlib.sha256(context.encode())
+    for rel in sorted(merged):
+        it = merged[rel]
+        if it.shared_id is not None and it.shared_id >= 0:
+            h.update(f"{rel}\0#{it.shared_id}\0".encode())
+        else:
+            h.update(f"{rel}\0{it.mode}\0{it.uid}\0{it.gid}\0{it.target}\0".encode())
+            if it.data is not None:
+                h.update(hashlib.sha256(it.data).digest())
+    return h.digest()
+
+
+def _link_into_place(existing, path):
+    """Hard-link an identical archive written earlier in this run to `path`, atomically."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.link")
+    try:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.link(existing, tmp)
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        return False
+
+
+def _file_sig(path):
+    try:
+        st = os.stat(path)
+        return [st.st_mtime_ns, st.st_size, st.st_ino]
+    except OSError:
+        return None
+
+
+def _image_digest(state_dir, image):
+    path = os.path.join(state_dir, "images", image, "image.json")
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return "no image.json"
+
+
+def _load_state(state_dir):
+    try:
+        with open(_state_path(state_dir)) as f:
+            state = json.load(f)
+        return state if state.get("format") == STATE_FORMAT else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _why_rebuild(state_dir, node_id, fps, previous, force):
+    if force:
+        return "forced"
+    for context in CONTEXTS:
+        if not os.path.exists(archive_path(state_dir, node_id, context)):
+            return "no archive yet"
+    if previous is None:
+        return "new node"
+    changed = [c for c in CONTEXTS if previous.get(c) != fps[c]]
+    if changed:
+        return f"{'/'.join(changed)} inputs changed"
+    return None
+
+
+def syncfs(path):
+    """Flush the file system holding `path` once (cheaper than an fsync per archive)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            libc.syncfs(fd)
+        finally:
+            os.close(fd)
+    except (OSError, AttributeError):
+        os.sync()
+
+
+def build_overlays(conf_dir, state_dir, settings, nodes, only=None, force=False, workers=None, log=None):
+    """Build the overlays of every node in `nodes` ({id: node}); returns a Result (rebuilt/current lists)."""
+    builder = OverlayBuilder(conf_dir, state_dir, settings, nodes, workers=workers)
+    return builder.run(only=only, force=force, log=log)
