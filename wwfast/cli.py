@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "wwfast.commands.warewulf",
     "wwfast.commands.serve",
     "wwfast.commands.status",
+    "wwfast.commands.overlay",
 ]
 
 
