@@ -178,6 +178,8 @@ def test_malformed_requests_get_errors_and_the_server_keeps_serving(served):
         b"HTTP/1.1 400")
     huge = b"GET /ipxe/" + MAC1.encode() + b" HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n"
     assert raw_exchange(port, huge).startswith(b"HTTP/1.1 431")
+    body = b"GET /ipxe/" + MAC1.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n" + b"x" * 200000
+    assert raw_exchange(port, body).startswith(b"HTTP/1.1 413")
     long_url = b"GET /" + b"a" * 40000 + b" HTTP/1.1\r\n\r\n"
     assert raw_exchange(port, long_url).startswith(b"HTTP/1.1 431")
     # slowloris: headers trickle in and never end; the server answers 408 after --header-timeout 1

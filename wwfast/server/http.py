@@ -39,14 +39,15 @@ ENCODING_NAMES = {"zst": "zst", "zstd": "zst", "gz": "gz", "gzip": "gz"}
 CONTENT_TYPES = {"ipxe": "text/plain; charset=utf-8"}
 REASONS = {200: "OK", 206: "Partial Content", 304: "Not Modified", 400: "Bad Request",
            401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-           408: "Request Timeout", 416: "Range Not Satisfiable", 431: "Request Header Fields Too Large",
+           408: "Request Timeout", 413: "Content Too Large", 416: "Range Not Satisfiable", 431: "Request Header Fields Too Large",
            500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 class Limits:
     def __init__(self, header_bytes=16384, header_timeout=10.0, idle_timeout=75.0, stall_timeout=120.0,
-                 linger=2.0):
+                 linger=2.0, body_bytes=65536):
         self.header_bytes = header_bytes        # request line + headers
+        self.body_bytes = body_bytes            # GET/HEAD need no body: refuse a client that streams one
         self.header_timeout = header_timeout    # first byte of a request to the end of its headers
         self.idle_timeout = idle_timeout        # keep-alive connection with nothing to do
         self.stall_timeout = stall_timeout      # a response that makes no progress (client not reading)
@@ -128,7 +129,7 @@ class Connection(asyncio.Protocol):
         self._url = []
         self._headers = {}
         self._header_bytes = 0
-        self._last_name = None
+        self._body_bytes = 0
 
     # -- connection lifecycle ---------------------------------------------------------
     def connection_made(self, transport):
@@ -223,7 +224,7 @@ class Connection(asyncio.Protocol):
         self._url = []
         self._headers = {}
         self._header_bytes = 0
-        self._last_name = None
+        self._body_bytes = 0
 
     def _count(self, n):
         self._header_bytes += n
@@ -240,6 +241,12 @@ class Connection(asyncio.Protocol):
 
     def on_headers_complete(self):
         self.request_started = 0.0
+        self._body_bytes = 0
+
+    def on_body(self, body):
+        self._body_bytes += len(body)
+        if self._body_bytes > self.server.limits.body_bytes:
+            raise ParseAbort(413, f"request body larger than {self.server.limits.body_bytes} bytes")
 
     def on_message_complete(self):
         p = self.parser
@@ -256,7 +263,7 @@ class Connection(asyncio.Protocol):
     def _next(self):
         while self.queue and not self.busy and not self.closed and not self.draining:
             req = self.queue.pop(0)
-            if self.paused and len(self.queue) < MAX_QUEUED // 2 and not self.closed:
+            if self.paused and len(self.queue) < MAX_QUEUED // 2 and not self.closed and not self.draining:
                 self.transport.resume_reading()
                 self.paused = False
             try:
