@@ -23,19 +23,30 @@ def status_path(state_dir):
     return os.path.join(state_dir, "serve", "status.json")
 
 
-def read_status(state_dir):
-    """The saved status document, or an empty one (never raises on a missing/bad file)."""
+def read_status(state_dir, set_aside_damaged=False):
+    """The saved status document, or an empty one (never raises on a missing/bad file).
+
+    With `set_aside_damaged` (the server, which will overwrite the file) a damaged file is
+    renamed to status.json.damaged rather than lost.
+    """
     path = status_path(state_dir)
+    problem = None
     try:
         with open(path, "rb") as f:
             doc = json.load(f)
         if isinstance(doc, dict) and isinstance(doc.get("nodes"), dict):
             return doc
-        log.warning("%s: not a status document; starting empty", path)
+        problem = "not a status document"
     except FileNotFoundError:
         pass
     except (OSError, ValueError) as e:
-        log.warning("%s: unreadable (%s); starting empty", path, e)
+        problem = str(e)
+    if problem:
+        if set_aside_damaged:
+            os.replace(path, path + ".damaged")
+            log.warning("%s: %s; kept as %s.damaged, starting empty", path, problem, path)
+        else:
+            log.warning("%s: %s", path, problem)
     return {"format": FORMAT, "nodes": {}}
 
 
@@ -51,7 +62,7 @@ class StatusBook:
         self.debounce = debounce
         self.clock = clock
         self.nodes = {}
-        for node_id, rec in read_status(state_dir)["nodes"].items():
+        for node_id, rec in read_status(state_dir, set_aside_damaged=True)["nodes"].items():
             if isinstance(rec, dict):
                 self.nodes[node_id] = {**blank(node_id), **{k: rec[k] for k in FIELDS if k in rec}}
         self._loop = None

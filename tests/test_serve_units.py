@@ -1,0 +1,116 @@
+"""Small pure functions of the serve stage: range parsing, MAC normalisation, manifest checks,
+Prometheus rendering, the TFTP resolver, and status bookkeeping (boot start/end, saved atomically)."""
+import asyncio
+import json
+import os
+
+import pytest
+
+from serve_helpers import make_node, publish, store_bytes
+from wwfast.server import loops
+from wwfast.server.catalog import Catalog, CatalogWatcher, ManifestError, normalise_mac, tftp_resolver
+from wwfast.server.http import parse_range
+from wwfast.server.metrics import Metrics
+from wwfast.server.status import StatusBook, read_status
+
+
+@pytest.mark.parametrize("header,expected", [
+    ("bytes=0-9", (0, 10)), ("bytes=10-", (10, 100)), ("bytes=-5", (95, 100)), ("bytes=90-200", (90, 100)),
+    ("bytes=-500", (0, 100)), ("bytes=100-", "unsatisfiable"), ("bytes=-0", "unsatisfiable"),
+    ("bytes=5-1", None), ("bytes=0-1,5-6", None), ("items=0-1", None), ("bytes=a-b", None), ("bytes=-", None),
+    ("bytes=1", None), ("bytes= 3 - 4 ", (3, 5)),
+])
+def test_parse_range(header, expected):
+    assert parse_range(header, 100) == expected
+
+
+def test_normalise_mac():
+    assert normalise_mac("52-54-00-AB-cd-EF") == "52:54:00:ab:cd:ef"
+    for bad in ("", "52:54:00:ab:cd", "52:54:00:ab:cd:ef:00", "zz:54:00:ab:cd:ef", "../../etc/passwd"):
+        assert normalise_mac(bad) is None
+
+
+@pytest.mark.parametrize("name", ["../../../etc/passwd", "/etc/passwd", "x.cpio.zst", "A" * 64 + ".kernel",
+                                  "a" * 64 + ".cpio.zst/../../x"])
+def test_manifest_naming_a_file_outside_the_store_is_refused(tmp_path, name):
+    state = str(tmp_path)
+    manifest = publish(state, {"n001": make_node(state, "n001", "52:54:00:00:00:01", b"I")}, "g")
+    manifest["nodes"]["n001"]["artifacts"]["image"]["zst"]["file"] = name
+    with pytest.raises(ManifestError, match="store file name"):
+        Catalog(manifest, os.path.join(state, "store"))
+
+
+def test_watcher_keeps_the_last_good_manifest(tmp_path):
+    state = str(tmp_path)
+    publish(state, {"n001": make_node(state, "n001", "52:54:00:00:00:01", b"I")}, "g1")
+    w = CatalogWatcher(state)
+    assert w.check() and w.current.generation == "g1"
+    assert not w.check()                                   # unchanged file: no reload
+    with open(os.path.join(state, "publish", "manifest.json"), "w") as f:
+        json.dump({"format": 2}, f)
+    assert not w.check() and w.current.generation == "g1"
+    publish(state, {"n002": make_node(state, "n002", "52:54:00:00:00:02", b"I")}, "g2")
+    assert w.check() and set(w.current.nodes) == {"n002"}
+
+
+def test_tftp_resolver(tmp_path):
+    state = str(tmp_path)
+    m = publish(state, {"n001": make_node(state, "n001", "52:54:00:00:00:01", b"I")}, "g1")
+    w = CatalogWatcher(state)
+    w.check()
+    resolve = tftp_resolver(w)
+    script = store_bytes(state, m["nodes"]["n001"]["artifacts"]["ipxe"]["raw"])
+    for path in ("52-54-00-00-00-01.ipxe", "ipxe/52:54:00:00:00:01", "ipxe/52-54-00-00-00-01.ipxe"):
+        assert resolve(path) == script, path
+    assert b"unknown node" in resolve("52-54-00-00-00-99.ipxe")
+    for path in ("undionly.kpxe", "52-54-00-00-00-01", "ipxe.efi", "x.ipxe"):
+        assert resolve(path) is None, path
+
+
+def test_metrics_text_format():
+    m = Metrics()
+    m.request("image", 200)
+    m.sent("image", 200, 1234)
+    m.boot.observe(12.5)
+    m.boot.observe(400)
+    text = m.render({"runtime": 3, "none": 1}, 'gen"1')
+    assert 'wwfast_http_requests_total{stage="image",code="200"} 1' in text
+    assert 'wwfast_http_sent_bytes_total{stage="image",code="200"} 1234' in text
+    assert 'wwfast_boot_duration_seconds_bucket{le="10"} 0' in text
+    assert 'wwfast_boot_duration_seconds_bucket{le="20"} 1' in text
+    assert 'wwfast_boot_duration_seconds_bucket{le="600"} 2' in text
+    assert 'wwfast_boot_duration_seconds_bucket{le="+Inf"} 2' in text
+    assert 'wwfast_nodes_by_stage{stage="runtime"} 3' in text
+    assert 'generation="gen\\"1"' in text
+    for line in text.splitlines():          # every sample line: name{labels} value
+        assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2
+
+
+def test_status_book_boot_times_and_debounced_atomic_save(tmp_path):
+    state = str(tmp_path)
+    clock = [1000.0]
+    book = StatusBook(state, debounce=0.05, clock=lambda: clock[0])
+
+    async def scenario():
+        book.attach(asyncio.get_running_loop())
+        book.requested("n001", "ipxe", "a.ipxe", "10.0.0.1")
+        clock[0] = 1010.0
+        book.requested("n001", "kernel", "k.kernel", "10.0.0.1")
+        book.requested("n001", "runtime", "BAD_ASSET", "10.0.0.1", ok=False)
+        clock[0] = 1030.0
+        assert book.completed("n001", "runtime") == 30.0
+        assert book.completed("n001", "runtime") is None     # agent refreshes do not end a boot again
+        await asyncio.sleep(0.3)
+        saved = read_status(state)["nodes"]["n001"]
+        assert (saved["boot start"], saved["boot end"], saved["sent"]) == (1000.0, 1030.0, "BAD_ASSET")
+        clock[0] = 1100.0
+        book.requested("n001", "kernel", "k.kernel", "10.0.0.1")    # a kernel fetch after a finished boot
+        await book.close()
+
+    loops.run(scenario())
+    rec = StatusBook(state).nodes["n001"]
+    assert (rec["boot start"], rec["boot end"], rec["stage"]) == (1100.0, 0, "kernel")
+    with open(os.path.join(state, "serve", "status.json"), "w") as f:
+        f.write("{broken")
+    assert StatusBook(state).nodes == {}                  # a damaged file never stops the server...
+    assert open(os.path.join(state, "serve", "status.json.damaged")).read() == "{broken"   # ...nor is lost
