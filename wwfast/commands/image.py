@@ -1,0 +1,75 @@
+"""`wwfast image import|list|kernels`: bring OS images in and see what they hold."""
+from .. import images, kernels
+from .listing import print_json, print_table
+
+
+def register(subparsers):
+    image = subparsers.add_parser("image", help="import and list OS images (the nodes' root trees)")
+    sub = image.add_subparsers(dest="image_command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("import", help="import a directory, tarball, OCI layout or docker save archive")
+    p.add_argument("source", metavar="SOURCE",
+                   help="a directory (chroot), .tar/.tar.gz/.tar.zst, OCI image layout (dir or tar), "
+                        "or a `docker save` archive")
+    p.add_argument("name", metavar="NAME", help="image name")
+    p.add_argument("--update", action="store_true", help="re-import over an existing image")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("list", aliases=["ls"], help="show imported images")
+    p.add_argument("-j", "--json", action="store_true", help="image.json of every image")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("kernels", help="kernels found in images (Warewulf's search order)")
+    p.add_argument("names", nargs="*", metavar="NAME", help="images (default: all)")
+    p.set_defaults(func=cmd_kernels)
+
+
+def cmd_import(args):
+    images.import_image(args.source, args.name, args.state, update=args.update)
+    return 0
+
+
+def cmd_list(args):
+    names = images.list_images(args.state)
+    infos = {n: images.load_info(args.state, n) for n in names}
+    if args.json:
+        print_json(infos)
+        return 0
+    rows = []
+    for name in names:
+        info = infos[name]
+        try:
+            kernel = kernels.select_kernel(images.image_root(args.state, name)).version or "(unversioned)"
+        except kernels.KernelError:
+            kernel = "none"
+        rows.append([name, kernel, info.get("entries"), _size(info.get("bytes")), info.get("imported"),
+                     info.get("source")])
+    print_table(["IMAGE", "KERNEL", "ENTRIES", "SIZE", "IMPORTED", "SOURCE"], rows)
+    return 0
+
+
+def cmd_kernels(args):
+    names = args.names or images.list_images(args.state)
+    rows = []
+    for name in names:
+        root = images.require_image(args.state, name)
+        found = kernels.find_kernels(root)
+        default = kernels.default_kernel(found)
+        for k in found:
+            flags = ",".join(f for f, on in (("default", k == default), ("debug", k.is_debug),
+                                             ("rescue", k.is_rescue)) if on)
+            rows.append([name, k.path, k.version, flags])
+        if not found:
+            rows.append([name, "(none)", "", ""])
+    print_table(["IMAGE", "KERNEL", "VERSION", "FLAGS"], rows)
+    return 0
+
+
+def _size(n):
+    if n is None:
+        return ""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+

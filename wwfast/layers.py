@@ -1,0 +1,394 @@
+"""Reading image tarballs and container layers, and applying them onto a root tree.
+
+A layer is a tar stream (plain, gzip, zstd, xz or bzip2: recognised by its magic bytes, not its
+name). Members with an absolute path or a '..' component, and members that would be written
+through a symlink, are refused: an image must never write outside its own tree. OCI whiteouts
+(`.wh.NAME` deletes NAME from lower layers, `.wh..wh..opq` empties a directory of lower-layer
+content) are honoured when `whiteouts` is set. Blobs named by a sha256 digest are verified.
+"""
+import bz2
+import contextlib
+import gzip
+import hashlib
+import json
+import lzma
+import os
+import posixpath
+import re
+import shutil
+import tarfile
+
+import zstandard
+
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+_MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"BZh", "bzip2"),
+)
+_CONTAINER_HINT = re.compile(r"^(blobs/|oci-layout$|index\.json$|manifest\.json$|repositories$|[0-9a-f]{64}(/|\.json$))")
+_PLATFORM = ("linux", "amd64")
+
+
+class LayerError(Exception):
+    """A tarball or container archive is unusable; the message names the member or blob."""
+
+
+# ---- opening streams ---------------------------------------------------------------------------
+
+def _compression(head):
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    return None
+
+
+@contextlib.contextmanager
+def open_layer_stream(source, label=None):
+    """A readable stream of tar bytes from a path or a binary file object, decompressed by magic."""
+    label = label or str(source)
+    raw = open(source, "rb") if isinstance(source, (str, bytes, os.PathLike)) else source
+    try:
+        head = _peek(raw, 6)
+        kind = _compression(head)
+        if kind == "gzip":
+            stream = gzip.GzipFile(fileobj=raw, mode="rb")
+        elif kind == "zstd":
+            stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        elif kind == "xz":
+            stream = lzma.LZMAFile(raw)
+        elif kind == "bzip2":
+            stream = bz2.BZ2File(raw)
+        else:
+            stream = raw
+        yield stream
+    finally:
+        if raw is not source:
+            raw.close()
+
+
+def _peek(raw, n):
+    if raw.seekable():
+        pos = raw.tell()
+        head = raw.read(n)
+        raw.seek(pos)
+        return head
+    raise LayerError("internal: stream is not seekable")  # all our sources are files or tar members
+
+
+# ---- the outer archive -------------------------------------------------------------------------
+
+def outer_members(path):
+    """Member names of the tar at `path` (enough of them to tell a container archive from a root tree)."""
+    try:
+        with open(path, "rb") as raw:
+            kind = _compression(raw.read(6))
+        if kind is None:
+            with tarfile.open(path, "r:") as tf:
+                return set(tf.getnames())
+        # Compressed: a root tree is only streamed once; look at the first members for container hints.
+        with open_layer_stream(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tf:
+            first = []
+            for member in tf:
+                first.append(_clean(member.name))
+                if len(first) >= 64:
+                    break
+        if not any(_CONTAINER_HINT.match(n) for n in first):
+            return set(first)
+        if kind == "zstd":
+            raise LayerError("a zstd-compressed container archive: decompress it first (zstd -d)")
+        with tarfile.open(path, "r:*") as tf:
+            return set(_clean(n) for n in tf.getnames())
+    except (tarfile.TarError, EOFError, OSError, zstandard.ZstdError, lzma.LZMAError) as e:
+        raise LayerError(f"not a tar archive, OCI layout or docker save archive ({_why(e)})") from None
+
+
+def container_layers(kind, source):
+    """Yield (label, opener) per layer, bottom first; opener() is a context manager giving tar bytes."""
+    if kind == "oci-dir":
+        yield from _oci_layers(_DirBlobs(source))
+    elif kind in ("oci-tar", "docker-archive"):
+        try:
+            outer = tarfile.open(source, "r:*")
+        except (tarfile.TarError, OSError) as e:
+            raise LayerError(f"cannot open the archive ({_why(e)})") from None
+        with outer:
+            blobs = _TarBlobs(outer)
+            if kind == "oci-tar":
+                yield from _oci_layers(blobs)
+            else:
+                yield from _docker_layers(blobs)
+    else:
+        raise LayerError(f"unknown container kind {kind}")
+
+
+class _DirBlobs:
+    def __init__(self, root):
+        self.root = root
+
+    def open(self, rel):
+        path = os.path.join(self.root, *rel.split("/"))
+        try:
+            return open(path, "rb")
+        except OSError as e:
+            raise LayerError(f"{rel}: {e.strerror}") from None
+
+
+class _TarBlobs:
+    def __init__(self, tf):
+        self.tf = tf
+        self.members = {}
+        for m in tf.getmembers():
+            self.members[_clean(m.name)] = m
+
+    def open(self, rel):
+        member = self.members.get(_clean(rel))
+        if member is None:
+            raise LayerError(f"{rel}: missing from the archive")
+        f = self.tf.extractfile(member)
+        if f is None:
+            raise LayerError(f"{rel}: not a regular file in the archive")
+        return f
+
+
+def _read_json(blobs, rel):
+    with blobs.open(rel) as f:
+        try:
+            return json.loads(f.read())
+        except ValueError as e:
+            raise LayerError(f"{rel}: not valid JSON ({e})") from None
+
+
+def _blob_path(digest):
+    algo, _, hexd = (digest or "").partition(":")
+    if algo != "sha256" or not re.fullmatch(r"[0-9a-f]{64}", hexd):
+        raise LayerError(f"unsupported blob digest {digest!r}")
+    return f"blobs/sha256/{hexd}"
+
+
+def _pick_manifest(blobs, index, where):
+    manifests = index.get("manifests") or []
+    if not manifests:
+        raise LayerError(f"{where}: no manifests")
+    chosen = next((m for m in manifests
+                   if (m.get("platform") or {}).get("os") == _PLATFORM[0]
+                   and (m.get("platform") or {}).get("architecture") == _PLATFORM[1]), manifests[0])
+    doc = _read_json(blobs, _blob_path(chosen.get("digest")))
+    if "manifests" in doc:         # a nested image index (multi-platform)
+        return _pick_manifest(blobs, doc, chosen.get("digest"))
+    return doc
+
+
+def _oci_layers(blobs):
+    index = _read_json(blobs, "index.json")
+    manifest = _pick_manifest(blobs, index, "index.json")
+    layers = manifest.get("layers")
+    if not isinstance(layers, list):
+        raise LayerError("image manifest has no layers list")
+    for desc in layers:
+        rel = _blob_path(desc.get("digest"))
+        yield rel, _opener(blobs, rel, desc.get("digest"))
+
+
+def _docker_layers(blobs):
+    manifest = _read_json(blobs, "manifest.json")
+    if not isinstance(manifest, list) or not manifest:
+        raise LayerError("manifest.json: expected a list of images")
+    layers = manifest[0].get("Layers")
+    if not isinstance(layers, list):
+        raise LayerError("manifest.json: the image has no Layers")
+    for rel in layers:
+        m = re.fullmatch(r"blobs/sha256/([0-9a-f]{64})", _clean(rel))
+        yield rel, _opener(blobs, rel, f"sha256:{m.group(1)}" if m else None)
+
+
+def _opener(blobs, rel, digest):
+    @contextlib.contextmanager
+    def open_stream():
+        raw = blobs.open(rel)
+        checked = _Verified(raw, digest, rel) if digest else raw
+        try:
+            with open_layer_stream(checked, label=rel) as stream:
+                yield stream
+            if digest:
+                checked.finish()
+        finally:
+            raw.close()
+    return open_stream
+
+
+class _Verified:
+    """Hashes what is read through it; finish() reads the rest and compares with the digest."""
+
+    def __init__(self, raw, digest, label):
+        self.raw = raw
+        self.expected = digest.partition(":")[2]
+        self.label = label
+        self.h = hashlib.sha256()
+        self.pos = 0
+
+    def read(self, n=-1):
+        data = self.raw.read(n)
+        self.h.update(data)
+        self.pos += len(data)
+        return data
+
+    def readinto(self, b):
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def tell(self):
+        return self.pos
+
+    def seek(self, pos, whence=0):
+        # Only the magic sniff rewinds, before anything was hashed past it.
+        if whence != 0 or pos > self.pos:
+            raise OSError("unsupported seek")
+        if pos != self.pos:
+            self.raw.seek(pos)
+            self.h = hashlib.sha256()
+            self.pos = 0
+            if pos:
+                self.read(pos)
+        return self.pos
+
+    def close(self):
+        pass
+
+    def finish(self):
+        while self.read(1 << 20):
+            pass
+        if self.h.hexdigest() != self.expected:
+            raise LayerError(f"{self.label}: content does not match its sha256 digest (corrupt download?)")
+
+
+# ---- applying a layer --------------------------------------------------------------------------
+
+def _clean(name):
+    while name.startswith("./"):
+        name = name[2:]
+    return name.rstrip("/")
+
+
+def _check_member_path(name, label, what="member"):
+    if name.startswith("/"):
+        raise LayerError(f"{label}: {what} {name!r} has an absolute path: refused")
+    if ".." in name.split("/"):
+        raise LayerError(f"{label}: {what} {name!r} climbs out of the image with '..': refused")
+
+
+def _why(e):
+    return str(e) or e.__class__.__name__
+
+
+def apply_layer(stream, rootfs, whiteouts=True, label="layer"):
+    """Extract one tar stream onto rootfs (later layers replace earlier entries)."""
+    created = set()          # paths this layer wrote: whiteouts only hide lower layers
+    safe_dirs = {""}         # directories known to be real (not symlinks) inside rootfs
+    dir_times = []
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tf:
+            for member in tf:
+                raw_name = member.name
+                if raw_name.startswith("/"):
+                    _check_member_path(raw_name, label)
+                name = _clean(raw_name)
+                if not name or name == ".":
+                    continue
+                _check_member_path(name, label)
+                parent, base = posixpath.split(name)
+                _ensure_parent(rootfs, parent, safe_dirs, label, name)
+                if whiteouts and base.startswith(WHITEOUT):
+                    if base == OPAQUE:
+                        _make_opaque(rootfs, parent, created)
+                    else:
+                        target = posixpath.join(parent, base[len(WHITEOUT):])
+                        if target not in created:
+                            _remove(os.path.join(rootfs, target))
+                    continue
+                if member.islnk():
+                    link = _clean(member.linkname)
+                    _check_member_path(link, label, what=f"hard link {name!r} to")
+                    _check_real_parents(rootfs, posixpath.dirname(link), label, name)
+                    member.linkname = link
+                target = os.path.join(rootfs, name)
+                if os.path.lexists(target) and not (member.isdir() and _is_real_dir(target)):
+                    _remove(target)
+                member.name = name
+                tf.extract(member, rootfs, set_attrs=True, numeric_owner=True, filter="fully_trusted")
+                if member.issym():   # tarfile leaves a symlink's own mtime at "now"
+                    os.utime(target, (member.mtime, member.mtime), follow_symlinks=False)
+                created.add(name)
+                if member.isdir():
+                    safe_dirs.add(name)
+                    dir_times.append((target, member.mtime))
+    except LayerError:
+        raise
+    except (tarfile.TarError, EOFError, OSError, zstandard.ZstdError, lzma.LZMAError, ValueError) as e:
+        raise LayerError(f"{label}: corrupt or truncated archive ({_why(e)})") from None
+    # Children changed the directories' mtimes: restore them, deepest first.
+    for path, mtime in reversed(dir_times):
+        if _is_real_dir(path):
+            os.utime(path, (mtime, mtime), follow_symlinks=False)
+
+
+def _is_real_dir(path):
+    return os.path.isdir(path) and not os.path.islink(path)
+
+
+def _ensure_parent(rootfs, parent, safe_dirs, label, name):
+    """Every directory above a member must be a real directory in rootfs (created if missing)."""
+    if parent in safe_dirs:
+        return
+    path = ""
+    for part in parent.split("/"):
+        path = posixpath.join(path, part) if path else part
+        if path in safe_dirs:
+            continue
+        full = os.path.join(rootfs, path)
+        if os.path.islink(full):
+            raise LayerError(f"{label}: member {name!r} would be written through the symlink {path!r}: refused")
+        if not os.path.lexists(full):
+            os.mkdir(full, 0o755)
+        elif not os.path.isdir(full):
+            _remove(full)
+            os.mkdir(full, 0o755)
+        safe_dirs.add(path)
+
+
+def _check_real_parents(rootfs, parent, label, name):
+    """A hard link's target must be reached through real directories only (no symlink hops)."""
+    path = rootfs
+    for part in parent.split("/") if parent else ():
+        path = os.path.join(path, part)
+        if os.path.islink(path):
+            raise LayerError(f"{label}: hard link {name!r} points through the symlink {part!r}: refused")
+
+
+def _make_opaque(rootfs, directory, created):
+    full = os.path.join(rootfs, directory) if directory else rootfs
+    if not _is_real_dir(full):
+        return
+    prefix = directory + "/" if directory else ""
+    for entry in os.listdir(full):
+        if prefix + entry not in created:
+            _remove(os.path.join(full, entry))
+
+
+def _remove(path):
+    if os.path.islink(path) or not os.path.isdir(path):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    else:
+        shutil.rmtree(path)
