@@ -145,11 +145,17 @@ def test_validation_errors_name_file_line_field(tmp_path, text, expected):
     assert f"{conf}/{expected}" in str(info.value), str(info.value)
 
 
+def fake_import(state, name):
+    """An imported image as docs/formats.md lays it out (rootfs/ + image.json)."""
+    (state / "images" / name / "rootfs").mkdir(parents=True)
+    (state / "images" / name / "image.json").write_text('{"source": "test"}\n')
+
+
 def test_unknown_image_checked_once_images_exist(tmp_path):
     conf = make_conf(tmp_path, GOOD.replace("image name: demo", "image name: dmeo"))
     state = tmp_path / "var"
     nodes.define(str(conf), str(state))  # no image imported yet: not checked
-    (state / "images" / "demo" / "rootfs").mkdir(parents=True)
+    fake_import(state, "demo")
     with pytest.raises(ConfigError) as info:
         nodes.define(str(conf), str(state))
     assert f'{conf}/nodes.yaml:3: nodeprofiles.default.image name: unknown image "dmeo"' in str(info.value)
@@ -197,7 +203,7 @@ def test_stage_writes_canonical_db_then_skips_when_current(tmp_path, capsys):
     assert "define: running (the node file changed)" in capsys.readouterr().out
     assert nodes.load_db(str(state))["nodes"]["n2"]["network devices"]["default"]["ipaddr"] == "10.0.2.29"
 
-    (state / "images" / "demo" / "rootfs").mkdir(parents=True)
+    fake_import(state, "demo")
     assert define_stage.main(["--conf", str(conf), "--state", str(state)]) == 0
     assert "the imported images changed" in capsys.readouterr().out
 

@@ -397,7 +397,8 @@ def available_images(state_dir):
         from .images import list_images
         names = sorted(list_images(state_dir))
     except ImportError:  # before the image module lands: the layout of docs/formats.md
-        names = sorted(n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n, "rootfs")))
+        names = sorted(n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n, "rootfs"))
+                       and os.path.isfile(os.path.join(root, n, "image.json")))
     return names or None
 
 
