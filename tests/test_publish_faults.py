@@ -1,0 +1,110 @@
+"""kill -9 the compress stage at random moments: what is published must stay whole, and the next run
+must recover on its own.
+
+Each trial changes some build outputs (runtime overlays, sometimes the image), starts the stage, kills
+it with SIGKILL after a random delay spread over a whole run, then checks that the manifest parses and
+every file it names exists with the recorded size and sha256. A run to completion follows: it must
+succeed, publish exactly the current build, and leave no temp files or unreferenced store files
+(grace 0).
+"""
+import os
+import pathlib
+import random
+import signal
+import subprocess
+import sys
+import time
+
+from wwfast import fsutil, publish
+
+from compress_support import ROOT, BuildTree, check_published, run_stage, write_settings
+
+TRIALS = 24
+IMAGE_BYTES = 12 << 20
+
+
+def image_payload(seed):
+    """Real binary content (shared libraries), so the codecs work as on an OS image."""
+    out = bytearray()
+    libs = sorted(pathlib.Path("/usr/lib/x86_64-linux-gnu").glob("*.so*"))
+    for lib in libs:
+        if lib.is_file() and not lib.is_symlink():
+            out += lib.read_bytes()[:1 << 20]
+        if len(out) >= IMAGE_BYTES:
+            break
+    return bytes(out[:IMAGE_BYTES]) + f"seed {seed}\n".encode()
+
+
+def start_stage(conf, state):
+    return subprocess.Popen([sys.executable, "-m", "stages.compress", "--conf", str(conf), "--state", str(state),
+                             "--grace", "0"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def set_image(tree, seed):
+    from compress_support import archive_bytes
+    tree.image_bytes = archive_bytes({"usr/lib/blob": image_payload(seed)})
+    tree.write_image()
+
+
+def assert_publishes_current_build(state, tree):
+    manifest = check_published(state)
+    import json
+    build = json.loads((tree.build / "build.json").read_text())
+    for node_id, b in build["nodes"].items():
+        artifacts = manifest["nodes"][node_id]["artifacts"]
+        for artifact, key in (("image", "image_cpio"), ("system", "system"), ("runtime", "runtime")):
+            want = fsutil.sha256_file(tree.build / b[key]) + ".cpio.zst"
+            assert artifacts[artifact]["zst"]["file"] == want, (node_id, artifact)
+    store = pathlib.Path(publish.store_dir(str(state)))
+    on_disk = {p.name for p in store.iterdir()}
+    assert on_disk == set(publish.manifest_files(manifest)), "temp or unreferenced files left in the store"
+    assert not [p for p in pathlib.Path(publish.publish_dir(str(state))).iterdir() if p.name.endswith(".tmp")]
+    # whole, not just consistent with the manifest: every compressed file decodes
+    names = sorted(on_disk)
+    zst = [str(store / n) for n in names if n.endswith(".zst")]
+    gz = [str(store / n) for n in names if n.endswith(".gz")]
+    assert subprocess.run(["zstd", "-tq", *zst], capture_output=True).returncode == 0
+    assert subprocess.run(["gzip", "-t", *gz], capture_output=True).returncode == 0
+
+
+def test_kill_9_at_random_moments_never_breaks_what_is_published(tmp_path):
+    rng = random.Random(int(os.environ.get("WWFAST_FAULT_SEED", "5")))
+    conf, state = tmp_path / "conf", tmp_path / "state"
+    write_settings(conf)
+    tree = BuildTree(state, count=40)
+    tree.write_all()
+    set_image(tree, 0)
+    result = run_stage(conf, state, "--grace", "0")
+    assert result.returncode == 0, result.stderr
+    # How long each kind of run takes (with and without a new image): kill points are spread over that.
+    durations = {}
+    for with_image in (True, False):
+        tree.bump_runtime(tree.ids[0])
+        if with_image:
+            set_image(tree, -1)
+        started = time.monotonic()
+        assert run_stage(conf, state, "--grace", "0").returncode == 0
+        durations[with_image] = time.monotonic() - started
+
+    killed_mid_run = 0
+    for trial in range(TRIALS):
+        for node_id in rng.sample(tree.ids, rng.randint(1, 8)):
+            tree.bump_runtime(node_id)
+        with_image = trial % 2 == 0
+        if with_image:
+            set_image(tree, trial + 1)
+        proc = start_stage(conf, state)
+        time.sleep(rng.uniform(0.0, durations[with_image]))
+        if proc.poll() is None:
+            killed_mid_run += 1
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+
+        check_published(state)               # whole and consistent, whatever the moment
+        result = run_stage(conf, state, "--grace", "0")
+        assert result.returncode == 0, f"trial {trial}: the next run failed: {result.stderr}"
+        assert_publishes_current_build(state, tree)
+
+    print(f"{killed_mid_run} of {TRIALS} kills hit a running stage")
+    # The kills must have landed inside runs, or this test proves nothing.
+    assert killed_mid_run >= TRIALS * 2 // 3, f"only {killed_mid_run} of {TRIALS} kills hit a running stage"
