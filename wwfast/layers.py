@@ -82,12 +82,17 @@ def _peek(raw, n):
 
 def outer_members(path):
     """Member names of the tar at `path` (enough of them to tell a container archive from a root tree)."""
+    kind = None
     try:
         with open(path, "rb") as raw:
-            kind = _compression(raw.read(6))
+            head = raw.read(512)
+        kind = _compression(head)
         if kind is None:
+            if head[257:262] != b"ustar" and not tarfile.is_tarfile(path):
+                raise LayerError("not a tar archive, OCI layout or docker save archive (unknown format)")
+            kind = "tar"
             with tarfile.open(path, "r:") as tf:
-                return set(tf.getnames())
+                return set(_clean(n) for n in tf.getnames())
         # Compressed: a root tree is only streamed once; look at the first members for container hints.
         with open_layer_stream(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tf:
             first = []
@@ -102,7 +107,8 @@ def outer_members(path):
         with tarfile.open(path, "r:*") as tf:
             return set(_clean(n) for n in tf.getnames())
     except (tarfile.TarError, EOFError, OSError, zstandard.ZstdError, lzma.LZMAError) as e:
-        raise LayerError(f"not a tar archive, OCI layout or docker save archive ({_why(e)})") from None
+        what = f"{kind}-compressed archive" if kind not in (None, "tar") else "tar archive"
+        raise LayerError(f"corrupt or truncated {what} ({_why(e)})") from None
 
 
 def container_layers(kind, source):
@@ -295,6 +301,7 @@ def apply_layer(stream, rootfs, whiteouts=True, label="layer"):
     created = set()          # paths this layer wrote: whiteouts only hide lower layers
     safe_dirs = {""}         # directories known to be real (not symlinks) inside rootfs
     dir_times = []
+    lower_dir_times = {}     # lower-layer directories this layer changes: their mtime is put back
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tf:
             for member in tf:
@@ -307,6 +314,8 @@ def apply_layer(stream, rootfs, whiteouts=True, label="layer"):
                 _check_member_path(name, label)
                 parent, base = posixpath.split(name)
                 _ensure_parent(rootfs, parent, safe_dirs, label, name)
+                if parent not in created and parent not in lower_dir_times:
+                    lower_dir_times[parent] = os.lstat(os.path.join(rootfs, parent) if parent else rootfs).st_mtime_ns
                 if whiteouts and base.startswith(WHITEOUT):
                     if base == OPAQUE:
                         _make_opaque(rootfs, parent, created)
@@ -335,7 +344,12 @@ def apply_layer(stream, rootfs, whiteouts=True, label="layer"):
         raise
     except (tarfile.TarError, EOFError, OSError, zstandard.ZstdError, lzma.LZMAError, ValueError) as e:
         raise LayerError(f"{label}: corrupt or truncated archive ({_why(e)})") from None
-    # Children changed the directories' mtimes: restore them, deepest first.
+    # Children changed the directories' mtimes: restore them (so the same source always gives the
+    # same tree), the lower layers' first, then this layer's own, deepest first.
+    for rel, mtime_ns in lower_dir_times.items():
+        path = os.path.join(rootfs, rel) if rel else rootfs
+        if rel not in created and _is_real_dir(path):
+            os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
     for path, mtime in reversed(dir_times):
         if _is_real_dir(path):
             os.utime(path, (mtime, mtime), follow_symlinks=False)

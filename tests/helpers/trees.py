@@ -3,6 +3,8 @@ import hashlib
 import os
 import stat
 
+MTIME = 1_700_000_000
+
 
 def snapshot(root, mtimes=True, dir_mtimes=True, symlink_mtimes=True):
     """{relpath: (kind, mode, uid, gid, mtime, content-or-target-or-rdev, link group)} for everything
@@ -38,3 +40,49 @@ def snapshot(root, mtimes=True, dir_mtimes=True, symlink_mtimes=True):
             out[rel] = (kind, stat.S_IMODE(mode) if kind != "symlink" else None, st.st_uid, st.st_gid,
                         int(st.st_mtime) if keep_mtime else None, detail, group)
     return out
+
+
+def _touch(path, mtime=MTIME):
+    os.utime(path, (mtime, mtime), follow_symlinks=False)
+
+
+def make_sample_tree(root):
+    """Every kind of entry newc can carry, with owners, odd modes and hard links across directories."""
+    os.makedirs(root / "etc" / "ssh")
+    os.makedirs(root / "usr" / "bin")
+    os.makedirs(root / "var" / "tmp")
+    os.makedirs(root / "dev")
+    (root / "etc" / "hosts").write_bytes(b"127.0.0.1 localhost\n")
+    (root / "etc" / "empty").write_bytes(b"")
+    (root / "etc" / "three").write_bytes(b"abc")            # body needs 1 byte of padding
+    (root / "etc" / "ssh" / "key").write_bytes(os.urandom(1000))
+    os.chmod(root / "etc" / "ssh" / "key", 0o600)
+    os.chown(root / "etc" / "ssh" / "key", 1234, 5678)
+    (root / "usr" / "bin" / "big").write_bytes(os.urandom(3 << 20))   # > 1 MiB: direct-copy path
+    (root / "usr" / "bin" / "mid").write_bytes(os.urandom(70_001))    # just above the direct-copy floor
+    os.chmod(root / "usr" / "bin" / "mid", 0o4755)                    # setuid kept
+    # Hard links: one small, one large (data on the last link, via copy_file_range for the large one).
+    (root / "usr" / "bin" / "busybox").write_bytes(os.urandom(200_000))
+    os.link(root / "usr" / "bin" / "busybox", root / "usr" / "bin" / "sh")
+    os.link(root / "usr" / "bin" / "busybox", root / "etc" / "zz-busybox-link")
+    (root / "etc" / "small-linked").write_bytes(b"linked\n")
+    os.link(root / "etc" / "small-linked", root / "var" / "small-linked")
+    os.symlink("hosts", root / "etc" / "hosts.rel")
+    os.symlink("/nonexistent/target", root / "etc" / "dangling")
+    os.symlink("../usr/bin/busybox", root / "var" / "bb")
+    os.mknod(root / "dev" / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    os.mknod(root / "dev" / "sda1", 0o660 | stat.S_IFBLK, os.makedev(8, 1))
+    os.mknod(root / "dev" / "ttyS0", 0o620 | stat.S_IFCHR, os.makedev(4, 64))
+    os.chown(root / "dev" / "ttyS0", 0, 5)
+    os.mkfifo(root / "var" / "fifo", 0o640)
+    name = os.fsencode(root / "var") + b"/caf\xc3\xa9 with space"
+    with open(name, "wb") as f:
+        f.write(b"utf-8 name")
+    os.chmod(root / "var" / "tmp", 0o1777)
+    os.mkdir(root / "private", 0o700)
+    (root / "private" / "x").write_bytes(b"x")
+    os.chown(root / "private", 42, 43)
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for n in filenames + dirnames:
+            _touch(os.path.join(dirpath, n), MTIME + len(n))
+    return root
