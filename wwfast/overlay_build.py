@@ -163,16 +163,29 @@ class OverlayBuilder:
         return items
 
     def uses(self, names, node_id, context):
-        """(all_nodes, image, server_files) used by any template of these overlays."""
+        """What the context's archive depends on beyond the node and the overlay files.
+
+        Returns (shared digest, all_nodes, image, server_files). Templates that do not look at the node
+        (hosts, ssh keys) are rendered here once and their *output* goes into the digest: changing a node's
+        tag does not rebuild every node for the sake of /etc/hosts, changing its address does. The flags
+        are for the per-node templates: whether they read all nodes, the image, or server files.
+        """
+        h = hashlib.sha256()
+        for kind, step in self.plan(names, node_id, context):
+            if kind == "item" and step.shared_id is not None:
+                h.update(f"{step.rel}\0{step.mode}\0{step.uid}\0{step.gid}\0{step.target}\0".encode())
+                h.update(hashlib.sha256(step.data or b"").digest())
         all_nodes = image = server_files = False
         for name in names:
             for e in self.source(name, node_id, context).entries:
                 if e.kind == "template":
                     c = self.renderer.compile(e.source)
+                    if not c.per_node:
+                        continue
                     all_nodes |= c.uses_all_nodes
                     image |= c.uses_image or "include_from" in c.names
                     server_files |= bool(c.names & {"include", "include_block", "import_link", "readlink"})
-        return all_nodes, image, server_files
+        return h.hexdigest(), all_nodes, image, server_files
 
     # ------------------------------------------------------------------------------ fingerprints
     def fingerprints(self, previous_server_files):
@@ -190,8 +203,8 @@ class OverlayBuilder:
                 names = tuple(node.get(f"{context} overlay") or ())
                 if (context, names) not in uses_cache:
                     uses_cache[(context, names)] = self.uses(names, node_id, context)
-                all_nodes, image, server_files = uses_cache[(context, names)]
-                h = hashlib.sha256((base + context + "\0" + node_digest).encode())
+                shared, all_nodes, image, server_files = uses_cache[(context, names)]
+                h = hashlib.sha256((base + context + "\0" + node_digest + "\0" + shared).encode())
                 for name in names:
                     h.update(self.source(name, node_id, context).digest.encode())
                 if all_nodes:
@@ -312,6 +325,8 @@ class OverlayBuilder:
                     shutil.rmtree(path)
                     result.removed.append(stale)
             files = sorted({d for d in deps | set(prev_files) if isinstance(d, str)})
+            if files != sorted(prev_files):
+                fps = self.fingerprints(files)  # as the next run will compute them, over the files read now
             new_state = {"format": STATE_FORMAT, "nodes": fps, "server_files": files}
             fsutil.atomic_write(_state_path(self.state_dir), json.dumps(new_state, sort_keys=True) + "\n")
         result.seconds = time.monotonic() - started

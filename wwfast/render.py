@@ -24,7 +24,7 @@ import shlex
 import sys
 
 import jinja2
-import jinja2.meta
+import jinja2.nodes
 
 from wwfast.errors import ConfigError
 
@@ -514,7 +514,9 @@ class Renderer:
         if c is None:
             try:
                 source = self.env.loader.get_source(self.env, path)[0]
-                names = jinja2.meta.find_undeclared_variables(self.env.parse(source, path, path))
+                tree = self.env.parse(source, path, path)
+                # every name read (find_undeclared_variables would hide the global functions we look for)
+                names = {n.name for n in tree.find_all(jinja2.nodes.Name) if n.ctx == "load"}
                 template = self.env.get_template(path)
             except jinja2.TemplateSyntaxError as e:
                 raise RenderError(path, e.lineno, None, f"template syntax: {e.message}") from None
