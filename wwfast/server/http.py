@@ -142,12 +142,20 @@ class Connection(asyncio.Protocol):
         self.peer = (host, peer[1])
         # Our own descriptor for the same socket: the transport keeps reading on its fd,
         # we write on this one with sendfile (asyncio refuses add_writer on a transport's fd).
-        self.wsock = socket.socket(fileno=os.dup(sock.fileno()))
+        try:
+            self.wsock = socket.socket(fileno=os.dup(sock.fileno()))
+        except OSError as e:          # EMFILE: out of descriptors; drop this client, keep serving
+            log.error("%s: cannot take the connection: %s", self.peer[0], e)
+            self.closed = True
+            transport.abort()
+            return
         self.wsock.setblocking(False)
         self.server.connections.add(self)
         self.server.metrics.connections += 1
 
     def connection_lost(self, exc):
+        if self.wsock is None:
+            return
         self._teardown(complete=False)
         self.server.connections.discard(self)
         self.server.metrics.connections -= 1
