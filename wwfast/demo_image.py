@@ -12,6 +12,7 @@ import argparse
 import os
 import pathlib
 import shutil
+import stat
 import subprocess
 import sys
 
@@ -87,6 +88,15 @@ def _write(root, rel, text, mode=0o644):
     fsutil.atomic_write(root / rel, text, perms=mode, fsync=False)
 
 
+def _make_device_nodes(root):
+    """/dev/console lets the kernel give init a console before devtmpfs is mounted (root only)."""
+    for rel, mode, major, minor in (("dev/console", 0o600, 5, 1), ("dev/null", 0o666, 1, 3)):
+        try:
+            os.mknod(root / rel, mode | stat.S_IFCHR, os.makedev(major, minor))
+        except PermissionError:
+            pass  # unprivileged: the kernel's built-in initramfs has /dev/console too
+
+
 def _install_busybox(root):
     shutil.copy2(BUSYBOX, root / "bin" / "busybox")
     os.chmod(root / "bin" / "busybox", 0o755)
@@ -132,6 +142,7 @@ def make_demo_image(dest, vmlinuz=None, modules_dir=None, marker="demo image"):
         (work / d).mkdir(parents=True, exist_ok=True)
     os.chmod(work / "tmp", 0o1777)
     _install_busybox(work)
+    _make_device_nodes(work)
     for rel, text in BASE_FILES.items():
         _write(work, rel, text)
     _write(work, "sbin/init", INIT_SCRIPT, mode=0o755)
