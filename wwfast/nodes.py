@@ -7,6 +7,8 @@ Public API (docs/formats.md):
     write_db(state_dir, nodes), render_db(nodes) -> bytes, load_db(state_dir), node_macs(node)
     field_sources(config, node_id) -> {field: source}   for `wwfast node list --all`
 """
+import contextlib
+import gc
 import json
 import os
 
@@ -73,8 +75,26 @@ class NodeConfig:
             yield "nodeprofiles", name, self.profiles[name]
 
 
+@contextlib.contextmanager
+def _gc_paused():
+    """Building ~10^6 small acyclic objects triggers the cycle collector hundreds of
+    times, each walk over everything alive (2-3x the parse time); pause it meanwhile."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def parse_config(text, path):
     """Parse node-file text; every problem in the entries is reported at once."""
+    with _gc_paused():
+        return _parse_config(text, path)
+
+
+def _parse_config(text, path):
     doc = parse(text, path)
     config = NodeConfig(path, doc, text)
     data = doc.data
@@ -181,6 +201,11 @@ def resolve(config, images=None, overlays=None, warnings=None):
     notes such as Warewulf overlays left out.
     """
     warnings = [] if warnings is None else warnings
+    with _gc_paused():
+        return _resolve(config, images, overlays, warnings)
+
+
+def _resolve(config, images, overlays, warnings):
     errors = _Errors()
     lists = _profile_lists(config)
     for name in config.profiles:  # a cycle or missing parent is an error even if no node uses it
@@ -430,7 +455,8 @@ def define(conf_dir, state_dir, warnings=None):
 
 def render_db(nodes):
     """Canonical bytes of nodes.json: sorted keys, 1-space indent, trailing newline."""
-    return (canonjson.dumps({"format": DB_FORMAT, "nodes": nodes}) + "\n").encode()
+    with _gc_paused():
+        return (canonjson.dumps({"format": DB_FORMAT, "nodes": nodes}) + "\n").encode()
 
 
 def write_db(state_dir, nodes):
