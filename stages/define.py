@@ -79,6 +79,10 @@ def main(argv=None):
     except LockBusy as e:
         print(f"define: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # unreadable conf, full disk, read-only state dir, ...
+        print(f"define: error: {e}", file=sys.stderr)
+        print("define: nothing written", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
