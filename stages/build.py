@@ -12,7 +12,7 @@ import json
 import os
 import sys
 
-from wwfast import build_images, nodes, settings
+from wwfast import build_images, ipxe, nodes, overlay_build, settings
 from wwfast.errors import ConfigError
 from wwfast.fsutil import LockBusy, atomic_write, locked
 
@@ -23,12 +23,22 @@ def image_step(ctx):
     return build_images.run_step(ctx.state_dir, ctx.nodes, ctx.settings, force=ctx.force, log=ctx.log)
 
 
+def overlay_step(ctx):
+    return overlay_build.run_step(ctx.conf_dir, ctx.state_dir, ctx.nodes, ctx.settings, force=ctx.force, log=ctx.log)
+
+
+def ipxe_step(ctx):
+    return ipxe.run_step(ctx.conf_dir, ctx.state_dir, ctx.nodes, ctx.settings, log=ctx.log)
+
+
 # (name, function(ctx) -> build_images.StepResult). Later steps add their own fields to the same nodes.
 STEPS = [
     ("images", image_step),
+    ("overlays", overlay_step),
+    ("ipxe", ipxe_step),
 ]
 # A node is published only when every step gave it its fields (publish needs them all).
-REQUIRED_FIELDS = ("image", "image_cpio", "kernel")
+REQUIRED_FIELDS = ("image", "image_cpio", "kernel", "system", "runtime", "ipxe")
 
 
 class Context:

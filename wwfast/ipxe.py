@@ -123,3 +123,21 @@ def build_ipxe(conf_dir, state_dir, settings, nodes):
         if changed:
             syncfs(directory)
     return changed, removed
+
+
+def run_step(conf_dir, state_dir, nodes, settings, log=print):
+    """The build stage's iPXE step: a build_images.StepResult with each node's script and unknown.ipxe."""
+    from wwfast.build_images import StepResult
+    result = StepResult()
+    try:
+        changed, removed = build_ipxe(conf_dir, state_dir, settings, nodes)
+    except (ConfigError, OSError) as e:
+        result.errors.append(str(e))
+        return result
+    shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+    log(f"build: iPXE scripts: {len(changed)} written{' (' + shown + ')' if changed else ''}, "
+        f"{len(nodes) - len(changed)} current{f', {len(removed)} removed' if removed else ''}")
+    for node_id in nodes:
+        result.nodes[node_id] = {"ipxe": f"ipxe/{node_id}.ipxe"}
+    result.top["unknown_ipxe"] = f"ipxe/{UNKNOWN}.ipxe"
+    return result

@@ -293,7 +293,7 @@ class OverlayBuilder:
                    for node in self.nodes.values() for n in ("ssh.host_keys", "ssh.authorized_keys")):
                 made = sshkeys.ensure_keys(self.state_dir)
                 if made and log:
-                    log(f"overlays: generated ssh keys {', '.join(made)} in {sshkeys.ssh_dir(self.state_dir)}")
+                    log(f"build: overlays: generated ssh keys {', '.join(made)} in {sshkeys.ssh_dir(self.state_dir)}")
             previous = _load_state(self.state_dir)
             prev_nodes = previous.get("nodes", {})
             prev_files = previous.get("server_files", [])
@@ -448,3 +448,22 @@ def build_overlays(conf_dir, state_dir, settings, nodes, only=None, force=False,
     """Build the overlays of every node in `nodes` ({id: node}); returns a Result (rebuilt/current lists)."""
     builder = OverlayBuilder(conf_dir, state_dir, settings, nodes, workers=workers)
     return builder.run(only=only, force=force, log=log)
+
+
+def run_step(conf_dir, state_dir, nodes, settings, force=False, log=print):
+    """The build stage's overlays step: a build_images.StepResult with system/runtime paths per node."""
+    from wwfast.build_images import StepResult
+    result = StepResult()
+    try:
+        built = build_overlays(conf_dir, state_dir, settings, nodes, force=force, log=log)
+    except (RenderError, overlays.OverlayError, OSError, RuntimeError) as e:
+        result.errors.append(str(e))
+        return result
+    if built.rebuilt:
+        shown = ", ".join(f"{n} ({built.reasons[n]})" for n in built.rebuilt[:5])
+        more = f" and {len(built.rebuilt) - 5} more" if len(built.rebuilt) > 5 else ""
+        log(f"build: overlays rebuilt for {shown}{more}")
+    log(f"build: {built.summary()}")
+    for node_id in nodes:
+        result.nodes[node_id] = {context: f"overlays/{node_id}/{context}.cpio" for context in CONTEXTS}
+    return result
