@@ -14,7 +14,7 @@ import jinja2
 from wwfast import fsutil
 from wwfast.overlay_build import syncfs
 from wwfast.errors import ConfigError
-from wwfast.render import RenderError, node_view
+from wwfast.render import RenderError, node_view, template_line
 
 BUILTIN_DIR = pathlib.Path(__file__).resolve().parent / "data" / "ipxe"
 UNKNOWN = "unknown"
@@ -63,7 +63,9 @@ class IpxeRenderer:
         if t is None:
             path = template_path(self.conf_dir, name)
             try:
-                t = self.env.from_string(path.read_text(encoding="utf-8"))
+                # compiled under its own file name, so tracebacks (and our messages) carry template lines
+                code = self.env.compile(path.read_text(encoding="utf-8"), name=path.name, filename=str(path))
+                t = self.env.template_class.from_code(self.env, code, self.env.make_globals(None))
             except jinja2.TemplateSyntaxError as e:
                 raise RenderError(str(path), e.lineno, None, f"template syntax: {e.message}") from None
             t.filename = str(path)
@@ -75,13 +77,7 @@ class IpxeRenderer:
         try:
             return t.render(data)
         except jinja2.TemplateError as e:
-            line = None
-            tb = e.__traceback__
-            while tb is not None:
-                if tb.tb_frame.f_code.co_filename == "<template>":
-                    line = tb.tb_lineno
-                tb = tb.tb_next
-            raise RenderError(t.filename, line, node_id, str(e)) from None
+            raise RenderError(t.filename, template_line(e, t.filename), node_id, str(e)) from None
 
     def node_script(self, node):
         return self._render(node.get("ipxe template") or "default", script_data(node, self.settings), node["id"])

@@ -455,7 +455,7 @@ class Compiled:
         return bool(self.names & IMAGE_FUNCS)
 
 
-def _template_line(exc, path):
+def template_line(exc, path):
     """Line of `path` where `exc` was raised, from the traceback Jinja rewrites to template lines."""
     line = getattr(exc, "lineno", None)
     tb = exc.__traceback__
@@ -494,13 +494,13 @@ class Renderer:
         except Abort:
             return None
         except _FunctionError as e:
-            raise RenderError(path, _template_line(e, path), node_id, str(e)) from None
+            raise RenderError(path, template_line(e, path), node_id, str(e)) from None
         except jinja2.UndefinedError as e:
-            raise RenderError(path, _template_line(e, path), node_id, f"undefined: {e.message}") from None
+            raise RenderError(path, template_line(e, path), node_id, f"undefined: {e.message}") from None
         except jinja2.TemplateError as e:
-            raise RenderError(path, _template_line(e, path), node_id, str(e)) from None
+            raise RenderError(path, template_line(e, path), node_id, str(e)) from None
         except Exception as e:  # a bad filter argument and the like: still say where
-            raise RenderError(path, _template_line(e, path), node_id, f"{type(e).__name__}: {e}") from None
+            raise RenderError(path, template_line(e, path), node_id, f"{type(e).__name__}: {e}") from None
 
     def image_root(self, image):
         if image not in self._image_roots:
