@@ -40,8 +40,8 @@ def make_conf(directory, count):
         lines += [f"  p{p}:", f"    comment: level {p}"]
         if p:
             lines.append(f"    profiles: [p{p - 1}]")
-        lines += [f"    kernel:", f"      args: [arg{p}=1]", f"    system overlay: [ov{p}]",
-                  f"    tags:", f"      level{p}: \"{p}\""]
+        lines += ["    kernel:", f"      args: [arg{p}=1]", f"    system overlay: [ov{p}]",
+                  "    tags:", f"      level{p}: \"{p}\""]
         if p == 0:
             lines += ["    image name: demo", "    runtime overlay: [hosts]", "    network devices:",
                       "      default: {device: eth0, netmask: 255.255.0.0, gateway: 10.0.0.1}"]

@@ -1,13 +1,10 @@
 """The define stage: validation (file, line, field), atomic output, skip-when-current, Warewulf files as is."""
 import json
-import os
 import pathlib
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest

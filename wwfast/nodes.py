@@ -2,8 +2,8 @@
 
 Public API (docs/formats.md):
     read_config(conf_dir) -> NodeConfig        parse + check each entry (ConfigError on problems)
-    resolve(config, images=None, overlays=None) -> {id: node}   merged, canonical, validated
-    define(conf_dir, state_dir) -> {id: node}  both, with image/overlay names checked when they exist
+    resolve(config, images=None, overlays=None, warnings=None) -> {id: node}   merged, canonical, validated
+    define(conf_dir, state_dir, warnings=None) -> {id: node}   both, image/overlay names checked once they exist
     write_db(state_dir, nodes), render_db(nodes) -> bytes, load_db(state_dir), node_macs(node)
     field_sources(config, node_id) -> {field: source}   for `wwfast node list --all`
 """
@@ -15,7 +15,7 @@ import os
 from . import canonjson, hostlist
 from .errors import ConfigError, raise_all
 from .merge import ProfileError, clean_list, expand_profiles, get_path, merge
-from .nodeschema import (ANY, MAP, NAME_RE, NEGATABLE_LISTS, NODE, PROFILE, Named, Normalizer, did_you_mean)
+from .nodeschema import ANY, MAP, NAME_RE, NODE, PROFILE, Named, Normalizer, did_you_mean
 from .yamlfile import dotted, parse, read_text
 
 NODE_FILES = ("nodes.yaml", "nodes.conf")  # ours first, else an unmodified Warewulf file
@@ -541,8 +541,6 @@ def resolve_profile(config, name):
     del view["id"]
     return view, _sources(config, parents, own, name)
 
-
-NEGATABLE = NEGATABLE_LISTS
 
 
 # ---- fingerprint of everything nodes.json depends on (the define stage skips when unchanged) ----

@@ -48,8 +48,7 @@ PROFILE = {
 NODE_ONLY = {"discoverable": BOOL, "asset key": STR}
 NODE = {**PROFILE, **NODE_ONLY}
 
-# Lists where `~item` removes item (Warewulf cleanList); how a plain string splits into a list.
-NEGATABLE_LISTS = {("profiles",), ("system overlay",), ("runtime overlay",), ("kernel", "args")}
+# How a plain string given for a list field splits into items.
 _LIST_SPLIT = {("kernel", "args"): None}  # None: split on whitespace; default: on commas
 
 UNSET_VALUES = {"UNDEF", "UNSET"}  # Warewulf: a field set to these is cleared

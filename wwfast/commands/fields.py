@@ -7,7 +7,7 @@ the field, as in Warewulf.
 import ipaddress
 
 from ..errors import UsageError
-from ..nodeedit import get_path, set_path, unset_path
+from ..nodeedit import set_path, unset_path
 from ..nodeschema import UNSET_VALUES
 
 NET = "<netname>"  # replaced by --netname
@@ -109,15 +109,15 @@ def _increment(value, index, flag):
 def apply_values(entry, args, node, index=0):
     """Write the given flags into one entry; `index` is the node's place in a range (for --ipaddr)."""
     changed = []
-    for long, _short, path, kind, _help, node_only in FIELDS:
+    for long, _short, template, kind, _help, node_only in FIELDS:
         value = getattr(args, _dest(long), None)
         if value is None or (node_only and not node):
             continue
-        path = _path(path, args.netname)
+        path = _path(template, args.netname)
         if value in UNSET_VALUES:
             unset_path(entry, path)
         else:
-            if path[:1] == ("network devices",) and path[-1] == "ipaddr" or path == ("ipmi", "ipaddr"):
+            if template in INCREMENTING:
                 value = _increment(value, index, long)
             set_path(entry, path, _split([value]) if kind == "list" else value)
         changed.append(long)
@@ -157,7 +157,3 @@ def apply_unset(entry, args, node):
             raise UsageError(f'no network device "{args.netname}"')
         changed.append("--netname")
     return changed
-
-
-def has_value(entry, path):
-    return get_path(entry, path) is not None
