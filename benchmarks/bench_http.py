@@ -296,14 +296,19 @@ def main():
                     stop(proc)
         print(f"\nmedian of {args.repeat} runs, {args.size_mb} MB image, {args.seconds:g} s per run, "
               f"{args.client_procs} client processes, loopback, {os.cpu_count()} CPUs")
-        print(f"{'server':16} {'conns':>5} {'GB/s':>6} {'CPU-s/GB':>9} {'peak RSS MB':>12} {'vs nginx GB/s':>14}")
+        print("(ratio: median over repeats of ours/nginx measured back to back, which cancels most of the\n"
+              " noise from other load on the machine)")
+        print(f"{'server':16} {'conns':>5} {'GB/s':>6} {'CPU-s/GB':>9} {'peak RSS MB':>12} {'ratio GB/s':>11} "
+              f"{'ratio CPU/GB':>13}")
         for conns in conns_list:
-            base = statistics.median(r["gbps"] for r in runs[("nginx", conns)])
+            ref = runs[("nginx", conns)]
             for label in ["nginx"] + [f"wwfast-{m}" for m in modes]:
                 rs = runs[(label, conns)]
-                gbps = statistics.median(r["gbps"] for r in rs)
-                print(f"{label:16} {conns:5} {gbps:6.2f} {statistics.median(r['cpu_per_gb'] for r in rs):9.3f} "
-                      f"{statistics.median(r['rss'] for r in rs):12.0f} {gbps / base:14.2f}")
+                ratio = statistics.median(r["gbps"] / b["gbps"] for r, b in zip(rs, ref))
+                cpu_ratio = statistics.median(r["cpu_per_gb"] / b["cpu_per_gb"] for r, b in zip(rs, ref))
+                print(f"{label:16} {conns:5} {statistics.median(r['gbps'] for r in rs):6.2f} "
+                      f"{statistics.median(r['cpu_per_gb'] for r in rs):9.3f} "
+                      f"{statistics.median(r['rss'] for r in rs):12.0f} {ratio:11.2f} {cpu_ratio:13.2f}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

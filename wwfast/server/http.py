@@ -340,6 +340,8 @@ class Connection(asyncio.Protocol):
                         item.remaining -= n
                         item.sent += n
                         budget -= n
+                        if n < want and item.remaining:
+                            break      # a short write means the socket buffer is full: skip the EAGAIN call
                     if item.remaining:
                         break
                     self.out.pop(0)
