@@ -203,3 +203,27 @@ def test_secure_from_the_manifest_unless_a_flag_says_otherwise(tmp_path):
         assert subprocess.run(code, capture_output=True, text=True).stdout == "403"
     with running_server(state, port, "--no-secure"):
         assert subprocess.run(code, capture_output=True, text=True).stdout == "200"
+
+
+def test_files_beyond_4_gib_head_and_ranges(tmp_path):
+    """Sizes and offsets past 2 and 4 GiB (aiohttp#7263 broke there): a sparse 5 GiB image."""
+    state = str(tmp_path)
+    manifest = publish(state, {"n001": make_node(state, "n001", MAC1, b"IMAGE")}, "gen-1")
+    big = manifest["nodes"]["n001"]["artifacts"]["image"]["zst"]
+    size = (5 << 30) + 123
+    marks = {(2 << 30) + 7: b"PAST-2GiB", (4 << 30) + 11: b"PAST-4GiB", size - 9: b"THE-END!!"}
+    with open(os.path.join(state, "store", big["file"]), "r+b") as f:
+        f.truncate(size)
+        for offset, data in marks.items():
+            f.seek(offset)
+            f.write(data)
+    big["size"] = size
+    publish(state, manifest["nodes"], "gen-2")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/image/{MAC1}"
+    with running_server(state, port):
+        head = subprocess.run(["curl", "-sSI", url], capture_output=True, text=True, check=True).stdout
+        assert f"Content-Length: {size}\n" in head
+        for offset, data in marks.items():
+            assert get(url, "-r", f"{offset}-{offset + len(data) - 1}") == data
+        assert get(url, "-r", "-9") == b"THE-END!!"
