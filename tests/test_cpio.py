@@ -130,6 +130,40 @@ def test_twins_identical_on_sample(sample_tree, tmp_path):
     assert pack(pure, sample_tree, to_file=tmp_path / "p") == pack(compiled, sample_tree)
 
 
+@pytest.fixture
+def parallel_always():
+    """Make the compiled twin use its multi-threaded file path even on small trees."""
+    compiled = importlib.import_module("wwfast._cpio")
+    previous = compiled._set_parallel_min_bytes(0)
+    yield compiled
+    compiled._set_parallel_min_bytes(previous)
+
+
+def test_parallel_file_path_same_bytes(parallel_always, sample_tree, tmp_path):
+    pure = importlib.import_module("wwfast._cpio_py")
+    with open(tmp_path / "c.cpio", "wb") as f:
+        f.write(b"prefix!!")               # the tree's entries start after what the file holds
+        w = parallel_always.NewcWriter(f, mtime=7)
+        w.add_file("first", b"in the buffer before the tree")
+        w.add_tree(sample_tree)
+        w.add_file("last", b"after the tree")
+        w.close()
+    buf = io.BytesIO()
+    w = pure.NewcWriter(buf, mtime=7)
+    w.add_file("first", b"in the buffer before the tree")
+    w.add_tree(sample_tree)
+    w.add_file("last", b"after the tree")
+    w.close()
+    assert (tmp_path / "c.cpio").read_bytes() == b"prefix!!" + buf.getvalue()
+
+
+def test_parallel_file_path_extracts(parallel_always, sample_tree, tmp_path):
+    archive = tmp_path / "p.cpio"
+    pack(parallel_always, sample_tree, to_file=archive)
+    out = extract(archive, tmp_path / "out", "bsdtar")
+    assert snapshot(out) == snapshot(sample_tree)
+
+
 _names = st.text(alphabet="abcxyz._-é", min_size=1, max_size=8).filter(lambda n: n not in (".", ".."))
 _node = st.recursive(
     st.one_of(st.binary(max_size=300).map(lambda b: ("file", b)),
@@ -159,18 +193,19 @@ def _materialise(root, node, links):
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(tree=st.dictionaries(_names, _node, max_size=6), mtime=st.one_of(st.none(), st.integers(0, 2**32)))
-def test_twins_identical_hypothesis(tmp_path_factory, tree, mtime):
+def test_twins_identical_hypothesis(tmp_path_factory, parallel_always, tree, mtime):
     root = tmp_path_factory.mktemp("h")
     links = []
     _materialise(str(root / "t"), ("dir", tree), links)
     for i, path in enumerate(links):   # hard links in another directory, exercising the link plan
         os.link(path, os.path.join(root, "t", f"zlink{i}"))
-    compiled = importlib.import_module("wwfast._cpio")
+    compiled = parallel_always            # its file path: several threads
     pure = importlib.import_module("wwfast._cpio_py")
     a = pack(compiled, root / "t", to_file=root / "c.cpio", mtime=mtime)
     b = pack(pure, root / "t", mtime=mtime)
     c = pack(pure, root / "t", to_file=root / "p.cpio", mtime=mtime)
-    assert a == b == c
+    d = pack(compiled, root / "t", mtime=mtime)   # and its in-memory path
+    assert a == b == c == d
 
 
 def test_in_memory_entries_extract(twin, tmp_path):

@@ -12,6 +12,7 @@ Only excludes matching calls back into Python (and only when there are excludes)
 """
 import os
 import stat as _stat
+import threading
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -31,7 +32,7 @@ cdef extern from "<sys/types.h>":
     ctypedef unsigned long ino_t
     ctypedef unsigned int mode_t
 
-cdef extern from "<sys/sysmacros.h>":
+cdef extern from "<sys/sysmacros.h>" nogil:
     unsigned int c_major "major"(dev_t)
     unsigned int c_minor "minor"(dev_t)
 
@@ -70,6 +71,7 @@ cdef extern from "<unistd.h>" nogil:
     int dup(int)
     int SEEK_SET
     ssize_t copy_file_range(int, off_t*, int, off_t*, size_t, unsigned int)
+    ssize_t pwrite(int, const void*, size_t, off_t)
 
 cdef extern from "<sys/sendfile.h>" nogil:
     ssize_t sendfile(int, int, off_t*, size_t)
@@ -95,8 +97,20 @@ cdef enum:
     READ_INTO_BUF_MAX = 1 << 20 # bodies up to this size are read() into the output buffer
     DIRECT_COPY_MIN = 1 << 16   # when the output is a file, bodies this large are copied in the kernel
     HEADER_SIZE = 110
+    MAX_WORKERS = 4
 
 cdef const char* HEX = b"0123456789ABCDEF"
+# Trees whose entries take this many bytes are written by several threads (when the output is a
+# file). Tests lower it to exercise the parallel path on small trees.
+cdef uint64_t parallel_min_bytes = 64 << 20
+
+
+def _set_parallel_min_bytes(n):
+    """Set the parallel-write threshold; returns the previous value (for tests)."""
+    global parallel_min_bytes
+    previous = parallel_min_bytes
+    parallel_min_bytes = n
+    return previous
 
 
 cdef struct Entry:
@@ -115,6 +129,14 @@ cdef struct Entry:
     size_t link_first
     uint32_t link_count
     bint link_last
+    # the plan: header fields as written, and where the entry starts in the archive
+    uint64_t out_ino
+    uint64_t out_nlink
+    uint64_t out_size
+    uint64_t out_mtime
+    uint64_t offset
+    size_t target_off   # symlink target, in the targets arena
+    uint32_t target_len
 
 
 cdef struct Tree:
@@ -124,6 +146,18 @@ cdef struct Tree:
     char* names
     size_t names_len
     size_t names_cap
+    char* targets
+    size_t targets_len
+    size_t targets_cap
+
+
+# One worker's contiguous run of entries, written with pwrite/copy_file_range at known offsets.
+cdef struct Job:
+    size_t first
+    size_t last
+    int err             # errno, or -1 for "file shrank"
+    size_t err_index
+    int err_what        # 1 open, 2 read, 3 write, 4 copy
 
 
 cdef int tree_push(Tree* t, const char* rel, size_t rel_len, stat_t* st) except -1:
@@ -165,9 +199,26 @@ cdef int tree_push(Tree* t, const char* rel, size_t rel_len, stat_t* st) except 
 cdef void tree_free(Tree* t) noexcept:
     free(t.entries)
     free(t.names)
+    free(t.targets)
     t.entries = NULL
     t.names = NULL
-    t.count = t.cap = t.names_len = t.names_cap = 0
+    t.targets = NULL
+    t.count = t.cap = t.names_len = t.names_cap = t.targets_len = t.targets_cap = 0
+
+
+cdef int tree_add_target(Tree* t, Entry* e, const char* target, size_t n) except -1:
+    cdef char* grown
+    while t.targets_len + n > t.targets_cap:
+        t.targets_cap = t.targets_cap * 2 if t.targets_cap else (1 << 16)
+        grown = <char*>realloc(t.targets, t.targets_cap)
+        if grown == NULL:
+            raise MemoryError()
+        t.targets = grown
+    memcpy(t.targets + t.targets_len, target, n)
+    e.target_off = t.targets_len
+    e.target_len = <uint32_t>n
+    t.targets_len += n
+    return 0
 
 
 cdef int cmp_names(const void* a, const void* b) noexcept nogil:
@@ -311,12 +362,185 @@ cdef inline void put_hex8(char* p, uint64_t v) noexcept nogil:
         v >>= 4
 
 
+cdef inline size_t header_total(size_t name_len) noexcept nogil:
+    """Header + name + NUL, padded to 4 bytes."""
+    cdef size_t total = HEADER_SIZE + name_len + 1
+    return total + (4 - total % 4) % 4
+
+
+cdef inline size_t put_header(char* p, const char* name, size_t name_len, uint64_t ino, uint64_t mode,
+                              uint64_t uid, uint64_t gid, uint64_t nlink, uint64_t mtime, uint64_t size,
+                              uint64_t rmajor, uint64_t rminor) noexcept nogil:
+    """Format one newc header + name + padding at p; returns the bytes written."""
+    cdef size_t total = header_total(name_len)
+    memcpy(p, b"070701", 6)
+    put_hex8(p + 6, ino)
+    put_hex8(p + 14, mode)
+    put_hex8(p + 22, uid)
+    put_hex8(p + 30, gid)
+    put_hex8(p + 38, nlink)
+    put_hex8(p + 46, mtime)
+    put_hex8(p + 54, size)
+    put_hex8(p + 62, 0)
+    put_hex8(p + 70, 0)
+    put_hex8(p + 78, rmajor)
+    put_hex8(p + 86, rminor)
+    put_hex8(p + 94, name_len + 1)
+    put_hex8(p + 102, 0)
+    memcpy(p + HEADER_SIZE, name, name_len)
+    memset(p + HEADER_SIZE + name_len, 0, total - HEADER_SIZE - name_len)
+    return total
+
+
 cdef inline uint64_t clamp32(int64_t v) noexcept nogil:
     if v < 0:
         return 0
     if v > <int64_t>0xFFFFFFFF:
         return 0xFFFFFFFF
     return <uint64_t>v
+
+
+cdef int pwrite_all(int fd, const char* buf, size_t n, off_t off) noexcept nogil:
+    cdef ssize_t w
+    while n:
+        w = pwrite(fd, buf, n, off)
+        if w < 0:
+            if errno == EINTR:
+                continue
+            return errno
+        buf += w
+        n -= w
+        off += w
+    return 0
+
+
+cdef int run_job(Tree* t, Job* job, int rootfd, int outfd, off_t base, char* buf, size_t cap) noexcept nogil:
+    """Write entries [first, last) of the plan at base + their offsets. 0, or sets job.err."""
+    cdef size_t i, blen = 0, pad, want
+    cdef off_t bpos = base + <off_t>t.entries[job.first].offset if job.first < job.last else base
+    cdef off_t out_off
+    cdef Entry* e
+    cdef int src, err
+    cdef uint64_t left
+    cdef ssize_t n
+    cdef unsigned int rmaj, rmin
+    for i in range(job.first, job.last):
+        e = &t.entries[i]
+        if cap - blen < header_total(e.name_len) + 4:
+            err = pwrite_all(outfd, buf, blen, bpos)
+            if err:
+                job.err, job.err_index, job.err_what = err, i, 3
+                return -1
+            bpos += blen
+            blen = 0
+        rmaj = rmin = 0
+        if not (S_ISREG(e.mode) or S_ISDIR(e.mode) or S_ISLNK(e.mode)):
+            rmaj, rmin = c_major(e.rdev), c_minor(e.rdev)
+        blen += put_header(buf + blen, t.names + e.name_off, e.name_len, e.out_ino, e.mode, e.uid, e.gid,
+                           e.out_nlink, e.out_mtime, e.out_size, rmaj, rmin)
+        if S_ISLNK(e.mode):
+            if cap - blen < e.target_len + 4:
+                err = pwrite_all(outfd, buf, blen, bpos)
+                if err:
+                    job.err, job.err_index, job.err_what = err, i, 3
+                    return -1
+                bpos += blen
+                blen = 0
+            memcpy(buf + blen, t.targets + e.target_off, e.target_len)
+            blen += e.target_len
+        elif S_ISREG(e.mode) and e.out_size:
+            src = openat(rootfd, t.names + e.name_off, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+            if src < 0:
+                job.err, job.err_index, job.err_what = errno, i, 1
+                return -1
+            left = e.out_size
+            if left >= DIRECT_COPY_MIN or left > cap - blen:
+                # Flush what precedes the body, then copy the body file to file in the kernel.
+                err = pwrite_all(outfd, buf, blen, bpos)
+                if err:
+                    c_close(src)
+                    job.err, job.err_index, job.err_what = err, i, 3
+                    return -1
+                bpos += blen
+                blen = 0
+                out_off = bpos
+                while left:
+                    n = copy_file_range(src, NULL, outfd, &out_off, <size_t>min(left, 1 << 30), 0)
+                    if n < 0:
+                        if errno == EINTR:
+                            continue
+                        if errno in (EXDEV, EINVAL, ENOSYS, EOPNOTSUPP, EBADF, ETXTBSY):
+                            break          # no in-kernel copy here: read and pwrite the rest
+                        job.err, job.err_index, job.err_what = errno, i, 4
+                        c_close(src)
+                        return -1
+                    if n == 0:
+                        job.err, job.err_index = -1, i
+                        c_close(src)
+                        return -1
+                    left -= n
+                bpos = out_off
+            # Small bodies (and the rest after a failed in-kernel copy) go through the buffer.
+            while left:
+                if blen == cap:
+                    err = pwrite_all(outfd, buf, blen, bpos)
+                    if err:
+                        c_close(src)
+                        job.err, job.err_index, job.err_what = err, i, 3
+                        return -1
+                    bpos += blen
+                    blen = 0
+                want = <size_t>min(left, cap - blen)
+                n = c_read(src, buf + blen, want)
+                if n < 0:
+                    if errno == EINTR:
+                        continue
+                    job.err, job.err_index, job.err_what = errno, i, 2
+                    c_close(src)
+                    return -1
+                if n == 0:
+                    job.err, job.err_index = -1, i
+                    c_close(src)
+                    return -1
+                blen += n
+                left -= n
+            c_close(src)
+        pad = <size_t>((4 - e.out_size % 4) % 4)
+        if pad:
+            if cap - blen < pad:
+                err = pwrite_all(outfd, buf, blen, bpos)
+                if err:
+                    job.err, job.err_index, job.err_what = err, i, 3
+                    return -1
+                bpos += blen
+                blen = 0
+            memset(buf + blen, 0, pad)
+            blen += pad
+    err = pwrite_all(outfd, buf, blen, bpos)
+    if err:
+        job.err, job.err_index, job.err_what = err, job.last - 1, 3
+        return -1
+    return 0
+
+
+cdef class _JobRunner:
+    """Runs one Job per thread without the GIL (each with its own buffer)."""
+    cdef Tree* tree
+    cdef Job* jobs
+    cdef int rootfd
+    cdef int outfd
+    cdef off_t base
+
+    def run(self, int j):
+        cdef char* buf = <char*>malloc(BUF_SIZE)
+        if buf == NULL:
+            self.jobs[j].err, self.jobs[j].err_index, self.jobs[j].err_what = 12, self.jobs[j].first, 3
+            return
+        try:
+            with nogil:
+                run_job(self.tree, &self.jobs[j], self.rootfd, self.outfd, self.base, buf, BUF_SIZE)
+        finally:
+            free(buf)
 
 
 def _output_fd(fileobj):
@@ -502,29 +726,9 @@ cdef class NewcWriter:
     cdef int _header_c(self, const char* name, size_t name_len, uint64_t ino, uint64_t mode,
                        uint64_t uid, uint64_t gid, uint64_t nlink, uint64_t mtime, uint64_t size,
                        uint64_t rmajor, uint64_t rminor) except -1:
-        cdef size_t namesize = name_len + 1
-        cdef size_t total = HEADER_SIZE + namesize
-        cdef char* p
-        total += (4 - total % 4) % 4
-        self._reserve(total)
-        p = self._buf + self._len
-        memcpy(p, b"070701", 6)
-        put_hex8(p + 6, ino)
-        put_hex8(p + 14, mode)
-        put_hex8(p + 22, uid)
-        put_hex8(p + 30, gid)
-        put_hex8(p + 38, nlink)
-        put_hex8(p + 46, mtime)
-        put_hex8(p + 54, size)
-        put_hex8(p + 62, 0)
-        put_hex8(p + 70, 0)
-        put_hex8(p + 78, rmajor)
-        put_hex8(p + 86, rminor)
-        put_hex8(p + 94, namesize)
-        put_hex8(p + 102, 0)
-        memcpy(p + HEADER_SIZE, name, name_len)
-        memset(p + HEADER_SIZE + name_len, 0, total - HEADER_SIZE - name_len)
-        self._len += total
+        self._reserve(header_total(name_len))
+        self._len += put_header(self._buf + self._len, name, name_len, ino, mode, uid, gid, nlink, mtime,
+                                size, rmajor, rminor)
         return 0
 
     cdef int _header(self, bytes name, uint64_t ino, uint64_t mode, uint64_t uid, uint64_t gid,
@@ -558,42 +762,121 @@ cdef class NewcWriter:
         self._len = 0
         return 0
 
-    cdef int _write_tree(self, Tree* t, int rootfd, bytes root) except -1:
+    cdef uint64_t _plan(self, Tree* t, int rootfd, bytes root) except? 0xFFFFFFFFFFFFFFFF:
+        """Fix every entry's header fields (inodes renumbered, hard-link data on the last link) and
+        its offset in the archive; read symlink targets. Returns the bytes the entries take."""
         cdef size_t i
         cdef Entry* e
-        cdef uint64_t ino, nlink, size, mtime
-        cdef const char* name
+        cdef uint64_t offset = 0
         cdef char target[4097]
         cdef ssize_t tlen
         for i in range(t.count):
             e = &t.entries[i]
-            name = t.names + e.name_off
-            mtime = self._mtime if self._has_mtime else clamp32(e.mtime)
+            e.out_mtime = self._mtime if self._has_mtime else clamp32(e.mtime)
+            e.out_nlink = 1
+            e.out_size = 0
             if S_ISREG(e.mode):
                 if e.link_count == 0:
-                    ino, nlink, size = self._next_ino(), 1, e.size
+                    e.out_ino = self._next_ino()
+                    e.out_size = e.size
                 else:
                     if i == e.link_first:
-                        t.entries[i].ino = self._next_ino()  # reuse the field: the group's new inode
-                    ino = t.entries[e.link_first].ino
-                    nlink = e.link_count
-                    size = e.size if e.link_last else 0
-                self._header_c(name, e.name_len, ino, e.mode, e.uid, e.gid, nlink, mtime, size, 0, 0)
-                if size:
-                    self._body(rootfd, name, size, root)
-            elif S_ISLNK(e.mode):
-                tlen = readlinkat(rootfd, name, target, sizeof(target))
-                if tlen < 0 or tlen >= <ssize_t>sizeof(target):
-                    raise os_error(root + b"/" + name, "cannot read link")
-                self._header_c(name, e.name_len, self._next_ino(), e.mode, e.uid, e.gid, 1, mtime,
-                               tlen, 0, 0)
-                self._append(target, tlen)
-                self._pad(tlen)
-            elif S_ISDIR(e.mode):
-                self._header_c(name, e.name_len, self._next_ino(), e.mode, e.uid, e.gid, 2, mtime, 0, 0, 0)
-            else:  # character/block devices, fifos, sockets: metadata only
-                self._header_c(name, e.name_len, self._next_ino(), e.mode, e.uid, e.gid, 1, mtime, 0,
-                               c_major(e.rdev), c_minor(e.rdev))
+                        e.out_ino = self._next_ino()
+                    else:
+                        e.out_ino = t.entries[e.link_first].out_ino
+                    e.out_nlink = e.link_count
+                    e.out_size = e.size if e.link_last else 0
+            else:
+                e.out_ino = self._next_ino()
+                if S_ISDIR(e.mode):
+                    e.out_nlink = 2
+                elif S_ISLNK(e.mode):
+                    tlen = readlinkat(rootfd, t.names + e.name_off, target, sizeof(target))
+                    if tlen < 0 or tlen >= <ssize_t>sizeof(target):
+                        raise os_error(root + b"/" + t.names[e.name_off:e.name_off + e.name_len], "cannot read link")
+                    tree_add_target(t, e, target, tlen)
+                    e.out_size = tlen
+            e.offset = offset
+            offset += header_total(e.name_len) + e.out_size + (4 - e.out_size % 4) % 4
+        return offset
+
+    cdef int _write_tree(self, Tree* t, int rootfd, bytes root) except -1:
+        cdef uint64_t total = self._plan(t, rootfd, root)
+        workers = min(MAX_WORKERS, os.cpu_count() or 1)
+        if self._fd >= 0 and workers > 1 and total >= parallel_min_bytes and t.count >= <size_t>workers:
+            return self._write_parallel(t, rootfd, root, total, workers)
+        return self._write_sequential(t, rootfd, root)
+
+    cdef int _write_sequential(self, Tree* t, int rootfd, bytes root) except -1:
+        cdef size_t i
+        cdef Entry* e
+        cdef const char* name
+        for i in range(t.count):
+            e = &t.entries[i]
+            name = t.names + e.name_off
+            self._header_c(name, e.name_len, e.out_ino, e.mode, e.uid, e.gid, e.out_nlink, e.out_mtime,
+                           e.out_size, c_major(e.rdev) if not (S_ISREG(e.mode) or S_ISDIR(e.mode) or S_ISLNK(e.mode)) else 0,
+                           c_minor(e.rdev) if not (S_ISREG(e.mode) or S_ISDIR(e.mode) or S_ISLNK(e.mode)) else 0)
+            if S_ISLNK(e.mode):
+                self._append(t.targets + e.target_off, e.target_len)
+                self._pad(e.target_len)
+            elif S_ISREG(e.mode) and e.out_size:
+                self._body(rootfd, name, e.out_size, root)
+        return 0
+
+    cdef int _write_parallel(self, Tree* t, int rootfd, bytes root, uint64_t total, int workers) except -1:
+        """Split the entries into contiguous runs of about equal bytes, one per thread; each thread
+        writes its run at the run's offset (pwrite, copy_file_range with an output offset), so the
+        in-kernel copies of two runs proceed on two cores. Same bytes as the sequential path."""
+        cdef Job* jobs
+        cdef size_t i, start = 0
+        cdef int j
+        cdef off_t base
+        self._flush()
+        base = lseek(self._fd, 0, 1)   # SEEK_CUR: where this tree's first entry goes
+        if base < 0:
+            return self._write_sequential(t, rootfd, root)
+        jobs = <Job*>malloc(workers * sizeof(Job))
+        if jobs == NULL:
+            raise MemoryError()
+        try:
+            for j in range(workers):
+                jobs[j].first = start
+                if j == workers - 1:
+                    jobs[j].last = t.count
+                else:
+                    i = start
+                    while i < t.count and t.entries[i].offset < total * (j + 1) // workers:
+                        i += 1
+                    jobs[j].last = i
+                start = jobs[j].last
+                jobs[j].err = 0
+            runner = _JobRunner()
+            runner.tree = t
+            runner.jobs = jobs
+            runner.rootfd = rootfd
+            runner.outfd = self._fd
+            runner.base = base
+            threads = [threading.Thread(target=runner.run, args=(j,)) for j in range(1, workers)]
+            for th in threads:
+                th.start()
+            runner.run(0)
+            for th in threads:
+                th.join()
+            for j in range(workers):
+                if jobs[j].err:
+                    e = &t.entries[jobs[j].err_index]
+                    path = os.fsdecode(root + b"/" + t.names[e.name_off:e.name_off + e.name_len])
+                    if jobs[j].err == -1:
+                        raise CpioError(f"{path}: file shrank while being archived")
+                    what = {1: "cannot open", 2: "cannot read", 3: "cannot write the archive",
+                            4: "cannot copy"}.get(jobs[j].err_what, "error")
+                    raise CpioError(f"{path}: {what}: {os.strerror(jobs[j].err)}")
+        finally:
+            free(jobs)
+        if lseek(self._fd, base + <off_t>total, SEEK_SET) < 0:
+            raise OSError(errno, os.strerror(errno))
+        self._written += total
         return 0
 
     cdef int _body(self, int rootfd, const char* name, uint64_t size, bytes root) except -1:
