@@ -12,7 +12,9 @@ setup:
 define:
 	$(PY) -m stages.define $(ARGS)
 
-build: define
+# `define` is also a make directive: as a prerequisite it is spelled through a variable.
+DEFINE := define
+build: $(DEFINE)
 	$(PY) -m stages.build $(ARGS)
 
 compress: build
@@ -30,7 +32,8 @@ test:
 bench:
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
-demo: setup all
+demo: setup
+	$(PY) scripts/demo.py $(ARGS)
 
 clean:
 	rm -rf $(STATE) build wwfast/_*.c wwfast/_*.so

@@ -168,7 +168,8 @@ def main(argv=None):
     if args.import_name:
         # The environment carries conf/state: every wwfast subcommand honours WWFAST_CONF / WWFAST_STATE.
         env = dict(os.environ, WWFAST_CONF=args.conf, WWFAST_STATE=args.state)
-        cmd = [sys.executable, "-m", "wwfast.cli", "image", "import", args.dir, args.import_name]
+        update = ["--update"] if os.path.exists(os.path.join(args.state, "images", args.import_name)) else []
+        cmd = [sys.executable, "-m", "wwfast.cli", "image", "import", *update, args.dir, args.import_name]
         return subprocess.run(cmd, env=env).returncode
     return 0
 

@@ -50,7 +50,9 @@ class Cluster:
         return self.run([self.python, "-m", "wwfast.cli", *args], "wwfast " + " ".join(args))
 
     def import_image(self, tree, name):
-        return self.wwfast("image", "import", str(tree), name)
+        """`wwfast image import` (with --update when the image exists: a re-import is a new version)."""
+        update = ["--update"] if (self.state / "images" / name).exists() else []
+        return self.wwfast("image", "import", *update, str(tree), name)
 
     def publish(self):
         """define, build, compress: the manifest is the commit point. Returns the stages' output."""

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""`make demo`: boot the demo cluster (conf/) in QEMU through the iPXE ROM, end to end, and summarise.
+
+Steps: make the demo image (busybox + the Debian kernel) and import it; run define, build, compress;
+start serve (HTTP and TFTP as conf/wwfast.yaml says); boot every node of the node database at once in
+QEMU (TCG) with the ROM's first step over TFTP (`tftp://SERVER:TFTP_PORT/${mac:hexhyp}.ipxe`, the node's
+own iPXE script, which then fetches kernel, image and overlays over HTTP); check that each console shows
+the node's own hostname, its runtime overlay marker and its kernel arguments; stop everything it
+started; print nodes booted, seconds each and bytes served. Exit status 0 only when every node booted.
+"""
+import argparse
+import os
+import pathlib
+import socket
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from helpers.cluster import Cluster, StageFailed, StageWatcher  # noqa: E402
+from helpers.qemu_nodes import NodeGroup, NodeTimeout, QemuNode  # noqa: E402
+from wwfast import demo_image, nodes as nodedb, settings as wwsettings  # noqa: E402
+
+IMAGE_NAME = "demo"
+BOOT_TIMEOUT = 240
+
+
+def port_in_use(host, port, kind=socket.SOCK_STREAM):
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def primary_mac(node):
+    for dev in node["network devices"].values():
+        if dev.get("primary") and dev.get("hwaddr"):
+            return dev["hwaddr"]
+    macs = nodedb.node_macs(node)
+    return macs[0] if macs else None
+
+
+def step(text):
+    print(f"demo: {text}", flush=True)
+
+
+def check_node(node_id, report, kernel_args):
+    """Problems with what a node's console showed (empty list when it shows everything it must)."""
+    problems = []
+    if report.get("hostname") != node_id:
+        problems.append(f"hostname is {report.get('hostname')!r}, expected {node_id!r}")
+    if "runtime" not in report["markers"]:
+        problems.append("no runtime overlay marker")
+    elif node_id not in report["markers"]["runtime"]:
+        problems.append(f"runtime marker {report['markers']['runtime']!r} is not this node's")
+    cmdline = report.get("cmdline", "").split()
+    missing = [a for a in kernel_args if a not in cmdline]
+    if missing:
+        problems.append(f"kernel arguments {missing} missing from {cmdline}")
+    return problems
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--conf", default=os.environ.get("WWFAST_CONF", "conf"))
+    parser.add_argument("--state", default=os.environ.get("WWFAST_STATE", "var"))
+    parser.add_argument("--timeout", type=float, default=BOOT_TIMEOUT, help="seconds for all nodes to boot")
+    args = parser.parse_args(argv)
+    conf, state = pathlib.Path(args.conf).resolve(), pathlib.Path(args.state).resolve()
+    started = time.monotonic()
+
+    settings = wwsettings.load(conf)
+    host = settings.http_bind if settings.http_bind not in ("", "0.0.0.0") else "127.0.0.1"
+    for port, kind, what in ((settings.http_port, socket.SOCK_STREAM, "HTTP"),
+                             (settings.tftp_port, socket.SOCK_DGRAM, "TFTP")):
+        if port_in_use(host, port, kind):
+            print(f"demo: {what} port {host}:{port} is busy (is `make serve` running?); stop it first",
+                  file=sys.stderr)
+            return 2
+    cluster = Cluster(conf, state, http_host=host, http_port=settings.http_port)
+
+    step("making the demo image (busybox-static + the Debian kernel and its NIC modules)")
+    tree = state / "demo-image"
+    version = demo_image.make_demo_image(tree)
+    cluster.import_image(tree, IMAGE_NAME)
+    step(f"imported image {IMAGE_NAME!r} (kernel {version}); running define, build, compress")
+    try:
+        for name in ("define", "build", "compress"):
+            out = cluster.stage(name).strip()
+            for line in out.splitlines()[-3:]:
+                print(f"  {name}: {line}")
+    except StageFailed as e:
+        print(f"demo: {e}", file=sys.stderr)
+        return 1
+
+    db = nodedb.load_db(state)["nodes"]
+    nodes, kernel_args = [], {}
+    for node_id, node in sorted(db.items()):
+        mac = primary_mac(node)
+        if mac is None:
+            step(f"skipping {node_id}: it has no MAC address")
+            continue
+        nodes.append(QemuNode(node_id, mac, state / "demo-consoles",
+                              bootfile=f"tftp://{settings.address}:{settings.tftp_port}/${{mac:hexhyp}}.ipxe",
+                              asset=node["asset key"] or None))
+        kernel_args[node_id] = node["kernel"]["args"]
+
+    step(f"starting serve (HTTP {host}:{settings.http_port}, TFTP {settings.tftp_bind}:{settings.tftp_port})")
+    failures = {}
+    reports = {}
+    try:
+        cluster.start_serve()
+        step(f"booting {len(nodes)} nodes at once in QEMU: " + ", ".join(f"{n.name} ({n.mac})" for n in nodes))
+        with StageWatcher(cluster) as watcher, NodeGroup(nodes) as group:
+            try:
+                reports = group.wait_booted(args.timeout)
+            except NodeTimeout as e:
+                failures["boot"] = str(e)
+        served = cluster.bytes_served()
+    finally:
+        cluster.stop_serve()
+
+    print()
+    for node in nodes:
+        report = reports.get(node.name)
+        if report is None:
+            continue
+        problems = check_node(node.name, report, kernel_args[node.name])
+        if problems:
+            failures[node.name] = "; ".join(problems)
+        print(f"  {node.name} ({node.mac}): booted in {report['seconds']:.1f} s; hostname {report.get('hostname')}; "
+              f"runtime overlay: {report['markers'].get('runtime', '-')}")
+        print(f"      kernel: {report.get('cmdline', '')}")
+        print(f"      stages seen in /status: {' > '.join(watcher.seen.get(node.name, []))}")
+    booted = len(reports) - sum(1 for n in reports if n in failures)
+    print(f"\ndemo: {booted}/{len(nodes)} nodes booted; {served / 1e6:.1f} MB served; "
+          f"total {time.monotonic() - started:.0f} s (consoles in {state / 'demo-consoles'}, serve log {cluster.serve_log})")
+    for what, text in failures.items():
+        print(f"demo: FAILED {what}: {text}", file=sys.stderr)
+    return 0 if not failures and booted == len(nodes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
