@@ -75,7 +75,7 @@ def test_goldens_cover_every_builtin_overlay_and_template():
                    "wwfast-vlan100.nmconnection", "/etc/network/interfaces.d/wwfast-default", "/etc/resolv.conf",
                    "/etc/passwd", "/etc/group", "/root/.ssh/authorized_keys", "/etc/fstab", "/etc/issue",
                    "/etc/ssh/ssh_host_rsa_key", "/wwinit/config", "/init", "/etc/hostname", "/etc/hosts",
-                   "/etc/systemd/network/10-wwfast-vlan100.netdev"):
+                   "/etc/systemd/network/10-wwfast-vlan100.netdev", "/etc/systemd/system/wwfast-agent.service"):
         assert marker in text, marker
 
 

@@ -105,7 +105,8 @@ def make_images(state_dir):
     _write(bb / "etc" / "passwd", passwd)
     _write(bb / "etc" / "group", group)
     sd = base / "systemd" / "rootfs"
-    for rel in ("usr/lib/systemd/systemd-networkd", "usr/sbin/NetworkManager", "usr/sbin/ifup"):
+    for rel in ("usr/lib/systemd/systemd", "usr/lib/systemd/systemd-networkd", "usr/sbin/NetworkManager",
+                "usr/sbin/ifup"):
         _write(sd / rel, "", 0o755)
     for link in ("lib", "sbin", "bin"):
         os.symlink(f"usr/{link}", sd / link)
