@@ -25,11 +25,11 @@ def run(conf_dir, state_dir, force=False, wait=True, grace=publish.GRACE_SECONDS
     with publish.lock(state_dir, wait=wait, on_wait=lambda m: say(f"compress: {m}")):
         result = publish.run(state_dir, settings, force=force, grace=grace)
     if not result.reasons:
-        say(f"compress: current (generation {result.manifest['generation']})")
+        say(f"compress: current (generation {result.generation})")
     else:
         say(f"compress: ran because {'; '.join(result.reasons)}")
         state = "published" if result.changed else "unchanged"
-        say(f"compress: {state} generation {result.manifest['generation']}: "
+        say(f"compress: {state} generation {result.generation}: "
             f"{len(result.manifest['nodes'])} nodes, {result.compressed} store files written, "
             f"{result.reused} reused, in {time.monotonic() - started:.2f} s")
     if result.removed:

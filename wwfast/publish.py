@@ -179,9 +179,9 @@ def _build_inputs(build, path):
 
 # ---- is the published state current? ----
 
-def why_stale(state_dir, settings):
+def why_stale(state_dir, settings, memory=None):
     """Reasons to rerun (empty list: the manifest is current and every file it names is in place)."""
-    memory = _load_memory(state_dir)
+    memory = _load_memory(state_dir) if memory is None else memory
     reasons = []
     if memory.get("version") != STAGE_VERSION:
         reasons.append("no record of a previous run by this stage version"
@@ -228,8 +228,9 @@ def _manifest_problems(state_dir, memory):
         return ["no manifest published yet"]
     if fsutil.sha256_bytes(raw) != memory.get("manifest_sha256"):
         return ["the manifest is not the one this stage wrote last"]
+    # memory["store"] lists what that manifest names (recorded with it): no need to parse it here
     store = store_dir(state_dir)
-    for name, (size, _) in manifest_files(json.loads(raw)).items():
+    for name, (size, _) in memory.get("store", {}).items():
         try:
             if os.stat(os.path.join(store, name)).st_size != size:
                 return [f"store file {name} has the wrong size"]
@@ -299,6 +300,7 @@ class _Publisher:
             "build_json": build_digest, "nodes_json": nodes_digest,
             "inputs": {rel: hashed[rel][0] + [hashed[rel][1]] for rel in inputs},
             "store": {name: [size, sha] for name, (size, sha) in manifest_files(manifest).items()},
+            "generation": manifest["generation"],
         })
         with open(manifest_path(self.state_dir), "rb") as f:
             memory["manifest_sha256"] = fsutil.sha256_bytes(f.read())
@@ -449,14 +451,15 @@ def _sync_filesystem(path):
 
 # ---- garbage ----
 
-def collect_garbage(state_dir, manifest, memory, grace=GRACE_SECONDS, now=None):
-    """Remove temp files of killed runs, and store files unreferenced for `grace` seconds.
+def collect_garbage(state_dir, referenced, memory, grace=GRACE_SECONDS, now=None):
+    """Remove temp files of killed runs, and store files not in `referenced` (the names the
+    published manifest holds) for `grace` seconds.
 
     Call with the lock held. Updates memory["retired"] ({name: time first seen unreferenced});
     returns the names removed.
     """
     now = time.time() if now is None else now
-    referenced = set(manifest_files(manifest)) if manifest else set()
+    referenced = set(referenced)
     retired = dict(memory.get("retired", {}))
     removed = []
     for directory in (store_dir(state_dir), publish_dir(state_dir)):
@@ -480,10 +483,11 @@ def collect_garbage(state_dir, manifest, memory, grace=GRACE_SECONDS, now=None):
 
 
 class Result:
-    def __init__(self, reasons, changed, manifest, compressed=0, reused=0, removed=()):
+    def __init__(self, reasons, changed, manifest, generation, compressed=0, reused=0, removed=()):
         self.reasons = reasons          # why it ran ([] = it was current)
         self.changed = changed          # a new manifest was committed
-        self.manifest = manifest
+        self.manifest = manifest        # the manifest published by this run (None when current)
+        self.generation = generation
         self.compressed = compressed    # store files written
         self.reused = reused            # store files already present (same input content)
         self.removed = list(removed)    # store files deleted after their grace period
@@ -494,16 +498,16 @@ def run(state_dir, settings, force=False, grace=GRACE_SECONDS, progress=None):
 
     `progress`: None = a bar when stderr is a terminal, True/False to force.
     """
-    reasons = ["forced"] if force else why_stale(state_dir, settings)
     memory = _load_memory(state_dir)
+    reasons = ["forced"] if force else why_stale(state_dir, settings, memory)
     if reasons:
         publisher = _Publisher(state_dir, settings, progress)
         manifest, changed = publisher.run(memory)
         counts = {"compressed": publisher.compressed, "reused": publisher.reused}
     else:
-        manifest, changed, counts = load_manifest(state_dir), False, {}
+        manifest, changed, counts = None, False, {}
     retired_before = memory.get("retired", {})
-    removed = collect_garbage(state_dir, manifest, memory, grace)
+    removed = collect_garbage(state_dir, memory.get("store", {}), memory, grace)
     if reasons or removed or memory["retired"] != retired_before:
         _save_memory(state_dir, memory)
-    return Result(reasons, changed, manifest, removed=removed, **counts)
+    return Result(reasons, changed, manifest, memory.get("generation"), removed=removed, **counts)
