@@ -314,3 +314,8 @@ def test_overlay_list_and_show_cli(dirs):
     assert bad.returncode == 1 and "has no file 'etc/nope'" in bad.stderr
     nonode = _wwfast(["overlay", "show", "hostname", "etc/hostname", "--render", "zz"], conf, state)
     assert nonode.returncode == 1 and "no node 'zz'" in nonode.stderr
+    built = _wwfast(["overlay", "build"], conf, state)
+    assert built.returncode == 0 and "overlays: 4 node(s) rebuilt, 0 current" in built.stdout, built.stderr
+    again = _wwfast(["overlay", "build"], conf, state)
+    assert "overlays: 0 node(s) rebuilt, 4 current" in again.stdout
+    assert (state / "build" / "overlays" / "n-vlan" / "system.cpio").is_file()

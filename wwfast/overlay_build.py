@@ -284,7 +284,7 @@ class OverlayBuilder:
         return self.deps
 
     # ------------------------------------------------------------------------------ the whole build
-    def run(self, only=None, force=False, log=None):
+    def run(self, force=False, log=None):
         started = time.monotonic()
         result = Result()
         os.makedirs(out_dir(self.state_dir), exist_ok=True)
@@ -301,8 +301,6 @@ class OverlayBuilder:
             todo = []
             for node_id in sorted(self.nodes):
                 why = _why_rebuild(self.state_dir, node_id, fps[node_id], prev_nodes.get(node_id), force)
-                if only is not None and node_id not in only and why != "no archive yet":
-                    why = None
                 if why:
                     todo.append(node_id)
                     result.reasons[node_id] = why
@@ -444,10 +442,10 @@ def syncfs(path):
         os.sync()
 
 
-def build_overlays(conf_dir, state_dir, settings, nodes, only=None, force=False, workers=None, log=None):
+def build_overlays(conf_dir, state_dir, settings, nodes, force=False, workers=None, log=None):
     """Build the overlays of every node in `nodes` ({id: node}); returns a Result (rebuilt/current lists)."""
     builder = OverlayBuilder(conf_dir, state_dir, settings, nodes, workers=workers)
-    return builder.run(only=only, force=force, log=log)
+    return builder.run(force=force, log=log)
 
 
 def run_step(conf_dir, state_dir, nodes, settings, force=False, log=print):
