@@ -97,7 +97,6 @@ cdef enum:
     MAX_WINDOW = 64           # == _tftp_codec.MAX_WINDOWSIZE
     PEER_BYTES = 28           # sizeof(struct sockaddr_in6)
     RECV_BYTES = 65536
-    READS_PER_SESSION = 64    # fairness: at most this many packets per socket per poll
 
 STAT_NAMES = ("started", "completed", "expired", "aborted", "data_sent", "retransmits",
               "duplicate_acks", "wrong_tid", "malformed", "send_errors")
@@ -292,7 +291,7 @@ cdef class SessionTable:
     def poll(self):
         """Read every pending packet of every ready session; returns the packets handled."""
         cdef int n, i, sid, handled = 0, rounds = 0
-        while rounds < 4:
+        while rounds < 8:
             n = epoll_wait(self.epfd, self.events, EVENTS, 0)
             if n <= 0:
                 break
@@ -303,7 +302,7 @@ cdef class SessionTable:
             rounds += 1
             if n < EVENTS:
                 break
-        self.advance()
+        self._advance()
         return handled
 
     def advance(self):
@@ -371,20 +370,20 @@ cdef class SessionTable:
         self.capacity = new_capacity
 
     cdef int _drain(self, int sid) except -1:
-        """Read the packets waiting on one session's socket."""
+        """Read one packet from a ready session's socket.
+
+        One, not "until EAGAIN": in lock-step there is one ACK waiting, and the
+        epoll set is level-triggered, so a second packet is reported by the next
+        epoll_wait. That saves a failing recvfrom per packet.
+        """
         cdef sockaddr_in6 src
-        cdef socklen_t srclen
-        cdef ssize_t n
-        cdef int count = 0
-        cdef int fd = self.fd[sid]
-        while count < READS_PER_SESSION and self.state[sid] != FREE and self.fd[sid] == fd:
-            srclen = sizeof(sockaddr_in6)
-            n = recvfrom(fd, self.recv_buf, RECV_BYTES, MSG_DONTWAIT, <sockaddr *>&src, &srclen)
-            if n < 0:
-                break   # EAGAIN: drained (or a socket error: the timer decides)
-            count += 1
-            self._on_packet(sid, self.recv_buf, n, &src, srclen)
-        return count
+        cdef socklen_t srclen = sizeof(sockaddr_in6)
+        cdef ssize_t n = recvfrom(self.fd[sid], self.recv_buf, RECV_BYTES, MSG_DONTWAIT,
+                                  <sockaddr *>&src, &srclen)
+        if n < 0:
+            return 0    # EAGAIN (or a socket error: the timer decides)
+        self._on_packet(sid, self.recv_buf, n, &src, srclen)
+        return 1
 
     cdef bint _same_peer(self, int sid, sockaddr_in6 *src) noexcept:
         cdef sockaddr_in6 *p = <sockaddr_in6 *>&self.peer[sid, 0]

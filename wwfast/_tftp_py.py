@@ -110,17 +110,22 @@ class SessionTable:
     def poll(self):
         """Read every pending packet of every ready session; returns the packets handled."""
         handled = 0
-        for fd, _events in self._epoll.poll(0):
-            s = self._by_fd.get(fd)
-            while s is not None and self._sessions.get(s.sid) is s:
+        # One packet per ready socket per round: the epoll set is level-triggered, so
+        # a socket with more waiting is reported again (no failing recv per packet).
+        for _round in range(8):
+            events = self._epoll.poll(0, 512)
+            for fd, _events in events:
+                s = self._by_fd.get(fd)
+                if s is None:
+                    continue
                 try:
                     packet, addr = s.sock.recvfrom(65536)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
-                    break
+                except OSError:   # EAGAIN, or a socket error: the timer decides
+                    continue
                 handled += 1
                 self._on_packet(s, packet, addr)
+            if len(events) < 512:
+                break
         self.advance()
         return handled
 

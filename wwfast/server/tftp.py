@@ -127,6 +127,7 @@ class TftpServer:
             lambda: _Listener(self), local_addr=(self.host, self.port),
             reuse_port=self.reuse_port or None)
         self.port = self._transport.get_extra_info("sockname")[1]
+        _deepen_receive_buffer(self._transport.get_extra_info("socket"))
         self._loop.add_reader(self.table.fileno(), self._poll)
         log.info("tftp: serving %s on %s:%s (core %s)", self.root, self.host, self.port,
                  "compiled" if self.core.__name__.endswith("_tftp") else "pure")
@@ -237,6 +238,26 @@ class TftpServer:
             raise core.TftpError(core.ERR_ACCESS, "permission denied") from None
         except OSError:
             raise core.TftpError(core.ERR_NOT_FOUND, "file not found") from None
+
+
+LISTENER_RCVBUF = 4 << 20
+
+
+def _deepen_receive_buffer(sock):
+    """Room for a boot storm's burst of RRQs (the default buffer holds a few hundred).
+
+    SO_RCVBUFFORCE passes net.core.rmem_max when we may (root); else the capped SO_RCVBUF.
+    """
+    if sock is None:
+        return
+    for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        if option is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, LISTENER_RCVBUF)
+            return
+        except OSError:
+            continue
 
 
 def _describe(data):

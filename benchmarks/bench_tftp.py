@@ -1,0 +1,224 @@
+"""TFTP boot storm: N clients fetch a 1 MiB NBP at once, ours vs tftp-hpa's in.tftpd (and dnsmasq).
+
+Every server runs in the same private network namespace (its own loopback, so
+dnsmasq can have port 69 and nothing clashes with other users of the machine),
+and the same load generator drives them all: benchmarks/tftp_loadgen.c, compiled
+here with gcc, run as two processes (one epoll loop each) so it is not the
+bottleneck. Each client asks blksize 1432 + tsize as iPXE does ("lockstep"), or
+adds windowsize 4 as EDK2 UEFI does ("ws4"; a server without RFC 7440 support
+leaves it out of its OACK and the client falls back to lock-step). Every byte
+is checked against the file. Runs are interleaved across servers and repeated;
+medians are printed with the ratio to tftp-hpa.
+
+    .venv/bin/python benchmarks/bench_tftp.py [--clients 200,1000] [--repeat 3]
+"""
+import argparse
+import os
+import pathlib
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent
+PYTHON = ROOT / ".venv" / "bin" / "python"
+FILE_SIZE = 1 << 20
+MODES = {"lockstep": (1432, 1), "ws4": (1432, 4)}
+NOFILE = "--nofile={0}:{0}".format(__import__("resource").getrlimit(__import__("resource").RLIMIT_NOFILE)[1])
+PORTS = {"wwfast": 6901, "wwfast-2w": 6902, "tftp-hpa": 6903, "dnsmasq": 69}
+
+
+class Netns:
+    """A throw-away network namespace with only `lo` up (deleted on exit)."""
+
+    def __init__(self):
+        self.name = f"wwfast-bench-tftp-{os.getpid()}"
+
+    def __enter__(self):
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        for cmd in (["ip", "link", "set", "lo", "up"],
+                    # in.tftpd's address lookup (AI_ADDRCONFIG) wants a configured non-loopback
+                    # interface: a veth pair that stays inside the namespace.
+                    ["ip", "link", "add", "wwb0", "type", "veth", "peer", "name", "wwb1"],
+                    ["ip", "addr", "add", "10.253.0.1/24", "dev", "wwb0"],
+                    ["ip", "link", "set", "wwb0", "up"], ["ip", "link", "set", "wwb1", "up"]):
+            subprocess.run(self.prefix + cmd, check=True)
+        return self
+
+    @property
+    def prefix(self):
+        return ["ip", "netns", "exec", self.name]
+
+    def __exit__(self, *exc):
+        subprocess.run(["ip", "netns", "delete", self.name], check=False)
+
+
+def cpu_seconds(pid):
+    """utime+stime of `pid`, its reaped children and its live children."""
+    def stat(p, with_children):
+        try:
+            fields = pathlib.Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        ticks = int(fields[11]) + int(fields[12])
+        if with_children:
+            ticks += int(fields[13]) + int(fields[14])
+        return ticks / os.sysconf("SC_CLK_TCK")
+    total = stat(pid, True)
+    try:
+        children = pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return total + sum(stat(int(c), True) for c in children)
+
+
+def start_servers(ns, tmp, root, wanted):
+    servers = {}
+    env = dict(os.environ)
+    commands = {
+        "wwfast": [str(PYTHON), "-m", "wwfast.server.tftp", "--root", str(root), "--bind", "127.0.0.1",
+                   "--port", str(PORTS["wwfast"])],
+        "wwfast-2w": [str(PYTHON), "-m", "wwfast.server.tftp", "--root", str(root), "--bind", "127.0.0.1",
+                      "--port", str(PORTS["wwfast-2w"]), "--workers", "2"],
+        # -L: stay in the foreground (standalone, one forked child per transfer).
+        "tftp-hpa": ["in.tftpd", "-L", "-a", f"127.0.0.1:{PORTS['tftp-hpa']}", "-s", str(root), "-u", "root"],
+        "dnsmasq": ["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--enable-tftp",
+                    f"--tftp-root={root}", "--listen-address=127.0.0.1", "--bind-interfaces",
+                    "--tftp-max=5000", "--quiet-tftp", "--user=root", "--group=root",
+                    f"--pid-file={tmp}/dnsmasq.pid"],
+    }
+    for name in wanted:
+        exe = commands[name][0]
+        if not (os.path.exists(exe) or shutil.which(exe)):
+            print(f"# {name}: {exe} not installed, skipped")
+            continue
+        log = open(tmp / f"{name}.log", "w")
+        # the servers hold one socket per transfer: lift the fd limit for them
+        proc = subprocess.Popen(ns.prefix + ["prlimit", NOFILE] + commands[name],
+                                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+                                start_new_session=True)
+        servers[name] = proc
+    return servers
+
+
+def run_load(ns, loadgen, port, root, clients, mode, processes=2):
+    """All clients at once, split over `processes` loadgens; returns a dict of the results."""
+    blksize, window = MODES[mode]
+    shares = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
+    procs = [subprocess.Popen(ns.prefix + ["prlimit", NOFILE, str(loadgen), "127.0.0.1",
+                                           str(port), "nbp.efi", str(root / "nbp.efi"), str(n), str(blksize),
+                                           str(window)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for n in shares]
+    time.sleep(0.2 + clients / 5000)   # sockets created, every process waiting for "go"
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    results = []
+    for p in procs:
+        out, _ = p.communicate(timeout=600)
+        results.append(dict(kv.split("=") for kv in out.split()))
+    return {
+        "seconds": max(float(r["seconds"]) for r in results),
+        "ok": sum(int(r["ok"]) for r in results),
+        "failed": sum(int(r["failed"]) for r in results),
+        "p50": statistics.median(float(r["p50"]) for r in results),
+        "p99": max(float(r["p99"]) for r in results),
+    }
+
+
+def wait_ready(ns, loadgen, servers, root):
+    for name in list(servers):
+        deadline = time.monotonic() + 15
+        while True:
+            if servers[name].poll() is not None:
+                print(f"# {name} exited early (see its log); skipped")
+                del servers[name]
+                break
+            r = run_load(ns, loadgen, PORTS[name], root, 1, "lockstep", processes=1)
+            if r["ok"] == 1:
+                break
+            if time.monotonic() > deadline:
+                print(f"# {name} does not answer; skipped")
+                servers.pop(name).terminate()
+                break
+            time.sleep(0.3)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", default="200,1000")
+    parser.add_argument("--modes", default="lockstep,ws4")
+    parser.add_argument("--servers", default="wwfast,wwfast-2w,tftp-hpa,dnsmasq")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench_tftp needs root (a private network namespace; dnsmasq on port 69)")
+    clients_list = [int(c) for c in args.clients.split(",")]
+    modes = args.modes.split(",")
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="bench-tftp-"))
+    os.chmod(tmp, 0o755)
+    root = tmp / "root"
+    root.mkdir(mode=0o755)
+    (root / "nbp.efi").write_bytes(os.urandom(FILE_SIZE))
+    loadgen = tmp / "tftp_loadgen"
+    subprocess.run(["gcc", "-O2", "-o", str(loadgen), str(HERE / "tftp_loadgen.c")], check=True)
+    results = {}
+    with Netns() as ns:
+        servers = start_servers(ns, tmp, root, args.servers.split(","))
+        try:
+            wait_ready(ns, loadgen, servers, root)
+            print(f"# {FILE_SIZE} B file, blksize 1432, servers: {', '.join(servers)}; "
+                  f"load generator: 2 processes; {args.repeat} interleaved runs each")
+            for clients in clients_list:
+                for mode in modes:
+                    for _ in range(args.repeat):
+                        for name, proc in servers.items():
+                            cpu0 = cpu_seconds(proc.pid)
+                            r = run_load(ns, loadgen, PORTS[name], root, clients, mode)
+                            # in.tftpd's children are reaped without wait(): their CPU is not visible
+                            r["cpu"] = cpu_seconds(proc.pid) - cpu0 if name != "tftp-hpa" else float("nan")
+                            results.setdefault((clients, mode, name), []).append(r)
+                            print(f"  {name:10s} {mode:8s} {clients:5d} clients: {r['seconds']:.3f} s "
+                                  f"ok {r['ok']} failed {r['failed']} server cpu {r['cpu']:.2f} s", flush=True)
+                            time.sleep(1.2)   # let abandoned retransmits and TIME_WAIT-like state settle
+        finally:
+            for proc in servers.values():
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            for proc in servers.values():
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+    shutil.rmtree(tmp, ignore_errors=True)
+    report(results, clients_list, modes)
+
+
+def report(results, clients_list, modes):
+    print()
+    print(f"{'clients':>7} {'mode':8} {'server':10} {'median s':>9} {'MB/s':>8} {'p50 s':>7} {'p99 s':>7} "
+          f"{'failed':>6} {'cpu s':>6} {'vs tftp-hpa':>11}")
+    for clients in clients_list:
+        for mode in modes:
+            base = results.get((clients, mode, "tftp-hpa"))
+            base_s = statistics.median(r["seconds"] for r in base) if base else None
+            for (c, m, name), runs in results.items():
+                if (c, m) != (clients, mode):
+                    continue
+                med = statistics.median(r["seconds"] for r in runs)
+                mbps = clients * FILE_SIZE / med / 1e6
+                ratio = f"{base_s / med:.2f}x" if base_s else "-"
+                print(f"{clients:7d} {mode:8} {name:10} {med:9.3f} {mbps:8.1f} "
+                      f"{statistics.median(r['p50'] for r in runs):7.3f} {max(r['p99'] for r in runs):7.3f} "
+                      f"{sum(r['failed'] for r in runs):6d} {statistics.median(r['cpu'] for r in runs):6.2f} "
+                      f"{ratio:>11}")
+
+
+if __name__ == "__main__":
+    main()
