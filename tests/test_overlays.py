@@ -245,6 +245,7 @@ def test_warewulf_template_functions(dirs, tmp_path):
         "etc/image-has.j2": "{{ image_has('/sbin/ifup') }} {{ image_has('/usr/bin/nothing') }}\n",
         "etc/localtime.j2": "{{ softlink('/usr/share/zoneinfo/UTC') }}",
         "etc/static.txt": "copied as is {{ not rendered }}\n",
+        "etc/peers.j2": "{% for n in all_nodes if n.id != node.id %}{{ n.id }} {% endfor %}{{ node.id }}\n",
     })
     os.chmod(conf / "overlays/funcs/etc/static.txt", 0o751)
     build(dirs, nodes=_node_with(["funcs"]))
@@ -260,6 +261,7 @@ def test_warewulf_template_functions(dirs, tmp_path):
     assert "/etc/image-has\nTrue False\n" in text
     assert "=== l 0777 0:0 /etc/localtime -> /usr/share/zoneinfo/UTC" in text
     assert "=== f 0751 0:0 /etc/static.txt\ncopied as is {{ not rendered }}\n" in text
+    assert "=== f 0644 0:0 /etc/peers\nt1\n" in text
 
 
 def test_file_cannot_escape_the_node_tree(dirs):

@@ -190,7 +190,7 @@ class OverlayBuilder:
     # ------------------------------------------------------------------------------ fingerprints
     def fingerprints(self, previous_server_files):
         settings_digest = getattr(self.settings, "digest", "") or repr(sorted(vars(self.settings).items()))
-        all_nodes_digest = hashlib.sha256(json.dumps(self.nodes, sort_keys=True).encode()).hexdigest()
+        all_nodes_digest = None  # only when a per-node template reads all_nodes (rare: hosts is shared)
         files_digest = hashlib.sha256(json.dumps(
             {p: _file_sig(p) for p in sorted(previous_server_files)}).encode()).hexdigest()
         base = f"{BUILD_VERSION}\0{cpio.WRITER_VERSION}\0{settings_digest}\0{self.conf_dir}\0{self.state_dir}\0"
@@ -208,6 +208,8 @@ class OverlayBuilder:
                 for name in names:
                     h.update(self.source(name, node_id, context).digest.encode())
                 if all_nodes:
+                    if all_nodes_digest is None:
+                        all_nodes_digest = hashlib.sha256(json.dumps(self.nodes, sort_keys=True).encode()).hexdigest()
                     h.update(b"all\0" + all_nodes_digest.encode())
                 if image:
                     h.update(b"image\0" + _image_digest(self.state_dir, node.get("image name", "")).encode())
