@@ -218,7 +218,6 @@ class Connection(asyncio.Protocol):
     def _refuse(self, code, message):
         """A request we could not parse: answer, count it, close (the stream is out of sync)."""
         log.warning("%s:%s: %d %s", self.peer[0], self.peer[1], code, message)
-        self.server.metrics.request("bad", code)
         self.request_started = 0.0
         self.queue.clear()
         if self.busy:                 # mid-response: the client cannot tell our answer apart
@@ -360,6 +359,10 @@ class Connection(asyncio.Protocol):
         except OSError as e:
             if e.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF):
                 log.warning("%s: send failed: %s", self.peer[0], e)
+            self.close()
+            return
+        except Exception:             # never leave a writer registered on a broken connection
+            log.exception("%s: send failed", self.peer[0])
             self.close()
             return
         if self.out:
