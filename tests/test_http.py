@@ -46,7 +46,7 @@ def served(request, tmp_path_factory):
     }
     manifest = publish(state, nodes, "gen-1")
     port = free_port()
-    with running_server(state, port, "--loop", request.param, "--header-timeout", "1") as proc:
+    with running_server(state, port, "--loop", request.param, "--header-timeout", "1", "--idle-timeout", "2") as proc:
         yield {"state": state, "port": port, "base": f"http://127.0.0.1:{port}", "manifest": manifest,
                "proc": proc, "loop": request.param}
 
@@ -270,3 +270,13 @@ def test_secure_mode_runtime_only_from_a_privileged_port(secure_server):
     assert json.loads(curl(f"{base}/status")[1])["nodes"]["n004"]["sent"] == "BAD_PORT"
     # other stages stay open to anyone
     assert curl(f"{base}/image/{MAC4}")[0] == 200
+
+
+def test_idle_keep_alive_connections_are_closed(served):
+    with socket.create_connection(("127.0.0.1", served["port"]), timeout=10) as s:
+        s.sendall(f"GET /ipxe/{MAC1} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        reply = s.recv(65536)
+        assert reply.startswith(b"HTTP/1.1 200")
+        start = time.monotonic()
+        assert s.recv(65536) == b""            # closed by the server after --idle-timeout 2
+        assert 1.5 < time.monotonic() - start < 5
