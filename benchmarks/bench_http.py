@@ -6,7 +6,7 @@ connection downloading the image again and again for a fixed time. Printed per s
 connection count (median of --repeat runs): throughput, server CPU seconds per GB served,
 server peak RSS (VmHWM, reset before each run; nginx: master + workers), and ours/nginx.
 
-    .venv/bin/python benchmarks/bench_http.py [--conns 100,1000] [--seconds 8] [--repeat 2]
+    .venv/bin/python benchmarks/bench_http.py [--conns 100,1000] [--seconds 6] [--repeat 3]
         [--size-mb 100] [--modes sendfile,mmap] [--client-procs 2]
 
 Goals (issue 6): throughput >= nginx; our RSS <= 200 MB at 1,000 connections.
@@ -264,8 +264,8 @@ def measure(proc, port, path, conns, seconds, procs, size):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--conns", default="100,1000")
-    ap.add_argument("--seconds", type=float, default=8.0)
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--size-mb", type=int, default=100)
     ap.add_argument("--modes", default="sendfile", help="our send modes to run: sendfile,mmap")
     ap.add_argument("--client-procs", type=int, default=2)
