@@ -227,3 +227,16 @@ def test_files_beyond_4_gib_head_and_ranges(tmp_path):
         for offset, data in marks.items():
             assert get(url, "-r", f"{offset}-{offset + len(data) - 1}") == data
         assert get(url, "-r", "-9") == b"THE-END!!"
+
+
+def test_a_link_planted_in_the_store_is_not_followed(tmp_path):
+    state = str(tmp_path)
+    manifest = publish(state, {"n001": make_node(state, "n001", MAC1, b"IMAGE")}, "gen-1")
+    kernel = os.path.join(state, "store", manifest["nodes"]["n001"]["artifacts"]["kernel"]["raw"]["file"])
+    os.unlink(kernel)
+    os.symlink("/etc/passwd", kernel)
+    port = free_port()
+    with running_server(state, port):
+        out = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", f"http://127.0.0.1:{port}/kernel/{MAC1}"],
+                             capture_output=True, text=True)
+        assert out.stdout.endswith("\n404") and "root:" not in out.stdout

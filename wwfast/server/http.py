@@ -19,6 +19,7 @@ import logging
 import mmap
 import os
 import socket
+import stat
 import time
 import urllib.parse
 
@@ -585,7 +586,11 @@ class HttpServer:
 
     def _file_reply(self, artifact, req, stage, node, peer):
         try:
-            fd = os.open(artifact.path, os.O_RDONLY | os.O_CLOEXEC)
+            # O_NOFOLLOW + regular-file check: a link planted in the store never leads outside it
+            fd = os.open(artifact.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise OSError(errno.EINVAL, "not a regular file")
         except OSError as e:
             log.error("store file of %s %s is missing: %s", node.id if node else "unknown", stage, e)
             if node:
