@@ -78,7 +78,7 @@ def test_compress_picks_the_encoding(served):
 
 
 def test_head_and_validators(served):
-    base, state, manifest = served["base"], served["state"], served["manifest"]
+    base, manifest = served["base"], served["manifest"]
     art = entry(manifest, "n001", "image")
     out = subprocess.run(["curl", "-sS", "-I", f"{base}/image/{MAC1}"], capture_output=True, text=True, check=True)
     headers = dict(line.split(": ", 1) for line in out.stdout.strip().splitlines()[1:])
@@ -126,7 +126,7 @@ def test_asset_key(served):
 
 
 def test_unknown_and_bad_requests(served):
-    base, state = served["base"], served["state"]
+    base = served["base"]
     code, body, _ = curl(f"{base}/ipxe/52-54-00-AA-BB-CC")
     assert code == 200 and b"unknown node" in body
     code, body, _ = curl(f"{base}/image/52:54:00:aa:bb:cc")
@@ -211,7 +211,7 @@ def test_malformed_requests_get_errors_and_the_server_keeps_serving(served):
 
 def test_many_concurrent_clients_get_every_byte(served, tmp_path):
     """300 connections at once (one curl --parallel process), each file checked by sha256."""
-    base, state, manifest = served["base"], served["state"], served["manifest"]
+    base, manifest = served["base"], served["manifest"]
     want = {stage: entry(manifest, "n001", stage)["sha256"] for stage in STAGES}
     args = ["curl", "-sS", "--parallel", "--parallel-immediate", "--parallel-max", "300", "--max-time", "60"]
     jobs = []
