@@ -48,6 +48,7 @@ def test_wwinit_boots_the_image_with_the_node_identity(tmp_path, kernel_path, ke
         console = boot_until(kernel_path, initrd, "WWFAST-NODE done", timeout=240,
                              append=f"console=ttyS0 panic=-1 wwid={MAC}",
                              extra=["-netdev", "user,id=n0", "-device", f"e1000,netdev=n0,mac={MAC}"])
+    print(console)  # shown by pytest when an assertion below fails
     assert "wwinit: node qnode1, image demo" in console
     assert "wwinit network: eth0 10.0.2.15/24 via 10.0.2.2" in console
     assert "wwinit: exec /sbin/init" in console
