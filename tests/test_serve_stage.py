@@ -240,3 +240,32 @@ def test_a_link_planted_in_the_store_is_not_followed(tmp_path):
         out = subprocess.run(["curl", "-s", "-w", "\n%{http_code}", f"http://127.0.0.1:{port}/kernel/{MAC1}"],
                              capture_output=True, text=True)
         assert out.stdout.endswith("\n404") and "root:" not in out.stdout
+
+
+def test_a_large_status_body_reaches_a_slow_reader_whole(tmp_path):
+    """/status for 3,000 nodes to a client with a tiny receive window: partial sends resume correctly."""
+    import copy
+    import socket as socketmod
+    state = str(tmp_path)
+    one = make_node(state, "n0", MAC1, b"IMAGE")
+    nodes = {}
+    for i in range(3000):
+        node = copy.deepcopy(one)
+        node["macs"] = [f"52:54:00:01:{i >> 8:02x}:{i & 255:02x}"]
+        nodes[f"node{i:04d}"] = node
+    publish(state, nodes, "gen-big")
+    port = free_port()
+    with running_server(state, port):
+        s = socketmod.socket()
+        s.setsockopt(socketmod.SOL_SOCKET, socketmod.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", port))
+        s.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        time.sleep(0.5)
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+        s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    assert length == len(body) > 300_000
+    assert len(json.loads(body)["nodes"]) == 3000

@@ -351,7 +351,7 @@ class Connection(asyncio.Protocol):
                     n = sock.send(item, flags)
                     budget -= n
                     if n < len(item):
-                        self.out[0] = item[n:]
+                        self.out[0] = memoryview(item)[n:]     # no copy of a large /status body
                         break
                     self.out.pop(0)
             self.last_activity = time.monotonic()
