@@ -108,3 +108,72 @@ def test_kill_9_at_random_moments_never_breaks_what_is_published(tmp_path):
     print(f"{killed_mid_run} of {TRIALS} kills hit a running stage")
     # The kills must have landed inside runs, or this test proves nothing.
     assert killed_mid_run >= TRIALS // 2, f"only {killed_mid_run} of {TRIALS} kills hit a running stage"
+
+
+# ---- the real build stage in the loop ----
+
+BUILD_TRIALS = 10
+NODES = 8
+
+
+def demo_conf(conf):
+    """The repo's demo configuration with NODES nodes."""
+    import shutil
+    shutil.copytree(ROOT / "conf", conf)
+    text = (ROOT / "conf" / "nodes.yaml").read_text()
+    lines = [text[:text.index("\nnodes:") + 1] + "nodes:"]
+    for i in range(1, NODES + 1):
+        lines += [f"  n{i:02d}:", "    profiles: [default]", "    network devices:", "      default:",
+                  f"        hwaddr: \"52:54:00:00:01:{i:02x}\"", f"        ipaddr: 10.0.2.{100 + i}"]
+    (conf / "nodes.yaml").write_text("\n".join(lines) + "\n")
+    return conf / "overlays" / "demo-marker" / "etc" / "wwfast-markers" / "runtime.j2"
+
+
+def test_kill_9_of_build_or_compress_with_the_real_stages(tmp_path, kernel_path, kernel_modules):
+    from helpers.cluster import Cluster
+    from wwfast import demo_image
+    rng = random.Random(int(os.environ.get("WWFAST_FAULT_SEED", "7")))
+    conf, state = tmp_path / "conf", tmp_path / "state"
+    template = demo_conf(conf)
+    demo_image.make_demo_image(tmp_path / "image", kernel_path, kernel_modules)
+    cluster = Cluster(conf, state)
+    cluster.import_image(tmp_path / "image", "demo")
+    cluster.publish()
+    build_tree = BuildTree(state, count=0)      # only for its paths in assert_publishes_current_build
+
+    def stage_seconds(name, *extra):
+        started = time.monotonic()
+        cluster.stage(name, *extra)
+        return time.monotonic() - started
+
+    killed_mid_run = 0
+    for trial in range(BUILD_TRIALS):
+        # a new runtime overlay for every node; every third trial the image archive is rebuilt too
+        template.write_text(f"runtime overlay of {{{{ node.id }}}}, trial {trial}\n")
+        victim = "build" if trial % 2 == 0 else "compress"
+        force = ["--force"] if trial % 3 == 0 else []
+        if victim == "compress":
+            cluster.stage("build", *force)
+        # how long the victim takes this time: measured on a copy of the state, then killed for real
+        probe = tmp_path / f"probe{trial}"
+        subprocess.run(["cp", "-a", str(state), str(probe)], check=True)
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-m", f"stages.{victim}", "--conf", str(conf), "--state", str(probe),
+                        *force], cwd=ROOT, capture_output=True, check=True)
+        duration = time.monotonic() - started
+        subprocess.run(["rm", "-rf", str(probe)], check=True)
+
+        proc = subprocess.Popen([sys.executable, "-m", f"stages.{victim}", "--conf", str(conf), "--state",
+                                 str(state), *force], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.0, 0.9 * duration))
+        if proc.poll() is None:
+            killed_mid_run += 1
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+
+        check_published(state)
+        cluster.publish()                      # define, build, compress: recover without help
+        cluster.stage("compress", "--grace", "0")
+        assert_publishes_current_build(state, build_tree)
+    print(f"{killed_mid_run} of {BUILD_TRIALS} kills hit a running build or compress stage")
+    assert killed_mid_run >= BUILD_TRIALS // 2, f"only {killed_mid_run} of {BUILD_TRIALS} kills hit a running stage"

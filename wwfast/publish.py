@@ -22,7 +22,7 @@ from .progress import Progress
 
 FORMAT = 1
 # Bump when the same inputs would publish different bytes (compressor parameters, manifest layout).
-STAGE_VERSION = "compress-1"
+STAGE_VERSION = "compress-2"
 GRACE_SECONDS = 600
 ARCHIVES = (("image", "image_cpio"), ("system", "system"), ("runtime", "runtime"))
 SUFFIXES = {"zst": ".cpio.zst", "gz": ".cpio.gz", "kernel": ".kernel", "ipxe": ".ipxe"}
