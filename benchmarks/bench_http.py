@@ -4,10 +4,11 @@ Both servers get the same load from the same generator in the same run: a small 
 keep-alive HTTP client (non-blocking sockets, 4 MiB recv_into, no per-byte Python work), each
 connection downloading the image again and again for a fixed time. Printed per server and
 connection count (median of --repeat runs): throughput, server CPU seconds per GB served,
-server peak RSS (VmHWM, reset before each run; nginx: master + workers), and ours/nginx.
+server peak RSS (VmHWM, reset before each run; nginx: master + workers), and ours/nginx; nginx
+runs as shipped (a worker per core) and, for reference, with one worker (our process count).
 
     .venv/bin/python benchmarks/bench_http.py [--conns 100,1000] [--seconds 6] [--repeat 3]
-        [--size-mb 100] [--modes sendfile,mmap] [--client-procs 2]
+        [--size-mb 100] [--modes sendfile,mmap] [--client-procs 2] [--no-nginx-1worker]
 
 Goals (issue 6): throughput >= nginx; our RSS <= 200 MB at 1,000 connections.
 """
@@ -206,14 +207,14 @@ def start_ours(workdir, state, conf, mode):
     return proc, port, f"/image/{MAC}"
 
 
-def start_nginx(workdir, state, name):
+def start_nginx(workdir, state, name, workers="auto"):
     port = free_port()
-    prefix = os.path.join(workdir, "nginx")
+    prefix = os.path.join(workdir, f"nginx-{workers}")
     os.makedirs(os.path.join(prefix, "logs"), exist_ok=True)
     conf = os.path.join(prefix, "nginx.conf")
     fsutil.atomic_write(conf, f"""
 user root;
-worker_processes auto;
+worker_processes {workers};
 worker_rlimit_nofile 20000;
 pid {prefix}/nginx.pid;
 error_log {prefix}/logs/error.log warn;
@@ -269,20 +270,25 @@ def main():
     ap.add_argument("--size-mb", type=int, default=100)
     ap.add_argument("--modes", default="sendfile", help="our send modes to run: sendfile,mmap")
     ap.add_argument("--client-procs", type=int, default=2)
+    ap.add_argument("--nginx-1worker", action=argparse.BooleanOptionalAction, default=True,
+                    help="also run nginx with worker_processes 1")
     args = ap.parse_args()
     if shutil.which("nginx") is None:
         raise SystemExit("nginx is not installed (Debian package nginx)")
     conns_list = [int(c) for c in args.conns.split(",")]
     modes = args.modes.split(",")
+    # nginx as shipped (one worker per core) is the goal; nginx with one worker is the same process count
+    # as ours, which tells CPU-share effects on a loaded machine apart from per-byte cost.
+    labels = ["nginx"] + [f"wwfast-{m}" for m in modes] + (["nginx-1worker"] if args.nginx_1worker else [])
     workdir = tempfile.mkdtemp(prefix="bench_http.")
     try:
         state, conf, name = prepare(workdir, args.size_mb)
         size = args.size_mb << 20
         runs = {}
         for _ in range(args.repeat):
-            for label in ["nginx"] + [f"wwfast-{m}" for m in modes]:
-                if label == "nginx":
-                    proc, port, path = start_nginx(workdir, state, name)
+            for label in labels:
+                if label.startswith("nginx"):
+                    proc, port, path = start_nginx(workdir, state, name, "1" if label == "nginx-1worker" else "auto")
                 else:
                     proc, port, path = start_ours(workdir, state, conf, label.split("-", 1)[1])
                 try:
@@ -302,7 +308,7 @@ def main():
               f"{'ratio CPU/GB':>13}")
         for conns in conns_list:
             ref = runs[("nginx", conns)]
-            for label in ["nginx"] + [f"wwfast-{m}" for m in modes]:
+            for label in labels:
                 rs = runs[(label, conns)]
                 ratio = statistics.median(r["gbps"] / b["gbps"] for r, b in zip(rs, ref))
                 cpu_ratio = statistics.median(r["cpu_per_gb"] / b["cpu_per_gb"] for r, b in zip(rs, ref))
