@@ -73,8 +73,8 @@ def add_arguments(parser):
                         help="seconds a client may take to send a request's headers (408 after)")
     parser.add_argument("--idle-timeout", type=float, default=75.0,
                         help="seconds an idle keep-alive connection stays open")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (requests are logged at info)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only (no line per request)")
 
 
 def raise_nofile_limit():
