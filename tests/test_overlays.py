@@ -123,6 +123,37 @@ def test_archives_extract_with_gnu_cpio_and_bsdtar(dirs, tmp_path):
     assert len(both) % 512 == 0
 
 
+def _unpack(tmp, parts):
+    tmp.mkdir()
+    for part in parts:
+        subprocess.run(["cpio", "-idmu", "--quiet"], input=part, cwd=tmp, check=True)
+    out = {}
+    for path in sorted(tmp.rglob("*")):
+        st = path.lstat()
+        rel = str(path.relative_to(tmp))
+        out[rel] = (st.st_mode, st.st_uid, os.readlink(path) if path.is_symlink() else
+                    None if path.is_dir() else path.read_bytes())
+    return out
+
+
+def test_system_archive_leaves_out_what_runtime_sends(dirs, tmp_path):
+    """Outside secure mode /etc/hosts (all nodes) travels once, in the runtime archive; the node's tree
+    (system then runtime, as the kernel unpacks them) is exactly the secure mode one, where the system
+    archive keeps everything because the runtime overlay only comes later."""
+    conf, state = dirs
+    build(dirs)
+    plain = {n: (read(state, n, "system"), read(state, n, "runtime")) for n in fixture_nodes()}
+    build(dirs, settings=fixture_settings(secure=True))
+    secure = {n: (read(state, n, "system"), read(state, n, "runtime")) for n in fixture_nodes()}
+    for node in fixture_nodes():
+        assert "0:0 /etc/hosts" not in listing(plain[node][0])
+        assert "0:0 /etc/hosts" in listing(secure[node][0]) and "0:0 /etc/hosts" in listing(plain[node][1])
+        a = _unpack(tmp_path / f"{node}-plain", plain[node])
+        b = _unpack(tmp_path / f"{node}-secure", secure[node])
+        assert a.pop("wwinit/config") != b.pop("wwinit/config")  # WWSECURE differs, nothing else
+        assert a == b
+
+
 def test_runtime_archive_identical_nodes_share_one_file(dirs):
     conf, state = dirs
     nodes = {f"c{i}": make_node(f"c{i}", **{"network devices": {"default": netdev(

@@ -9,6 +9,10 @@ node) are written once and hard-linked.
 Incremental: a fingerprint per node and context covers the node's data, the overlays' files, the
 settings, and (only for the templates that use them) all nodes, the node's image and the server files
 they include. Nodes whose fingerprints match and whose archives exist are left alone.
+
+Outside secure mode a file that the runtime archive carries with the same bytes (e.g. /etc/hosts, which
+lists every node) is not repeated in the system archive: the kernel unpacks runtime after system, so the
+node's tree is the same, and the total output stays linear in the number of nodes.
 """
 import hashlib
 import io
@@ -216,6 +220,8 @@ class OverlayBuilder:
                 if server_files:
                     h.update(b"files\0" + files_digest.encode())
                 fps[context] = h.hexdigest()
+            if not self.settings.secure:  # the system archive leaves out what the runtime one sends
+                fps["system"] = hashlib.sha256((fps["system"] + fps["runtime"]).encode()).hexdigest()
             out[node_id] = fps
         return out
 
@@ -273,8 +279,11 @@ class OverlayBuilder:
         """Write the archives of `node_ids`; returns the set of server files the templates read."""
         written = {}  # dedupe key -> path written in this run (hard-linked for identical archives)
         for node_id in node_ids:
-            for context in CONTEXTS:
-                merged = self.node_items(node_id, context)
+            runtime = self.node_items(node_id, "runtime")
+            system = self.node_items(node_id, "system")
+            if not self.settings.secure:
+                _drop_sent_by_runtime(system, runtime)
+            for context, merged in (("system", system), ("runtime", runtime)):
                 key = _dedupe_key(context, merged)
                 path = archive_path(self.state_dir, node_id, context)
                 first = written.get(key)
@@ -360,6 +369,30 @@ def _worker_build(node_ids):
         return (RenderError, (e.template, e.line, e.node, e.message))
     except overlays.OverlayError as e:
         return (overlays.OverlayError, (e.message, e.file, e.field))
+
+
+def _same(a, b):
+    if a is b:
+        return True
+    return (a.data == b.data and a.target == b.target and a.mode == b.mode and a.uid == b.uid
+            and a.gid == b.gid)
+
+
+def _drop_sent_by_runtime(system, runtime):
+    """Leave out of the system archive the files the runtime archive carries with the same bytes and metadata.
+
+    Outside secure mode the iPXE script loads both, system then runtime, and the kernel unpacks them in
+    that order: the runtime copy lands on the same path anyway, so the node's tree is the same. This
+    matters because /etc/hosts (in both default lists) grows with the cluster: without this every node's
+    system archive would carry its own copy of a file listing all nodes. In secure mode the runtime
+    overlay comes later (node agent), so the system archive keeps everything.
+    """
+    for rel, item in list(system.items()):
+        if item.data is None and item.target is None:
+            continue  # directories are tiny; keeping them keeps the system tree whole
+        other = runtime.get(rel)
+        if other is not None and _same(item, other):
+            del system[rel]
 
 
 def _dedupe_key(context, merged):

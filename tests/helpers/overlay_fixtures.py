@@ -83,7 +83,7 @@ def fixture_nodes():
 
 def fixture_settings(secure=False):
     return Settings(address="10.0.2.2", netmask="255.255.255.0", http_port=9873, secure=secure,
-                    update_interval=30, digest="fixture-settings")
+                    update_interval=30, digest=f"fixture-settings-secure={secure}")
 
 
 def _write(path, text, mode=0o644):
