@@ -20,7 +20,12 @@ build: $(DEFINE)
 compress: build
 	$(PY) -m stages.compress $(ARGS)
 
-all: compress
+# One `make all` at a time (cron and a person at once): the second waits for the first, so whole
+# runs never interleave; each stage also holds its own lock. NO_WAIT=1: exit 75 at once instead.
+all:
+	@mkdir -p $(STATE)
+	@flock $(if $(NO_WAIT),-n -E 75) $(STATE)/.make-all.lock $(MAKE) --no-print-directory compress \
+	  || { rc=$$?; [ $$rc = 75 ] && echo "make all: another run holds $(STATE)/.make-all.lock; exiting (NO_WAIT)" >&2; exit $$rc; }
 
 serve:
 	$(PY) -m stages.serve $(ARGS)
