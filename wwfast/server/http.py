@@ -27,6 +27,7 @@ import httptools
 
 from wwfast.server.catalog import STAGES, CatalogWatcher, normalise_mac
 from wwfast.server.metrics import Metrics
+from wwfast.server.pins import BootPins
 from wwfast.server.status import StatusBook
 
 log = logging.getLogger("wwfast.serve")
@@ -416,6 +417,7 @@ class HttpServer:
         self.metrics = Metrics()
         self.status = StatusBook(state_dir, debounce=status_debounce)
         self.watcher = CatalogWatcher(state_dir, interval=reload_interval, on_swap=self._swapped)
+        self.pins = BootPins()      # a node finishes its boot from the generation it started with
         self.connections = set()
         self.loop = None
         self._server = None
@@ -426,6 +428,7 @@ class HttpServer:
 
     def _swapped(self, old, new):
         self.metrics.reloads += 1
+        self.pins.prune()
         if self._maps:
             self._unmap_unused()
 
@@ -560,6 +563,7 @@ class HttpServer:
             encoding = ENCODING_NAMES.get(compress.lower())
             if encoding is None:
                 return text_reply(400, f"compress={compress} is not one of zst, gz")
+        catalog = self.pins.catalog_for(mac, stage, catalog)
         node = catalog.by_mac.get(mac)
         if node is None:
             if stage == "ipxe" and catalog.unknown_ipxe is not None and not encoding:

@@ -1,0 +1,52 @@
+"""Boot pinning: a node that starts booting from one manifest generation finishes from it.
+
+A publish while nodes boot must never give a node the image of one generation and the overlays of
+the next (an image and its overlays are built to go together). A boot starts with the node's /ipxe
+request, or with its /kernel request when the script came over TFTP; from then until its first
+/runtime request (the last file of a boot: iPXE's, or the node agent's first in secure mode) or
+`hold` seconds, the node's requests are answered from the catalog it started with. The old store
+files are still on disk: publish keeps replaced files for a grace period longer than `hold`.
+"""
+import time
+
+HOLD_SECONDS = 300    # below publish.GRACE_SECONDS (600): a pinned file is never collected
+
+
+class BootPins:
+    def __init__(self, hold=HOLD_SECONDS, clock=time.monotonic):
+        self.hold = hold
+        self.clock = clock
+        self._pins = {}         # mac -> [catalog, pinned at, started by ("ipxe" or "kernel")]
+
+    def catalog_for(self, mac, stage, current):
+        """The catalog to answer `stage` for `mac` from, given the `current` one."""
+        now = self.clock()
+        pin = self._pins.get(mac)
+        if pin is not None and now - pin[1] > self.hold:
+            del self._pins[mac]
+            pin = None
+        if stage == "ipxe":
+            self._pins[mac] = [current, now, "ipxe"]
+            return current
+        if stage == "kernel":
+            # The kernel right after the script belongs to that boot; any other kernel request
+            # (TFTP-fetched script, an iPXE retry) starts a new boot on the current generation.
+            if pin is not None and pin[2] == "ipxe":
+                pin[2] = "kernel"
+                return pin[0]
+            self._pins[mac] = [current, now, "kernel"]
+            return current
+        if pin is None:
+            return current
+        if stage == "runtime":
+            del self._pins[mac]     # the boot is complete: the agent's refreshes get what is current
+        return pin[0]
+
+    def prune(self):
+        """Forget pins older than `hold` (called when a new manifest is swapped in)."""
+        now = self.clock()
+        for mac in [m for m, pin in self._pins.items() if now - pin[1] > self.hold]:
+            del self._pins[mac]
+
+    def __len__(self):
+        return len(self._pins)
