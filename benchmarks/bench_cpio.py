@@ -12,7 +12,11 @@ The page cache is written back (sync) before every run and outputs are deleted a
 run pays for another's dirty pages. Prints every time, the medians and the ratios; goal:
 compiled >= 5x GNU cpio and >= 2x bsdtar. Finally checks that both writers wrote the same bytes.
 
-    .venv/bin/python benchmarks/bench_cpio.py [--runs 3] [--tree DIR]
+    .venv/bin/python benchmarks/bench_cpio.py [--runs 3] [--tree DIR] [--out-dir DIR]
+
+--out-dir /dev/shm writes the archives to tmpfs: no disk write-back in the timings (on a shared
+machine other people's writes throttle everyone's dirty pages), but copy_file_range cannot cross
+file systems there, so our writers fall back to reading and writing.
 """
 import argparse
 import hashlib
@@ -101,6 +105,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tree", type=pathlib.Path, default=WORK / "tree")
+    parser.add_argument("--out-dir", type=pathlib.Path, default=WORK, help="where the archives go")
     args = parser.parse_args()
     make_tree(args.tree)
     entries, size, links = tree_stats(args.tree)
@@ -114,7 +119,8 @@ def main():
         "pure": writer_runner("wwfast._cpio_py"),
         "compiled": writer_runner("wwfast._cpio"),
     }
-    out = args.tree.parent / "out.cpio"
+    out = args.out_dir / "wwfast-bench-out.cpio"
+    print(f"archives written to {out}")
     times = {name: [] for name in tools}
     sizes = {}
     for round_no in range(args.runs):

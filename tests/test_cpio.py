@@ -164,6 +164,29 @@ def test_parallel_file_path_extracts(parallel_always, sample_tree, tmp_path):
     assert snapshot(out) == snapshot(sample_tree)
 
 
+@pytest.fixture
+def other_fs_dir(tmp_path):
+    """A tmpfs mounted for the test: copy_file_range from the tree's file system fails with EXDEV."""
+    mnt = tmp_path / "other-fs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "wwfast-test", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("threads", ["sequential", "parallel"])
+def test_output_on_another_file_system(twin, sample_tree, other_fs_dir, threads):
+    compiled = importlib.import_module("wwfast._cpio")
+    previous = compiled._set_parallel_min_bytes(0 if threads == "parallel" else 1 << 62)
+    try:
+        data = pack(twin, sample_tree, to_file=other_fs_dir / "a.cpio")
+    finally:
+        compiled._set_parallel_min_bytes(previous)
+    assert data == pack(importlib.import_module("wwfast._cpio_py"), sample_tree)
+
+
 _names = st.text(alphabet="abcxyz._-é", min_size=1, max_size=8).filter(lambda n: n not in (".", ".."))
 _node = st.recursive(
     st.one_of(st.binary(max_size=300).map(lambda b: ("file", b)),

@@ -161,6 +161,7 @@ cdef struct Job:
     int err             # errno, or -1 for "file shrank"
     size_t err_index
     int err_what        # 1 open, 2 read, 3 write, 4 copy
+    bint no_copy_range  # copy_file_range failed here once (e.g. EXDEV to tmpfs): stop trying
 
 
 cdef int tree_push(Tree* t, const char* rel, size_t rel_len, stat_t* st) except -1:
@@ -457,7 +458,7 @@ cdef int run_job(Tree* t, Job* job, int rootfd, int outfd, off_t base, char* buf
                 job.err, job.err_index, job.err_what = errno, i, 1
                 return -1
             left = e.out_size
-            if left >= DIRECT_COPY_MIN or left > cap - blen:
+            if not job.no_copy_range and (left >= DIRECT_COPY_MIN or left > cap - blen):
                 # Flush what precedes the body, then copy the body file to file in the kernel.
                 err = pwrite_all(outfd, buf, blen, bpos)
                 if err:
@@ -473,7 +474,8 @@ cdef int run_job(Tree* t, Job* job, int rootfd, int outfd, off_t base, char* buf
                         if errno == EINTR:
                             continue
                         if errno in (EXDEV, EINVAL, ENOSYS, EOPNOTSUPP, EBADF, ETXTBSY):
-                            break          # no in-kernel copy here: read and pwrite the rest
+                            job.no_copy_range = 1   # no in-kernel copy here: read and pwrite
+                            break
                         job.err, job.err_index, job.err_what = errno, i, 4
                         c_close(src)
                         return -1
@@ -565,6 +567,7 @@ cdef class NewcWriter:
     cdef bint _has_mtime
     cdef uint64_t _mtime
     cdef bint _closed
+    cdef bint _no_copy_range    # copy_file_range failed once with this output (e.g. EXDEV): skip it
 
     def __cinit__(self):
         self._buf = NULL
@@ -582,6 +585,7 @@ cdef class NewcWriter:
         self._written = 0
         self._ino = 0
         self._closed = False
+        self._no_copy_range = False
         self._fd = _output_fd(fileobj)
         if self._fd >= 0:
             fileobj.flush()     # from here on we write to the fd, after what it already holds
@@ -857,6 +861,7 @@ cdef class NewcWriter:
                     jobs[j].last = i
                 start = jobs[j].last
                 jobs[j].err = 0
+                jobs[j].no_copy_range = self._no_copy_range
             runner = _JobRunner()
             runner.tree = t
             runner.jobs = jobs
@@ -870,6 +875,8 @@ cdef class NewcWriter:
             for th in threads:
                 th.join()
             for j in range(workers):
+                if jobs[j].no_copy_range:
+                    self._no_copy_range = True
                 if jobs[j].err:
                     e = &t.entries[jobs[j].err_index]
                     path = os.fsdecode(root + b"/" + t.names[e.name_off:e.name_off + e.name_len])
@@ -939,7 +946,7 @@ cdef class NewcWriter:
         cdef int err = 0
         cdef int method
         cdef off_t off
-        for method in range(2):
+        for method in range(1 if self._no_copy_range else 0, 2):
             err = 0
             with nogil:
                 while done < size:
@@ -962,6 +969,8 @@ cdef class NewcWriter:
                 return done
             if err not in (EXDEV, EINVAL, ENOSYS, EOPNOTSUPP, EBADF, ETXTBSY):
                 raise CpioError(f"{os.fsdecode(path)}: cannot copy: {os.strerror(err)}")
+            if method == 0:
+                self._no_copy_range = True
             if method == 0 and done:
                 lseek(src, <off_t>done, SEEK_SET)
         return done
