@@ -352,3 +352,15 @@ def test_overlay_list_and_show_cli(dirs):
     again = _wwfast(["overlay", "build"], conf, state)
     assert "overlays: 0 node(s) rebuilt, 4 current" in again.stdout
     assert (state / "build" / "overlays" / "n-vlan" / "system.cpio").is_file()
+
+
+@pytest.mark.parametrize("ip,mask", [("10.0.2.15", "255.255.255.0"), ("10.1.2.3", "16"), ("192.168.100.3", "255.255.255.128"),
+                                     ("172.16.0.1", "255.240.0.0"), ("1.2.3.4", "")])
+def test_cidr_helpers_agree_with_ipaddress(ip, mask):
+    import ipaddress
+    from wwfast.render import netdev_view
+    dev = netdev_view("d", netdev(ipaddr=ip, netmask=mask))
+    iface = ipaddress.IPv4Interface(f"{ip}/{mask or 32}")
+    assert (dev.prefixlen, dev.network, dev.cidr, dev.network_cidr, dev.broadcast) == (
+        iface.network.prefixlen, str(iface.network.network_address), f"{ip}/{iface.network.prefixlen}",
+        str(iface.network), str(iface.network.broadcast_address))

@@ -199,6 +199,7 @@ class OverlayBuilder:
             {p: _file_sig(p) for p in sorted(previous_server_files)}).encode()).hexdigest()
         base = f"{BUILD_VERSION}\0{cpio.WRITER_VERSION}\0{settings_digest}\0{self.conf_dir}\0{self.state_dir}\0"
         uses_cache = {}
+        image_digests = {}
         out = {}
         for node_id, node in self.nodes.items():
             node_digest = hashlib.sha256(json.dumps(node, sort_keys=True).encode()).hexdigest()
@@ -216,7 +217,10 @@ class OverlayBuilder:
                         all_nodes_digest = hashlib.sha256(json.dumps(self.nodes, sort_keys=True).encode()).hexdigest()
                     h.update(b"all\0" + all_nodes_digest.encode())
                 if image:
-                    h.update(b"image\0" + _image_digest(self.state_dir, node.get("image name", "")).encode())
+                    name = node.get("image name", "")
+                    if name not in image_digests:
+                        image_digests[name] = _image_digest(self.state_dir, name)
+                    h.update(b"image\0" + image_digests[name].encode())
                 if server_files:
                     h.update(b"files\0" + files_digest.encode())
                 fps[context] = h.hexdigest()

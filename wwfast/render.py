@@ -89,16 +89,49 @@ class NetDev(View):
     """A network device with CIDR helpers: prefixlen, network, cidr (ip/len), network_cidr, broadcast, cidr6."""
 
 
+_NO_V4 = {"prefixlen": "", "network": "", "cidr": "", "network_cidr": "", "broadcast": ""}
+_PREFIX_OF_MASK = {}
+
+
+def _ip_int(text):
+    parts = text.split(".")
+    if len(parts) != 4:
+        raise ValueError(text)
+    value = 0
+    for p in parts:
+        octet = int(p)
+        if not 0 <= octet <= 255:
+            raise ValueError(text)
+        value = value << 8 | octet
+    return value
+
+
+def _ip_text(value):
+    return f"{value >> 24 & 255}.{value >> 16 & 255}.{value >> 8 & 255}.{value & 255}"
+
+
+def _prefixlen(netmask):
+    """Prefix length of a dotted netmask or a plain number ("" → 32)."""
+    cached = _PREFIX_OF_MASK.get(netmask)
+    if cached is None:
+        cached = ipaddress.IPv4Network(f"0.0.0.0/{netmask or '32'}").prefixlen
+        _PREFIX_OF_MASK[netmask] = cached
+    return cached
+
+
 def _v4_helpers(ipaddr, netmask):
+    """CIDR helpers of an IPv4 address and netmask (plain integer arithmetic: this runs for every device)."""
     if not ipaddr:
-        return {"prefixlen": "", "network": "", "cidr": "", "network_cidr": "", "broadcast": ""}
+        return dict(_NO_V4)
     try:
-        iface = ipaddress.IPv4Interface(f"{ipaddr}/{netmask or '32'}")
+        address = _ip_int(ipaddr)
+        prefix = _prefixlen(netmask)
     except ValueError:
-        iface = ipaddress.IPv4Interface(f"{ipaddr}/32")
-    net = iface.network
-    return {"prefixlen": net.prefixlen, "network": str(net.network_address), "cidr": f"{ipaddr}/{net.prefixlen}",
-            "network_cidr": str(net), "broadcast": str(net.broadcast_address)}
+        return dict(_NO_V4, cidr=ipaddr)
+    mask = (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF
+    network = _ip_text(address & mask)
+    return {"prefixlen": prefix, "network": network, "cidr": f"{ipaddr}/{prefix}",
+            "network_cidr": f"{network}/{prefix}", "broadcast": _ip_text(address | (~mask & 0xFFFFFFFF))}
 
 
 def netdev_view(name, dev):
