@@ -133,7 +133,7 @@ class OverlayBuilder:
         return self._next_shared
 
     def plan(self, names, node_id, context):
-        """The context's steps in list order: ("items", [Item]) for shared parts, ("template", ...) per node."""
+        """The context's steps in list order: ("item", Item) shared by all nodes, ("template", ...) per node."""
         key = (context, tuple(names))
         cached = self._plans.get(key)
         if cached is not None:
