@@ -57,11 +57,10 @@ class Limits:
 
 
 class Request:
-    __slots__ = ("method", "url", "headers", "keep_alive", "version")
+    __slots__ = ("method", "url", "headers", "keep_alive")
 
-    def __init__(self, method, url, headers, keep_alive, version):
-        self.method, self.url, self.headers = method, url, headers
-        self.keep_alive, self.version = keep_alive, version
+    def __init__(self, method, url, headers, keep_alive):
+        self.method, self.url, self.headers, self.keep_alive = method, url, headers, keep_alive
 
 
 class FileBody:
@@ -260,7 +259,7 @@ class Connection(asyncio.Protocol):
     def on_message_complete(self):
         p = self.parser
         req = Request(p.get_method().decode("latin-1"), b"".join(self._url), self._headers,
-                      p.should_keep_alive(), p.get_http_version())
+                      p.should_keep_alive())
         self.queue.append(req)
         if len(self.queue) >= MAX_QUEUED and not self.paused:
             self.transport.pause_reading()
@@ -424,7 +423,6 @@ class HttpServer:
         self._sweeper = None
         self._date = (0, "")
         self._maps = {}
-        self.started = time.time()
 
     def _swapped(self, old, new):
         self.metrics.reloads += 1

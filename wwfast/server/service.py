@@ -98,7 +98,7 @@ def _tftp_class():
     return TftpServer
 
 
-async def serve_forever(opts, ready=None):
+async def serve_forever(opts):
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -116,8 +116,6 @@ async def serve_forever(opts, ready=None):
                 tftp = cls(opts.tftp_root, opts.tftp_bind, opts.tftp_port, resolve=tftp_resolver(http.watcher))
                 await tftp.start()
                 log.info("TFTP on %s:%d from %s", opts.tftp_bind, opts.tftp_port, opts.tftp_root)
-        if ready:
-            ready(http, tftp)
         try:
             await stop.wait()
         finally:
