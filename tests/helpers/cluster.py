@@ -149,7 +149,8 @@ class StageWatcher:
     """Poll /status in a thread and record, per node, the sequence of distinct stages it showed.
 
     `seen[node]` is the list of stage names in the order they appeared; `sent[node]` the matching
-    (stage, file sent) pairs, so a test can tell which encoding a node was given.
+    (stage, file sent) pairs, so a test can tell which encoding a node was given; `events[node]` the
+    same with the manifest generation being served when the stage was first seen.
     """
 
     def __init__(self, cluster, period=0.1):
@@ -157,6 +158,7 @@ class StageWatcher:
         self.period = period
         self.seen = {}
         self.sent = {}
+        self.events = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -183,6 +185,7 @@ class StageWatcher:
             pairs = self.sent.setdefault(node_id, [])
             if stage and (not pairs or pairs[-1] != (stage, sent)):
                 pairs.append((stage, sent))
+                self.events.setdefault(node_id, []).append((stage, sent, doc.get("generation", "")))
             seen = self.seen.setdefault(node_id, [])
             if stage and (not seen or seen[-1] != stage):
                 seen.append(stage)
