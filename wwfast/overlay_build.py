@@ -14,6 +14,7 @@ Outside secure mode a file that the runtime archive carries with the same bytes 
 lists every node) is not repeated in the system archive: the kernel unpacks runtime after system, so the
 node's tree is the same, and the total output stays linear in the number of nodes.
 """
+import functools
 import hashlib
 import io
 import json
@@ -255,17 +256,13 @@ class OverlayBuilder:
         used = set()
         for rel, it in merged.items():
             if not it.prunable:
-                parent = os.path.dirname(rel)
-                while parent and parent not in used:
-                    used.add(parent)
-                    parent = os.path.dirname(parent)
+                used.update(_parents(rel))
         for rel in [r for r, it in merged.items() if it.prunable and r not in used]:
             del merged[rel]
         for rel in list(merged):
-            parent = os.path.dirname(rel)
-            while parent and parent not in merged:
-                merged[parent] = Item(parent, None, 0o755, 0, 0, shared_id=-1)
-                parent = os.path.dirname(parent)
+            for parent in _parents(rel):
+                if parent not in merged:
+                    merged[parent] = Item(parent, None, 0o755, 0, 0, shared_id=-1)
         buf = io.BytesIO() if fileobj is None else fileobj
         w = cpio.NewcWriter(buf, mtime=MTIME)
         for rel in sorted(merged):
@@ -373,6 +370,17 @@ def _worker_build(node_ids):
         return (RenderError, (e.template, e.line, e.node, e.message))
     except overlays.OverlayError as e:
         return (overlays.OverlayError, (e.message, e.file, e.field))
+
+
+@functools.lru_cache(maxsize=None)
+def _parents(rel):
+    """Ancestor directories of an archive path, nearest first ("a/b/c" -> ("a/b", "a"))."""
+    out = []
+    parent = os.path.dirname(rel)
+    while parent:
+        out.append(parent)
+        parent = os.path.dirname(parent)
+    return tuple(out)
 
 
 def _same(a, b):
