@@ -112,12 +112,20 @@ def ours_stages_path(tree, dst):
     archive.unlink()
 
 
+class _WriteOnly:
+    """Only write(): the cpio writer must not find the zstd writer's fileno() (that of the raw
+    output file) and write archive bytes past the compressor."""
+
+    def __init__(self, sink):
+        self.write = sink.write
+
+
 def ours_streaming_path(tree, dst):
     """The writer streaming straight into zstd: one pass, no archive on disk."""
     import zstandard
     cctx = zstandard.ZstdCompressor(compression_params=compress.zstd_params(3, 0))
     with open(dst, "wb") as o, cctx.stream_writer(o, write_size=compress.WRITE_SIZE, closefd=False) as z:
-        writer = cpio.NewcWriter(z)
+        writer = cpio.NewcWriter(_WriteOnly(z))
         writer.add_tree(str(tree))
         writer.close()
 
@@ -129,6 +137,7 @@ def run_round_robin(contenders, rounds, make_input, out_dir):
     for r in range(rounds):
         for name, fn in contenders:
             dst = out_dir / f"{name.replace(' ', '_')}.out"
+            os.sync()      # start each one with no writeback pending from the one before
             wall, cpu = timed(lambda: fn(make_input(), dst))
             times[name].append(wall)
             cpus[name].append(cpu)
