@@ -11,6 +11,7 @@ started; print nodes booted, seconds each and bytes served. Exit status 0 only w
 import argparse
 import os
 import pathlib
+import re
 import socket
 import sys
 import time
@@ -29,6 +30,9 @@ BOOT_TIMEOUT = 240
 
 def port_in_use(host, port, kind=socket.SOCK_STREAM):
     with socket.socket(socket.AF_INET, kind) as s:
+        if kind == socket.SOCK_STREAM:
+            # As serve does: connections of an earlier run in TIME_WAIT must not count as "busy".
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -48,9 +52,17 @@ def step(text):
     print(f"demo: {text}", flush=True)
 
 
-def check_node(node_id, report, kernel_args):
+def boot_stages(seen):
+    """The stages of this boot: /status remembers the previous run's last stage, drop it."""
+    starts = [i for i, stage in enumerate(seen) if stage in ("ipxe", "kernel")]
+    return seen[starts[0]:] if starts else seen
+
+
+def check_node(node_id, report, kernel_args, console):
     """Problems with what a node's console showed (empty list when it shows everything it must)."""
     problems = []
+    if not re.search(r"tftp://\S+\.ipxe\.\.\. ok", console):
+        problems.append("its console does not show the TFTP first step (the per-node iPXE script)")
     if report.get("hostname") != node_id:
         problems.append(f"hostname is {report.get('hostname')!r}, expected {node_id!r}")
     if "runtime" not in report["markers"]:
@@ -129,15 +141,16 @@ def main(argv=None):
         report = reports.get(node.name)
         if report is None:
             continue
-        problems = check_node(node.name, report, kernel_args[node.name])
+        problems = check_node(node.name, report, kernel_args[node.name], node.console())
         if problems:
             failures[node.name] = "; ".join(problems)
         print(f"  {node.name} ({node.mac}): booted in {report['seconds']:.1f} s; hostname {report.get('hostname')}; "
               f"runtime overlay: {report['markers'].get('runtime', '-')}")
         print(f"      kernel: {report.get('cmdline', '')}")
-        print(f"      stages seen in /status: {' > '.join(watcher.seen.get(node.name, []))}")
+        print(f"      TFTP: iPXE script; HTTP stages seen in /status: "
+              f"{' > '.join(boot_stages(watcher.seen.get(node.name, [])))}")
     booted = len(reports) - sum(1 for n in reports if n in failures)
-    print(f"\ndemo: {booted}/{len(nodes)} nodes booted; {served / 1e6:.1f} MB served; "
+    print(f"\ndemo: {booted}/{len(nodes)} nodes booted; {served / 1e6:.1f} MB served over HTTP; "
           f"total {time.monotonic() - started:.0f} s (consoles in {state / 'demo-consoles'}, serve log {cluster.serve_log})")
     for what, text in failures.items():
         print(f"demo: FAILED {what}: {text}", file=sys.stderr)
