@@ -151,7 +151,8 @@ def main(argv=None):
               f"{' > '.join(boot_stages(watcher.seen.get(node.name, [])))}")
     booted = len(reports) - sum(1 for n in reports if n in failures)
     print(f"\ndemo: {booted}/{len(nodes)} nodes booted; {served / 1e6:.1f} MB served over HTTP; "
-          f"total {time.monotonic() - started:.0f} s (consoles in {state / 'demo-consoles'}, serve log {cluster.serve_log})")
+          f"total {time.monotonic() - started:.0f} s")
+    print(f"demo: consoles in {state / 'demo-consoles'}, serve log {cluster.serve_log}")
     for what, text in failures.items():
         print(f"demo: FAILED {what}: {text}", file=sys.stderr)
     return 0 if not failures and booted == len(nodes) else 1
