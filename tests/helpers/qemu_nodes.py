@@ -5,7 +5,8 @@ log file. `NodeGroup` starts them together, waits for console markers with one d
 what it started; a node that misses its deadline fails the test with its console log.
 
 The demo image's /sbin/init (wwfast.demo_image) prints lines `WWFAST-NODE <key> <value>`;
-`node_report()` turns them into a dict.
+`node_report()` turns them into a dict. (helpers.qemu boots one kernel + initrd directly, without
+firmware or network; this module is its network-boot counterpart and shares its QEMU binary name.)
 """
 import os
 import pathlib
@@ -15,7 +16,7 @@ import signal
 import subprocess
 import time
 
-QEMU = "qemu-system-x86_64"
+from helpers.qemu import QEMU
 CONSOLE_TAG = "WWFAST-NODE"
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1bc")
 DONE_LINE = CONSOLE_TAG + " done"
