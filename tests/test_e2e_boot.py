@@ -230,6 +230,8 @@ def test_asset_key_right_boots_wrong_is_refused(first_boot, cluster):
     refused = first_boot["refused"]
     rec = first_boot["status"]["nodes"][KEY_BAD[0]]
     assert rec["sent"] == "BAD_ASSET", rec
+    # iPXE shows the 401 as "Permission denied" on the kernel fetch, retries, and never boots.
+    first_boot["group"].wait_for("Permission denied", 60, nodes=[refused])
     assert "WWFAST-NODE" not in refused.console()
     first_boot["group"].assert_never_shows("WWFAST-NODE", 3, nodes=[refused])
     code, _ = cluster.get(f"/kernel/{KEY_BAD[1]}?assetkey=tag-wrong")
