@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.qemu, pytest.mark.timeout(600)]
 STAGE_ORDER = ("ipxe", "kernel", "image", "system", "runtime")
 KERNEL_ARGS = ["console=ttyS0", "quiet", "panic=-1", "wwfast.e2e=yes"]
 BOOT_TIMEOUT = 180
-SLOW_LINK_MS = 20
+SLOW_LINK_MS = 30    # image download ~15 s: the publish (a few s) lands inside it
 IMAGE = "e2e"
 
 ZST_NODES = {"e2e-z1": "52:54:00:e2:00:01", "e2e-z2": "52:54:00:e2:00:02", "e2e-z3": "52:54:00:e2:00:03"}
