@@ -23,6 +23,7 @@ import hashlib
 import importlib
 import os
 import pathlib
+import resource
 import statistics
 import subprocess
 import sys
@@ -93,6 +94,12 @@ def writer_runner(module_name):
     return run
 
 
+def _cpu_seconds():
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def sha256_of(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -122,28 +129,36 @@ def main():
     out = args.out_dir / "wwfast-bench-out.cpio"
     print(f"archives written to {out}")
     times = {name: [] for name in tools}
+    cpu = {name: [] for name in tools}
     sizes = {}
     for round_no in range(args.runs):
         for name, run in tools.items():
             out.unlink(missing_ok=True)
             subprocess.run(["sync"], check=True)
+            before = _cpu_seconds()
             started = time.perf_counter()
             run(args.tree, out, listing)
             elapsed = time.perf_counter() - started
+            used = _cpu_seconds() - before
             times[name].append(elapsed)
+            cpu[name].append(used)
             sizes[name] = out.stat().st_size
-            print(f"round {round_no + 1} {name:9s} {elapsed:6.2f} s  {sizes[name]} bytes", flush=True)
+            print(f"round {round_no + 1} {name:9s} {elapsed:6.2f} s wall {used:6.2f} s cpu  {sizes[name]} bytes",
+                  flush=True)
     out.unlink(missing_ok=True)
     med = {name: statistics.median(t) for name, t in times.items()}
+    mcpu = {name: statistics.median(t) for name, t in cpu.items()}
+    archive = sizes["compiled"]
     print()
-    print(f"{'writer':10s} {'median s':>9s} {'GB/s':>6s}  runs")
+    print(f"load average now: {os.getloadavg()[0]:.1f} (cpu s = user+sys of the packer, threads included)")
+    print(f"{'writer':10s} {'wall s':>7s} {'cpu s':>6s} {'GB/s':>6s}  wall per run")
     for name, m in med.items():
-        print(f"{name:10s} {m:9.2f} {size / m / 1e9:6.2f}  {' '.join(f'{t:.2f}' for t in times[name])}")
+        print(f"{name:10s} {m:7.2f} {mcpu[name]:6.2f} {archive / m / 1e9:6.2f}  "
+              f"{' '.join(f'{t:.2f}' for t in times[name])}")
     print()
-    print(f"compiled vs gnu-cpio : {med['gnu-cpio'] / med['compiled']:5.1f}x faster (goal 5x)")
-    print(f"compiled vs bsdtar   : {med['bsdtar'] / med['compiled']:5.1f}x faster (goal 2x)")
-    print(f"pure     vs gnu-cpio : {med['gnu-cpio'] / med['pure']:5.1f}x faster")
-    print(f"compiled vs pure     : {med['pure'] / med['compiled']:5.1f}x faster")
+    for a, b, goal in (("compiled", "gnu-cpio", " (goal 5x)"), ("compiled", "bsdtar", " (goal 2x)"),
+                       ("pure", "gnu-cpio", ""), ("pure", "bsdtar", ""), ("compiled", "pure", "")):
+        print(f"{a:8s} vs {b:8s}: {med[b] / med[a]:5.1f}x faster wall, {mcpu[b] / mcpu[a]:5.1f}x less cpu{goal}")
     # Same bytes from both twins on the big tree (not timed).
     digests = {}
     for name in ("pure", "compiled"):
