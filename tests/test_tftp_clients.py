@@ -165,3 +165,28 @@ def test_resolve_answers_per_node_scripts(root, tmp_path):
             assert hpa(srv.port, "f513", out).returncode == 0
             assert out.read_bytes() == (root / "f513").read_bytes()
     assert "ipxe/52:54:00:00:00:02" in asked and "f513" in asked
+
+
+def test_standalone_runner_with_two_reuseport_workers(root, tmp_path):
+    """`python -m wwfast.server.tftp --workers 2`: both processes share the port, clients are served."""
+    import signal
+    import socket
+    import sys
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    proc = subprocess.Popen([sys.executable, "-m", "wwfast.server.tftp", "--root", str(root), "--bind",
+                             "127.0.0.1", "--port", str(port), "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "serving" in proc.stdout.readline()
+        for i in range(8):   # different source ports: SO_REUSEPORT spreads them over the workers
+            out = tmp_path / f"got{i}"
+            result = hpa(port, "f65464", out)
+            assert result.returncode == 0, result
+            assert sha(out) == sha(root / "f65464")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0, proc.stderr.read()

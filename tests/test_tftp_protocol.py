@@ -70,6 +70,31 @@ def test_wrong_tid_gets_error_5_and_transfer_goes_on(server, root):
     assert server.wait_idle(3)
 
 
+def test_late_duplicate_rrq_leaves_the_transfer_alone(server, root):
+    """A retransmitted RRQ processed after the transfer began (queued behind a burst)."""
+    s = client_socket(0.3)
+    s.sendto(rrq("f5000"), ("127.0.0.1", server.port))
+    packet, tid = s.recvfrom(1000)
+    got = packet[4:]
+    s.sendto(ack(1), tid)
+    packet, _ = s.recvfrom(1000)
+    got += packet[4:]
+    s.sendto(rrq("f5000"), ("127.0.0.1", server.port))      # the same request again
+    with pytest.raises(socket.timeout):
+        s.recvfrom(1000)                                    # no second transfer starts
+    s.settimeout(2)
+    block = 2
+    while len(packet) == 516:
+        s.sendto(ack(block), tid)
+        packet, sender = s.recvfrom(1000)
+        assert sender == tid and decode(packet)[:2] == (3, block + 1)
+        got += packet[4:]
+        block += 1
+    s.sendto(ack(block), tid)
+    assert got == (root / "f5000").read_bytes()
+    assert server.wait_idle(3)
+
+
 def test_duplicate_ack_never_triggers_data(server):
     """Sorcerer's Apprentice (RFC 1123): DATA is resent on a timeout only."""
     s = client_socket(0.4)
@@ -126,7 +151,7 @@ def test_request_codec():
 def test_ten_thousand_abandoned_sessions_are_reclaimed(root, core):
     """10,000 RRQs never ACKed: after the retries every session, socket and buffer is freed."""
     fd_dir = "/proc/self/fd"
-    with ServerThread(root, core, timeout=0.5, retries=2) as srv:
+    with ServerThread(root, core, timeout=1.0, retries=1) as srv:
         clients = [client_socket() for _ in range(100)]
         baseline = len(os.listdir(fd_dir))
         rss, peak = [], 0

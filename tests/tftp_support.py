@@ -117,31 +117,42 @@ def client_socket(timeout=2.0):
 
 
 def fetch(port, filename, timeout=5.0, **options):
-    """A minimal lock-step/windowed RRQ client (for protocol tests): returns (data, oack)."""
+    """A minimal RFC 1350/7440 client (for protocol tests): returns (data, oack).
+
+    It ACKs the last block of each window (every block in lock-step) and, on a
+    block it already has or one past a gap, re-ACKs the last block it has in order.
+    """
     s = client_socket(timeout)
     try:
         s.sendto(rrq(filename, **options), ("127.0.0.1", port))
-        blksize = 512
-        out, expected, oack = bytearray(), 1, None
+        blksize, window = 512, 1
+        out, expected, oack, since_ack = bytearray(), 1, None, 0
         while True:
             packet, tid = s.recvfrom(70000)
             opcode, field, rest = decode(packet)
             if opcode == 5:
                 raise RuntimeError(f"error {field}: {rest}")
             if opcode == 6:
-                oack = field
-                blksize = int(field.get("blksize", 512))
-                s.sendto(ack(0), tid)
+                if expected == 1:
+                    oack = field
+                    blksize = int(field.get("blksize", 512))
+                    window = int(field.get("windowsize", 1))
+                    s.sendto(ack(0), tid)
                 continue
             if opcode != 3:
                 raise RuntimeError(f"unexpected opcode {opcode}")
-            if field == expected & 0xFFFF:
-                out += rest
-                expected += 1
-                last = len(rest) < blksize
-                if last or (expected - 1) % int(options.get("windowsize", 1)) == 0:
-                    s.sendto(ack(field), tid)
-                if last:
-                    return bytes(out), oack
+            if field != expected & 0xFFFF:
+                s.sendto(ack(expected - 1), tid)
+                since_ack = 0
+                continue
+            out += rest
+            expected += 1
+            since_ack += 1
+            last = len(rest) < blksize
+            if last or since_ack >= window:
+                s.sendto(ack(field), tid)
+                since_ack = 0
+            if last:
+                return bytes(out), oack
     finally:
         s.close()

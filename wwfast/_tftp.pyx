@@ -96,6 +96,7 @@ cdef enum:
     EVENTS = 512
     MAX_WINDOW = 64           # == _tftp_codec.MAX_WINDOWSIZE
     PEER_BYTES = 28           # sizeof(struct sockaddr_in6)
+    MAX_BACKOFF = 3           # a retry waits timeout << min(retries, 3)
     RECV_BYTES = 65536
 
 STAT_NAMES = ("started", "completed", "expired", "aborted", "data_sent", "retransmits",
@@ -229,8 +230,8 @@ cdef class SessionTable:
     def start(self, peer, data, blksize=DEFAULT_BLKSIZE, windowsize=1, timeout=0, oack=None, key=None):
         """Open a transfer of `data` (a buffer) to `peer` and send its first packet.
 
-        Returns the session id, or -1 when `key` names a transfer that has not seen
-        an ACK yet (the client retransmitted its RRQ: our own timer resends).
+        Returns the session id, or -1 when `key` names a transfer in flight (the client
+        retransmitted its RRQ: our own timer resends what it lacks).
         Raises OSError when no socket can be had (the caller answers "busy").
         """
         cdef int sid, sock
@@ -238,10 +239,9 @@ cdef class SessionTable:
         cdef epoll_event ev
         cdef const unsigned char[::1] view
         if key is not None and key in self.by_key:
-            sid = self.by_key[key]
-            if self.acked[sid] == 0:
-                return -1
-            self._end(sid)  # the client started over from the same port
+            # A retransmitted RRQ (maybe queued behind a burst while its transfer already
+            # runs): never restart the transfer the client is bound to.
+            return -1
         self._sockaddr(peer[0], peer[1], &addr)
         if self.epfd < 0:
             raise OSError("session table is closed")
@@ -508,7 +508,8 @@ cdef class SessionTable:
     cdef int _schedule(self, int sid) except -1:
         cdef int s
         self._unlink(sid)
-        self.deadline[sid] = self._clock() + self.timeout_ticks[sid]
+        # Exponential backoff (1, 2, 4, then 8 timeouts): an overloaded path gets room.
+        self.deadline[sid] = self._clock() + (self.timeout_ticks[sid] << min(self.nretries[sid], MAX_BACKOFF))
         s = <int>(self.deadline[sid] & (WHEEL_SLOTS - 1))
         self.slot[sid] = s
         self.wprev[sid] = -1

@@ -20,6 +20,7 @@ from wwfast._tftp_codec import (  # noqa: F401  (re-exported: the facade's API)
     build_oack, negotiate, parse_request, to_netascii)
 
 WHEEL_SLOTS = 4096          # power of two; deadlines beyond one lap wait for their lap
+MAX_BACKOFF = 3             # a retry waits timeout << min(retries, 3)
 _HEADER = struct.Struct("!HH")
 _UNKNOWN_TID = build_error(ERR_UNKNOWN_TID, "unknown transfer ID")
 _ILLEGAL = build_error(ERR_ILLEGAL, "illegal TFTP operation")
@@ -64,15 +65,14 @@ class SessionTable:
     def start(self, peer, data, blksize=DEFAULT_BLKSIZE, windowsize=1, timeout=0, oack=None, key=None):
         """Open a transfer of `data` (a buffer) to `peer` and send its first packet.
 
-        Returns the session id, or -1 when `key` names a transfer that has not seen
-        an ACK yet (the client retransmitted its RRQ: our own timer resends).
+        Returns the session id, or -1 when `key` names a transfer in flight (the client
+        retransmitted its RRQ: our own timer resends what it lacks).
         Raises OSError when no socket can be had (the caller answers "busy").
         """
         if key is not None and key in self._by_key:
-            old = self._sessions[self._by_key[key]]
-            if old.acked == 0:
-                return -1
-            self._end(old)  # the client started over from the same port
+            # A retransmitted RRQ (maybe queued behind a burst while its transfer already
+            # runs): never restart the transfer the client is bound to.
+            return -1
         sock = socket.socket(self.family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
@@ -236,7 +236,8 @@ class SessionTable:
     def _schedule(self, s):
         if s.slot >= 0:
             self._wheel[s.slot].discard(s.sid)
-        s.deadline = self._clock() + s.timeout
+        # Exponential backoff (1, 2, 4, then 8 timeouts): an overloaded path gets room.
+        s.deadline = self._clock() + (s.timeout << min(s.retries, MAX_BACKOFF))
         s.slot = s.deadline & (WHEEL_SLOTS - 1)
         self._wheel[s.slot].add(s.sid)
 
