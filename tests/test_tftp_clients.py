@@ -1,6 +1,7 @@
 """Real TFTP clients (tftp-hpa's `tftp`, `atftp`) fetch from our server: both core twins."""
 import hashlib
 import os
+import socket
 import subprocess
 
 import pytest
@@ -190,3 +191,26 @@ def test_standalone_runner_with_two_reuseport_workers(root, tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0, proc.stderr.read()
+
+
+@pytest.mark.parametrize("core", twin_params())
+def test_ipv6(root, tmp_path, core):
+    if not socket.has_ipv6 or not os.path.exists("/proc/net/if_inet6"):
+        pytest.skip("no IPv6 on this host")
+    with ServerThread(root, core, host="::1") as srv:
+        for name, options in (("f513", []), ("f200003", ["blksize 1432", "windowsize 4", "tsize 0"])):
+            out = tmp_path / name
+            result = atftp_at("::1", srv.port, name, out, options)
+            assert result.returncode == 0, result
+            assert sha(out) == sha(root / name)
+        result = subprocess.run(["tftp", "-6", "-m", "octet", "::1", str(srv.port), "-c", "get", "f1024",
+                                 str(tmp_path / "hpa")], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0 and sha(tmp_path / "hpa") == sha(root / "f1024"), result
+
+
+def atftp_at(host, port, remote, local, options=()):
+    cmd = ["atftp"]
+    for option in options:
+        cmd += ["--option", option]
+    cmd += ["-g", "-r", remote, "-l", str(local), host, str(port)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)

@@ -24,8 +24,9 @@ def twin_params():
 class ServerThread:
     """A TftpServer on 127.0.0.1 (ephemeral port) run by its own event loop in a thread."""
 
-    def __init__(self, root, core_name, resolve=None, loop=None, **options):
+    def __init__(self, root, core_name, resolve=None, loop=None, host="127.0.0.1", **options):
         self.core = importlib.import_module(core_name)
+        self.host = host
         self.root, self.resolve, self.loop_kind, self.options = root, resolve, loop, options
         self.server = None
         self.loop = None
@@ -43,7 +44,7 @@ class ServerThread:
     async def _main(self):
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        self.server = TftpServer(self.root, "127.0.0.1", 0, self.resolve, core=self.core, **self.options)
+        self.server = TftpServer(self.root, self.host, 0, self.resolve, core=self.core, **self.options)
         async with self.server:
             self._ready.set()
             await self._stop.wait()
