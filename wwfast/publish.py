@@ -13,6 +13,7 @@ at most temp files, which the next run removes while holding the lock.
 import contextlib
 import ctypes
 import ctypes.util
+import hashlib
 import json
 import os
 import time
@@ -246,7 +247,7 @@ class _HashingWriter:
 
     def __init__(self, raw):
         self.raw = raw
-        self.hash = __import__("hashlib").sha256()
+        self.hash = hashlib.sha256()
         self.size = 0
 
     def write(self, data):
@@ -290,11 +291,9 @@ class _Publisher:
         manifest = self._manifest(build, db["nodes"], entries)
         changed = previous is None or _body(previous) != _body(manifest)
         if changed:
-            text = canonjson.dumps(manifest) + "\n"
-            fsutil.atomic_write(manifest_path(self.state_dir), text)     # the commit point
+            fsutil.atomic_write(manifest_path(self.state_dir), canonjson.dumps(manifest) + "\n")  # commit point
         else:
             manifest = previous
-            text = None
         memory.update({
             "version": STAGE_VERSION, "settings": _settings_key(self.settings),
             "build_json": build_digest, "nodes_json": nodes_digest,
@@ -427,7 +426,7 @@ def _addresses(node):
 
 
 def _hash_file(f, progress=None):
-    h = __import__("hashlib").sha256()
+    h = hashlib.sha256()
     buf = bytearray(compress.READ_SIZE)
     view = memoryview(buf)
     while n := f.readinto(buf):
