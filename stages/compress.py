@@ -58,7 +58,7 @@ def main(argv=None):
     except LockBusy as e:
         print(f"compress: {e}; exiting (--no-wait)", file=sys.stderr)
         return EXIT_BUSY
-    except (ConfigError, publish.PublishError, FileNotFoundError) as e:
+    except (ConfigError, publish.PublishError, OSError) as e:   # OSError: disk full, permissions, ...
         print(f"compress: error: {e}", file=sys.stderr)
         print("compress: the published manifest is unchanged", file=sys.stderr)
         return 1
