@@ -40,7 +40,10 @@ def test_no_options_means_data_1_at_once(server, root):
 
 def test_blksize_clamped_and_windowsize_capped(server, root):
     data, oack = fetch(server.port, "f5000", blksize="70000", windowsize="1000")
-    assert oack == {"blksize": "65464", "windowsize": "64"}
+    assert oack == {"blksize": "65464", "windowsize": "2"}       # a window stays within 128 KiB
+    assert data == (root / "f5000").read_bytes()
+    data, oack = fetch(server.port, "f5000", blksize="1432", windowsize="1000")
+    assert oack == {"blksize": "1432", "windowsize": "64"}
     assert data == (root / "f5000").read_bytes()
 
 

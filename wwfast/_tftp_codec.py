@@ -25,6 +25,9 @@ DEFAULT_BLKSIZE = 512
 # RFC 7440 allows 65535; past ~64 throughput levels out and some clients break,
 # and the OACK may lower the value (the client must accept it).
 MAX_WINDOWSIZE = 64
+# A window goes out in one burst: keep it within what socket buffers hold on both
+# ends (1432 x 64 = 92 KB passes; blksize 65464 gets a window of 2).
+MAX_WINDOW_BYTES = 128 << 10
 MODES = ("octet", "netascii")
 
 
@@ -116,6 +119,9 @@ def negotiate(options, size, max_blksize=MAX_BLKSIZE, max_windowsize=MAX_WINDOWS
         elif name == "tsize":
             # An RRQ asks with "0" (atftp sends "enable"): the answer is the size either way.
             accepted.append((name, str(size)))
+    if windowsize * blksize > MAX_WINDOW_BYTES:
+        windowsize = max(1, MAX_WINDOW_BYTES // blksize)
+        accepted = [(k, str(windowsize) if k == "windowsize" else v) for k, v in accepted]
     return blksize, windowsize, timeout, (build_oack(accepted) if accepted else None)
 
 

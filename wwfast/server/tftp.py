@@ -117,9 +117,12 @@ class TftpServer:
         self._transport = None
         self._timer = None
         self._closed = False
+        self._last_report = 0.0
+        self._reported = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self):
+        raise_fd_limit()
         self._loop = asyncio.get_running_loop()
         self.table = self.core.SessionTable(self.host, timeout=self.timeout, retries=self.retries,
                                             tick=self.tick)
@@ -166,7 +169,21 @@ class TftpServer:
         if self._closed:
             return
         self.table.advance()
+        self._report_anomalies()
         self._arm_timer()
+
+    def _report_anomalies(self):
+        """Log, at most once a second, the bad packets the core dropped or answered."""
+        now = self._loop.time()
+        if now - self._last_report < 1.0:
+            return
+        self._last_report = now
+        stats = self.table.stats()
+        seen = {k: stats[k] for k in ("wrong_tid", "malformed", "expired", "aborted")}
+        new = {k: v - self._reported.get(k, 0) for k, v in seen.items() if v != self._reported.get(k, 0)}
+        if new:
+            log.info("tftp: since last report: %s", ", ".join(f"{k} {v}" for k, v in sorted(new.items())))
+        self._reported = seen
 
     def _arm_timer(self):
         # One timer for the whole wheel, only while transfers are in flight.
