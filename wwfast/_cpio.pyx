@@ -8,14 +8,13 @@ Where the time goes and what this does about it:
 - bodies: small files read() straight into the output buffer; large ones copied file to file
   in the kernel (copy_file_range, else sendfile) when the output is a regular file, with the
   GIL released;
-- a large tree written to a file: every entry's offset is planned first, then one thread per
-  core writes its contiguous share with pwrite/copy_file_range at those offsets (the in-kernel
-  copy is the floor; two cores do it twice as fast). The bytes are the same as sequentially.
+- one writer thread: a second thread writing its share of the entries at planned offsets
+  (pwrite/copy_file_range) was tried and measured no faster, because writes to one file are
+  serialised on its inode lock and the in-kernel copy is the floor.
 Only excludes matching calls back into Python (and only when there are excludes).
 """
 import os
 import stat as _stat
-import threading
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -74,7 +73,6 @@ cdef extern from "<unistd.h>" nogil:
     int dup(int)
     int SEEK_SET
     ssize_t copy_file_range(int, off_t*, int, off_t*, size_t, unsigned int)
-    ssize_t pwrite(int, const void*, size_t, off_t)
 
 cdef extern from "<sys/sendfile.h>" nogil:
     ssize_t sendfile(int, int, off_t*, size_t)
@@ -100,21 +98,8 @@ cdef enum:
     READ_INTO_BUF_MAX = 1 << 20 # bodies up to this size are read() into the output buffer
     DIRECT_COPY_MIN = 1 << 16   # when the output is a file, bodies this large are copied in the kernel
     HEADER_SIZE = 110
-    MAX_WORKERS = 4
 
 cdef const char* HEX = b"0123456789ABCDEF"
-# Trees whose entries take this many bytes are written by several threads (when the output is a
-# file). Tests lower it to exercise the parallel path on small trees.
-cdef uint64_t parallel_min_bytes = 64 << 20
-
-
-def _set_parallel_min_bytes(n):
-    """Set the parallel-write threshold; returns the previous value (for tests)."""
-    global parallel_min_bytes
-    previous = parallel_min_bytes
-    parallel_min_bytes = n
-    return previous
-
 
 cdef struct Entry:
     size_t name_off     # into the names arena (NUL-terminated, root-relative)
@@ -132,12 +117,11 @@ cdef struct Entry:
     size_t link_first
     uint32_t link_count
     bint link_last
-    # the plan: header fields as written, and where the entry starts in the archive
+    # the plan: header fields as written
     uint64_t out_ino
     uint64_t out_nlink
     uint64_t out_size
     uint64_t out_mtime
-    uint64_t offset
     size_t target_off   # symlink target, in the targets arena
     uint32_t target_len
 
@@ -152,16 +136,6 @@ cdef struct Tree:
     char* targets
     size_t targets_len
     size_t targets_cap
-
-
-# One worker's contiguous run of entries, written with pwrite/copy_file_range at known offsets.
-cdef struct Job:
-    size_t first
-    size_t last
-    int err             # errno, or -1 for "file shrank"
-    size_t err_index
-    int err_what        # 1 open, 2 read, 3 write, 4 copy
-    bint no_copy_range  # copy_file_range failed here once (e.g. EXDEV to tmpfs): stop trying
 
 
 cdef int tree_push(Tree* t, const char* rel, size_t rel_len, stat_t* st) except -1:
@@ -404,150 +378,6 @@ cdef inline uint64_t clamp32(int64_t v) noexcept nogil:
     return <uint64_t>v
 
 
-cdef int pwrite_all(int fd, const char* buf, size_t n, off_t off) noexcept nogil:
-    cdef ssize_t w
-    while n:
-        w = pwrite(fd, buf, n, off)
-        if w < 0:
-            if errno == EINTR:
-                continue
-            return errno
-        buf += w
-        n -= w
-        off += w
-    return 0
-
-
-cdef int run_job(Tree* t, Job* job, int rootfd, int outfd, off_t base, char* buf, size_t cap) noexcept nogil:
-    """Write entries [first, last) of the plan at base + their offsets. 0, or sets job.err."""
-    cdef size_t i, blen = 0, pad, want
-    cdef off_t bpos = base + <off_t>t.entries[job.first].offset if job.first < job.last else base
-    cdef off_t out_off
-    cdef Entry* e
-    cdef int src, err
-    cdef uint64_t left
-    cdef ssize_t n
-    cdef unsigned int rmaj, rmin
-    for i in range(job.first, job.last):
-        e = &t.entries[i]
-        if cap - blen < header_total(e.name_len) + 4:
-            err = pwrite_all(outfd, buf, blen, bpos)
-            if err:
-                job.err, job.err_index, job.err_what = err, i, 3
-                return -1
-            bpos += blen
-            blen = 0
-        rmaj = rmin = 0
-        if not (S_ISREG(e.mode) or S_ISDIR(e.mode) or S_ISLNK(e.mode)):
-            rmaj, rmin = c_major(e.rdev), c_minor(e.rdev)
-        blen += put_header(buf + blen, t.names + e.name_off, e.name_len, e.out_ino, e.mode, e.uid, e.gid,
-                           e.out_nlink, e.out_mtime, e.out_size, rmaj, rmin)
-        if S_ISLNK(e.mode):
-            if cap - blen < e.target_len + 4:
-                err = pwrite_all(outfd, buf, blen, bpos)
-                if err:
-                    job.err, job.err_index, job.err_what = err, i, 3
-                    return -1
-                bpos += blen
-                blen = 0
-            memcpy(buf + blen, t.targets + e.target_off, e.target_len)
-            blen += e.target_len
-        elif S_ISREG(e.mode) and e.out_size:
-            src = openat(rootfd, t.names + e.name_off, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-            if src < 0:
-                job.err, job.err_index, job.err_what = errno, i, 1
-                return -1
-            left = e.out_size
-            if not job.no_copy_range and (left >= DIRECT_COPY_MIN or left > cap - blen):
-                # Flush what precedes the body, then copy the body file to file in the kernel.
-                err = pwrite_all(outfd, buf, blen, bpos)
-                if err:
-                    c_close(src)
-                    job.err, job.err_index, job.err_what = err, i, 3
-                    return -1
-                bpos += blen
-                blen = 0
-                out_off = bpos
-                while left:
-                    n = copy_file_range(src, NULL, outfd, &out_off, <size_t>min(left, 1 << 30), 0)
-                    if n < 0:
-                        if errno == EINTR:
-                            continue
-                        if errno in (EXDEV, EINVAL, ENOSYS, EOPNOTSUPP, EBADF, ETXTBSY):
-                            job.no_copy_range = 1   # no in-kernel copy here: read and pwrite
-                            break
-                        job.err, job.err_index, job.err_what = errno, i, 4
-                        c_close(src)
-                        return -1
-                    if n == 0:
-                        job.err, job.err_index = -1, i
-                        c_close(src)
-                        return -1
-                    left -= n
-                bpos = out_off
-            # Small bodies (and the rest after a failed in-kernel copy) go through the buffer.
-            while left:
-                if blen == cap:
-                    err = pwrite_all(outfd, buf, blen, bpos)
-                    if err:
-                        c_close(src)
-                        job.err, job.err_index, job.err_what = err, i, 3
-                        return -1
-                    bpos += blen
-                    blen = 0
-                want = <size_t>min(left, cap - blen)
-                n = c_read(src, buf + blen, want)
-                if n < 0:
-                    if errno == EINTR:
-                        continue
-                    job.err, job.err_index, job.err_what = errno, i, 2
-                    c_close(src)
-                    return -1
-                if n == 0:
-                    job.err, job.err_index = -1, i
-                    c_close(src)
-                    return -1
-                blen += n
-                left -= n
-            c_close(src)
-        pad = <size_t>((4 - e.out_size % 4) % 4)
-        if pad:
-            if cap - blen < pad:
-                err = pwrite_all(outfd, buf, blen, bpos)
-                if err:
-                    job.err, job.err_index, job.err_what = err, i, 3
-                    return -1
-                bpos += blen
-                blen = 0
-            memset(buf + blen, 0, pad)
-            blen += pad
-    err = pwrite_all(outfd, buf, blen, bpos)
-    if err:
-        job.err, job.err_index, job.err_what = err, job.last - 1, 3
-        return -1
-    return 0
-
-
-cdef class _JobRunner:
-    """Runs one Job per thread without the GIL (each with its own buffer)."""
-    cdef Tree* tree
-    cdef Job* jobs
-    cdef int rootfd
-    cdef int outfd
-    cdef off_t base
-
-    def run(self, int j):
-        cdef char* buf = <char*>malloc(BUF_SIZE)
-        if buf == NULL:
-            self.jobs[j].err, self.jobs[j].err_index, self.jobs[j].err_what = 12, self.jobs[j].first, 3
-            return
-        try:
-            with nogil:
-                run_job(self.tree, &self.jobs[j], self.rootfd, self.outfd, self.base, buf, BUF_SIZE)
-        finally:
-            free(buf)
-
-
 def _output_fd(fileobj):
     try:
         fd = fileobj.fileno()
@@ -769,12 +599,11 @@ cdef class NewcWriter:
         self._len = 0
         return 0
 
-    cdef uint64_t _plan(self, Tree* t, int rootfd, bytes root) except? 0xFFFFFFFFFFFFFFFF:
+    cdef int _plan(self, Tree* t, int rootfd, bytes root) except -1:
         """Fix every entry's header fields (inodes renumbered, hard-link data on the last link) and
-        its offset in the archive; read symlink targets. Returns the bytes the entries take."""
+        read the symlink targets, before a byte is written."""
         cdef size_t i
         cdef Entry* e
-        cdef uint64_t offset = 0
         cdef char target[4097]
         cdef ssize_t tlen
         for i in range(t.count):
@@ -803,22 +632,14 @@ cdef class NewcWriter:
                         raise os_error(root + b"/" + t.names[e.name_off:e.name_off + e.name_len], "cannot read link")
                     tree_add_target(t, e, target, tlen)
                     e.out_size = tlen
-            e.offset = offset
-            offset += header_total(e.name_len) + e.out_size + (4 - e.out_size % 4) % 4
-        return offset
+        return 0
 
     cdef int _write_tree(self, Tree* t, int rootfd, bytes root) except -1:
-        cdef uint64_t total = self._plan(t, rootfd, root)
-        workers = min(MAX_WORKERS, os.cpu_count() or 1)
-        if self._fd >= 0 and workers > 1 and total >= parallel_min_bytes and t.count >= <size_t>workers:
-            return self._write_parallel(t, rootfd, root, total, workers)
-        return self._write_sequential(t, rootfd, root)
-
-    cdef int _write_sequential(self, Tree* t, int rootfd, bytes root) except -1:
         cdef size_t i
         cdef Entry* e
         cdef const char* name
         cdef unsigned int rmaj, rmin
+        self._plan(t, rootfd, root)
         for i in range(t.count):
             e = &t.entries[i]
             name = t.names + e.name_off
@@ -832,64 +653,6 @@ cdef class NewcWriter:
                 self._pad(e.target_len)
             elif S_ISREG(e.mode) and e.out_size:
                 self._body(rootfd, name, e.out_size, root)
-        return 0
-
-    cdef int _write_parallel(self, Tree* t, int rootfd, bytes root, uint64_t total, int workers) except -1:
-        """Split the entries into contiguous runs of about equal bytes, one per thread; each thread
-        writes its run at the run's offset (pwrite, copy_file_range with an output offset), so the
-        in-kernel copies of two runs proceed on two cores. Same bytes as the sequential path."""
-        cdef Job* jobs
-        cdef size_t i, start = 0
-        cdef int j
-        cdef off_t base
-        self._flush()
-        base = lseek(self._fd, 0, 1)   # SEEK_CUR: where this tree's first entry goes
-        if base < 0:
-            return self._write_sequential(t, rootfd, root)
-        jobs = <Job*>malloc(workers * sizeof(Job))
-        if jobs == NULL:
-            raise MemoryError()
-        try:
-            for j in range(workers):
-                jobs[j].first = start
-                if j == workers - 1:
-                    jobs[j].last = t.count
-                else:
-                    i = start
-                    while i < t.count and t.entries[i].offset < total * (j + 1) // workers:
-                        i += 1
-                    jobs[j].last = i
-                start = jobs[j].last
-                jobs[j].err = 0
-                jobs[j].no_copy_range = self._no_copy_range
-            runner = _JobRunner()
-            runner.tree = t
-            runner.jobs = jobs
-            runner.rootfd = rootfd
-            runner.outfd = self._fd
-            runner.base = base
-            threads = [threading.Thread(target=runner.run, args=(j,)) for j in range(1, workers)]
-            for th in threads:
-                th.start()
-            runner.run(0)
-            for th in threads:
-                th.join()
-            for j in range(workers):
-                if jobs[j].no_copy_range:
-                    self._no_copy_range = True
-                if jobs[j].err:
-                    e = &t.entries[jobs[j].err_index]
-                    path = os.fsdecode(root + b"/" + t.names[e.name_off:e.name_off + e.name_len])
-                    if jobs[j].err == -1:
-                        raise CpioError(f"{path}: file shrank while being archived")
-                    what = {1: "cannot open", 2: "cannot read", 3: "cannot write the archive",
-                            4: "cannot copy"}.get(jobs[j].err_what, "error")
-                    raise CpioError(f"{path}: {what}: {os.strerror(jobs[j].err)}")
-        finally:
-            free(jobs)
-        if lseek(self._fd, base + <off_t>total, SEEK_SET) < 0:
-            raise OSError(errno, os.strerror(errno))
-        self._written += total
         return 0
 
     cdef int _body(self, int rootfd, const char* name, uint64_t size, bytes root) except -1:
