@@ -287,3 +287,26 @@ def test_missing_build_is_a_clear_error_and_keeps_the_manifest(cluster):
     result = run_stage(conf, state)
     assert result.returncode == 1 and "build.json" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_large_archive_is_hashed_while_compressed(cluster):
+    conf, state, tree = cluster
+    big = cpio_of(os.urandom(1 << 20) * (publish.FUSE_MIN // (1 << 20) + 2))
+    assert len(big) > publish.FUSE_MIN
+    tree.image_bytes = big
+    tree.write_image()
+    result = ok(run_stage(conf, state, "-v"))
+    manifest = check_published(state)
+    store = pathlib.Path(publish.store_dir(str(state)))
+    image = manifest["nodes"]["n0001"]["artifacts"]["image"]
+    assert image["zst"]["file"] == fsutil.sha256_bytes(big) + ".cpio.zst"     # named by the input's hash
+    assert subprocess.run(["zstd", "-dc", str(store / image["zst"]["file"])], capture_output=True,
+                          check=True).stdout == big
+    assert subprocess.run(["gzip", "-dc", str(store / image["gz"]["file"])], capture_output=True,
+                          check=True).stdout == big
+    before = store_state(state)
+    tree.write_image()       # same bytes, new inode: compressed again (unknown until hashed), not stored twice
+    result = ok(run_stage(conf, state, "-v"))
+    assert "0 store files written" in result.stdout, result.stdout
+    assert store_state(state) == before              # the stored file was kept, the temp one dropped
+    assert not [p for p in store.iterdir() if p.name.endswith(".tmp")]

@@ -64,12 +64,13 @@ class ZstdEncoder:
     def __init__(self, level=3, threads=0):
         self.cctx = zstandard.ZstdCompressor(compression_params=zstd_params(level, threads))
 
-    def compress(self, src, dst, size, progress=None):
+    def compress(self, src, dst, size, progress=None, tap=None):
         """Compress `size` bytes of `src` into one zstd frame written to `dst`; return bytes written.
 
         `src`, `dst`: binary file objects. `size` is pledged in the frame header (the kernel and
         `zstd -l` show it); a source of another length raises zstandard.ZstdError.
-        `progress(n)` is called with the input bytes consumed so far, block by block.
+        `progress(n)` is called with the input bytes consumed so far, block by block; `tap(block)`
+        sees every input block (a hash of the input costs no second read).
         """
         counter = _CountingWriter(dst)
         done = 0
@@ -77,6 +78,8 @@ class ZstdEncoder:
         with self.cctx.stream_writer(counter, size=size, write_size=WRITE_SIZE, closefd=False) as writer:
             for chunk in _read_blocks(src, READ_SIZE):
                 writer.write(chunk)
+                if tap:
+                    tap(chunk)       # hashlib drops the GIL too: the hash runs beside the workers
                 done += len(chunk)
                 if progress:
                     progress(done)

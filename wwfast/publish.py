@@ -16,6 +16,7 @@ import ctypes.util
 import hashlib
 import json
 import os
+import tempfile
 import time
 
 from . import canonjson, compress, fsutil, nodes
@@ -25,6 +26,9 @@ FORMAT = 1
 # Bump when the same inputs would publish different bytes (compressor parameters, manifest layout).
 STAGE_VERSION = "compress-2"
 GRACE_SECONDS = 600
+# A changed archive this large is hashed while it is compressed (one read, the hash beside the zstd
+# workers) and named afterwards; smaller ones are hashed first, so unchanged content costs no compression.
+FUSE_MIN = 16 << 20
 ARCHIVES = (("image", "image_cpio"), ("system", "system"), ("runtime", "runtime"))
 SUFFIXES = {"zst": ".cpio.zst", "gz": ".cpio.gz", "kernel": ".kernel", "ipxe": ".ipxe"}
 TEMP_PREFIX = "."
@@ -284,9 +288,11 @@ class _Publisher:
         if previous:
             known_store.update({name: list(v) for name, v in manifest_files(previous).items()})
 
-        hashed = self._hash_inputs(inputs, known_inputs)
-        entries = self._fill_store(inputs, hashed, known_store)
         os.makedirs(self.store, exist_ok=True)
+        hashed, fused = self._hash_inputs(inputs, known_inputs)
+        for rel, path, key in fused:
+            hashed[rel] = self._compress_unhashed(path, key, known_store)
+        entries = self._fill_store(inputs, hashed, known_store)
         _sync_filesystem(self.store)   # every file the manifest will name is durable before it
         manifest = self._manifest(build, db["nodes"], entries)
         changed = previous is None or _body(previous) != _body(manifest)
@@ -306,8 +312,9 @@ class _Publisher:
         return manifest, changed
 
     def _hash_inputs(self, inputs, known):
-        """{rel: (stat key, sha256 of the content)}; unchanged files keep their recorded hash."""
-        hashed, todo = {}, []
+        """({rel: (stat key, sha256 of the content)}, [(rel, path, stat key)] left to hash while
+        compressing); unchanged files keep their recorded hash."""
+        hashed, todo, fused = {}, [], []
         for rel in sorted(inputs):
             path = os.path.join(self.base, rel)
             try:
@@ -318,6 +325,8 @@ class _Publisher:
             old = known.get(rel)
             if old and old[:4] == key:
                 hashed[rel] = (key, old[4])
+            elif inputs[rel] == "archive" and key[0] >= FUSE_MIN:
+                fused.append((rel, path, key))
             else:
                 todo.append((rel, path, key))
         progress = Progress(sum(k[0] for _, _, k in todo), "hash    ", enabled=self.progress_enabled)
@@ -328,7 +337,40 @@ class _Publisher:
                     raise PublishError(f"{path} changed while it was read: is a build running?")
             hashed[rel] = (key, digest)
         progress.close()
-        return hashed
+        return hashed, fused
+
+    def _compress_unhashed(self, path, key, known_store):
+        """zstd-compress a changed archive while hashing it, then name the result by the hash.
+
+        The temp file carries the temp prefix and suffix, so a killed run leaves only garbage that the
+        next run removes. Returns (stat key, sha256); records the new store file in `known_store`.
+        """
+        digest = hashlib.sha256()
+        progress = Progress(key[0], "compress", enabled=self.progress_enabled)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX + "unnamed.", suffix=TEMP_SUFFIX, dir=self.store)
+        try:
+            with open(path, "rb", buffering=0) as src, os.fdopen(fd, "wb") as raw:
+                if _stat_key(os.fstat(src.fileno())) != key:
+                    raise PublishError(f"{path} changed while it was read: is a build running?")
+                out = _HashingWriter(raw)
+                self.zstd.compress(src, out, key[0], tap=digest.update,
+                                   progress=lambda n: progress.advance(n - progress.done))
+            progress.close()
+            name = digest.hexdigest() + SUFFIXES["zst"]
+            final = os.path.join(self.store, name)
+            if os.path.exists(final):      # same content as a stored input: keep the stored file
+                os.unlink(tmp)
+            else:
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, final)
+                known_store[name] = [out.size, out.hash.hexdigest()]
+                self.compressed += 1
+                self.reused -= 1           # _fill_store counts the file it finds as reused
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return key, digest.hexdigest()
 
     def _fill_store(self, inputs, hashed, known_store):
         """Make sure every store file exists; {rel: {encoding: manifest entry}}."""
