@@ -151,7 +151,7 @@ def test_file_output_appends_after_existing_content(twin, sample_tree, tmp_path)
 
 @pytest.fixture
 def other_fs_dir(tmp_path):
-    """A tmpfs mounted for the test: copy_file_range from the tree's file system fails with EXDEV."""
+    """A tmpfs mounted for the test: the archive on another file system than the tree."""
     mnt = tmp_path / "other-fs"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "wwfast-test", str(mnt)], check=True)
@@ -162,7 +162,7 @@ def other_fs_dir(tmp_path):
 
 
 def test_output_on_another_file_system(twin, sample_tree, other_fs_dir):
-    """copy_file_range fails with EXDEV there: the writer falls back and still writes the same bytes."""
+    """Cross-file-system output (where in-kernel copies fail with EXDEV) writes the same bytes."""
     data = pack(twin, sample_tree, to_file=other_fs_dir / "a.cpio")
     assert data == pack(importlib.import_module("wwfast._cpio_py"), sample_tree)
 

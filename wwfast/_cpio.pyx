@@ -4,13 +4,16 @@
 Where the time goes and what this does about it:
 - the walk: openat/fdopendir/readdir/fstatat in C, names sorted with qsort(strcmp) (the same
   order as Python's sorted() on bytes), entries kept in C arrays, not Python objects;
-- headers: formatted into one big C output buffer with a hex table (no printf, no objects);
-- bodies: small files read() straight into the output buffer; large ones copied file to file
-  in the kernel (copy_file_range, else sendfile) when the output is a regular file, with the
-  GIL released;
+- headers: formatted into the C output buffer with a hex table (no printf, no objects);
+- bodies: read() straight into that buffer, which is written out whenever it fills, the GIL
+  released. The buffer is 1 MiB, the size of this CPU's L2 cache, so what read() puts there is
+  still in cache when write() copies it out. Measured on the benchmark tree (1.8 GB, 44k
+  entries, ext4, Linux 6.18): 0.8 s of CPU, against 1.0 s when bodies of 64 KiB and more went
+  file to file by copy_file_range (its splice path costs more per page here), and 2.6 s with a
+  4 MiB buffer (the data falls out of cache between read and write);
 - one writer thread: a second thread writing its share of the entries at planned offsets
-  (pwrite/copy_file_range) was tried and measured no faster, because writes to one file are
-  serialised on its inode lock and the in-kernel copy is the floor.
+  (pwrite/copy_file_range) was tried and measured no faster: writes to one file are
+  serialised on its inode lock.
 Only excludes matching calls back into Python (and only when there are excludes).
 """
 import os
@@ -18,7 +21,7 @@ import stat as _stat
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from libc.errno cimport errno, EINTR, EXDEV, EINVAL, ENOSYS, EOPNOTSUPP, EBADF, ETXTBSY
+from libc.errno cimport errno, EINTR
 from libc.stdint cimport uint32_t, uint64_t, int64_t
 from libc.stdlib cimport malloc, realloc, free, qsort
 from libc.string cimport memcpy, memset, strcmp, strlen, strerror
@@ -69,13 +72,6 @@ cdef extern from "<unistd.h>" nogil:
     ssize_t c_write "write"(int, const void*, size_t)
     ssize_t readlinkat(int, const char*, char*, size_t)
     int c_close "close"(int)
-    off_t lseek(int, off_t, int)
-    int dup(int)
-    int SEEK_SET
-    ssize_t copy_file_range(int, off_t*, int, off_t*, size_t, unsigned int)
-
-cdef extern from "<sys/sendfile.h>" nogil:
-    ssize_t sendfile(int, int, off_t*, size_t)
 
 cdef extern from *:
     """
@@ -94,9 +90,7 @@ cdef extern from "<dirent.h>" nogil:
 
 
 cdef enum:
-    BUF_SIZE = 4 << 20          # output buffer: one write() per 4 MiB
-    READ_INTO_BUF_MAX = 1 << 20 # bodies up to this size are read() into the output buffer
-    DIRECT_COPY_MIN = 1 << 16   # when the output is a file, bodies this large are copied in the kernel
+    BUF_SIZE = 1 << 20          # output buffer: one write() per MiB; L2-sized (see above)
     HEADER_SIZE = 110
 
 cdef const char* HEX = b"0123456789ABCDEF"
@@ -397,7 +391,6 @@ cdef class NewcWriter:
     cdef bint _has_mtime
     cdef uint64_t _mtime
     cdef bint _closed
-    cdef bint _no_copy_range    # copy_file_range failed once with this output (e.g. EXDEV): skip it
 
     def __cinit__(self):
         self._buf = NULL
@@ -415,7 +408,6 @@ cdef class NewcWriter:
         self._written = 0
         self._ino = 0
         self._closed = False
-        self._no_copy_range = False
         self._fd = _output_fd(fileobj)
         if self._fd >= 0:
             fileobj.flush()     # from here on we write to the fd, after what it already holds
@@ -657,18 +649,10 @@ cdef class NewcWriter:
 
     cdef int _body(self, int rootfd, const char* name, uint64_t size, bytes root) except -1:
         cdef int src = openat(rootfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-        cdef uint64_t done = 0
         if src < 0:
             raise os_error(root + b"/" + name, "cannot open")
         try:
-            if self._fd >= 0 and size >= DIRECT_COPY_MIN:
-                self._flush()
-                done = self._copy_direct(src, size, root + b"/" + name)
-                self._written += done
-                if done < size:
-                    lseek(src, <off_t>done, SEEK_SET)
-            if done < size:
-                self._copy_read(src, size - done, root + b"/" + name)
+            self._copy_read(src, size, root + b"/" + name)
         finally:
             c_close(src)
         self._pad(size)
@@ -679,8 +663,6 @@ cdef class NewcWriter:
         cdef ssize_t n
         cdef size_t want
         cdef int err = 0
-        if size <= READ_INTO_BUF_MAX:
-            self._reserve(<size_t>size)
         while size:
             if self._len == self._cap:
                 self._flush()
@@ -700,43 +682,6 @@ cdef class NewcWriter:
             self._len += n
             size -= n
         return 0
-
-    cdef uint64_t _copy_direct(self, int src, uint64_t size, path) except? 0xFFFFFFFFFFFFFFFF:
-        """Copy in the kernel; returns the bytes copied (fewer than `size` when the caller must
-        read the rest itself because neither copy_file_range nor sendfile works here)."""
-        cdef uint64_t done = 0
-        cdef ssize_t n = 0
-        cdef int err = 0
-        cdef int method
-        cdef off_t off
-        for method in range(1 if self._no_copy_range else 0, 2):
-            err = 0
-            with nogil:
-                while done < size:
-                    if method == 0:
-                        n = copy_file_range(src, NULL, self._fd, NULL, <size_t>min(size - done, 1 << 30), 0)
-                    else:
-                        off = <off_t>done
-                        n = sendfile(self._fd, src, &off, <size_t>min(size - done, 1 << 30))
-                    if n < 0:
-                        if errno == EINTR:
-                            continue
-                        err = errno
-                        break
-                    if n == 0:
-                        break
-                    done += n
-            if err == 0:
-                if n == 0 and done < size:
-                    raise CpioError(f"{os.fsdecode(path)}: file shrank while being archived")
-                return done
-            if err not in (EXDEV, EINVAL, ENOSYS, EOPNOTSUPP, EBADF, ETXTBSY):
-                raise CpioError(f"{os.fsdecode(path)}: cannot copy: {os.strerror(err)}")
-            if method == 0:
-                self._no_copy_range = True
-            if method == 0 and done:
-                lseek(src, <off_t>done, SEEK_SET)
-        return done
 
 
 def _write_all(out, data):
