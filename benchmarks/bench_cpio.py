@@ -15,8 +15,8 @@ compiled >= 5x GNU cpio and >= 2x bsdtar. Finally checks that both writers wrote
     .venv/bin/python benchmarks/bench_cpio.py [--runs 3] [--tree DIR] [--out-dir DIR]
 
 --out-dir /dev/shm writes the archives to tmpfs: no disk write-back in the timings (on a shared
-machine other people's writes throttle everyone's dirty pages), but copy_file_range cannot cross
-file systems there, so our writers fall back to reading and writing.
+machine other people's writes throttle everyone's dirty pages). CPU seconds are printed beside
+wall time: when the machine is shared, they are the steadier measure.
 """
 import argparse
 import hashlib
