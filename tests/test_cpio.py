@@ -149,6 +149,32 @@ def test_file_output_appends_after_existing_content(twin, sample_tree, tmp_path)
     assert (tmp_path / "c.cpio").read_bytes() == b"prefix!!" + buf.getvalue()
 
 
+class _Wrapper:
+    """Like a compressor's stream writer: exposes its inner file's fileno() but transforms writes."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, data):
+        self.f.write(bytes(data).swapcase())
+        return len(data)
+
+    def fileno(self):
+        return self.f.fileno()
+
+    def flush(self):
+        self.f.flush()
+
+
+def test_wrapped_file_gets_every_byte_through_the_wrapper(twin, sample_tree, tmp_path):
+    with open(tmp_path / "w.cpio", "wb") as f:
+        w = twin.NewcWriter(_Wrapper(f), mtime=1)
+        w.add_tree(sample_tree)
+        w.close()
+    plain = pack(twin, sample_tree, mtime=1)
+    assert (tmp_path / "w.cpio").read_bytes() == plain.swapcase()
+
+
 @pytest.fixture
 def other_fs_dir(tmp_path):
     """A tmpfs mounted for the test: the archive on another file system than the tree."""

@@ -16,6 +16,7 @@ Where the time goes and what this does about it:
   serialised on its inode lock.
 Only excludes matching calls back into Python (and only when there are excludes).
 """
+import io
 import os
 import stat as _stat
 
@@ -372,7 +373,14 @@ cdef inline uint64_t clamp32(int64_t v) noexcept nogil:
     return <uint64_t>v
 
 
+_FILE_TYPES = (io.FileIO, io.BufferedWriter, io.BufferedRandom)
+
+
 def _output_fd(fileobj):
+    """The fd of a plain file object on a regular file, else -1 (a wrapper such as a compressor's
+    stream writer may expose its inner file's fileno(): writing there would bypass it)."""
+    if not isinstance(fileobj, _FILE_TYPES):
+        return -1
     try:
         fd = fileobj.fileno()
         return fd if _stat.S_ISREG(os.fstat(fd).st_mode) else -1
