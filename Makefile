@@ -4,7 +4,7 @@ CONF  ?= conf
 STATE ?= var
 ARGS  = --conf $(CONF) --state $(STATE)
 
-.PHONY: setup define build compress publish all serve test test-pure bench demo clean
+.PHONY: setup define build compress all serve test bench demo clean
 
 setup:
 	scripts/setup.sh
@@ -30,9 +30,11 @@ all:
 serve:
 	$(PY) -m stages.serve $(ARGS)
 
-# Both implementations: the suite runs the compiled and pure twins side by side (parametrised).
+# The whole suite twice: with the compiled Cython modules (a test fails if they did not load), then
+# with WWFAST_PURE=1 forcing their pure-Python twins. Twin-against-twin tests run in both passes.
 test:
 	$(PY) -m pytest -q -ra --timeout=900
+	WWFAST_PURE=1 $(PY) -m pytest -q -ra --timeout=900
 
 bench:
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

@@ -18,7 +18,11 @@ if [ -n "$missing" ]; then
 fi
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || $PYTHON -m venv .venv
-.venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e '.[test]'
+# pip's build chatter goes to a log, shown only when the install fails.
+log=$(mktemp)
+if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[test]'; } >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"; echo "setup: pip install failed" >&2; exit 1
+fi
+rm -f "$log"
 scripts/fetch-kernel.sh >/dev/null
 echo "setup: done (.venv ready, kernel $(scripts/fetch-kernel.sh))"
