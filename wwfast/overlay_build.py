@@ -338,7 +338,8 @@ class OverlayBuilder:
             if files != sorted(prev_files):
                 fps = self.fingerprints(files)  # as the next run will compute them, over the files read now
             new_state = {"format": STATE_FORMAT, "nodes": fps, "server_files": files}
-            fsutil.atomic_write(_state_path(self.state_dir), json.dumps(new_state, sort_keys=True) + "\n")
+            if new_state != previous:  # a run that changed nothing leaves the state dir untouched
+                fsutil.atomic_write(_state_path(self.state_dir), json.dumps(new_state, sort_keys=True) + "\n")
         result.seconds = time.monotonic() - started
         return result
 
