@@ -84,20 +84,40 @@ def wait_port(port, proc, timeout=10, log_path=None):
     raise RuntimeError("server did not start listening")
 
 
+def wait_log(log_path, text, proc, offset=0, timeout=10):
+    """Wait until the server logs `text` past `offset` of its log file."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(log_path, errors="replace") as f:
+            f.seek(offset)
+            if text in f.read():
+                return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise RuntimeError(f"server never logged {text!r}")
+
+
 @contextlib.contextmanager
-def running_server(state, port, *extra, env=None, log_path=None, settings="warewulf:\n  secure: false\n"):
-    """`python -m stages.serve` on 127.0.0.1:port (HTTP only), stopped with SIGTERM."""
+def running_server(state, port, *extra, env=None, log_path=None, settings="warewulf:\n  secure: false\n",
+                   tftp_port=None, tftp_root=None):
+    """`python -m stages.serve` on 127.0.0.1:port (HTTP only unless given a TFTP port and root),
+    stopped with SIGTERM."""
     conf = os.path.join(state, "conf")
     fsutil.atomic_write(os.path.join(conf, "wwfast.yaml"), settings, fsync=False)
+    tftp = ["--tftp-port", str(tftp_port), "--tftp-root", str(tftp_root)] if tftp_port else ["--no-tftp"]
     cmd = [sys.executable, "-m", "stages.serve", "--conf", conf, "--state", state, "--bind", "127.0.0.1",
-           "--http-port", str(port), "--no-tftp", *extra]
+           "--http-port", str(port), *tftp, *extra]
     log_path = log_path or os.path.join(state, "serve.log")
     err = open(log_path, "ab")
+    log_start = err.tell()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
                             env={**os.environ, **(env or {})})
     try:
         try:
             wait_port(port, proc, log_path=log_path)
+            if tftp_port:        # TFTP starts after HTTP: a first RRQ before it would wait for a retry
+                wait_log(log_path, "TFTP on ", proc, log_start)
         except RuntimeError:
             proc.kill()
             raise

@@ -269,3 +269,88 @@ def test_a_large_status_body_reaches_a_slow_reader_whole(tmp_path):
     length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
     assert length == len(body) > 300_000
     assert len(json.loads(body)["nodes"]) == 3000
+
+
+def tftp_get(port, remote, local):
+    """tftp-hpa's client; returns its CompletedProcess (it exits 0 even on a TFTP error: check the file)."""
+    return subprocess.run(["tftp", "-m", "binary", "127.0.0.1", str(port), "-c", "get", remote, str(local)],
+                          capture_output=True, text=True, timeout=20)
+
+
+def atftp_get(port, remote, local):
+    return subprocess.run(["atftp", "-g", "-r", remote, "-l", str(local), "127.0.0.1", str(port)],
+                          capture_output=True, text=True, timeout=20)
+
+
+def metric(text, name):
+    """The value of one sample line `name{labels}` in a /metrics body, or None."""
+    match = re.search(r"^" + re.escape(name) + r" (\S+)$", text, re.M)
+    return float(match.group(1)) if match else None
+
+
+def test_tftp_requests_show_in_status_and_metrics(tmp_path):
+    """A node's script fetched over TFTP is its boot's first step in /status, exactly like GET /ipxe;
+    /metrics counts every TFTP request (scripts, root files, errors) and the bytes sent."""
+    state = str(tmp_path / "var")
+    root = tmp_path / "tftproot"
+    root.mkdir()
+    (root / "undionly.kpxe").write_bytes(b"NBP" * 5000)
+    manifest = publish(state, {"n001": make_node(state, "n001", MAC1, b"IMAGE")}, "gen-1")
+    script_entry = manifest["nodes"]["n001"]["artifacts"]["ipxe"]["raw"]
+    port, tftp_port = free_port(), free_port()
+    base = f"http://127.0.0.1:{port}"
+    with running_server(state, port, tftp_port=tftp_port, tftp_root=root):
+        assert json.loads(get(f"{base}/status"))["nodes"]["n001"]["stage"] == ""
+        tftp_get(tftp_port, "52-54-00-00-00-01.ipxe", tmp_path / "script")
+        assert (tmp_path / "script").read_bytes() == store_bytes(state, script_entry)
+        rec = json.loads(get(f"{base}/status"))["nodes"]["n001"]
+        assert (rec["stage"], rec["sent"], rec["ipaddr"]) == ("ipxe", script_entry["file"], "127.0.0.1"), rec
+        assert rec["boot start"] > 0 and rec["boot end"] == 0, rec
+        # the boot goes on over HTTP: same boot, not a new one
+        get(f"{base}/kernel/{MAC1}")
+        after = json.loads(get(f"{base}/status"))["nodes"]["n001"]
+        assert after["stage"] == "kernel" and after["boot start"] == rec["boot start"], after
+        assert atftp_get(tftp_port, "undionly.kpxe", tmp_path / "nbp").returncode == 0
+        assert (tmp_path / "nbp").read_bytes() == b"NBP" * 5000
+        tftp_get(tftp_port, "missing.efi", tmp_path / "missing")
+        atftp_get(tftp_port, "52-54-00-aa-bb-cc.ipxe", tmp_path / "unknown")
+        assert b"unknown node" in (tmp_path / "unknown").read_bytes()
+        text = get(f"{base}/metrics").decode()
+    assert metric(text, 'wwfast_tftp_requests_total{stage="ipxe",result="ok"}') == 2
+    assert metric(text, 'wwfast_tftp_requests_total{stage="file",result="ok"}') == 1
+    assert metric(text, 'wwfast_tftp_requests_total{stage="file",result="not_found"}') == 1
+    unknown_size = len((tmp_path / "unknown").read_bytes())
+    assert metric(text, 'wwfast_tftp_bytes_total{stage="ipxe"}') == script_entry["size"] + unknown_size
+    assert metric(text, 'wwfast_tftp_bytes_total{stage="file"}') == 15000
+    assert metric(text, 'wwfast_nodes_by_stage{stage="kernel"}') == 1
+
+
+def test_a_publish_after_the_tftp_script_fetch_keeps_the_boot_on_its_generation(tmp_path):
+    """The script (and its kernel arguments) came from generation A over TFTP: the node's kernel, image
+    and overlays come from A too, though B is published before its first HTTP request."""
+    state = str(tmp_path / "var")
+    root = tmp_path / "tftproot"
+    root.mkdir()
+    mac2 = "52:54:00:00:00:02"
+    gen_a = publish(state, {"n001": make_node(state, "n001", MAC1, b"IMAGE A"),
+                            "n002": make_node(state, "n002", mac2, b"IMAGE A")}, "gen-A")
+    port, tftp_port = free_port(), free_port()
+    base = f"http://127.0.0.1:{port}"
+
+    def sha_of(manifest, node, stage):
+        encodings = manifest["nodes"][node]["artifacts"][stage]
+        return (encodings.get("zst") or encodings["raw"])["sha256"]
+
+    with running_server(state, port, tftp_port=tftp_port, tftp_root=root):
+        tftp_get(tftp_port, "52-54-00-00-00-01.ipxe", tmp_path / "script")
+        assert (tmp_path / "script").read_bytes().startswith(b"#!ipxe\necho node n001\n")
+        gen_b = publish(state, {"n001": make_node(state, "n001", MAC1, b"IMAGE B", tag=b"B"),
+                                "n002": make_node(state, "n002", mac2, b"IMAGE B", tag=b"B")}, "gen-B")
+        wait_for(lambda: b"gen-B" in get(f"{base}/healthz"), what="manifest reload")
+        for stage in ("kernel", "image", "system", "runtime"):
+            assert sha(get(f"{base}/{stage}/{MAC1}")) == sha_of(gen_a, "n001", stage), stage
+        # a node that did not start its boot before the publish gets B; so does n001's next boot
+        assert sha(get(f"{base}/kernel/{mac2}")) == sha_of(gen_b, "n002", "kernel")
+        tftp_get(tftp_port, "52-54-00-00-00-01.ipxe", tmp_path / "script")
+        assert (tmp_path / "script").read_bytes().endswith(b"B")
+        assert sha(get(f"{base}/kernel/{MAC1}")) == sha_of(gen_b, "n001", "kernel")

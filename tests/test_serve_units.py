@@ -1,16 +1,21 @@
 """Small pure functions of the serve stage: range parsing, MAC normalisation, manifest checks,
-Prometheus rendering, the TFTP resolver, and status bookkeeping (boot start/end, saved atomically)."""
+Prometheus rendering, the TFTP resolver and request reports, and status bookkeeping (boot start/end,
+saved atomically)."""
 import asyncio
 import json
 import os
+import subprocess
+import time
 
 import pytest
 
 from serve_helpers import make_node, publish, store_bytes
+from tftp_support import ServerThread, client_socket, rrq, twin_params
 from wwfast.server import loops
-from wwfast.server.catalog import Catalog, CatalogWatcher, ManifestError, normalise_mac, tftp_resolver
+from wwfast.server.catalog import Catalog, CatalogWatcher, ManifestError, normalise_mac, script_mac, tftp_resolver
 from wwfast.server.http import parse_range
 from wwfast.server.metrics import Metrics
+from wwfast.server.pins import BootPins
 from wwfast.server.status import StatusBook, read_status
 
 
@@ -67,6 +72,58 @@ def test_tftp_resolver(tmp_path):
         assert resolve(path) is None, path
 
 
+def test_script_mac():
+    for path in ("52-54-00-00-00-01.ipxe", "/52:54:00:00:00:01.ipxe", "ipxe/52-54-00-00-00-01",
+                 "ipxe/52-54-00-00-00-01.ipxe"):
+        assert script_mac(path) == "52:54:00:00:00:01", path
+    for path in ("undionly.kpxe", "52-54-00-00-00-01", "x.ipxe", "ipxe/x", "sub/52-54-00-00-00-01.ipxe"):
+        assert script_mac(path) is None, path
+
+
+def test_tftp_resolver_pins_the_boot_to_the_generation_of_the_script(tmp_path):
+    """The TFTP script fetch starts the boot, as GET /ipxe does: a publish before /kernel changes nothing."""
+    state = str(tmp_path)
+    publish(state, {"n001": make_node(state, "n001", "52:54:00:00:00:01", b"I")}, "g1")
+    w = CatalogWatcher(state)
+    w.check()
+    first = w.current
+    pins = BootPins()
+    assert tftp_resolver(w, pins)("52-54-00-00-00-01.ipxe").startswith(b"#!ipxe")
+    publish(state, {"n001": make_node(state, "n001", "52:54:00:00:00:01", b"I", tag=b"2")}, "g2")
+    assert w.check() and w.current is not first
+    assert pins.pinned("52:54:00:00:00:01", w.current) is first
+    assert pins.catalog_for("52:54:00:00:00:01", "kernel", w.current) is first
+    assert pins.pinned("52:54:00:00:00:99", w.current) is w.current
+
+
+@pytest.mark.parametrize("core_name", twin_params())
+def test_tftp_server_reports_each_request_once(tmp_path, core_name):
+    """on_request hears every read request's outcome once (real tftp-hpa and atftp clients)."""
+    (tmp_path / "undionly.kpxe").write_bytes(b"N" * 3000)
+    heard = []
+    with ServerThread(str(tmp_path), core_name, on_request=lambda *a: heard.append(a), retries=1) as srv:
+        subprocess.run(["tftp", "-m", "binary", "127.0.0.1", str(srv.port), "-c", "get", "undionly.kpxe",
+                        str(tmp_path / "got")], check=True, timeout=20)
+        subprocess.run(["atftp", "-g", "-r", "missing.efi", "-l", str(tmp_path / "none"), "127.0.0.1",
+                        str(srv.port)], capture_output=True, timeout=20)
+        subprocess.run(["atftp", "-g", "-r", "../etc/passwd", "-l", str(tmp_path / "none"), "127.0.0.1",
+                        str(srv.port)], capture_output=True, timeout=20)
+        s = client_socket()
+        s.sendto(b"\0\2upload\0octet\0", ("127.0.0.1", srv.port))        # WRQ: refused
+        s.recvfrom(1000)
+        s.sendto(rrq("undionly.kpxe"), ("127.0.0.1", srv.port))
+        s.sendto(rrq("undionly.kpxe"), ("127.0.0.1", srv.port))             # a retransmitted RRQ
+        deadline = time.monotonic() + 5
+        while len(heard) < 6 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        s.close()
+    assert (tmp_path / "got").read_bytes() == b"N" * 3000
+    assert [(path, result, nbytes) for path, _client, result, nbytes in heard] == [
+        ("undionly.kpxe", "ok", 3000), ("missing.efi", "not_found", 0), (None, "access_denied", 0),
+        (None, "access_denied", 0), ("undionly.kpxe", "ok", 3000), ("undionly.kpxe", "duplicate", 0)]
+    assert all(client[0] == "127.0.0.1" and client[1] > 0 for _path, client, _r, _n in heard)
+
+
 def test_metrics_text_format():
     m = Metrics()
     m.request("image", 200)
@@ -82,6 +139,12 @@ def test_metrics_text_format():
     assert 'wwfast_boot_duration_seconds_bucket{le="+Inf"} 2' in text
     assert 'wwfast_nodes_by_stage{stage="runtime"} 3' in text
     assert 'generation="gen\\"1"' in text
+    m.tftp_request("ipxe", "ok", 512)
+    m.tftp_request("file", "not_found", 0)
+    text = m.render({}, "g")
+    assert 'wwfast_tftp_requests_total{stage="ipxe",result="ok"} 1' in text
+    assert 'wwfast_tftp_requests_total{stage="file",result="not_found"} 1' in text
+    assert 'wwfast_tftp_bytes_total{stage="ipxe"} 512' in text and 'tftp_bytes_total{stage="file"}' not in text
     for line in text.splitlines():          # every sample line: name{labels} value
         assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2
 

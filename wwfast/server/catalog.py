@@ -84,10 +84,14 @@ class Node:
                 for enc, e in encodings.items() if enc in ENCODINGS}
 
     def artifact(self, stage, encoding=None):
-        """The artifact for `stage` in `encoding` (None: zst, else raw, else gz), or None."""
+        """The artifact for `stage` in `encoding` (None: zst, else raw, else gz), or None.
+
+        A raw artifact (kernel, iPXE script) has a single encoding: it is the answer whatever
+        `encoding` asks for (iPXE templates may add ?compress= to every URL).
+        """
         encodings = self.artifacts.get(stage) or {}
         if encoding is not None:
-            return encodings.get(encoding)
+            return encodings.get(encoding) or encodings.get("raw")
         for enc in ("zst", "raw", "gz"):
             if enc in encodings:
                 return encodings[enc]
@@ -194,25 +198,35 @@ class CatalogWatcher:
             self._timer = None
 
 
-def tftp_resolver(watcher):
+def script_mac(path):
+    """The MAC of a per-node iPXE script name asked over TFTP, or None for any other file.
+
+    `<mac>.ipxe`, `ipxe/<mac>` and `ipxe/<mac>.ipxe` (MAC with ':' or '-', any case).
+    """
+    name = path.lstrip("/")
+    in_ipxe_dir = name.startswith("ipxe/")
+    if in_ipxe_dir:
+        name = name[5:]
+    if name.endswith(".ipxe"):
+        name = name[:-5]
+    elif not in_ipxe_dir:
+        return None          # a bare name without .ipxe is a file in the TFTP root
+    return normalise_mac(name)
+
+
+def tftp_resolver(watcher, pins=None):
     """resolve(path) for the TFTP server: per-node iPXE scripts by MAC, from the current manifest.
 
-    Answers `<mac>.ipxe`, `ipxe/<mac>` and `ipxe/<mac>.ipxe` (MAC with ':' or '-', any case): the
-    node's script, or the unknown-node script for a MAC no node has. Anything else is None, so
-    the TFTP server looks in its root directory.
+    Answers the names script_mac() knows: the node's script, or the unknown-node script for a
+    MAC no node has. Anything else is None, so the TFTP server looks in its root directory.
+    With `pins` (wwfast.server.pins.BootPins) the script fetch starts the node's boot, as
+    GET /ipxe does: its later HTTP requests come from the generation this script came from.
     """
     def resolve(path):
-        name = path.lstrip("/")
-        if name.startswith("ipxe/"):
-            name = name[5:]
-        if name.endswith(".ipxe"):
-            name = name[:-5]
-        elif path.lstrip("/") == name:
-            return None          # a bare name without .ipxe is a file in the TFTP root
-        mac = normalise_mac(name)
+        mac = script_mac(path)
         if mac is None:
             return None
-        catalog = watcher.current
+        catalog = pins.catalog_for(mac, "ipxe", watcher.current) if pins is not None else watcher.current
         node = catalog.by_mac.get(mac)
         artifact = node.artifact("ipxe") if node else catalog.unknown_ipxe
         if artifact is None:

@@ -564,7 +564,7 @@ class HttpServer:
         catalog = self.pins.catalog_for(mac, stage, catalog)
         node = catalog.by_mac.get(mac)
         if node is None:
-            if stage == "ipxe" and catalog.unknown_ipxe is not None and not encoding:
+            if stage == "ipxe" and catalog.unknown_ipxe is not None:
                 log.info("%s: unknown MAC %s asked for iPXE; sent the unknown-node script", peer[0], mac)
                 return self._file_reply(catalog.unknown_ipxe, req, "ipxe", None, peer)
             log.info("%s: %s for unknown MAC %s", peer[0], stage, mac)
@@ -630,10 +630,15 @@ class HttpServer:
         node_id = node.id if node else None
         log.info("%s:%d %s %s %s %s -> %d", peer[0], peer[1], req.method, node_id or "unknown", stage,
                  artifact.name, code)
-        if node_id:
-            self.status.requested(node_id, stage, artifact.name, peer[0])
+        if node:
+            self.node_fetched(node, stage, artifact, peer[0])
         on_done = self._completion(stage, code, node_id, end - start)
         return Reply(code, headers=headers, file=FileBody(fd, start, end - start, on_done))
+
+    def node_fetched(self, node, stage, artifact, client_host):
+        """`node` is being sent `artifact` for `stage` (by HTTP, or its script by TFTP): /status shows it,
+        and a script or a boot's first kernel starts the node's boot."""
+        self.status.requested(node.id, stage, artifact.name, client_host)
 
     def _completion(self, stage, code, node_id, length):
         def done(sent, complete):

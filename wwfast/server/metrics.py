@@ -47,6 +47,15 @@ class Metrics:
         self.connections = 0        # open client connections
         self.boot = Histogram(BOOT_BUCKETS)
         self.reloads = 0
+        self.tftp_requests = {}     # (stage, result) -> count
+        self.tftp_bytes = {}        # stage -> bytes of the transfers started
+
+    def tftp_request(self, stage, result, nbytes):
+        """One TFTP read request: `stage` ipxe (a node's script), file (the TFTP root) or bad."""
+        key = (stage, result)
+        self.tftp_requests[key] = self.tftp_requests.get(key, 0) + 1
+        if nbytes:
+            self.tftp_bytes[stage] = self.tftp_bytes.get(stage, 0) + nbytes
 
     def request(self, stage, code):
         key = (stage, code)
@@ -67,6 +76,16 @@ class Metrics:
                 "# TYPE wwfast_http_sent_bytes_total counter"]
         for (stage, code), n in sorted(self.bytes.items()):
             out.append(f"wwfast_http_sent_bytes_total{_labels(stage=stage, code=code)} {n}")
+        out += ["# HELP wwfast_tftp_requests_total TFTP read requests by stage (ipxe: a node's script by MAC, "
+                "file: the TFTP root, bad: no readable request) and result.",
+                "# TYPE wwfast_tftp_requests_total counter"]
+        for (stage, result), n in sorted(self.tftp_requests.items()):
+            out.append(f"wwfast_tftp_requests_total{_labels(stage=stage, result=result)} {n}")
+        out += ["# HELP wwfast_tftp_bytes_total Size of the files TFTP transfers were started for "
+                "(counted at request time: the TFTP core reports no per-transfer end).",
+                "# TYPE wwfast_tftp_bytes_total counter"]
+        for stage, n in sorted(self.tftp_bytes.items()):
+            out.append(f"wwfast_tftp_bytes_total{_labels(stage=stage)} {n}")
         out += ["# HELP wwfast_http_transfers_in_flight File bodies being sent now.",
                 "# TYPE wwfast_http_transfers_in_flight gauge",
                 f"wwfast_http_transfers_in_flight {self.in_flight}",

@@ -1,8 +1,9 @@
 """Boot pinning: a node that starts booting from one manifest generation finishes from it.
 
 A publish while nodes boot must never give a node the image of one generation and the overlays of
-the next (an image and its overlays are built to go together). A boot starts with the node's /ipxe
-request, or with its /kernel request when the script came over TFTP; from then until its first
+the next (an image and its overlays are built to go together). A boot starts with the node's iPXE
+script, fetched by HTTP (/ipxe) or by TFTP (`<mac>.ipxe`, see catalog.tftp_resolver), or with its
+/kernel request when the script came from elsewhere; from then until its first
 /runtime request (the last file of a boot: iPXE's, or the node agent's first in secure mode) or
 `hold` seconds, the node's requests are answered from the catalog it started with. The old store
 files are still on disk: publish keeps replaced files for a grace period longer than `hold`.
@@ -40,6 +41,13 @@ class BootPins:
             return current
         if stage == "runtime":
             del self._pins[mac]     # the boot is complete: the agent's refreshes get what is current
+        return pin[0]
+
+    def pinned(self, mac, current):
+        """The catalog `mac` is pinned to, else `current`; never starts, moves or ends a pin."""
+        pin = self._pins.get(mac)
+        if pin is None or self.clock() - pin[1] > self.hold:
+            return current
         return pin[0]
 
     def prune(self):

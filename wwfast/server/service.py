@@ -10,7 +10,7 @@ import resource
 import signal
 
 from wwfast.server import loops
-from wwfast.server.catalog import tftp_resolver
+from wwfast.server.catalog import script_mac, tftp_resolver
 from wwfast.server.http import HttpServer, Limits
 
 log = logging.getLogger("wwfast.serve")
@@ -98,6 +98,26 @@ def _tftp_class():
     return TftpServer
 
 
+def tftp_accounting(http):
+    """The TFTP server's on_request: every read request counts in /metrics; a node's script fetched by
+    MAC shows in /status exactly as GET /ipxe does (stage ipxe, client address, boot start)."""
+    def on_request(path, client, result, nbytes):
+        mac = script_mac(path) if path is not None else None
+        stage = "bad" if path is None else "ipxe" if mac else "file"
+        http.metrics.tftp_request(stage, result, nbytes)
+        if mac is None or result != "ok":
+            return
+        # the catalog the resolver just pinned the node to: the script sent came from it
+        node = http.pins.pinned(mac, http.catalog).by_mac.get(mac)
+        if node is None:
+            log.info("%s:%d TFTP unknown MAC %s: sent the unknown-node script", client[0], client[1], mac)
+            return
+        artifact = node.artifact("ipxe")
+        log.info("%s:%d TFTP %s ipxe %s", client[0], client[1], node.id, artifact.name)
+        http.node_fetched(node, "ipxe", artifact, client[0])
+    return on_request
+
+
 async def serve_forever(opts):
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -113,7 +133,8 @@ async def serve_forever(opts):
             if cls is None:
                 log.warning("TFTP is enabled but wwfast.server.tftp is not available; HTTP only")
             else:
-                tftp = cls(opts.tftp_root, opts.tftp_bind, opts.tftp_port, resolve=tftp_resolver(http.watcher))
+                tftp = cls(opts.tftp_root, opts.tftp_bind, opts.tftp_port,
+                           resolve=tftp_resolver(http.watcher, http.pins), on_request=tftp_accounting(http))
                 await tftp.start()
                 log.info("TFTP on %s:%d from %s", opts.tftp_bind, opts.tftp_port, opts.tftp_root)
         try:

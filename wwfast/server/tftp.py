@@ -7,9 +7,15 @@ table, which the loop watches through one epoll fd; every DATA/ACK after the
 RRQ is handled by the core (compiled: no Python object per packet), and one
 timer wheel drives retransmission. Read only: WRQ is refused.
 
-`TftpServer(root, host, port, resolve=None)`: `resolve(path)` may answer a path
-first (bytes, or a file name to serve, or None to fall back to the root), so the
-serve stage can hand out per-node iPXE scripts by MAC.
+`TftpServer(root, host, port, resolve=None, on_request=None)`: `resolve(path)` may
+answer a path first (bytes, or a file name to serve, or None to fall back to the
+root), so the serve stage can hand out per-node iPXE scripts by MAC.
+`on_request(path, client, result, nbytes)` hears once per read request how it
+went (for status and metrics; never per packet): `path` relative to the root (None
+when the packet was no readable request), `client` (host, port), `result` "ok",
+"duplicate" (a retransmitted RRQ of a transfer in flight), "busy" or an error name
+from ERROR_RESULTS, `nbytes` the size of the transfer started (0 otherwise). The
+session table reports no per-transfer end, so bytes are counted when a transfer starts.
 
 Standalone, for tests and benchmarks:
     python -m wwfast.server.tftp --root DIR --port 6969 --bind 127.0.0.1 [--workers 2]
@@ -31,6 +37,9 @@ from wwfast.server import loops
 log = logging.getLogger("wwfast.tftp")
 
 DEFAULT_CACHE_BYTES = 256 << 20
+# TFTP error code -> the result on_request hears
+ERROR_RESULTS = {_facade.ERR_NOT_FOUND: "not_found", _facade.ERR_ACCESS: "access_denied",
+                 _facade.ERR_OPTIONS: "bad_options", _facade.ERR_ILLEGAL: "illegal"}
 
 
 class _Listener(asyncio.DatagramProtocol):
@@ -96,13 +105,14 @@ class FileCache:
 class TftpServer:
     """Serve `root` read-only over TFTP on (host, port); use `async with` or start()/close()."""
 
-    def __init__(self, root, host="0.0.0.0", port=69, resolve=None, *, timeout=1.0, retries=5,
+    def __init__(self, root, host="0.0.0.0", port=69, resolve=None, on_request=None, *, timeout=1.0, retries=5,
                  max_blksize=None, max_windowsize=None, reuse_port=False, core=None,
                  cache_bytes=DEFAULT_CACHE_BYTES, tick=0.01):
         self.root = os.path.realpath(root)
         self.host = host
         self.port = port
         self.resolve = resolve
+        self.on_request = on_request
         self.timeout = timeout
         self.retries = retries
         self.core = core or _facade.core()
@@ -192,11 +202,13 @@ class TftpServer:
 
     def _on_request(self, data, addr):
         core = self.core
+        relative = None
         try:
             request = core.parse_request(data)
             if request.opcode == core.WRQ:
                 raise core.TftpError(core.ERR_ACCESS, "read-only server: write requests are refused")
-            content = self._content(request.filename, request.mode)
+            relative = self._confine(request.filename)
+            content = self._content(relative, request.mode)
             blksize, windowsize, timeout, oack = core.negotiate(
                 request.options, len(content), self.max_blksize, self.max_windowsize)
         except core.TftpError as e:
@@ -204,6 +216,7 @@ class TftpServer:
             log.info("tftp: %s from %s:%s: error %d %s", _describe(data), addr[0], addr[1], e.code, e.message)
             if len(data) < 2 or data[1] != core.ERROR or data[0] != 0:   # never answer an error with one
                 self._transport.sendto(core.build_error(e.code, e.message), addr)
+            self._report(relative, addr, ERROR_RESULTS.get(e.code, "error"), 0)
             return
         try:
             sid = self.table.start(addr, content, blksize, windowsize, timeout, oack,
@@ -212,12 +225,22 @@ class TftpServer:
             self.requests["busy"] += 1
             log.warning("tftp: cannot open a transfer for %s:%s: %s", addr[0], addr[1], e)
             self._transport.sendto(core.build_error(core.ERR_UNDEFINED, "server busy"), addr)
+            self._report(relative, addr, "busy", 0)
             return
         self.requests["duplicate" if sid < 0 else "started"] += 1
+        self._report(relative, addr, "duplicate" if sid < 0 else "ok", len(content) if sid >= 0 else 0)
         self._arm_timer()
 
-    def _content(self, filename, mode):
-        """The bytes to send for `filename`, confined to the root; raises TftpError 1 or 2."""
+    def _report(self, relative, addr, result, nbytes):
+        if self.on_request is None:
+            return
+        try:
+            self.on_request(relative, (addr[0], addr[1]), result, nbytes)
+        except Exception:  # accounting must never cost a client its transfer
+            log.exception("tftp: on_request(%r) failed", relative)
+
+    def _confine(self, filename):
+        """`filename` as a path relative to the root; raises TftpError 2 when it would leave the root."""
         core = self.core
         name = filename.replace("\\", "/")
         parts = [p for p in name.split("/") if p not in ("", ".")]
@@ -229,7 +252,11 @@ class TftpServer:
             if inside != self.root and not inside.startswith(self.root.rstrip("/") + "/"):
                 raise core.TftpError(core.ERR_ACCESS, "absolute path outside the TFTP root")
             parts = [p for p in os.path.relpath(inside, self.root).split("/") if p not in ("", ".")]
-        relative = "/".join(parts)
+        return "/".join(parts)
+
+    def _content(self, relative, mode):
+        """The bytes to send for the confined name `relative`; raises TftpError 1 or 2."""
+        core = self.core
         if self.resolve is not None:
             try:
                 answer = self.resolve(relative)
