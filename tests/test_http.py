@@ -74,8 +74,17 @@ def test_compress_picks_the_encoding(served):
             assert curl(f"{base}/{stage}/{MAC1}?compress={enc}")[1] == want
     code, body, _ = curl(f"{base}/image/{MAC1}?compress=xz")
     assert code == 400 and b"xz" in body
-    code, body, _ = curl(f"{base}/kernel/{MAC1}?compress=gz")
-    assert code == 404 and b"gz" in body
+    # raw artifacts (kernel, script) have one encoding: served whatever compress asks for
+    for url, stage in ((f"/kernel/{MAC1}?compress=gz", "kernel"), (f"/kernel/{MAC1}?compress=zst", "kernel"),
+                       (f"/ipxe/{MAC1}?compress=gz", "ipxe"), (f"/ipxe/{MAC1}?compress=zstd", "ipxe"),
+                       (f"/provision/{MAC1}?stage=kernel&compress=gz", "kernel"),
+                       (f"/provision/{MAC1}?compress=gz", "ipxe")):
+        code, body, _ = curl(base + url)
+        assert (code, body) == (200, store_bytes(state, entry(manifest, "n001", stage))), url
+    code, body, _ = curl(f"{base}/ipxe/52:54:00:aa:bb:cc?compress=gz")
+    assert code == 200 and b"unknown node" in body
+    code, body, _ = curl(f"{base}/kernel/{MAC1}?compress=xz")
+    assert code == 400 and b"xz" in body
 
 
 def test_head_and_validators(served):
