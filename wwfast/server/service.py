@@ -109,10 +109,10 @@ def tftp_accounting(http):
             return
         # the catalog the resolver just pinned the node to: the script sent came from it
         node = http.pins.pinned(mac, http.catalog).by_mac.get(mac)
-        if node is None:
-            log.info("%s:%d TFTP unknown MAC %s: sent the unknown-node script", client[0], client[1], mac)
+        artifact = node.artifact("ipxe") if node else None
+        if artifact is None:      # unknown MAC (the unknown-node script), or a same-named file in the root
+            log.info("%s:%d TFTP %s: no node script of MAC %s sent", client[0], client[1], path, mac)
             return
-        artifact = node.artifact("ipxe")
         log.info("%s:%d TFTP %s ipxe %s", client[0], client[1], node.id, artifact.name)
         http.node_fetched(node, "ipxe", artifact, client[0])
     return on_request
