@@ -202,7 +202,7 @@ def test_three_nodes_boot_at_once_each_with_its_own_hostname_and_markers(first_b
     assert len({reports[n]["hostname"] for n in ZST_NODES}) == 3
 
 
-def test_status_shows_each_nodes_stages_in_order(first_boot):
+def test_status_shows_each_nodes_stages_in_order(first_boot, cluster):
     watcher, status = first_boot["watcher"], first_boot["status"]
     for name in list(ZST_NODES) + [GZ_NODE[0], KEY_GOOD[0]]:
         seen = watcher.seen.get(name, [])
@@ -213,6 +213,9 @@ def test_status_shows_each_nodes_stages_in_order(first_boot):
         assert boot and boot[0] in ("ipxe", "kernel") and boot[-1] == "runtime", (name, seen)
         rec = status["nodes"][name]
         assert rec["boot start"] and rec["boot end"] >= rec["boot start"], rec
+    # each node's first step, its script by MAC over TFTP, counts in /metrics too
+    fetched = cluster.metrics().get('wwfast_tftp_requests_total{stage="ipxe",result="ok"}', 0)
+    assert fetched >= len(ZST_NODES) + 2, fetched
 
 
 def test_both_encodings_boot(first_boot):
