@@ -69,6 +69,34 @@ def sha256_bytes(data):
     return hashlib.sha256(data).hexdigest()
 
 
+def resolve_in_root(root, path, max_links=40):
+    """Resolve `path` as if `root` were '/': symlinks are followed as the node would follow them, and
+    absolute targets restart from `root`, so the result never leaves the tree. Raises OSError(ELOOP)
+    after `max_links` links."""
+    root = os.path.abspath(root)
+    parts = [p for p in str(path).split("/") if p not in ("", ".")]
+    resolved = []
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        if os.path.islink(candidate):
+            links += 1
+            if links > max_links:
+                raise OSError(errno.ELOOP, f"{path}: too many levels of symbolic links in {root}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        resolved.append(part)
+    return os.path.join(root, *resolved)
+
+
 class LockBusy(RuntimeError):
     """Another process holds the lock and we were told not to wait."""
 

@@ -15,6 +15,8 @@ import glob
 import os
 import re
 
+from wwfast.fsutil import resolve_in_root
+
 SEARCH_PATTERNS = (
     "/boot/Image-*",            # SUSE aarch64 (its vmlinux does not boot)
     "/boot/vmlinuz-linux*",
@@ -23,7 +25,6 @@ SEARCH_PATTERNS = (
     "/lib/modules/*/vmlinuz.gz",
 )
 _VERSION = re.compile(r"(\d+(?:\.\d+){2,})(?:-(\d+(?:\.\d+)*))?")
-MAX_SYMLINKS = 40
 
 
 class KernelError(Exception):
@@ -81,7 +82,10 @@ class Kernel:
     @property
     def full_path(self):
         """The real file on the server, symlinks resolved inside the image (never onto the host)."""
-        return resolve_in_root(self.image_root, self.path)
+        try:
+            return resolve_in_root(self.image_root, self.path)
+        except OSError as e:
+            raise KernelError(str(e)) from None
 
 
 def find_kernels(image_root):
@@ -140,29 +144,3 @@ def select_kernel(image_root, wanted=""):
     if chosen is None:
         raise KernelError("no kernel found in the image (looked for " + ", ".join(SEARCH_PATTERNS) + ")")
     return chosen
-
-
-def resolve_in_root(root, path):
-    """Resolve `path` as if `root` were '/': absolute symlink targets stay inside the image."""
-    root = os.path.abspath(root)
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    resolved = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        if os.path.islink(candidate):
-            hops += 1
-            if hops > MAX_SYMLINKS:
-                raise KernelError(f"{path}: too many levels of symbolic links in the image")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        resolved.append(part)
-    return os.path.join(root, *resolved)

@@ -27,6 +27,7 @@ import jinja2
 import jinja2.nodes
 
 from wwfast.errors import ConfigError
+from wwfast.fsutil import resolve_in_root
 
 # Names a template may use that tie its output to something beyond the server settings.
 NODE_NAMES = frozenset({"node"})
@@ -270,38 +271,15 @@ def f_include_block(ctx, path, marker):
     return "\n".join(kept + [marker])
 
 
-def resolve_in_root(root, path, max_links=40):
-    """Resolve `path` inside the tree `root`, following symlinks as the node would (absolute ones from root)."""
-    parts = [p for p in str(path).split("/") if p not in ("", ".")]
-    resolved = []
-    links = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        if os.path.islink(candidate):
-            links += 1
-            if links > max_links:
-                return None
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        resolved.append(part)
-    return os.path.join(root, *resolved)
-
-
 def _image_file(st, image, path):
     root = st.renderer.image_root(image)
     st.deps.add(("image", image))
     if root is None:
         return None
-    full = resolve_in_root(root, path)
-    return full
+    try:
+        return resolve_in_root(root, path)
+    except OSError:  # a symlink loop: the file is as good as missing
+        return None
 
 
 @jinja2.pass_context
