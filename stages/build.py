@@ -86,7 +86,9 @@ def run(conf_dir, state_dir, force=False, out=print):
                 print(f"build: error: {error}", file=sys.stderr)
             print("build: build.json not updated", file=sys.stderr)
             return 1
-        doc, _left_out = assemble(results, ctx.nodes)
+        doc, left_out = assemble(results, ctx.nodes)
+        if left_out:  # e.g. a node with no image name: it cannot boot, so it is not published
+            out(f"build: warning: left out of build.json (incomplete): {', '.join(left_out)}")
         path = os.path.join(build_dir, "build.json")
         text = json.dumps(doc, sort_keys=True, indent=1) + "\n"
         try:
