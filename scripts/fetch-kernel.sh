@@ -7,7 +7,13 @@ found=$(ls "$cache"/boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1 || true)
 if [ -n "$found" ]; then echo "$found"; exit 0; fi
 mkdir -p "$cache"
 chmod 755 "$cache"
-pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
+resolve() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}'; }
+pkg=$(resolve)
+if [ -z "$pkg" ]; then  # empty package lists (a fresh or cleaned machine): refresh them once
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -q >/dev/null 2>&1 || true
+    pkg=$(resolve)
+fi
 [ -n "$pkg" ] || { echo "fetch-kernel: cannot resolve linux-image-amd64 (run apt-get update)" >&2; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
