@@ -104,7 +104,7 @@ def main(argv=None):
         for name in ("define", "build", "compress"):
             out = cluster.stage(name).strip()
             for line in out.splitlines()[-3:]:
-                print(f"  {name}: {line}")
+                print(f"  {line}")  # the stages prefix their own lines
     except StageFailed as e:
         print(f"demo: {e}", file=sys.stderr)
         return 1
