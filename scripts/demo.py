@@ -9,7 +9,6 @@ the node's own hostname, its runtime overlay marker and its kernel arguments; st
 started; print nodes booted, seconds each and bytes served. Exit status 0 only when every node booted.
 """
 import argparse
-import os
 import pathlib
 import re
 import socket
@@ -23,6 +22,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from helpers.cluster import Cluster, StageFailed, StageWatcher  # noqa: E402
 from helpers.qemu_nodes import NodeGroup, NodeTimeout, QemuNode  # noqa: E402
 from wwfast import demo_image, nodes as nodedb, settings as wwsettings  # noqa: E402
+from wwfast.cli import add_dir_arguments  # noqa: E402
 
 IMAGE_NAME = "demo"
 BOOT_TIMEOUT = 240
@@ -78,8 +78,7 @@ def check_node(node_id, report, kernel_args, console):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--conf", default=os.environ.get("WWFAST_CONF", "conf"))
-    parser.add_argument("--state", default=os.environ.get("WWFAST_STATE", "var"))
+    add_dir_arguments(parser)
     parser.add_argument("--timeout", type=float, default=BOOT_TIMEOUT, help="seconds for all nodes to boot")
     args = parser.parse_args(argv)
     conf, state = pathlib.Path(args.conf).resolve(), pathlib.Path(args.state).resolve()

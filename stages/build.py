@@ -15,6 +15,7 @@ import sys
 from wwfast import build_images, ipxe, nodes, overlay_build, settings
 from wwfast.errors import ConfigError
 from wwfast.fsutil import LockBusy, atomic_write, locked
+from wwfast.cli import add_dir_arguments
 
 BUILD_FORMAT = 1
 
@@ -106,8 +107,7 @@ def run(conf_dir, state_dir, force=False, out=print):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m stages.build", description=__doc__.splitlines()[0])
-    parser.add_argument("--conf", default=os.environ.get("WWFAST_CONF", "conf"), help="config dir (default conf)")
-    parser.add_argument("--state", default=os.environ.get("WWFAST_STATE", "var"), help="state dir (default var)")
+    add_dir_arguments(parser)
     parser.add_argument("--force", action="store_true", help="rebuild even when the inputs are unchanged")
     args = parser.parse_args(argv)
     try:

@@ -8,13 +8,13 @@ talks and draws a progress bar; elsewhere (cron) it prints only errors. Exit cod
     python -m stages.compress --conf conf --state var [--no-wait] [--force] [--grace SECONDS]
 """
 import argparse
-import os
 import sys
 import time
 
 from wwfast import publish, settings as settings_mod
 from wwfast.errors import ConfigError
 from wwfast.fsutil import LockBusy
+from wwfast.cli import add_dir_arguments
 
 EXIT_BUSY = 75   # EX_TEMPFAIL: cron may simply try again next time
 
@@ -39,8 +39,7 @@ def run(conf_dir, state_dir, force=False, wait=True, grace=publish.GRACE_SECONDS
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m stages.compress", description=__doc__.splitlines()[0])
-    parser.add_argument("--conf", default=os.environ.get("WWFAST_CONF", "conf"), help="config dir (default conf)")
-    parser.add_argument("--state", default=os.environ.get("WWFAST_STATE", "var"), help="state dir (default var)")
+    add_dir_arguments(parser)
     parser.add_argument("--force", action="store_true", help="republish even when current")
     parser.add_argument("--no-wait", action="store_true",
                         help=f"exit {EXIT_BUSY} at once if another run holds the lock (default: wait)")

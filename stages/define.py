@@ -16,6 +16,7 @@ import time
 from wwfast import nodes
 from wwfast.errors import ConfigError
 from wwfast.fsutil import LockBusy, atomic_write, locked
+from wwfast.cli import add_dir_arguments
 
 DESCRIBE = {
     "nodes file": "the node file is a different file",
@@ -66,8 +67,7 @@ def run(conf_dir, state_dir, force=False, out=print):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m stages.define", description=__doc__.splitlines()[0])
-    parser.add_argument("--conf", default=os.environ.get("WWFAST_CONF", "conf"), help="config dir (default conf)")
-    parser.add_argument("--state", default=os.environ.get("WWFAST_STATE", "var"), help="state dir (default var)")
+    add_dir_arguments(parser)
     parser.add_argument("--force", action="store_true", help="run even when the inputs are unchanged")
     args = parser.parse_args(argv)
     try:

@@ -4,18 +4,17 @@ python -m stages.serve --conf DIR --state DIR [--bind ADDR] [--http-port N] [--t
 Flags override the settings file. Runs in the foreground, logs to stderr, stops on SIGTERM/SIGINT.
 """
 import argparse
-import os
 import sys
 
 from wwfast import settings
 from wwfast.errors import ConfigError
 from wwfast.server import service
+from wwfast.cli import add_dir_arguments
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m stages.serve", description=__doc__.splitlines()[0])
-    parser.add_argument("--conf", default=os.environ.get("WWFAST_CONF", "conf"))
-    parser.add_argument("--state", default=os.environ.get("WWFAST_STATE", "var"))
+    add_dir_arguments(parser)
     service.add_arguments(parser)
     args = parser.parse_args(argv)
     service.configure_logging(args.verbose, args.quiet)

@@ -24,8 +24,9 @@ COMMAND_MODULES = [
 ]
 
 
-def _add_dirs(parser, default):
-    """--conf/--state; subcommands get them with SUPPRESS so they never undo the global value."""
+def add_dir_arguments(parser, default=True):
+    """--conf/--state with their defaults ($WWFAST_CONF/$WWFAST_STATE, else conf/var), for the `wwfast`
+    command and every stage. Subcommands get them with SUPPRESS so they never undo the global value."""
     try:
         parser.add_argument("--conf", metavar="DIR", help="configuration directory (default: conf, $WWFAST_CONF)",
                             default=os.environ.get("WWFAST_CONF", "conf") if default else argparse.SUPPRESS)
@@ -46,12 +47,12 @@ def _subparsers(parser):
 def build_parser():
     parser = argparse.ArgumentParser(prog="wwfast", description="Stateless cluster provisioning.")
     parser.add_argument("--version", action="version", version=f"wwfast {__version__}")
-    _add_dirs(parser, default=True)
+    add_dir_arguments(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
     for child in _subparsers(parser):
-        _add_dirs(child, default=False)
+        add_dir_arguments(child, default=False)
     return parser
 
 

@@ -17,6 +17,7 @@ import subprocess
 import sys
 
 from wwfast import fsutil
+from wwfast.cli import add_dir_arguments
 
 BUSYBOX = "/bin/busybox"
 CONSOLE_TAG = "WWFAST-NODE"
@@ -160,8 +161,7 @@ def main(argv=None):
     parser.add_argument("--modules", help="its lib/modules/<version> directory (default: beside the kernel)")
     parser.add_argument("--marker", default="demo image", help="text of /etc/wwfast-markers/image")
     parser.add_argument("--import", dest="import_name", metavar="NAME", help="then run `wwfast image import DIR NAME`")
-    parser.add_argument("--conf", default=os.environ.get("WWFAST_CONF", "conf"))
-    parser.add_argument("--state", default=os.environ.get("WWFAST_STATE", "var"))
+    add_dir_arguments(parser)
     args = parser.parse_args(argv)
     version = make_demo_image(args.dir, args.kernel, args.modules, args.marker)
     print(f"demo image: {args.dir} (busybox, kernel {version})")
