@@ -57,6 +57,11 @@ def _targets(doc, patterns, all_nodes=False):
     return names
 
 
+def _done(verb, names):
+    print(f"{verb} {len(names)} node{'s' if len(names) != 1 else ''}: {hostlist.compress(names)}")
+    return 0
+
+
 def cmd_add(args):
     names = hostlist.expand_all(args.names)
 
@@ -69,8 +74,7 @@ def cmd_add(args):
             fields.apply_values(entry, args, node=True, index=index)
 
     nodeedit.edit(args.conf, args.state, change)
-    print(f"added {len(names)} node{'s' if len(names) != 1 else ''}: {hostlist.compress(names)}")
-    return 0
+    return _done("added", names)
 
 
 def cmd_set(args):
@@ -84,8 +88,7 @@ def cmd_set(args):
         return names
 
     names = nodeedit.edit(args.conf, args.state, change)
-    print(f"updated {len(names)} node{'s' if len(names) != 1 else ''}: {hostlist.compress(names)}")
-    return 0
+    return _done("updated", names)
 
 
 def cmd_unset(args):
@@ -99,8 +102,7 @@ def cmd_unset(args):
         return names
 
     names = nodeedit.edit(args.conf, args.state, change)
-    print(f"updated {len(names)} node{'s' if len(names) != 1 else ''}: {hostlist.compress(names)}")
-    return 0
+    return _done("updated", names)
 
 
 def cmd_delete(args):
@@ -111,8 +113,7 @@ def cmd_delete(args):
         return names
 
     names = nodeedit.edit(args.conf, args.state, change)
-    print(f"deleted {len(names)} node{'s' if len(names) != 1 else ''}: {hostlist.compress(names)}")
-    return 0
+    return _done("deleted", names)
 
 
 def cmd_list(args):
