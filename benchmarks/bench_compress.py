@@ -22,7 +22,8 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-from wwfast import compress, cpio  # noqa: E402
+from wwfast.publish import compress  # noqa: E402
+from wwfast import cpio  # noqa: E402
 
 WORK = pathlib.Path(os.environ.get("WWFAST_BENCH_DIR", "/tmp/wwfast-bench-compress"))
 TREE_PARTS = ["usr/bin", "usr/sbin", "usr/libexec", "usr/lib/x86_64-linux-gnu", "usr/lib/python3.11",

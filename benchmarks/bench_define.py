@@ -26,10 +26,11 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from wwfast import canonjson, nodes  # noqa: E402
+from wwfast import canonjson  # noqa: E402
+from wwfast.define import nodes  # noqa: E402
 from wwfast.fsutil import atomic_write  # noqa: E402
-from wwfast.merge import expand_profiles, merge  # noqa: E402
-from wwfast.nodeschema import NODE, PROFILE  # noqa: E402
+from wwfast.define.merge import expand_profiles, merge  # noqa: E402
+from wwfast.define.schema import NODE, PROFILE  # noqa: E402
 
 PROFILES = 20
 

@@ -7,7 +7,7 @@ rendered into it (with its own copy of the node data, as InitStruct does per tem
 `cpio -o -H newc` and `pigz` per archive (Warewulf writes both .img and .img.gz), with as many workers
 as cores (its --workers default).
 
-wwfast: `wwfast.overlay_build.build_overlays` (templates compiled once, node-independent ones rendered
+wwfast: `wwfast.build.overlay_build.build_overlays` (templates compiled once, node-independent ones rendered
 once, archives packed in memory with the newc writer, identical archives hard-linked, 2 processes).
 Also measured: the no-change rerun and a one-node change (incremental).
 
@@ -31,10 +31,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from helpers.overlay_fixtures import fake_ssh_keys, make_images, make_node, netdev  # noqa: E402
-from wwfast import cpio, nodes as nodedb, overlays  # noqa: E402
-from wwfast.overlay_build import build_overlays  # noqa: E402
-from wwfast.render import Renderer, node_view  # noqa: E402
-from wwfast.settings import Settings  # noqa: E402
+from wwfast import cpio  # noqa: E402
+from wwfast.define import nodes as nodedb  # noqa: E402
+from wwfast.build import overlays  # noqa: E402
+from wwfast.build.overlay_build import build_overlays  # noqa: E402
+from wwfast.build.render import Renderer, node_view  # noqa: E402
+from wwfast.define.settings import Settings  # noqa: E402
 
 
 # The default lists (the demo profile's, without its demo-marker overlay, which gives every node its own

@@ -21,7 +21,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from helpers.cluster import Cluster, StageFailed, StageWatcher  # noqa: E402
 from helpers.qemu_nodes import NodeGroup, NodeTimeout, QemuNode  # noqa: E402
-from wwfast import demo_image, nodes as nodedb, settings as wwsettings  # noqa: E402
+from wwfast.build import demo_image  # noqa: E402
+from wwfast.define import nodes as nodedb, settings as wwsettings  # noqa: E402
 from wwfast.cli import add_dir_arguments  # noqa: E402
 
 IMAGE_NAME = "demo"

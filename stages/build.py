@@ -12,7 +12,8 @@ import json
 import os
 import sys
 
-from wwfast import build_images, ipxe, nodes, overlay_build, settings
+from wwfast.build import image_archives as build_images, ipxe, overlay_build
+from wwfast.define import nodes, settings
 from wwfast.errors import ConfigError
 from wwfast.fsutil import LockBusy, atomic_write, locked
 from wwfast.cli import add_dir_arguments

@@ -11,7 +11,8 @@ import argparse
 import sys
 import time
 
-from wwfast import publish, settings as settings_mod
+from wwfast.publish import publisher as publish
+from wwfast.define import settings as settings_mod
 from wwfast.errors import ConfigError
 from wwfast.fsutil import LockBusy
 from wwfast.cli import add_dir_arguments

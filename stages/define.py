@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from wwfast import nodes
+from wwfast.define import nodes
 from wwfast.errors import ConfigError
 from wwfast.fsutil import LockBusy, atomic_write, locked
 from wwfast.cli import add_dir_arguments

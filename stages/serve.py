@@ -6,7 +6,7 @@ Flags override the settings file. Runs in the foreground, logs to stderr, stops 
 import argparse
 import sys
 
-from wwfast import settings
+from wwfast.define import settings
 from wwfast.errors import ConfigError
 from wwfast.server import service
 from wwfast.cli import add_dir_arguments

@@ -10,7 +10,8 @@ import pathlib
 import subprocess
 import sys
 
-from wwfast import cpio, fsutil, nodes
+from wwfast import cpio, fsutil
+from wwfast.define import nodes
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -133,7 +134,7 @@ def write_settings(conf, zstd_level=3, gzip=True):
 
 def check_published(state):
     """Assert the manifest parses and every file it names is whole; return the manifest."""
-    from wwfast import publish
+    from wwfast.publish import publisher as publish
     manifest = publish.load_manifest(str(state))
     assert manifest is not None and manifest["format"] == 1
     store = pathlib.Path(publish.store_dir(str(state)))

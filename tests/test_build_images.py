@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from helpers.newc import read_newc
-from wwfast import images
+from wwfast.build import images
 
 NODES = """\
 nodeprofiles:

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from wwfast import nodes
+from wwfast.define import nodes
 
 WWFAST = str(pathlib.Path(sys.executable).with_name("wwfast"))
 

@@ -17,8 +17,9 @@ import time
 import pytest
 import zstandard
 
-from wwfast import compress, cpio, fsutil, publish
-from wwfast.progress import Progress
+from wwfast.publish import compress, publisher as publish
+from wwfast import cpio, fsutil
+from wwfast.publish.progress import Progress
 
 from compress_support import BuildTree, check_published, run_stage, write_settings
 

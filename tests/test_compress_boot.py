@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from wwfast import publish
+from wwfast.publish import publisher as publish
 
 from compress_support import BuildTree, check_published, run_stage, write_settings
 

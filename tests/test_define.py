@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from stages import define as define_stage
-from wwfast import canonjson, nodes
+from wwfast import canonjson
+from wwfast.define import nodes
 from wwfast.errors import ConfigError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ import pytest
 from helpers.cluster import Cluster, StageWatcher
 from helpers.netns import PrivateNet
 from helpers.qemu_nodes import NodeGroup, NodeTimeout, QemuNode
-from wwfast import demo_image
+from wwfast.build import demo_image
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(600)]
 

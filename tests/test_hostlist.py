@@ -2,7 +2,7 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from wwfast import hostlist
+from wwfast.define import hostlist
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from wwfast import kernels
+from wwfast.build import kernels
 
 
 def make_image(root, paths, links=()):

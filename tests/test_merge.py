@@ -3,7 +3,7 @@ import textwrap
 
 import pytest
 
-from wwfast import nodes
+from wwfast.define import nodes
 from wwfast.errors import ConfigError
 
 

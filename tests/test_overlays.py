@@ -15,9 +15,9 @@ import pytest
 
 from helpers.overlay_fixtures import (RUNTIME, SYSTEM, fake_ssh_keys, fixture_nodes, fixture_settings, listing,
                                       make_images, make_node, netdev, set_image_fingerprint)
-from wwfast import overlay_build, overlays
-from wwfast.overlay_build import OverlayBuilder, archive_path, build_overlays
-from wwfast.render import RenderError
+from wwfast.build import overlay_build, overlays
+from wwfast.build.overlay_build import OverlayBuilder, archive_path, build_overlays
+from wwfast.build.render import RenderError
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "overlays"
 UPDATE = os.environ.get("WWFAST_UPDATE_GOLDEN") == "1"
@@ -358,7 +358,7 @@ def test_overlay_list_and_show_cli(dirs):
                                      ("172.16.0.1", "255.240.0.0"), ("1.2.3.4", "")])
 def test_cidr_helpers_agree_with_ipaddress(ip, mask):
     import ipaddress
-    from wwfast.render import netdev_view
+    from wwfast.build.render import netdev_view
     dev = netdev_view("d", netdev(ipaddr=ip, netmask=mask))
     iface = ipaddress.IPv4Interface(f"{ip}/{mask or 32}")
     assert (dev.prefixlen, dev.network, dev.cidr, dev.network_cidr, dev.broadcast) == (

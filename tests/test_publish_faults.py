@@ -15,7 +15,8 @@ import subprocess
 import sys
 import time
 
-from wwfast import fsutil, publish
+from wwfast import fsutil
+from wwfast.publish import publisher as publish
 
 from compress_support import ROOT, BuildTree, check_published, run_stage, write_settings
 
@@ -131,7 +132,7 @@ def demo_conf(conf):
 
 def test_kill_9_of_build_or_compress_with_the_real_stages(tmp_path, kernel_path, kernel_modules):
     from helpers.cluster import Cluster
-    from wwfast import demo_image
+    from wwfast.build import demo_image
     rng = random.Random(int(os.environ.get("WWFAST_FAULT_SEED", "7")))
     conf, state = tmp_path / "conf", tmp_path / "state"
     template = demo_conf(conf)

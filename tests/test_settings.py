@@ -1,7 +1,7 @@
 """Server settings: wwfast.yaml, an unmodified warewulf.conf, defaults, errors with file and line."""
 import pytest
 
-from wwfast import settings
+from wwfast.define import settings
 from wwfast.errors import ConfigError
 
 # Warewulf's packaged etc/warewulf.conf (EL9), unmodified (reference B2).

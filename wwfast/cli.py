@@ -8,9 +8,9 @@ import importlib
 import os
 import sys
 
-from . import __version__
-from .errors import ConfigError, UsageError
-from .fsutil import LockBusy
+from wwfast import __version__
+from wwfast.errors import ConfigError, UsageError
+from wwfast.fsutil import LockBusy
 
 # Each module exposes register(subparsers); add a line for a new area.
 COMMAND_MODULES = [

@@ -9,7 +9,7 @@ import json
 import os
 import pathlib
 
-from wwfast.settings import Settings
+from wwfast.define.settings import Settings
 
 SYSTEM = ["wwinit", "hostname", "hosts", "network", "ssh.host_keys", "issue", "resolv", "fstab"]
 RUNTIME = ["hosts", "ssh.authorized_keys", "users"]

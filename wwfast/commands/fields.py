@@ -6,9 +6,9 @@ the field, as in Warewulf.
 """
 import ipaddress
 
-from ..errors import UsageError
-from ..nodeedit import set_path, unset_path
-from ..nodeschema import UNSET_VALUES
+from wwfast.errors import UsageError
+from wwfast.define.nodeedit import set_path, unset_path
+from wwfast.define.schema import UNSET_VALUES
 
 NET = "<netname>"  # replaced by --netname
 

@@ -1,6 +1,6 @@
 """`wwfast image import|list|kernels`: bring OS images in and see what they hold."""
-from .. import images, kernels
-from .listing import print_json, print_table
+from wwfast.build import images, kernels
+from wwfast.commands.listing import print_json, print_table
 
 
 def register(subparsers):

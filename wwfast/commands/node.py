@@ -1,8 +1,8 @@
 """`wwfast node add|set|unset|delete|list`: edit and show nodes, in the spirit of `wwctl node`."""
-from .. import hostlist, nodeedit, nodes
-from ..errors import UsageError
-from . import fields
-from .listing import print_json, print_table, print_yaml, source_rows
+from wwfast.define import hostlist, nodeedit, nodes
+from wwfast.errors import UsageError
+from wwfast.commands import fields
+from wwfast.commands.listing import print_json, print_table, print_yaml, source_rows
 
 
 def register(subparsers):

@@ -6,11 +6,12 @@
 """
 import sys
 
-from .. import nodes as nodedb
-from .. import overlays, settings, sshkeys
-from ..errors import UsageError
-from ..overlay_build import build_overlays
-from ..render import Renderer
+from wwfast.define import nodes as nodedb
+from wwfast.build import overlays, sshkeys
+from wwfast.define import settings
+from wwfast.errors import UsageError
+from wwfast.build.overlay_build import build_overlays
+from wwfast.build.render import Renderer
 
 
 def register(subparsers):

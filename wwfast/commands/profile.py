@@ -1,8 +1,8 @@
 """`wwfast profile add|set|unset|delete|list`: edit and show profiles, like `wwctl profile`."""
-from .. import nodeedit, nodes
-from ..errors import UsageError
-from . import fields
-from .listing import print_json, print_table, print_yaml, source_rows
+from wwfast.define import nodeedit, nodes
+from wwfast.errors import UsageError
+from wwfast.commands import fields
+from wwfast.commands.listing import print_json, print_table, print_yaml, source_rows
 
 
 def register(subparsers):

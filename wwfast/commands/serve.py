@@ -1,6 +1,6 @@
 """`wwfast serve`: the serve stage in the foreground (HTTP + TFTP), same flags as `python -m stages.serve`."""
-from .. import settings
-from ..server import service
+from wwfast.define import settings
+from wwfast.server import service
 
 
 def register(subparsers):

@@ -10,10 +10,10 @@ import sys
 import time
 import urllib.request
 
-from .. import settings
-from ..server.catalog import Catalog, ManifestError
-from ..server.status import blank, read_status
-from .listing import print_table
+from wwfast.define import settings
+from wwfast.server.catalog import Catalog, ManifestError
+from wwfast.server.status import blank, read_status
+from wwfast.commands.listing import print_table
 
 DISPLAY = {"ipxe": "IPXE", "kernel": "KERNEL", "image": "IMAGE", "system": "SYSTEM OVERLAY",
            "runtime": "RUNTIME OVERLAY", "": "--"}

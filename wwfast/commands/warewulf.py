@@ -7,10 +7,10 @@ the Warewulf originals.
 """
 import os
 
-from .. import nodes, settings
-from ..errors import UsageError
-from ..fsutil import atomic_write, locked
-from ..nodeedit import lock_path
+from wwfast.define import nodes, settings
+from wwfast.errors import UsageError
+from wwfast.fsutil import atomic_write, locked
+from wwfast.define.nodeedit import lock_path
 
 COPIES = (("warewulf.conf", "wwfast.yaml"), ("nodes.conf", "nodes.yaml"))
 

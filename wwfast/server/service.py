@@ -32,7 +32,7 @@ class ServeOptions:
 
     @classmethod
     def from_settings(cls, settings, state_dir, args):
-        """`settings`: a wwfast.settings.Settings; `args`: argparse namespace of the serve flags."""
+        """`settings`: a wwfast.define.settings.Settings; `args`: argparse namespace of the serve flags."""
         opts = cls(state_dir, http_bind=settings.http_bind, http_port=settings.http_port,
                    secure=settings.secure, tftp_enabled=settings.tftp_enabled, tftp_bind=settings.tftp_bind,
                    tftp_port=settings.tftp_port, tftp_root=settings.tftp_root)

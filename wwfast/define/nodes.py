@@ -12,11 +12,12 @@ import gc
 import json
 import os
 
-from . import canonjson, hostlist
-from .errors import ConfigError, raise_all
-from .merge import ProfileError, clean_list, expand_profiles, get_path, merge
-from .nodeschema import ANY, MAP, NAME_RE, NODE, PROFILE, Named, Normalizer, did_you_mean
-from .yamlfile import dotted, parse, read_text
+from wwfast import canonjson
+from wwfast.define import hostlist
+from wwfast.errors import ConfigError, raise_all
+from wwfast.define.merge import ProfileError, clean_list, expand_profiles, get_path, merge
+from wwfast.define.schema import ANY, MAP, NAME_RE, NODE, PROFILE, Named, Normalizer, did_you_mean
+from wwfast.define.yamlfile import dotted, parse, read_text
 
 NODE_FILES = ("nodes.yaml", "nodes.conf")  # ours first, else an unmodified Warewulf file
 DB_FORMAT = 1
@@ -422,7 +423,7 @@ def available_images(state_dir):
     if not os.path.isdir(root):
         return None
     try:
-        from .images import list_images
+        from wwfast.build.images import list_images
         names = sorted(list_images(state_dir))
     except ImportError:  # before the image module lands: the layout of docs/formats.md
         names = sorted(n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n, "rootfs"))
@@ -431,7 +432,7 @@ def available_images(state_dir):
 
 
 def overlay_dirs(conf_dir):
-    from . import data
+    from wwfast import data
     return [os.path.join(os.path.dirname(data.__file__), "overlays"), os.path.join(conf_dir, "overlays")]
 
 
@@ -441,7 +442,7 @@ def available_overlays(conf_dir):
     if not dirs:
         return None
     try:
-        from .overlays import list_overlays
+        from wwfast.build.overlays import list_overlays
         names = sorted(list_overlays(conf_dir))
     except ImportError:  # before the overlay module lands: the layout of docs/formats.md
         names = sorted({n for d in dirs for n in os.listdir(d) if os.path.isdir(os.path.join(d, n))})
@@ -463,7 +464,7 @@ def render_db(nodes):
 
 
 def write_db(state_dir, nodes):
-    from .fsutil import atomic_write
+    from wwfast.fsutil import atomic_write
     path = db_path(state_dir)
     atomic_write(path, render_db(nodes))
     return path
@@ -545,15 +546,15 @@ def resolve_profile(config, name):
 
 # ---- fingerprint of everything nodes.json depends on (the define stage skips when unchanged) ----
 
-_CODE_MODULES = ("nodes", "merge", "nodeschema", "yamlfile", "hostlist", "errors")
+_CODE_MODULES = ("define/nodes", "define/merge", "define/schema", "define/yamlfile", "define/hostlist", "errors")
 
 
 def code_version():
     """sha256 over the source of the modules that shape nodes.json."""
     import hashlib
-    from . import __version__
+    from wwfast import __version__
     h = hashlib.sha256(__version__.encode())
-    here = os.path.dirname(os.path.abspath(__file__))
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for name in _CODE_MODULES:
         with open(os.path.join(here, name + ".py"), "rb") as f:
             h.update(f.read())
@@ -562,7 +563,7 @@ def code_version():
 
 def inputs_fingerprint(conf_dir, state_dir):
     """What the define stage reads: the node file's digest, the code, and the image/overlay names."""
-    from .fsutil import sha256_file
+    from wwfast.fsutil import sha256_file
     path = nodes_file(conf_dir)
     return {
         "format": DB_FORMAT,

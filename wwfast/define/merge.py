@@ -13,7 +13,7 @@ Merging works on partials (only the fields an entry sets) and never mutates
 its inputs: a subtree that only one side sets is shared, not copied, so 10,000
 nodes over the same profiles cost one profile merge plus a small per-node one.
 """
-from .nodeschema import ANY, LIST, MAP, Named
+from wwfast.define.schema import ANY, LIST, MAP, Named
 
 
 class ProfileError(Exception):

@@ -19,8 +19,10 @@ import os
 import tempfile
 import time
 
-from . import canonjson, compress, fsutil, nodes
-from .progress import Progress
+from wwfast import canonjson, fsutil
+from wwfast.publish import compress
+from wwfast.define import nodes
+from wwfast.publish.progress import Progress
 
 FORMAT = 1
 # Bump when the same inputs would publish different bytes (compressor parameters, manifest layout).

@@ -23,8 +23,9 @@ import os
 import shutil
 import time
 
-from wwfast import cpio, fsutil, overlays, sshkeys
-from wwfast.render import RenderError, Renderer
+from wwfast import cpio, fsutil
+from wwfast.build import overlays, sshkeys
+from wwfast.build.render import RenderError, Renderer
 
 CONTEXTS = ("system", "runtime")
 STATE_FORMAT = 1
@@ -498,7 +499,7 @@ def build_overlays(conf_dir, state_dir, settings, nodes, force=False, workers=No
 
 def run_step(conf_dir, state_dir, nodes, settings, force=False, log=print):
     """The build stage's overlays step: a build_images.StepResult with system/runtime paths per node."""
-    from wwfast.build_images import StepResult
+    from wwfast.build.image_archives import StepResult
     result = StepResult()
     try:
         built = build_overlays(conf_dir, state_dir, settings, nodes, force=force, log=log)

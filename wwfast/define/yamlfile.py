@@ -13,7 +13,7 @@ import re
 import yaml
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
-from .errors import ConfigError
+from wwfast.errors import ConfigError
 
 try:
     from yaml._yaml import CParser as _Parser

@@ -12,11 +12,11 @@ import pathlib
 import jinja2
 
 from wwfast import fsutil
-from wwfast.overlay_build import syncfs
+from wwfast.build.overlay_build import syncfs
 from wwfast.errors import ConfigError
-from wwfast.render import RenderError, node_view, template_line
+from wwfast.build.render import RenderError, node_view, template_line
 
-BUILTIN_DIR = pathlib.Path(__file__).resolve().parent / "data" / "ipxe"
+BUILTIN_DIR = pathlib.Path(__file__).resolve().parent.parent / "data" / "ipxe"
 UNKNOWN = "unknown"
 
 
@@ -123,7 +123,7 @@ def build_ipxe(conf_dir, state_dir, settings, nodes):
 
 def run_step(conf_dir, state_dir, nodes, settings, log=print):
     """The build stage's iPXE step: a build_images.StepResult with each node's script and unknown.ipxe."""
-    from wwfast.build_images import StepResult
+    from wwfast.build.image_archives import StepResult
     result = StepResult()
     try:
         changed, removed = build_ipxe(conf_dir, state_dir, settings, nodes)

@@ -14,10 +14,10 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
-from . import hostlist, nodes
-from .errors import ConfigError, UsageError
-from .fsutil import atomic_write, locked
-from .yamlfile import read_text
+from wwfast.define import hostlist, nodes
+from wwfast.errors import ConfigError, UsageError
+from wwfast.fsutil import atomic_write, locked
+from wwfast.define.yamlfile import read_text
 
 SECTIONS = ("nodeprofiles", "nodes")
 

@@ -7,10 +7,10 @@ error with a did-you-mean, as are bad ports, addresses and levels.
 import ipaddress
 import os
 
-from .errors import ConfigError, raise_all
-from .fsutil import sha256_bytes
-from .nodeschema import UNSET, did_you_mean, parse_bool
-from .yamlfile import decode, parse
+from wwfast.errors import ConfigError, raise_all
+from wwfast.fsutil import sha256_bytes
+from wwfast.define.schema import UNSET, did_you_mean, parse_bool
+from wwfast.define.yamlfile import decode, parse
 
 SETTINGS_FILES = ("wwfast.yaml", "warewulf.conf")
 

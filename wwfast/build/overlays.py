@@ -11,7 +11,7 @@ import stat
 
 from wwfast.errors import ConfigError
 
-BUILTIN_DIR = pathlib.Path(__file__).resolve().parent / "data" / "overlays"
+BUILTIN_DIR = pathlib.Path(__file__).resolve().parent.parent / "data" / "overlays"
 TEMPLATE_SUFFIX = ".j2"
 NAME_RE = re.compile(r"^[a-zA-Z0-9\-._:]+$")
 

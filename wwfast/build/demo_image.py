@@ -6,7 +6,7 @@ lines starting with `WWFAST-NODE`: its hostname (from the system overlay), every
 command line; then it powers off. The runtime marker is waited for, because in secure mode only the
 node agent can fetch the runtime overlay, some seconds after boot.
 
-    python -m wwfast.demo_image DIR [--kernel VMLINUZ] [--marker TEXT] [--import NAME --state STATE]
+    python -m wwfast.build.demo_image DIR [--kernel VMLINUZ] [--marker TEXT] [--import NAME --state STATE]
 """
 import argparse
 import os
@@ -80,7 +80,7 @@ def kernel_version(vmlinuz):
 
 def default_kernel():
     """The Debian kernel scripts/fetch-kernel.sh fetched (and unpacked with its modules)."""
-    script = pathlib.Path(__file__).resolve().parent.parent / "scripts" / "fetch-kernel.sh"
+    script = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "fetch-kernel.sh"
     out = subprocess.run([str(script)], capture_output=True, text=True, check=True)
     return pathlib.Path(out.stdout.strip().splitlines()[-1])
 
@@ -155,7 +155,7 @@ def make_demo_image(dest, vmlinuz=None, modules_dir=None, marker="demo image"):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m wwfast.demo_image", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m wwfast.build.demo_image", description=__doc__.split("\n\n")[0])
     parser.add_argument("dir", help="where to create the image tree (replaced if it exists)")
     parser.add_argument("--kernel", help="vmlinuz-<version> to put in /boot (default: scripts/fetch-kernel.sh)")
     parser.add_argument("--modules", help="its lib/modules/<version> directory (default: beside the kernel)")

@@ -20,7 +20,7 @@ import tempfile
 
 from wwfast import fsutil
 from wwfast.errors import UsageError
-from wwfast.layers import LayerError, apply_layer, open_layer_stream
+from wwfast.build.layers import LayerError, apply_layer, open_layer_stream
 
 IMAGE_FORMAT = 1
 NAME_RE = re.compile(r"^[\w\-.:]+$")   # Warewulf's image name rule
@@ -147,7 +147,7 @@ def detect_kind(source):
         raise ImageError(f"{source}: no such file or directory")
     if not os.path.isfile(source):
         raise ImageError(f"{source}: not a directory, tarball or container archive")
-    from wwfast.layers import outer_members
+    from wwfast.build.layers import outer_members
     try:
         names = outer_members(source)
     except LayerError as e:
@@ -210,7 +210,7 @@ def _fill(kind, source, rootfs):
             with open_layer_stream(source) as stream:
                 apply_layer(stream, rootfs, whiteouts=False, label=source)
             return 1
-        from wwfast.layers import container_layers
+        from wwfast.build.layers import container_layers
         count = 0
         for label, opener in container_layers(kind, source):
             with opener() as stream:

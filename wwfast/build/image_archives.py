@@ -19,7 +19,8 @@ import re
 import shutil
 import time
 
-from wwfast import cpio, fsutil, images, kernels
+from wwfast import cpio, fsutil
+from wwfast.build import images, kernels
 
 STEP_VERSION = 1
 META_FORMAT = 1
