@@ -30,11 +30,12 @@ all:
 serve:
 	$(PY) -m stages.serve $(ARGS)
 
-# The whole suite twice: with the compiled Cython modules (a test fails if they did not load), then
-# with WWFAST_PURE=1 forcing their pure-Python twins. Twin-against-twin tests run in both passes.
+# The whole suite with the compiled Cython modules (a test fails if they did not load), then again
+# with WWFAST_PURE=1 forcing their pure-Python twins for the tests that exercise them (marker `twin`:
+# cpio, TFTP, the compiled-module check, one QEMU boot each way).
 test:
 	$(PY) -m pytest -q -ra --timeout=900
-	WWFAST_PURE=1 $(PY) -m pytest -q -ra --timeout=900
+	WWFAST_PURE=1 $(PY) -m pytest -q -ra --timeout=900 -m twin
 
 bench:
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

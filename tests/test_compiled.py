@@ -5,6 +5,8 @@ import pytest
 
 from wwfast._impl import pure_forced
 
+pytestmark = pytest.mark.twin   # rerun by the pure-Python pass (make test)
+
 
 @pytest.mark.parametrize("facade", ["wwfast.cpio", "wwfast.tftp"])
 def test_compiled_module_loaded(facade):

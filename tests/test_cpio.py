@@ -14,6 +14,8 @@ from helpers.trees import make_sample_tree, snapshot
 from wwfast import cpio
 from wwfast._cpio_common import CpioError, Excludes, FileTooLarge
 
+pytestmark = pytest.mark.twin   # rerun by the pure-Python pass (make test)
+
 TWINS = ["wwfast._cpio", "wwfast._cpio_py"]
 
 

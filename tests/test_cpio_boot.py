@@ -7,6 +7,8 @@ import pytest
 from helpers.busybox_tree import make_busybox_tree
 from helpers.qemu import boot_until
 
+pytestmark = pytest.mark.twin   # rerun by the pure-Python pass (make test)
+
 INIT = """#!/bin/sh
 mount -t proc proc /proc
 [ /bin/sh -ef /bin/busybox ] && echo "WWFAST-LINKS hard-link-kept"

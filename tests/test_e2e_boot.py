@@ -195,6 +195,7 @@ def first_boot(cluster):
                "unknown": unknown, "status": cluster.status()}
 
 
+@pytest.mark.twin
 def test_three_nodes_boot_at_once_each_with_its_own_hostname_and_markers(first_boot):
     reports = first_boot["reports"]
     for name in ZST_NODES:

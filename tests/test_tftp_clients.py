@@ -8,6 +8,8 @@ import pytest
 
 from tftp_support import ServerThread, twin_params
 
+pytestmark = pytest.mark.twin   # rerun by the pure-Python pass (make test)
+
 # Edge sizes: empty, one byte short of / exactly / one past a 512 block, exact
 # multiples of 512 and of iPXE's 1432, and a file of many blocks.
 SIZES = [0, 1, 511, 512, 513, 1024, 1432 * 3, 65464, 200_003]

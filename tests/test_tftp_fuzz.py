@@ -14,6 +14,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from tftp_support import ServerThread, client_socket, decode, rrq, twin_params
 from wwfast._tftp_codec import TftpError, negotiate, parse_request
 
+pytestmark = pytest.mark.twin   # rerun by the pure-Python pass (make test)
+
 OPTION_NAMES = st.sampled_from(["blksize", "tsize", "timeout", "windowsize", "BlkSize", "multicast", "x", ""])
 OPTION_VALUES = st.one_of(st.sampled_from(["0", "8", "512", "1432", "65464", "65465", "99999999999999", "-1",
                                            "", "abc", "4", "255", "256"]), st.text(max_size=8))

@@ -10,6 +10,8 @@ import pytest
 
 from tftp_support import ServerThread, fetch, twin_params
 
+pytestmark = pytest.mark.twin   # rerun by the pure-Python pass (make test)
+
 
 class LossyRelay:
     """client <-> relay <-> server, mirroring every server TID with a socket of its own.

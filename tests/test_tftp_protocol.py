@@ -8,6 +8,8 @@ import pytest
 from tftp_support import ServerThread, ack, client_socket, decode, fetch, rrq, twin_params
 from wwfast._tftp_codec import TftpError, negotiate, parse_request
 
+pytestmark = pytest.mark.twin   # rerun by the pure-Python pass (make test)
+
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
