@@ -53,3 +53,20 @@ def source_rows(resolved, sources, skip=("id",)):
             source = next((s for f, s in sources.items() if field.startswith(f + ".")), "--")
         rows.append([field, source, text])
     return rows
+
+
+MASK = "********"
+
+
+def mask_secrets(data):
+    """A copy of node/profile data with BMC passwords masked (lists show them only when asked)."""
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            if key == "ipmi" and isinstance(value, dict) and value.get("password"):
+                value = dict(value, password=MASK)
+            out[key] = mask_secrets(value)
+        return out
+    if isinstance(data, list):
+        return [mask_secrets(v) for v in data]
+    return data

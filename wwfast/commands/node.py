@@ -1,8 +1,8 @@
 """`wwfast node add|set|unset|delete|list`: edit and show nodes, in the spirit of `wwctl node`."""
 from wwfast.define import hostlist, nodeedit, nodes
 from wwfast.errors import UsageError
-from wwfast.commands import fields
-from wwfast.commands.listing import print_json, print_table, print_yaml, source_rows
+from wwfast.commands import fields, power
+from wwfast.commands.listing import mask_secrets, print_json, print_table, print_yaml, source_rows
 
 
 def register(subparsers):
@@ -41,7 +41,10 @@ def register(subparsers):
                        help="every field with the profile it came from")
     group.add_argument("-y", "--yaml", action="store_true", help="YAML of the merged nodes")
     group.add_argument("-j", "--json", action="store_true", help="JSON of the merged nodes")
+    p.add_argument("--show-passwords", action="store_true", help="show BMC passwords (masked otherwise)")
     p.set_defaults(func=cmd_list)
+
+    power.register_node_actions(sub)
 
 
 def _targets(doc, patterns, all_nodes=False):
@@ -122,6 +125,8 @@ def cmd_list(args):
     if args.names:
         wanted = set(hostlist.expand_all(args.names))
         resolved = {k: v for k, v in resolved.items() if k in wanted}
+    if not args.show_passwords:
+        resolved = mask_secrets(resolved)
     if args.json:
         print_json(resolved)
     elif args.yaml:
@@ -137,9 +142,10 @@ def cmd_list(args):
                 for name, node in resolved.items() for net, dev in sorted(node["network devices"].items())]
         print_table(["NODE NAME", "NAME", "HWADDR", "IPADDR", "GATEWAY", "DEVICE"], rows)
     elif args.ipmi:
-        rows = [[name, n["ipmi"]["ipaddr"], n["ipmi"]["port"], n["ipmi"]["username"], n["ipmi"]["interface"]]
-                for name, n in resolved.items()]
-        print_table(["NODE NAME", "IPMI IPADDR", "IPMI PORT", "IPMI USERNAME", "IPMI INTERFACE"], rows)
+        rows = [[name, n["ipmi"]["ipaddr"], n["ipmi"]["port"], n["ipmi"]["username"], n["ipmi"]["password"],
+                 n["ipmi"]["interface"]] for name, n in resolved.items()]
+        print_table(["NODE NAME", "IPMI IPADDR", "IPMI PORT", "IPMI USERNAME", "IPMI PASSWORD", "IPMI INTERFACE"],
+                    rows)
     elif args.long:
         rows = [[name, n["kernel"]["version"], n["image name"], ",".join(n["system overlay"]),
                  ",".join(n["runtime overlay"])] for name, n in resolved.items()]

@@ -2,7 +2,7 @@
 from wwfast.define import nodeedit, nodes
 from wwfast.errors import UsageError
 from wwfast.commands import fields
-from wwfast.commands.listing import print_json, print_table, print_yaml, source_rows
+from wwfast.commands.listing import mask_secrets, print_json, print_table, print_yaml, source_rows
 
 
 def register(subparsers):
@@ -37,6 +37,7 @@ def register(subparsers):
                        help="every field (with inherited ones) and where it came from")
     group.add_argument("-y", "--yaml", action="store_true", help="YAML of the profiles as written")
     group.add_argument("-j", "--json", action="store_true", help="JSON of the profiles as written")
+    p.add_argument("--show-passwords", action="store_true", help="show BMC passwords (masked otherwise)")
     p.set_defaults(func=cmd_list)
 
 
@@ -101,14 +102,16 @@ def cmd_list(args):
     missing = [n for n in names if n not in config.profiles]
     if missing:
         raise UsageError(f"no such profile: {', '.join(missing)}")
+    secret = (lambda d: d) if args.show_passwords else mask_secrets
     if args.json or args.yaml:
-        data = {name: config.profiles[name] for name in names}
+        data = secret({name: config.profiles[name] for name in names})
         (print_json if args.json else print_yaml)(data)
     elif args.show_all:
         for i, name in enumerate(names):
             if i:
                 print()
             view, sources = nodes.resolve_profile(config, name)
+            view = secret(view)
             print(f"PROFILE: {name}")
             print_table(["FIELD", "PROFILE", "VALUE"], source_rows(view, sources, skip=()))
     else:

@@ -1,0 +1,1 @@
+"""Day-to-day operations on running nodes: their BMCs over IPMI (power, console, sensors)."""
