@@ -297,7 +297,9 @@ class OverlayBuilder:
         return self.deps
 
     # ------------------------------------------------------------------------------ the whole build
-    def run(self, force=False, log=None):
+    def run(self, force=False, log=None, only=None):
+        """Build what changed; `only` (a set of node ids) limits the build to those nodes, the others
+        keep their archives and recorded fingerprints."""
         started = time.monotonic()
         result = Result()
         os.makedirs(out_dir(self.state_dir), exist_ok=True)
@@ -312,7 +314,10 @@ class OverlayBuilder:
             prev_files = previous.get("server_files", [])
             fps = self.fingerprints(prev_files)
             todo = []
+            skipped = set(self.nodes) - set(only) if only is not None else set()
             for node_id in sorted(self.nodes):
+                if node_id in skipped:
+                    continue
                 why = _why_rebuild(self.state_dir, node_id, fps[node_id], prev_nodes.get(node_id), force)
                 if why:
                     todo.append(node_id)
@@ -338,6 +343,11 @@ class OverlayBuilder:
             files = sorted({d for d in deps | set(prev_files) if isinstance(d, str)})
             if files != sorted(prev_files):
                 fps = self.fingerprints(files)  # as the next run will compute them, over the files read now
+            for node_id in skipped:  # not built now: keep what the last build recorded (none: built next time)
+                if node_id in prev_nodes:
+                    fps[node_id] = prev_nodes[node_id]
+                else:
+                    fps.pop(node_id, None)
             new_state = {"format": STATE_FORMAT, "nodes": fps, "server_files": files}
             if new_state != previous:  # a run that changed nothing leaves the state dir untouched
                 fsutil.atomic_write(_state_path(self.state_dir), json.dumps(new_state, sort_keys=True) + "\n")
@@ -491,10 +501,11 @@ def syncfs(path):
         os.sync()
 
 
-def build_overlays(conf_dir, state_dir, settings, nodes, force=False, workers=None, log=None):
-    """Build the overlays of every node in `nodes` ({id: node}); returns a Result (rebuilt/current lists)."""
+def build_overlays(conf_dir, state_dir, settings, nodes, force=False, workers=None, log=None, only=None):
+    """Build the overlays of every node in `nodes` ({id: node}), or of the ids in `only`; returns a
+    Result (rebuilt/current lists)."""
     builder = OverlayBuilder(conf_dir, state_dir, settings, nodes, workers=workers)
-    return builder.run(force=force, log=log)
+    return builder.run(force=force, log=log, only=only)
 
 
 def run_step(conf_dir, state_dir, nodes, settings, force=False, log=print):

@@ -1,7 +1,7 @@
 """`wwfast node add|set|unset|delete|list`: edit and show nodes, in the spirit of `wwctl node`."""
-from wwfast.define import hostlist, nodeedit, nodes
+from wwfast.define import entryedit, hostlist, nodeedit, nodes
 from wwfast.errors import UsageError
-from wwfast.commands import fields, power
+from wwfast.commands import entries, fields, power
 from wwfast.commands.listing import mask_secrets, print_json, print_table, print_yaml, source_rows
 
 
@@ -17,7 +17,7 @@ def register(subparsers):
     p = sub.add_parser("set", aliases=["modify"], help="change fields of existing nodes")
     p.add_argument("names", nargs="*", metavar="PATTERN")
     p.add_argument("-a", "--all", dest="all_nodes", action="store_true", help="every node")
-    p.add_argument("-y", "--yes", action="store_true", help="accepted for wwctl compatibility (no prompt)")
+    p.add_argument("-y", "--yes", action="store_true", help="write without showing the change and asking")
     fields.add_value_flags(p, node=True)
     p.set_defaults(func=cmd_set)
 
@@ -45,6 +45,7 @@ def register(subparsers):
     p.set_defaults(func=cmd_list)
 
     power.register_node_actions(sub)
+    entries.register_node(sub)
 
 
 def _targets(doc, patterns, all_nodes=False):
@@ -90,7 +91,7 @@ def cmd_set(args):
             raise UsageError("nothing to set: give at least one field flag (see --help)")
         return names
 
-    names = nodeedit.edit(args.conf, args.state, change)
+    names = nodeedit.edit(args.conf, args.state, change, review=entryedit.reviewer(entries.confirmer(args.yes)))
     return _done("updated", names)
 
 

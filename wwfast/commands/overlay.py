@@ -1,9 +1,11 @@
-"""`wwfast overlay list|show|build`: inspect overlays and render one file for a node.
+"""`wwfast overlay list|show|build|create|delete|edit|import|mkdir|chmod|chown|info`.
 
     wwfast overlay list [--all]                   overlays, where they come from, their files
     wwfast overlay show OVERLAY FILE [--render NODE]  a file as stored, or rendered for NODE
-    wwfast overlay build [--force]                render and pack every node's overlays (the build stage does this too)
+    wwfast overlay build [PATTERN...] [--force]   render and pack nodes' overlays (the build stage does this too)
+    wwfast overlay create|delete|edit|import|mkdir|chmod|chown|info ...   change site overlays (overlay_admin)
 """
+import argparse
 import sys
 
 from wwfast.define import nodes as nodedb
@@ -12,6 +14,8 @@ from wwfast.define import settings
 from wwfast.errors import UsageError
 from wwfast.build.overlay_build import build_overlays
 from wwfast.build.render import Renderer
+from wwfast.commands import overlay_admin
+from wwfast.define.select import select
 
 
 def register(subparsers):
@@ -25,9 +29,14 @@ def register(subparsers):
     show.add_argument("file", help="path inside the overlay (with or without .j2)")
     show.add_argument("-r", "--render", metavar="NODE", help="render the template for this node")
     show.set_defaults(func=cmd_show)
-    build = sub.add_parser("build", help="render and pack the system and runtime overlays of every node")
+    build = sub.add_parser("build", help="render and pack the system and runtime overlays of nodes",
+                           epilog="examples:\n  wwfast overlay build            # every node that changed\n"
+                                  "  wwfast overlay build 'n[01-04]' --force\n",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    build.add_argument("patterns", nargs="*", metavar="PATTERN", help="nodes (hostlists, globs); default: all")
     build.add_argument("--force", action="store_true", help="rebuild even the nodes that are current")
     build.set_defaults(func=cmd_build)
+    overlay_admin.register(sub)
 
 
 def cmd_list(args):
@@ -92,8 +101,10 @@ def cmd_show(args):
 
 def cmd_build(args):
     db = nodedb.load_db(args.state)
-    result = build_overlays(args.conf, args.state, settings.load(args.conf), db.get("nodes", {}),
-                            force=args.force, log=print)
+    all_nodes = db.get("nodes", {})
+    only = set(select(args.patterns, sorted(all_nodes))) if args.patterns else None
+    result = build_overlays(args.conf, args.state, settings.load(args.conf), all_nodes,
+                            force=args.force, log=print, only=only)
     for node_id in result.rebuilt[:20]:
         print(f"  {node_id}: {result.reasons[node_id]}")
     if len(result.rebuilt) > 20:

@@ -1,7 +1,7 @@
 """`wwfast profile add|set|unset|delete|list`: edit and show profiles, like `wwctl profile`."""
-from wwfast.define import nodeedit, nodes
+from wwfast.define import entryedit, nodeedit, nodes
 from wwfast.errors import UsageError
-from wwfast.commands import fields
+from wwfast.commands import entries, fields
 from wwfast.commands.listing import mask_secrets, print_json, print_table, print_yaml, source_rows
 
 
@@ -16,7 +16,7 @@ def register(subparsers):
 
     p = sub.add_parser("set", aliases=["modify"], help="change fields of profiles")
     p.add_argument("names", nargs="+", metavar="PROFILE")
-    p.add_argument("-y", "--yes", action="store_true", help="accepted for wwctl compatibility (no prompt)")
+    p.add_argument("-y", "--yes", action="store_true", help="write without showing the change and asking")
     fields.add_value_flags(p, node=False)
     p.set_defaults(func=cmd_set)
 
@@ -39,6 +39,8 @@ def register(subparsers):
     group.add_argument("-j", "--json", action="store_true", help="JSON of the profiles as written")
     p.add_argument("--show-passwords", action="store_true", help="show BMC passwords (masked otherwise)")
     p.set_defaults(func=cmd_list)
+
+    entries.register_profile(sub)
 
 
 def _split_names(names):
@@ -69,7 +71,7 @@ def cmd_set(args):
             if not fields.apply_values(doc.entry("nodeprofiles", name), args, node=False):
                 raise UsageError("nothing to set: give at least one field flag (see --help)")
 
-    nodeedit.edit(args.conf, args.state, change)
+    nodeedit.edit(args.conf, args.state, change, review=entryedit.reviewer(entries.confirmer(args.yes)))
     return _done("updated", names)
 
 

@@ -148,8 +148,11 @@ def validate_text(text, path, conf_dir, state_dir):
     return nodes.resolve(config, nodes.available_images(state_dir), nodes.available_overlays(conf_dir))
 
 
-def edit(conf_dir, state_dir, change):
-    """Apply change(NodeDoc) to the node file under the lock; returns change's result."""
+def edit(conf_dir, state_dir, change, review=None):
+    """Apply change(NodeDoc) to the node file under the lock; returns change's result.
+
+    `review(old_text, new_text) -> bool`, when given, sees the validated result before it is written
+    (to show it and ask); False writes nothing (UsageError)."""
     os.makedirs(conf_dir, exist_ok=True)
     with locked(lock_path(conf_dir), what="another node file edit"):
         path = nodes.nodes_file(conf_dir)
@@ -159,7 +162,7 @@ def edit(conf_dir, state_dir, change):
             nodes.parse_config(text, path)  # refuse to edit a file that is already broken
             data = y.load(text)
         else:
-            data = None
+            text, data = "", None
         doc = NodeDoc(data)
         result = change(doc)
         out = io.StringIO()
@@ -169,5 +172,7 @@ def edit(conf_dir, state_dir, change):
             validate_text(new_text, path, conf_dir, state_dir)
         except ConfigError as e:
             raise RejectedEdit(e, path) from None
+        if review is not None and not review(text, new_text):
+            raise UsageError(f"nothing written: {path} is unchanged")
         atomic_write(path, new_text)
         return result
