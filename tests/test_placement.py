@@ -98,12 +98,13 @@ def test_cache_tier_script(tmp_path, secure):
     build_ipxe(tmp_path / "conf", state, _cluster_settings(secure), fixture_nodes())
     text = (pathlib.Path(out_dir(state)) / "n-twonics.ipxe").read_text()
     mac = "52:54:00:00:00:02"
-    assert "set to --timeout 7000" in text and "set base ${wwfast-server1}" in text
-    assert (f"kernel ${{to}} --name kernel ${{wwfast-blob1}}/${{wwfast-kernel}} initrd=image initrd=system"
-            f"{'' if secure else ' initrd=runtime'} wwid={mac}") in text
-    assert "initrd ${to} --name image ${wwfast-blob1}/${wwfast-image} || goto next_source" in text
-    assert ("initrd ${to} --name runtime ${base}/runtime/" in text) != secure
-    assert "iseq ${failures} 6 && goto failed ||" in text and "iseq ${failures} 3 && clear to ||" in text
+    assert "set timeout 7000" in text and "set base ${wwfast-server1}" in text
+    assert (f"kernel --timeout ${{timeout}} --name kernel ${{wwfast-blob1}}/${{wwfast-kernel}} initrd=image "
+            f"initrd=system{'' if secure else ' initrd=runtime'} wwid={mac}") in text
+    assert "initrd --timeout ${timeout} --name image ${wwfast-blob1}/${wwfast-image} || goto next_source" in text
+    assert "initrd --name image ${wwfast-blob1}/${wwfast-image} || goto next_source" in text   # last round
+    assert ("initrd --timeout ${timeout} --name runtime ${base}/runtime/" in text) != secure
+    assert "iseq ${failures} 6 && goto failed ||" in text and "iseq ${failures} 3 && set plain 1 ||" in text
     assert "/kernel/" not in text and "/image/" not in text
 
 
