@@ -206,3 +206,44 @@ def test_boot_records_batched_and_one_member_killed_is_no_error(cluster, tmp_pat
         for f in followers:
             f.stop()
         origin.close()
+
+
+def test_announce_cache_command_follows_its_nginx(cluster, tmp_path):
+    """`wwfast cluster announce-cache` on a cache host: in while its nginx answers, out when nginx is
+    killed -9 (revoked at once, not left to expire), and out on SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+
+    from helpers.nginx_cache import NginxCache, ROOT
+    net, etcd, _ = cluster
+    prefix = PREFIX + "agent/"
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "wwfast.yaml").write_text("cluster:\n  etcd: [" + ", ".join(etcd.endpoints) + "]\n"
+                                      f"  etcd prefix: {prefix}\n  lease ttl: 12\n")
+    view = MemberView(_client(etcd), prefix, "caches").start()
+    cache = NginxCache(tmp_path / "nginx", ["127.0.0.1:1"], host=net.address("svc2"), port=9874, netns=net.ns("svc2"))
+    agent = None
+    try:
+        cache.start()
+        agent = subprocess.Popen(net.exec_args("svc2") + [
+            sys.executable, "-m", "wwfast.cli", "--conf", str(conf), "cluster", "announce-cache",
+            "--url", cache.url, "--group", "rack2"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wait_for(lambda: [(m.name, m.group) for m in view.current()] == [(f"{net.address('svc2')}:9874", "rack2")],
+                 "the cache announced itself")
+        cache.kill_all()
+        wait_for(lambda: view.current() == [], "the dead cache left")
+        cache.start()
+        wait_for(lambda: len(view.current()) == 1, "the cache is back")
+        agent.send_signal(signal.SIGTERM)
+        out, _ = agent.communicate(timeout=30)
+        assert agent.returncode == 0, out
+        # the agent revoked its lease when nginx died (a 12 s lease did not just run out), and on SIGTERM
+        assert out.count(b"caches/" + f"{net.address('svc2')}:9874: left".encode()) == 2, out
+        wait_for(lambda: view.current() == [], "the cache left on SIGTERM")
+    finally:
+        if agent is not None and agent.poll() is None:
+            agent.kill()
+        cache.stop()
+        view.stop()

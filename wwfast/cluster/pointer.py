@@ -165,3 +165,9 @@ class PointerFollower:
     def stop(self):
         if self.watch is not None:
             self.watch.stop()
+
+
+def publish_from_settings(settings, state_dir):
+    """The compress stage's last step in etcd mode: point the cluster at this server's manifest."""
+    from wwfast.define.cluster_settings import server_url
+    return publish(Etcd(settings.etcd_endpoints), settings.etcd_prefix, state_dir, [server_url(settings)])
