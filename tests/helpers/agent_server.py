@@ -23,7 +23,7 @@ MAC = "52:54:00:00:00:01"
 class RuntimeServer:
     """Answers GET /runtime/<MAC> with a gzip'd archive; records each request's source port."""
 
-    def __init__(self, payload, secure=False):
+    def __init__(self, payload, secure=False, ssl_context=None):
         self.payload, self.secure, self.requests = payload, secure, []
         server = self
 
@@ -46,6 +46,8 @@ class RuntimeServer:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.httpd.server_address[1]
+        if ssl_context is not None:  # HTTPS, as serve with `warewulf: tls: true`
+            self.httpd.socket = ssl_context.wrap_socket(self.httpd.socket, server_side=True)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def __enter__(self):
@@ -57,15 +59,18 @@ class RuntimeServer:
         self.httpd.server_close()
 
 
-def run_agent(workdir, port, secure, path_env, *args, timeout=60):
-    """Run the agent with busybox sh against 127.0.0.1:port; returns (CompletedProcess, root dir)."""
+def run_agent(workdir, port, secure, path_env, *args, timeout=60, tls_cert=None):
+    """Run the agent with busybox sh against 127.0.0.1:port; returns (CompletedProcess, root dir).
+    `tls_cert`: the agent fetches over HTTPS from that port, trusting this certificate file."""
     workdir = pathlib.Path(workdir)
     root = workdir / "root"
     (root / "etc").mkdir(parents=True, exist_ok=True)
     config = workdir / "config"
     config.write_text(f"WWSERVER=127.0.0.1\nWWPORT={port}\nWWSECURE={1 if secure else 0}\nWWINTERVAL=1\n"
-                      f"WWMAC={MAC}\n")
+                      f"WWMAC={MAC}\n" + (f"WWTLS=1\nWWTLSPORT={port}\n" if tls_cert else ""))
     env = {"PATH": path_env, "WWFAST_ROOT": str(root), "WWFAST_CONFIG": str(config)}
+    if tls_cert:
+        env["WWFAST_CACERT"] = str(tls_cert)
     proc = subprocess.run([BUSYBOX, "sh", str(AGENT), *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
     return proc, root

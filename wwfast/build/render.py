@@ -6,7 +6,8 @@ that name the template, the line and the node: a typo never becomes an empty str
 Template data:
   node       the node (NodeView: id, hostname, cluster, image, kernel.args/version, tags, resources, ipmi,
              asset_key, netdevs {name: NetDev}, primary (NetDev or None), ...)
-  server     the provisioning server (address, netmask, prefixlen, network, cidr, port, update_interval, secure)
+  server     the provisioning server (address, netmask, prefixlen, network, cidr, port, update_interval, secure,
+             tls, tls_port)
   settings   every server setting (Settings.as_dict())
   all_nodes  every node (NodeView), sorted by id: for hosts files
   overlay    the overlay's name
@@ -197,6 +198,7 @@ def server_view(settings):
     helpers = _v4_helpers(settings.address, settings.netmask)
     return View(address=settings.address, ipaddr=settings.address, netmask=settings.netmask,
                 port=settings.http_port, update_interval=settings.update_interval, secure=bool(settings.secure),
+                tls=bool(getattr(settings, "tls", False)), tls_port=getattr(settings, "tls_port", 9874),
                 prefixlen=helpers["prefixlen"], network=helpers["network"], cidr=helpers["cidr"],
                 network_cidr=helpers["network_cidr"])
 

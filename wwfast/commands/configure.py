@@ -1,12 +1,14 @@
 """`wwfast configure SERVICE`: configuration files for the services around provisioning.
 
 `wwfast configure cache`: the nginx configuration of a cache host (wwfast.configure.nginx_cache).
+`wwfast configure tls`: the HTTPS key and certificate (wwfast.configure.tls).
 """
+import argparse
 import os
 import sys
 
 from wwfast import fsutil
-from wwfast.configure import nginx_cache
+from wwfast.configure import nginx_cache, tls
 from wwfast.define import settings
 from wwfast.errors import UsageError
 
@@ -31,6 +33,18 @@ def register(subparsers):
     c.add_argument("--max-size", default="100g", help="largest size of the cache on disk (default 100g)")
     c.add_argument("--slice", default="8m", help="size of one cached piece (default 8m)")
     c.set_defaults(func=cmd_configure_cache)
+    t = sub.add_parser("tls", help="make (self-signed) or import the HTTPS key and certificate",
+                       description=tls.__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n  wwfast configure tls                        # self-signed, names from "
+                              "the settings and this host\n  wwfast configure tls --import site.crt site.key\n"
+                              "then set `warewulf: tls: true` and rebuild the overlays (nodes carry the certificate)\n")
+    t.add_argument("--import", dest="import_pair", nargs=2, metavar=("CERT", "KEY"),
+                   help="use a site's certificate (PEM, chain allowed) and its unencrypted key")
+    t.add_argument("--name", action="append", default=[], metavar="NAME",
+                   help="a host name or address the certificate names (repeat; default: the server address "
+                        "from the settings, this host's names and localhost)")
+    t.add_argument("-f", "--force", action="store_true", help="replace the key and certificate in place")
+    t.set_defaults(func=cmd_configure_tls)
 
 
 def cmd_configure(args):
@@ -48,4 +62,19 @@ def cmd_configure_cache(args):
     fsutil.atomic_write(args.output, text.encode())
     print(f"configure cache: wrote {args.output} (origins {', '.join(origins)}; cache in {args.cache_dir}); "
           f"check it with: nginx -t -c {os.path.abspath(args.output)}")
+    return 0
+
+
+def cmd_configure_tls(args):
+    if args.import_pair:
+        path = tls.import_pair(args.conf, *args.import_pair, force=args.force)
+        print(f"configure tls: imported {args.import_pair[0]} as {path}")
+    else:
+        names = args.name or tls.default_names(settings.load(args.conf))
+        path = tls.generate(args.conf, names, force=args.force)
+        print(f"configure tls: wrote a self-signed certificate {path} and its key")
+    for line in tls.describe(args.conf):
+        print(f"  {line}")
+    if not settings.load(args.conf).tls:
+        print("  (serve uses it once the settings say `warewulf: tls: true`)")
     return 0

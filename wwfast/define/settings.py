@@ -40,6 +40,7 @@ SCHEMA = {
 DEFAULTS = {
     "address": "127.0.0.1", "netmask": "255.255.255.0",
     "http_port": 9873, "http_bind": "0.0.0.0", "secure": True, "update_interval": 60,
+    "tls": False, "tls_port": 9874,
     "tftp_enabled": True, "tftp_port": 69, "tftp_bind": "0.0.0.0", "tftp_root": "/usr/lib/ipxe",
     "ipxe_binaries": {"00:00": "undionly.kpxe", "00:07": "ipxe.efi", "00:09": "ipxe.efi"},
     "dhcp_enabled": False, "dhcp_range_start": "", "dhcp_range_end": "",
@@ -50,7 +51,8 @@ DEFAULTS = {
 # (section, key) in the file -> attribute
 _ATTRS = {
     ("warewulf", "port"): "http_port", ("warewulf", "bind"): "http_bind", ("warewulf", "secure"): "secure",
-    ("warewulf", "update interval"): "update_interval", ("tftp", "enabled"): "tftp_enabled",
+    ("warewulf", "update interval"): "update_interval", ("warewulf", "tls"): "tls",
+    ("warewulf", "tls port"): "tls_port", ("tftp", "enabled"): "tftp_enabled",
     ("tftp", "port"): "tftp_port", ("tftp", "bind"): "tftp_bind", ("tftp", "tftproot"): "tftp_root",
     ("tftp", "ipxe"): "ipxe_binaries", ("dhcp", "enabled"): "dhcp_enabled",
     ("dhcp", "range start"): "dhcp_range_start", ("dhcp", "range end"): "dhcp_range_end",

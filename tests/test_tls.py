@@ -1,0 +1,138 @@
+"""HTTPS: `wwfast configure tls`, the certificate the wwinit overlay carries, and the node agent that
+trusts only that certificate (real curl, busybox sh)."""
+import io
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from helpers.agent_server import BUSYBOX, RuntimeServer, run_agent
+from wwfast import cpio
+from wwfast.build.overlay_build import archive_path, build_overlays
+from wwfast.configure import tls
+from wwfast.define.settings import Settings
+from wwfast.define.settings import load as load_settings
+
+WWFAST = str(pathlib.Path(sys.executable).with_name("wwfast"))
+
+
+def ww(conf, *args, ok=True):
+    out = subprocess.run([WWFAST, "--conf", str(conf), *args], capture_output=True, text=True, timeout=60)
+    assert (out.returncode == 0) == ok, (args, out.stdout, out.stderr)
+    return out
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """Two self-signed pairs with the same names: the server's and a forger's."""
+    base = tmp_path_factory.mktemp("pki")
+    good, forged = base / "good", base / "forged"
+    for conf in (good, forged):
+        conf.mkdir()
+        tls.generate(str(conf), ["127.0.0.1", "localhost"])
+    return good, forged
+
+
+def context(conf):
+    return tls.server_context(str(conf))
+
+
+def test_configure_tls_generates_imports_and_refuses(tmp_path, pki):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "wwfast.yaml").write_text("ipaddr: 10.9.8.7\nwarewulf:\n  tls: true\n  tls port: 9999\n")
+    out = ww(conf, "configure", "tls")
+    assert "names: 10.9.8.7" in out.stdout and "sha256:" in out.stdout
+    assert oct((conf / "tls" / "wwfast.key").stat().st_mode & 0o777) == "0o600"
+    assert "already exists" in ww(conf, "configure", "tls", ok=False).stderr
+    good, forged = pki
+    out = ww(conf, "configure", "tls", "--import", str(good / "tls" / "wwfast.crt"),
+             str(forged / "tls" / "wwfast.key"), "--force", ok=False)
+    assert "is not the key of the certificate" in out.stderr
+    ww(conf, "configure", "tls", "--import", str(good / "tls" / "wwfast.crt"), str(good / "tls" / "wwfast.key"),
+       "--force")
+    assert (conf / "tls" / "wwfast.crt").read_bytes() == (good / "tls" / "wwfast.crt").read_bytes()
+    settings = load_settings(str(conf))
+    assert (settings.tls, settings.tls_port) == (True, 9999)
+
+
+def test_server_context_is_modern_only(pki, tmp_path):
+    """curl can talk TLS 1.2 and 1.3 with it, not TLS 1.1 or a non-forward-secret suite."""
+    good, _ = pki
+    with RuntimeServer(b"x", ssl_context=context(good)) as server:
+        url = f"https://127.0.0.1:{server.port}/runtime/x"
+        cacert = str(good / "tls" / "wwfast.crt")
+        for extra, ok in ((["--tlsv1.3"], True), (["--tlsv1.2", "--tls-max", "1.2"], True),
+                          (["--tlsv1.1", "--tls-max", "1.1"], False),
+                          (["--tls-max", "1.2", "--ciphers", "AES128-SHA256"], False)):
+            out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", cacert,
+                                  *extra, url], capture_output=True, text=True, timeout=60)
+            assert (out.returncode == 0) == ok, (extra, out.stdout, out.stderr)
+
+
+@pytest.fixture
+def curl_path(tmp_path):
+    """busybox applets and curl (the agent needs curl to check a certificate)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for applet in subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True).stdout.split():
+        os.symlink(BUSYBOX, bindir / applet)
+    os.symlink(shutil.which("curl"), bindir / "curl")
+    return str(bindir)
+
+
+def runtime_payload(tmp_path):
+    buf = io.BytesIO()
+    w = cpio.NewcWriter(buf)
+    w.add_dir("etc")
+    w.add_file("etc/tls-marker", b"runtime overlay over https\n")
+    w.close()
+    return buf.getvalue()
+
+
+def test_agent_fetches_over_https_and_refuses_a_forged_certificate(tmp_path, pki, curl_path):
+    good, forged = pki
+    payload = runtime_payload(tmp_path)
+    with RuntimeServer(payload, ssl_context=context(good)) as server:
+        proc, root = run_agent(tmp_path / "a", server.port, False, curl_path, "--once",
+                               tls_cert=good / "tls" / "wwfast.crt")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (root / "etc" / "tls-marker").read_text() == "runtime overlay over https\n"
+    assert server.requests
+
+    with RuntimeServer(payload, ssl_context=context(forged)) as server:   # someone else's server
+        proc, root = run_agent(tmp_path / "b", server.port, False, curl_path, "--once",
+                               tls_cert=good / "tls" / "wwfast.crt")
+    assert proc.returncode == 1
+    assert "certificate" in proc.stdout and not (root / "etc" / "tls-marker").exists()
+    assert not server.requests          # the handshake failed: no request was ever sent
+
+    busybox_only = tmp_path / "bb"
+    shutil.copytree(curl_path, busybox_only, symlinks=True)
+    (busybox_only / "curl").unlink()
+    with RuntimeServer(payload, ssl_context=context(good)) as server:
+        proc, root = run_agent(tmp_path / "c", server.port, False, str(busybox_only), "--once",
+                               tls_cert=good / "tls" / "wwfast.crt")
+    assert proc.returncode == 1 and "no curl to check the server certificate" in proc.stdout
+    assert not server.requests
+
+
+def test_wwinit_overlay_carries_the_certificate_only_with_tls(tmp_path, pki):
+    from helpers.overlay_fixtures import make_node, netdev
+    good, _ = pki
+    conf = tmp_path / "conf"
+    shutil.copytree(good, conf)
+    node = make_node("n1", **{"system overlay": ["wwinit"], "runtime overlay": [],
+                              "network devices": {"default": netdev(hwaddr="52:54:00:00:00:01")}})
+    for on in (False, True):
+        settings = Settings(address="127.0.0.1", tls=on, tls_port=9999, digest=f"tls-{on}")
+        build_overlays(conf, tmp_path / "state", settings, {"n1": node}, force=True)
+        listing = subprocess.run(["cpio", "-i", "--to-stdout", "wwinit/tls/wwfast.crt", "wwinit/config"],
+                                 stdin=open(archive_path(tmp_path / "state", "n1", "system"), "rb"),
+                                 capture_output=True, timeout=60)
+        text = listing.stdout.decode()
+        assert ("WWTLS=1" in text and "WWTLSPORT=9999" in text) == on
+        assert (good / "tls" / "wwfast.crt").read_text() in text if on else "BEGIN CERTIFICATE" not in text
