@@ -193,3 +193,15 @@ def test_help_shows_examples(capsys):
         with pytest.raises(SystemExit):
             build_parser().parse_args(args + ["--help"])
         assert "example" in capsys.readouterr().out, args
+
+
+def test_overlay_build_takes_node_patterns(conf, tmp_path, project_root):
+    subprocess.run([sys.executable, "-m", "stages.define", "--conf", str(conf), "--state", str(tmp_path / "var")],
+                   cwd=project_root, check=True, capture_output=True, timeout=120)
+    out = ww(conf, "overlay", "build", "n[1-2]")
+    assert "n1: no archive yet" in out.stdout and "n3" not in out.stdout
+    assert not (tmp_path / "var" / "build" / "overlays" / "n3").exists()
+    out = ww(conf, "overlay", "build")
+    assert "n3: no archive yet" in out.stdout and "1 node(s) rebuilt, 2 current" in out.stdout
+    out = ww(conf, "overlay", "build", "n2", "--force")
+    assert "n2: forced" in out.stdout and "1 node(s) rebuilt" in out.stdout
