@@ -12,10 +12,11 @@ import pytest
 from serve_helpers import make_node, publish, store_bytes
 from tftp_support import ServerThread, client_socket, rrq, twin_params
 from wwfast.server import loops
-from wwfast.server.catalog import Catalog, CatalogWatcher, ManifestError, normalise_mac, script_mac, tftp_resolver
-from wwfast.server.http import parse_range
+from wwfast.server.catalog import Catalog, CatalogWatcher, ManifestError, normalise_mac
+from wwfast.server.conditional import parse_range
+from wwfast.server.ledger import BootLedger
+from wwfast.server.provision import Provisioner, script_mac
 from wwfast.server.metrics import Metrics
-from wwfast.server.pins import BootPins
 from wwfast.server.status import StatusBook, read_status
 
 
@@ -63,7 +64,7 @@ def test_tftp_resolver(tmp_path):
     m = publish(state, {"n001": make_node(state, "n001", "52:54:00:00:00:01", b"I")}, "g1")
     w = CatalogWatcher(state)
     w.check()
-    resolve = tftp_resolver(w)
+    resolve = Provisioner(w, BootLedger(state)).tftp_resolve
     script = store_bytes(state, m["nodes"]["n001"]["artifacts"]["ipxe"]["raw"])
     for path in ("52-54-00-00-00-01.ipxe", "ipxe/52:54:00:00:00:01", "ipxe/52-54-00-00-00-01.ipxe"):
         assert resolve(path) == script, path
@@ -87,8 +88,9 @@ def test_tftp_resolver_pins_the_boot_to_the_generation_of_the_script(tmp_path):
     w = CatalogWatcher(state)
     w.check()
     first = w.current
-    pins = BootPins()
-    assert tftp_resolver(w, pins)("52-54-00-00-00-01.ipxe").startswith(b"#!ipxe")
+    ledger = BootLedger(state)
+    pins = ledger.pins
+    assert Provisioner(w, ledger).tftp_resolve("52-54-00-00-00-01.ipxe").startswith(b"#!ipxe")
     publish(state, {"n001": make_node(state, "n001", "52:54:00:00:00:01", b"I", tag=b"2")}, "g2")
     assert w.check() and w.current is not first
     assert pins.pinned("52:54:00:00:00:01", w.current) is first
