@@ -133,3 +133,19 @@ def test_service_routes_are_in_the_route_table(world):
     assert {"status", "metrics", "healthz", "provision", "ipxe", "container"} <= set(ROUTES)
     reply, label = ask(world["prov"], "/healthz")
     assert (reply.code, label, reply.body) == (200, "healthz", b"ok generation=g1\n")
+
+
+def test_a_node_serve_cannot_index_is_reported_and_the_others_are_served(tmp_path):
+    """Issue 11: an odd node entry (here a 19-octet hwaddr) leaves only that node out, with its reason."""
+    state = str(tmp_path)
+    nodes = {"n001": make_node(state, "n001", MAC1, b"IMAGE"), "n002": make_node(state, "n002", MAC2, b"IMAGE")}
+    nodes["n002"]["macs"] = ["80:00:02:08:fe:80:00:00:00:00:00:00:00:02:c9:03:00:a1:b2"]
+    publish(state, nodes, "g1")
+    watcher = CatalogWatcher(state)
+    assert watcher.check()
+    ledger = BootLedger(state)
+    prov = Provisioner(watcher, ledger)
+    assert ask(prov, f"/ipxe/{MAC1}")[0].code == 200
+    doc = ledger.status_document(prov.catalog)
+    assert list(doc["unserved"]) == ["n002"] and "is not a MAC address" in doc["unserved"]["n002"]
+    assert "wwfast_manifest_nodes_unserved 1" in ledger.metrics_text(prov.catalog)

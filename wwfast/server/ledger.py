@@ -67,6 +67,7 @@ class BootLedger:
         doc = self.status.snapshot(catalog.nodes)
         doc["generation"] = catalog.generation
         doc["update interval"] = catalog.update_interval
+        doc["unserved"] = dict(sorted(catalog.unserved.items()))   # node -> why the manifest's entry is not served
         doc["now"] = time.time()
         return doc
 
@@ -74,7 +75,7 @@ class BootLedger:
         return (json.dumps(self.status_document(catalog), sort_keys=True, indent=1) + "\n").encode()
 
     def metrics_text(self, catalog):
-        return self.metrics.render(self.status.by_stage(catalog.nodes), catalog.generation)
+        return self.metrics.render(self.status.by_stage(catalog.nodes), catalog.generation, len(catalog.unserved))
 
     # -- lifecycle -----------------------------------------------------------------------------
     def attach(self, loop):
