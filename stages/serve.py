@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from wwfast.define import settings
-from wwfast.errors import ConfigError
+from wwfast.errors import ConfigError, UsageError
 from wwfast.server import service
 from wwfast.cli import add_dir_arguments
 
@@ -23,7 +23,11 @@ def main(argv=None):
     except ConfigError as e:
         print(f"serve: {e}", file=sys.stderr)
         return 2
-    return service.run(service.ServeOptions.from_settings(conf, args.state, args))
+    try:
+        return service.run(service.ServeOptions.from_settings(conf, args.state, args))
+    except UsageError as e:           # TLS on without a key and certificate
+        print(f"serve: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

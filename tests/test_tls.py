@@ -32,7 +32,7 @@ def pki(tmp_path_factory):
     good, forged = base / "good", base / "forged"
     for conf in (good, forged):
         conf.mkdir()
-        tls.generate(str(conf), ["127.0.0.1", "localhost"])
+        tls.generate(str(conf), ["127.0.0.1", "localhost", "10.0.2.2"])   # 10.0.2.2: the host as QEMU guests see it
     return good, forged
 
 
@@ -136,3 +136,46 @@ def test_wwinit_overlay_carries_the_certificate_only_with_tls(tmp_path, pki):
         text = listing.stdout.decode()
         assert ("WWTLS=1" in text and "WWTLSPORT=9999" in text) == on
         assert (good / "tls" / "wwfast.crt").read_text() in text if on else "BEGIN CERTIFICATE" not in text
+
+
+def test_serve_https_runtime_only_over_tls_rest_over_http(tmp_path, pki):
+    """serve with `tls: true`: curl gets every stage over HTTPS (checking the certificate), the runtime
+    overlay over plain HTTP is 403, the other stages still come over HTTP (iPXE without HTTPS)."""
+    from serve_helpers import free_port, make_node, publish, running_server, store_bytes, wait_port
+    good, forged = pki
+    state = tmp_path / "state"
+    shutil.copytree(good / "tls", state / "conf" / "tls")
+    mac = "52:54:00:00:00:01"
+    image = os.urandom(6 << 20)            # several TLS writes with the transport's flow control
+    manifest = publish(str(state), {"n001": make_node(str(state), "n001", mac, image)}, "gen-tls")
+    entry = manifest["nodes"]["n001"]["artifacts"]
+    http_port, tls_port = free_port(), free_port()
+    cacert = str(good / "tls" / "wwfast.crt")
+
+    def curl(url, *extra):
+        return subprocess.run(["curl", "-sS", "--max-time", "60", "-w", "\n%{http_code}", *extra, url],
+                              capture_output=True, timeout=90)
+
+    settings = "warewulf:\n  secure: false\n  tls: true\n"
+    with running_server(str(state), http_port, "--tls-port", str(tls_port), settings=settings) as proc:
+        wait_port(tls_port, proc)          # HTTPS listens right after HTTP
+        got = curl(f"https://127.0.0.1:{tls_port}/runtime/{mac}", "--cacert", cacert)
+        body, code = got.stdout.rsplit(b"\n", 1)
+        assert code == b"200" and body == store_bytes(str(state), entry["runtime"]["zst"])
+        got = curl(f"https://127.0.0.1:{tls_port}/image/{mac}", "--cacert", cacert)
+        assert got.stdout.rsplit(b"\n", 1)[0] == store_bytes(str(state), entry["image"]["zst"])
+        got = curl(f"http://127.0.0.1:{http_port}/runtime/{mac}")
+        body, code = got.stdout.rsplit(b"\n", 1)
+        assert code == b"403" and b"HTTPS only" in body
+        got = curl(f"http://127.0.0.1:{http_port}/kernel/{mac}")
+        assert got.stdout.rsplit(b"\n", 1)[1] == b"200"
+        got = curl(f"https://127.0.0.1:{tls_port}/runtime/{mac}", "--cacert", str(forged / "tls" / "wwfast.crt"))
+        assert got.returncode != 0 and b"certificate" in got.stderr
+
+    no_key = tmp_path / "nokey"            # TLS on, no `wwfast configure tls` yet: a message, no listener
+    no_key.mkdir()
+    (no_key / "wwfast.yaml").write_text(settings)
+    out = subprocess.run([sys.executable, "-m", "stages.serve", "--conf", str(no_key), "--state", str(state),
+                          "--http-port", str(http_port), "--no-tftp"], capture_output=True, text=True,
+                         timeout=60, cwd=pathlib.Path(__file__).resolve().parent.parent)
+    assert out.returncode == 2 and "wwfast configure tls" in out.stderr

@@ -225,7 +225,8 @@ class Connection(asyncio.Protocol):
                 self.transport.resume_reading()
                 self.paused = False
             try:
-                reply, stage = self.server.provisioner.answer(req.method, req.url, req.headers, self.peer)
+                reply, stage = self.server.provisioner.answer(req.method, req.url, req.headers, self.peer,
+                                                              tls=self.server.ssl is not None)
             except Exception:
                 log.exception("error answering %s %r from %s", req.method, req.url, self.peer[0])
                 reply, stage = text_reply(500, "internal server error", close=True), "other"
@@ -352,7 +353,12 @@ class Connection(asyncio.Protocol):
 
 class HttpServer:
     """Listens on (host, port) and answers with `provisioner` (wwfast.server.provision.Provisioner);
-    counts connections, requests and bytes in its ledger's metrics. `async with HttpServer(...)`."""
+    counts connections, requests and bytes in its ledger's metrics. `async with HttpServer(...)`.
+    wwfast.server.https.HttpsServer is the same on TLS."""
+
+    protocol = Connection
+    scheme = "HTTP"
+    ssl = None
 
     def __init__(self, provisioner, host="0.0.0.0", port=9873, send_mode="sendfile", limits=None):
         if send_mode not in ("sendfile", "mmap"):
@@ -388,11 +394,12 @@ class HttpServer:
 
     async def start(self):
         self.loop = asyncio.get_running_loop()
-        self._server = await self.loop.create_server(lambda: Connection(self), self.host, self.port,
-                                                     reuse_address=True, backlog=4096)
+        tls = {"ssl": self.ssl, "ssl_handshake_timeout": self.limits.header_timeout} if self.ssl else {}
+        self._server = await self.loop.create_server(lambda: self.protocol(self), self.host, self.port,
+                                                     reuse_address=True, backlog=4096, **tls)
         self.port = self._server.sockets[0].getsockname()[1]
         self._sweeper = self.loop.call_later(0.5, self._sweep)
-        log.info("HTTP on %s:%d (%s, %s)", self.host, self.port, self.send_mode,
+        log.info("%s on %s:%d (%s, %s)", self.scheme, self.host, self.port, self.send_mode,
                  type(self.loop).__module__.split(".")[0])
         return self
 

@@ -43,12 +43,13 @@ def route(*names):
 
 class ProvisionRequest:
     """One parsed HTTP request as the routes see it."""
-    __slots__ = ("method", "path", "name", "args", "query", "headers", "peer", "label")
+    __slots__ = ("method", "path", "name", "args", "query", "headers", "peer", "label", "tls")
 
     def __init__(self, method, path, name, args, query, headers, peer):
         self.method, self.path, self.name, self.args = method, path, name, args
         self.query, self.headers, self.peer = query, headers, peer
         self.label = name
+        self.tls = False
 
 
 class Refusal(Exception):
@@ -60,26 +61,30 @@ class Refusal(Exception):
 
 
 class Provisioner:
-    def __init__(self, watcher, ledger, secure=False, follow_manifest_secure=True, arp=arp_lookup):
+    def __init__(self, watcher, ledger, secure=False, follow_manifest_secure=True, arp=arp_lookup, tls_port=None):
         self.watcher = watcher        # wwfast.server.catalog.CatalogWatcher: the current manifest
         self.ledger = ledger          # wwfast.server.ledger.BootLedger
         # Secure mode: ours, or the manifest's copy of the settings unless a flag decided explicitly.
         self.secure = secure
         self.follow_manifest_secure = follow_manifest_secure
         self.arp = arp
+        # TLS on (its port): the runtime overlay carries secrets, so it goes out over HTTPS only
+        self.tls_port = tls_port
 
     @property
     def catalog(self):
         return self.watcher.current
 
     # -- dispatch ------------------------------------------------------------------------------
-    def answer(self, method, url, headers, peer):
-        """(Reply, metrics label) for one request: `url` the raw request target (bytes), `peer` (host, port)."""
+    def answer(self, method, url, headers, peer, tls=False):
+        """(Reply, metrics label) for one request: `url` the raw request target (bytes), `peer` (host, port),
+        `tls` whether it came over HTTPS."""
         if method not in ("GET", "HEAD"):
             return text_reply(405, f"method {method} not allowed", headers=[("Allow", "GET, HEAD")]), "other"
         req = self.parse(method, url, headers, peer)
         if isinstance(req, Reply):
             return req, "bad"
+        req.tls = tls
         handler = ROUTES.get(req.name)
         if handler is None:
             if not req.name:
@@ -152,6 +157,10 @@ class Provisioner:
             self.ledger.refused(node.id, stage, "BAD_ASSET", host)
             log.warning("%s: wrong asset key for %s (%s)", host, node.id, stage)
             return text_reply(401, f"asset key required for {node.id}")
+        if stage == "runtime" and self.tls_port and not req.tls:
+            self.ledger.refused(node.id, stage, "NOT_TLS", host)
+            log.warning("%s: the runtime overlay of %s asked over plain HTTP while TLS is on", host, node.id)
+            return text_reply(403, f"TLS is on: the runtime overlay is served over HTTPS only (port {self.tls_port})")
         if stage == "runtime" and (self.secure or (self.follow_manifest_secure and catalog.secure)):
             if req.peer[1] >= 1024 or (node.addresses and host not in node.addresses):
                 self.ledger.refused(node.id, stage, "BAD_PORT", host)

@@ -5,13 +5,16 @@ reads STATE/publish/manifest.json and STATE/store only.
 """
 import argparse
 import asyncio
+import contextlib
 import logging
 import resource
 import signal
 
 from wwfast.server import loops
 from wwfast.server.catalog import CatalogWatcher
+from wwfast.configure import tls
 from wwfast.server.http import HttpServer, Limits
+from wwfast.server.https import HttpsServer
 from wwfast.server.ledger import BootLedger
 from wwfast.server.provision import Provisioner
 
@@ -23,8 +26,9 @@ class ServeOptions:
 
     def __init__(self, state_dir, http_bind="0.0.0.0", http_port=9873, secure=False, tftp_enabled=True,
                  tftp_bind="0.0.0.0", tftp_port=69, tftp_root="/usr/lib/ipxe", send_mode="sendfile",
-                 loop=None, limits=None):
+                 loop=None, limits=None, tls=False, tls_port=9874, conf_dir="conf"):
         self.state_dir = state_dir
+        self.tls, self.tls_port, self.conf_dir = tls, tls_port, conf_dir   # HTTPS beside HTTP
         self.http_bind, self.http_port, self.secure = http_bind, http_port, secure
         self.tftp_enabled, self.tftp_bind, self.tftp_port, self.tftp_root = (
             tftp_enabled, tftp_bind, tftp_port, tftp_root)
@@ -37,7 +41,10 @@ class ServeOptions:
         """`settings`: a wwfast.define.settings.Settings; `args`: argparse namespace of the serve flags."""
         opts = cls(state_dir, http_bind=settings.http_bind, http_port=settings.http_port,
                    secure=settings.secure, tftp_enabled=settings.tftp_enabled, tftp_bind=settings.tftp_bind,
-                   tftp_port=settings.tftp_port, tftp_root=settings.tftp_root)
+                   tftp_port=settings.tftp_port, tftp_root=settings.tftp_root, tls=settings.tls,
+                   tls_port=settings.tls_port, conf_dir=getattr(args, "conf", None) or "conf")
+        if getattr(args, "tls_port", None) is not None:
+            opts.tls_port = args.tls_port
         if args.bind:
             opts.http_bind = opts.tftp_bind = args.bind
         if args.http_port is not None:
@@ -64,6 +71,8 @@ def add_arguments(parser):
     parser.add_argument("--tftp-port", type=int, help="TFTP port (settings: tftp: port, default 69)")
     parser.add_argument("--tftp-root", help="directory of iPXE binaries served over TFTP")
     parser.add_argument("--no-tftp", action="store_true", help="HTTP only")
+    parser.add_argument("--tls-port", type=int, help="HTTPS port when TLS is on (settings: warewulf: tls port, "
+                                                     "default 9874)")
     parser.add_argument("--secure", action=argparse.BooleanOptionalAction, default=None,
                         help="serve the runtime overlay only to the node's address from a privileged port "
                              "(overrides warewulf: secure)")
@@ -107,18 +116,27 @@ async def serve_forever(opts):
         loop.add_signal_handler(sig, stop.set)
     ledger = BootLedger(opts.state_dir)
     watcher = CatalogWatcher(opts.state_dir)
-    provisioner = Provisioner(watcher, ledger, secure=opts.secure, follow_manifest_secure=not opts.secure_flag)
+    ssl_context = tls.server_context(opts.conf_dir) if opts.tls else None   # a missing key: say so first
+    provisioner = Provisioner(watcher, ledger, secure=opts.secure, follow_manifest_secure=not opts.secure_flag,
+                              tls_port=opts.tls_port if opts.tls else None)
     http = HttpServer(provisioner, opts.http_bind, opts.http_port, send_mode=opts.send_mode, limits=opts.limits)
+    https = HttpsServer(provisioner, opts.http_bind, opts.tls_port, ssl_context, limits=opts.limits) \
+        if opts.tls else None
 
     def swapped(_old, new):
         ledger.manifest_swapped()
-        http.maps.keep_only(new)
+        for server in (http, https):
+            if server is not None:
+                server.maps.keep_only(new)
     watcher.on_swap = swapped
     ledger.attach(loop)
     watcher.start(loop)
     tftp = None
     try:
-        async with http:
+        async with contextlib.AsyncExitStack() as listeners:
+            await listeners.enter_async_context(http)
+            if https is not None:
+                await listeners.enter_async_context(https)
             if opts.tftp_enabled:
                 cls = _tftp_class()
                 if cls is None:
@@ -148,6 +166,8 @@ def configure_logging(verbose=False, quiet=False):
 
 
 def run(opts):
+    if opts.tls:
+        tls.server_context(opts.conf_dir)   # no key and certificate: say so before listening at all
     limit = raise_nofile_limit()
     log.info("open-file limit %d; event loop %s", limit, loops.loop_name(opts.loop))
     loops.run(serve_forever(opts), requested=opts.loop)
