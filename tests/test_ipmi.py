@@ -10,8 +10,6 @@ import sys
 import threading
 import time
 
-import pytest
-
 from helpers.ipmi_sim import bmc_sims
 from wwfast.ops.fanout import run_all
 

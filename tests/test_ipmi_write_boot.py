@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from helpers.host_binaries import copy_binary
 from helpers.ipmi_sim import bmc_sims
 from helpers.qemu import boot_until
 from wwfast import cpio
@@ -32,18 +33,8 @@ poweroff -f
 
 
 def add_ipmitool(root, modules_dir):
-    """The host's ipmitool with the shared libraries it loads, and the kernel's IPMI drivers."""
-    binary = shutil.which("ipmitool")
-    files = [binary]
-    for line in subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout.splitlines():
-        parts = line.split()
-        path = parts[2] if "=>" in parts and len(parts) > 2 else parts[0]
-        if path.startswith("/"):
-            files.append(path)
-    for path in files:
-        dest = root / path.lstrip("/")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(os.path.realpath(path), dest)
+    """The host's ipmitool with its libraries, and the kernel's IPMI drivers."""
+    copy_binary(root, shutil.which("ipmitool"))
     version = modules_dir.name
     for ko in (modules_dir / "kernel" / "drivers" / "char" / "ipmi").glob("*.ko"):
         if ko.stem in IPMI_MODULES:
