@@ -1,4 +1,6 @@
-"""`wwfast node add|set|unset|delete|list`: edit and show nodes, in the spirit of `wwctl node`."""
+"""`wwfast node add|set|unset|delete|list|edit|export|import|sensors|console`, in the spirit of `wwctl node`."""
+import argparse
+
 from wwfast.define import entryedit, hostlist, nodeedit, nodes
 from wwfast.errors import UsageError
 from wwfast.commands import entries, fields, power
@@ -14,7 +16,9 @@ def register(subparsers):
     fields.add_value_flags(p, node=True)
     p.set_defaults(func=cmd_add)
 
-    p = sub.add_parser("set", aliases=["modify"], help="change fields of existing nodes")
+    p = sub.add_parser("set", aliases=["modify"], help="change fields of existing nodes",
+                       epilog="The change is shown and, on a terminal, asked for (--yes: not asked).\n\nexample:\n"
+                              "  wwfast node set 'n[05-08]' --image rocky9 --tagadd rack=r2   # shows the change, asks\n", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="*", metavar="PATTERN")
     p.add_argument("-a", "--all", dest="all_nodes", action="store_true", help="every node")
     p.add_argument("-y", "--yes", action="store_true", help="write without showing the change and asking")

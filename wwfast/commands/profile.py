@@ -1,4 +1,6 @@
 """`wwfast profile add|set|unset|delete|list`: edit and show profiles, like `wwctl profile`."""
+import argparse
+
 from wwfast.define import entryedit, nodeedit, nodes
 from wwfast.errors import UsageError
 from wwfast.commands import entries, fields
@@ -14,7 +16,9 @@ def register(subparsers):
     fields.add_value_flags(p, node=False)
     p.set_defaults(func=cmd_add)
 
-    p = sub.add_parser("set", aliases=["modify"], help="change fields of profiles")
+    p = sub.add_parser("set", aliases=["modify"], help="change fields of profiles",
+                       epilog="The change is shown and, on a terminal, asked for (--yes: not asked).\n\nexample:\n"
+                              "  wwfast profile set default --kernelargs console=ttyS0,quiet --yes\n", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="+", metavar="PROFILE")
     p.add_argument("-y", "--yes", action="store_true", help="write without showing the change and asking")
     fields.add_value_flags(p, node=False)
