@@ -18,7 +18,8 @@ def register(subparsers):
 
     p = sub.add_parser("set", aliases=["modify"], help="change fields of existing nodes",
                        epilog="The change is shown and, on a terminal, asked for (--yes: not asked).\n\nexample:\n"
-                              "  wwfast node set 'n[05-08]' --image rocky9 --tagadd rack=r2   # shows the change, asks\n", formatter_class=argparse.RawDescriptionHelpFormatter)
+                              "  wwfast node set 'n[05-08]' --image rocky9 --tagadd rack=r2   # shows the change, asks\n",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="*", metavar="PATTERN")
     p.add_argument("-a", "--all", dest="all_nodes", action="store_true", help="every node")
     p.add_argument("-y", "--yes", action="store_true", help="write without showing the change and asking")

@@ -128,37 +128,34 @@ def cmd_edit(args):
     return 0
 
 
-def cmd_import(args):
-    target = args.target or args.source
+def _change(args, action, done):
+    """Run `action(site tree)` under the overlay lock and print `done(path)`."""
     tree = _tree(args)
     with oe.lock(args.conf):
-        path = oe.import_file(tree, args.source, target, overwrite=args.overwrite, parents=args.parents)
-    print(f"imported {args.source} as {path}")
+        path = action(tree)
+    print(done(path))
     return 0
 
 
 def cmd_mkdir(args):
-    tree = _tree(args)
-    with oe.lock(args.conf):
-        path = oe.mkdir(tree, args.dir, args.mode)
-    print(f"created {path}")
-    return 0
+    return _change(args, lambda tree: oe.mkdir(tree, args.dir, args.mode), lambda path: f"created {path}")
 
 
 def cmd_chmod(args):
-    tree = _tree(args)
-    with oe.lock(args.conf):
-        path = oe.chmod(tree, args.file, args.mode)
-    print(f"{path}: mode {args.mode}")
-    return 0
+    return _change(args, lambda tree: oe.chmod(tree, args.file, args.mode), lambda path: f"{path}: mode {args.mode}")
 
 
 def cmd_chown(args):
-    tree = _tree(args)
-    with oe.lock(args.conf):
-        path = oe.chown(tree, args.file, args.uid, args.gid)
-    print(f"{path}: owner {args.uid}{':' + args.gid if args.gid else ''}")
-    return 0
+    owner = f"{args.uid}{':' + args.gid if args.gid else ''}"
+    return _change(args, lambda tree: oe.chown(tree, args.file, args.uid, args.gid),
+                   lambda path: f"{path}: owner {owner}")
+
+
+def cmd_import(args):
+    target = args.target or args.source
+    return _change(args, lambda tree: oe.import_file(tree, args.source, target, overwrite=args.overwrite,
+                                                       parents=args.parents),
+                   lambda path: f"imported {args.source} as {path}")
 
 
 def cmd_info(args):

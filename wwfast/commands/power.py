@@ -16,6 +16,7 @@ from wwfast.ops import bmc as bmcs
 from wwfast.ops.fanout import DEFAULT_FANOUT, run_all
 
 DEFAULT_TIMEOUT = 30.0
+RAW = argparse.RawDescriptionHelpFormatter
 
 POWER_EXAMPLE = """\
 examples:
@@ -37,25 +38,25 @@ def _common(p):
 
 def register(subparsers):
     p = subparsers.add_parser("power", help="power nodes on/off and ask their state, through their BMCs",
-                              epilog=POWER_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              epilog=POWER_EXAMPLE, formatter_class=RAW)
     sub = p.add_subparsers(dest="power_command", metavar="ACTION", required=True)
     for action, what in (("on", "power on"), ("off", "power off (hard)"), ("cycle", "power off, then on"),
                          ("reset", "hard reset"), ("soft", "ask the OS to shut down (ACPI)"),
                          ("status", "print the power state")):
-        a = sub.add_parser(action, help=what, epilog=POWER_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+        a = sub.add_parser(action, help=what, epilog=POWER_EXAMPLE, formatter_class=RAW)
         _common(a)
         a.set_defaults(func=cmd_power, action=action)
 
 
 def register_node_actions(node_sub):
     """`node sensors` and `node console` (called by wwfast.commands.node)."""
-    p = node_sub.add_parser("sensors", help="read the sensors of nodes' BMCs", formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = node_sub.add_parser("sensors", help="read the sensors of nodes' BMCs", formatter_class=RAW,
                             epilog="example:\n  wwfast node sensors n[01-04] --full\n")
     _common(p)
     p.add_argument("-F", "--full", action="store_true", help="every threshold (ipmitool sensor list)")
     p.set_defaults(func=cmd_sensors)
-    p = node_sub.add_parser("console", help="Serial-over-LAN console of one node (IPMI 2.0)", formatter_class=argparse.RawDescriptionHelpFormatter,
-                            epilog="example:\n  wwfast node console n001     # leave with the escape char, then '.' (~.)\n")
+    p = node_sub.add_parser("console", help="Serial-over-LAN console of one node (IPMI 2.0)", formatter_class=RAW,
+                            epilog="example:\n  wwfast node console n001   # leave with the escape char, then '.'\n")
     p.add_argument("node", metavar="NODE")
     p.add_argument("-s", "--show", action="store_true", help="print the command instead of running it")
     p.set_defaults(func=cmd_console)

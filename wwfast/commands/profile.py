@@ -18,7 +18,8 @@ def register(subparsers):
 
     p = sub.add_parser("set", aliases=["modify"], help="change fields of profiles",
                        epilog="The change is shown and, on a terminal, asked for (--yes: not asked).\n\nexample:\n"
-                              "  wwfast profile set default --kernelargs console=ttyS0,quiet --yes\n", formatter_class=argparse.RawDescriptionHelpFormatter)
+                              "  wwfast profile set default --kernelargs console=ttyS0,quiet --yes\n",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="+", metavar="PROFILE")
     p.add_argument("-y", "--yes", action="store_true", help="write without showing the change and asking")
     fields.add_value_flags(p, node=False)

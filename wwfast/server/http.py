@@ -326,6 +326,10 @@ class Connection(asyncio.Protocol):
         if self.writing:
             self.loop.remove_writer(sock.fileno())
             self.writing = False
+        self._reply_sent()
+
+    def _reply_sent(self):
+        """Everything of the reply is out: close if asked, else answer what is queued."""
         self.busy = False
         if self.close_after:
             self._linger()

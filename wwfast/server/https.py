@@ -84,12 +84,7 @@ class TlsConnection(Connection):
             if not self.write_paused:   # budget used up: let other connections have the loop
                 self.loop.call_soon(self._pump)
             return
-        self.busy = False
-        if self.close_after:
-            self._linger()
-            return
-        if self.queue or self.eof:
-            self._next()
+        self._reply_sent()
 
 
 class HttpsServer(HttpServer):
