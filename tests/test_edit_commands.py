@@ -137,11 +137,12 @@ def test_set_shows_the_change_and_asks_on_a_terminal(conf, tmp_path):
                             text=True, timeout=60)
     assert "Write 1 change? [y/N]" in answer.stdout and "rc=1" in answer.stdout
     assert (conf / "nodes.yaml").read_bytes() == before
-    answer = subprocess.run(["script", "-qec", script.replace("third", "fourth") + " --yes", "/dev/null"],
+    answer = subprocess.run(["script", "-qec", script.replace("third; echo", "fourth --yes; echo"), "/dev/null"],
                             capture_output=True, text=True, timeout=60)
+    assert "[y/N]" not in answer.stdout and "rc=0" in answer.stdout
     ww(conf, "profile", "set", "default", "--init", "/bin/init", "--yes")
     db = resolved(conf)
-    assert db["n1"]["init"] == "/bin/init"
+    assert db["n1"]["image name"] == "fourth" and db["n1"]["init"] == "/bin/init"
 
 
 def test_overlay_commands(conf, tmp_path):
