@@ -25,6 +25,7 @@ import urllib.parse
 
 import httptools
 
+from wwfast import layout
 from wwfast.server.catalog import STAGES, CatalogWatcher, normalise_mac
 from wwfast.server.metrics import Metrics
 from wwfast.server.pins import BootPins
@@ -449,7 +450,7 @@ class HttpServer:
         keep = set()
         for name in names:
             try:
-                st = os.stat(os.path.join(self.state_dir, "store", name))
+                st = os.stat(layout.store_file(self.state_dir, name))
                 keep.add((st.st_dev, st.st_ino, st.st_size))
             except OSError:
                 pass
