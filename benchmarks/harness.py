@@ -161,10 +161,11 @@ class Result:
                     "machine": machine_facts(tools), "measures": [], "details": {}}
 
     def add(self, measure, ours, peer=None, *, unit="s", better="lower", ours_name="wwfast", peer_name=None,
-            goal=None, key="wall", note="", cpu=None):
+            goal=None, limit=None, key="wall", note="", cpu=None):
         """`ours`/`peer`: lists of Samples (their `key` is the value; their "cpu" goes beside it) or of
-        numbers. `goal`: the ratio to reach (or, without a peer, a bound on our median). `cpu`: show the
-        samples' CPU seconds beside (default: for wall-time measures)."""
+        numbers. `goal`: the ratio to reach; `limit`: a bound our median must stay within (at most, or
+        at least for `better="higher"`). `cpu`: show the samples' CPU seconds beside (default: for
+        wall-time measures)."""
         cpu = key == "wall" if cpu is None else cpu
         entry = {"name": measure, "unit": unit, "better": better, "note": note,
                  "ours": self._side(ours_name, ours, key, cpu)}
@@ -173,9 +174,13 @@ class Result:
             o, p = entry["ours"]["median"], entry["peer"]["median"]
             entry["ratio"] = (p / o if better == "lower" else o / p) if o and p else None
         if goal is not None:
-            value = entry.get("ratio", entry["ours"]["median"])
-            met = value is not None and (value >= goal if "ratio" in entry or better == "higher" else value <= goal)
-            entry["goal"] = {"value": goal, "met": bool(met)}
+            ratio = entry.get("ratio")
+            entry["goal"] = {"ratio": goal, "met": ratio is not None and ratio >= goal}
+        if limit is not None:
+            worst = entry["ours"]["min"] if better == "higher" else entry["ours"]["max"]
+            met = worst is not None and (worst >= limit if better == "higher" else worst <= limit)
+            entry["goal"] = {**entry.get("goal", {}), "limit": limit,
+                             "met": bool(met) and entry.get("goal", {}).get("met", True)}
         self.doc["measures"].append(entry)
         return entry
 
@@ -230,8 +235,11 @@ def table_lines(doc):
     for m in doc["measures"]:
         peer = m.get("peer")
         goal = m.get("goal")
-        goal_text = "-" if not goal else f"{'≥' if 'ratio' in m or m['better'] == 'higher' else '≤'}{goal['value']:g}" \
-            f"{'x' if 'ratio' in m else ''} {'met' if goal['met'] else '**missed**'}"
+        goal_text = "-"
+        if goal:
+            parts = ([f"ratio ≥{goal['ratio']:g}x"] if "ratio" in goal else []) + \
+                ([f"every run {'≥' if m['better'] == 'higher' else '≤'}{goal['limit']:g}"] if "limit" in goal else [])
+            goal_text = f"{', '.join(parts)}: {'met' if goal['met'] else '**missed**'}"
         lines.append(f"| {m['name']} | {m['unit']} | {m['ours']['name']}: {_side_text(m['ours'], m['unit'])} | "
                      f"{peer['name'] if peer else '-'} | {_side_text(peer, m['unit']) if peer else '-'} | "
                      f"{_fmt(m.get('ratio'), 'x')}{'x' if m.get('ratio') else ''} | {goal_text} |")

@@ -81,7 +81,7 @@ def expand(text, variables):
 
 def script_fetches(script, variables):
     """[(command, url)] of the kernel/initrd lines up to `boot`, and the retry delay (s)."""
-    fetches, delay = [], 10
+    fetches, delay = [], None
     for raw in script.splitlines():
         line = raw.split("||")[0].strip()
         if not line or line.startswith("#") or line.startswith(":"):
@@ -93,9 +93,9 @@ def script_fetches(script, variables):
             # the image is the first word that expands to a URL (options such as --name take values)
             url = next(u for u in (expand(w, variables) for w in words[1:]) if "://" in u)
             fetches.append((words[0], url))
-        elif words[0] == "sleep" and fetches:
-            delay = int(words[1])
-    return fetches, delay
+        elif words[0] == "sleep" and fetches and delay is None:
+            delay = int(words[1])          # the first sleep after the fetches: the retry loop's
+    return fetches, 10 if delay is None else delay
 
 
 def agent_config(system_overlay_path):

@@ -19,11 +19,15 @@ def summarise(load, starts):
     """`starts`: {node index: power-on time offset (s)}. Returns the run's figures (dict)."""
     by_node = load.by_node()
     done, failed, retries, retransmits, nbytes = [], 0, 0, 0, 0
+    reasons = {}
     stage_time = {s: [] for s in STAGES}
     last_end = load.t0
     for node, offset in starts.items():
         attempts = by_node.get(node, [])
         retries += sum(1 for a in attempts if a.result != "ok")
+        for a in attempts:
+            if a.result != "ok":
+                reasons[f"{a.label}:{a.result}"] = reasons.get(f"{a.label}:{a.result}", 0) + 1
         retransmits += sum(a.extra for a in attempts if a.label == "nbp")
         nbytes += sum(a.bytes for a in attempts if a.result == "ok")
         for a in attempts:
@@ -36,7 +40,7 @@ def summarise(load, starts):
             failed += 1
     all_booted = last_end - load.t0 if not failed else None
     pct = (lambda q: float(np.percentile(done, q))) if done else (lambda q: None)
-    return {"nodes": len(starts), "booted": len(done), "failed": failed, "retries": retries,
+    return {"nodes": len(starts), "booted": len(done), "failed": failed, "retries": retries, "retry_reasons": reasons,
             "tftp_retransmits": retransmits, "all_booted_s": all_booted, "last_booted_s": last_end - load.t0,
             "p50_s": pct(50), "p95_s": pct(95), "p99_s": pct(99), "max_s": max(done) if done else None,
             "bytes": nbytes, "goodput_MBps": nbytes / 1e6 / (last_end - load.t0) if last_end > load.t0 else None,

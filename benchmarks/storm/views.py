@@ -15,6 +15,9 @@ import sys
 import urllib.parse
 
 SLACK = 0.005
+# A server stamps a transfer's end after its last send returned; the node may read those bytes
+# before the server's loop gets the CPU back (on a loaded machine, tens of ms later)
+END_SLACK = 0.25
 NGINX_SLACK = 0.002           # $msec has millisecond resolution
 FETCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fetch_status.py")
 # Field names of a boot record request (TEAM.md's contract; docs/formats.md once serve has them)
@@ -61,8 +64,9 @@ def compare_wwfast(nodes, by_node, fetched):
                 problems.append(f"last sent {rec.get('stage')}/{rec.get('sent')}, node fetched runtime last")
             if not script.start - SLACK <= rec.get("boot start", 0) <= script.end + SLACK:
                 problems.append("boot start outside the node's script request")
-            if not last.start - SLACK <= rec.get("boot end", 0) <= last.end + SLACK:
-                problems.append("boot end outside the node's runtime overlay request")
+            if not last.start - SLACK <= rec.get("boot end", 0) <= last.end + END_SLACK:
+                problems.append(f"boot end {rec.get('boot end', 0) - last.end:+.3f} s after the node's runtime "
+                                "overlay request ended")
         elif rec.get("boot end") and attempts and rec["boot end"] >= attempts[0].start:
             problems.append("server says booted, the node did not finish")
         node_records = records.get(node_id)
@@ -92,9 +96,9 @@ def compare_records(requests, ok, address, steps, paths):
                             f"node got {want_file}/{att.bytes} B")
         if rec.get(RECORD["client"]) not in (address, f"{address}:{att.srcport}"):
             problems.append(f"{att.label}: record client {rec.get(RECORD['client'])}")
-        for key in ("start", "end"):
+        for key, slack in (("start", SLACK), ("end", END_SLACK)):
             t = rec.get(RECORD[key])
-            if t is not None and not att.start - SLACK <= t <= att.end + SLACK:
+            if t is not None and not att.start - SLACK <= t <= att.end + slack:
                 problems.append(f"{att.label}: record {key} outside the node's request")
     return problems
 
