@@ -21,6 +21,8 @@ COMMAND_MODULES = [
     "wwfast.commands.status",
     "wwfast.commands.overlay",
     "wwfast.commands.image",
+    "wwfast.commands.configure",
+    "wwfast.commands.cluster",
 ]
 
 
