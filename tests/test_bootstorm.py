@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 
+import jinja2
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -113,9 +114,8 @@ def test_nginx_access_log_view():
 
 def test_script_interpretation_follows_the_built_script():
     script = (ROOT / "wwfast" / "data" / "ipxe" / "default.ipxe").read_text()
-    rendered = (script.replace("{{ authority }}", "198.19.0.1:9873").replace("{{ hwaddr }}", "52:54:00:00:00:01")
-                .replace("{% if not secure %} initrd=runtime{% endif %}", "").replace("{{ kernel_args }}", "quiet"))
-    rendered = "\n".join(line for line in rendered.splitlines() if "{%" not in line)
+    rendered = jinja2.Template(script).render(authority="198.19.0.1:9873", hwaddr="52:54:00:00:00:01", secure=False,
+                                              kernel_args="quiet", id="n00001", image="storm", cache_tier=False)
     fetches, delay = plan.script_fetches(rendered, {"uuid": "u-1", "asset:uristring": ""})
     urls = [u for _, u in fetches]
     assert urls[0] == "http://198.19.0.1:9873/kernel/52:54:00:00:00:01?assetkey=&uuid=u-1"
