@@ -3,6 +3,7 @@ the confirmation that `node set`/`profile set`/`node import` ask before writing.
 import argparse
 import sys
 
+from wwfast.commands.fields import known_names
 from wwfast.define import entryedit
 from wwfast.errors import UsageError
 
@@ -63,7 +64,7 @@ def register_profile(sub):
 
 
 def cmd_edit(args):
-    changed = entryedit.edit_entries(args.conf, args.state, args.section, args.patterns, ask=ask,
+    changed = entryedit.edit_entries(args.conf, args.section, args.patterns, ask, known_names(args),
                                      log=lambda text: print(text, file=sys.stderr))
     for line in changed:
         print(line)
@@ -91,7 +92,7 @@ def cmd_import(args):
         except OSError as e:
             raise UsageError(f"{path}: {e.strerror}") from None
         confirm = confirmer(args.yes)
-    done = entryedit.import_entries(args.conf, args.state, text, path, confirm)
+    done = entryedit.import_entries(args.conf, text, path, confirm, known_names(args))
     for section, names in done.items():
         what = entryedit.WHAT[section]
         print(f"imported {len(names)} {what}{'s' if len(names) != 1 else ''}: {', '.join(names)}")

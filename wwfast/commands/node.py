@@ -4,6 +4,7 @@ import argparse
 from wwfast.define import entryedit, hostlist, nodeedit, nodes
 from wwfast.errors import UsageError
 from wwfast.commands import entries, fields, power
+from wwfast.commands.fields import known_names
 from wwfast.commands.listing import mask_secrets, print_json, print_table, print_yaml, source_rows
 
 
@@ -82,7 +83,7 @@ def cmd_add(args):
                 nodeedit.set_path(entry, ("profiles",), ["default"])
             fields.apply_values(entry, args, node=True, index=index)
 
-    nodeedit.edit(args.conf, args.state, change)
+    nodeedit.edit(args.conf, change, **known_names(args))
     return _done("added", names)
 
 
@@ -96,7 +97,8 @@ def cmd_set(args):
             raise UsageError("nothing to set: give at least one field flag (see --help)")
         return names
 
-    names = nodeedit.edit(args.conf, args.state, change, review=entryedit.reviewer(entries.confirmer(args.yes)))
+    names = nodeedit.edit(args.conf, change, **known_names(args),
+                          review=entryedit.reviewer(entries.confirmer(args.yes)))
     return _done("updated", names)
 
 
@@ -110,7 +112,7 @@ def cmd_unset(args):
             raise UsageError("nothing to unset: give at least one field switch (see --help)")
         return names
 
-    names = nodeedit.edit(args.conf, args.state, change)
+    names = nodeedit.edit(args.conf, change, **known_names(args))
     return _done("updated", names)
 
 
@@ -121,7 +123,7 @@ def cmd_delete(args):
             doc.delete("nodes", name)
         return names
 
-    names = nodeedit.edit(args.conf, args.state, change)
+    names = nodeedit.edit(args.conf, change, **known_names(args))
     return _done("deleted", names)
 
 

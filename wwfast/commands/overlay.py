@@ -8,7 +8,7 @@
 import argparse
 import sys
 
-from wwfast.define import nodes as nodedb
+from wwfast import layout, records
 from wwfast.build import overlays, sshkeys
 from wwfast.define import settings
 from wwfast.errors import UsageError
@@ -76,10 +76,9 @@ def cmd_show(args):
         with open(entry.source, "rb") as f:
             sys.stdout.buffer.write(f.read())
         return 0
-    db = nodedb.load_db(args.state)
-    all_nodes = db.get("nodes", {})
+    all_nodes = records.read_nodes(layout.nodes_json(args.state))
     if args.render not in all_nodes:
-        raise UsageError(f"no node {args.render!r} in {nodedb.db_path(args.state)} (run the define stage?)")
+        raise UsageError(f"no node {args.render!r} in {layout.nodes_json(args.state)} (run the define stage?)")
     if args.overlay.startswith("ssh."):
         sshkeys.ensure_keys(args.state)  # what the build would do first; made once, kept in STATE/ssh
     renderer = Renderer(settings.load(args.conf), all_nodes, args.conf, args.state)
@@ -100,8 +99,7 @@ def cmd_show(args):
 
 
 def cmd_build(args):
-    db = nodedb.load_db(args.state)
-    all_nodes = db.get("nodes", {})
+    all_nodes = records.read_nodes(layout.nodes_json(args.state))
     only = set(select(args.patterns, sorted(all_nodes))) if args.patterns else None
     result = build_overlays(args.conf, args.state, settings.load(args.conf), all_nodes,
                             force=args.force, log=print, only=only)

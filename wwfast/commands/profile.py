@@ -4,6 +4,7 @@ import argparse
 from wwfast.define import entryedit, nodeedit, nodes
 from wwfast.errors import UsageError
 from wwfast.commands import entries, fields
+from wwfast.commands.fields import known_names
 from wwfast.commands.listing import mask_secrets, print_json, print_table, print_yaml, source_rows
 
 
@@ -64,7 +65,7 @@ def cmd_add(args):
         for name in names:
             fields.apply_values(doc.add("nodeprofiles", name), args, node=False)
 
-    nodeedit.edit(args.conf, args.state, change)
+    nodeedit.edit(args.conf, change, **known_names(args))
     return _done("added", names)
 
 
@@ -76,7 +77,8 @@ def cmd_set(args):
             if not fields.apply_values(doc.entry("nodeprofiles", name), args, node=False):
                 raise UsageError("nothing to set: give at least one field flag (see --help)")
 
-    nodeedit.edit(args.conf, args.state, change, review=entryedit.reviewer(entries.confirmer(args.yes)))
+    nodeedit.edit(args.conf, change, **known_names(args),
+                  review=entryedit.reviewer(entries.confirmer(args.yes)))
     return _done("updated", names)
 
 
@@ -88,7 +90,7 @@ def cmd_unset(args):
             if not fields.apply_unset(doc.entry("nodeprofiles", name), args, node=False):
                 raise UsageError("nothing to unset: give at least one field switch (see --help)")
 
-    nodeedit.edit(args.conf, args.state, change)
+    nodeedit.edit(args.conf, change, **known_names(args))
     return _done("updated", names)
 
 
@@ -99,7 +101,7 @@ def cmd_delete(args):
         for name in names:
             doc.delete("nodeprofiles", name)
 
-    nodeedit.edit(args.conf, args.state, change)
+    nodeedit.edit(args.conf, change, **known_names(args))
     return _done("deleted", names)
 
 

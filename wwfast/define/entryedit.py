@@ -1,12 +1,12 @@
 """Whole node/profile entries as YAML text: export, import, edit in $EDITOR, and the review of a change.
 
     text = export_text(conf, "nodes", ["n[1-4]"])            # a node-file fragment: nodes: {n1: ...}
-    edit_entries(conf, state, "nodes", ["n1"], editor=...)   # $EDITOR on that fragment until it validates
-    import_entries(conf, state, text, path, confirm)         # add or replace entries from a fragment
+    edit_entries(conf, "nodes", ["n1"], ask, known)          # $EDITOR on that fragment until it validates
+    import_entries(conf, text, path, confirm, known)         # add or replace entries from a fragment
     describe_change(old_text, new_text) -> ["n1: image name: demo -> other", ...]
 
 Every write goes through nodeedit.edit (lock, comment-keeping round trip, define's validation, atomic
-replace). A fragment is itself node-file shaped, so its problems are reported at its own lines.
+replace); `known` is {"images": names, "overlays": names} as wwfast.commands.fields.known_names gives it. A fragment is itself node-file shaped, so its problems are reported at its own lines.
 """
 import io
 import os
@@ -145,7 +145,7 @@ def reviewer(confirm):
     return review
 
 
-def import_entries(conf_dir, state_dir, text, path, confirm):
+def import_entries(conf_dir, text, path, confirm, known):
     """Add or replace the entries of a fragment file; returns {section: [names]}."""
     entries = _parse_fragment(text, path)
     if not entries:
@@ -159,10 +159,10 @@ def import_entries(conf_dir, state_dir, text, path, confirm):
                 doc.section(section)[name] = value if value is not None else CommentedMap()
         return {section: list(values) for section, values in entries.items()}
 
-    return nodeedit.edit(conf_dir, state_dir, change, review=reviewer(confirm))
+    return nodeedit.edit(conf_dir, change, **known, review=reviewer(confirm))
 
 
-def edit_entries(conf_dir, state_dir, section, patterns, ask, editor=None, log=print):
+def edit_entries(conf_dir, section, patterns, ask, known, editor=None, log=print):
     """$EDITOR on the selected entries until they validate (or `ask` says stop); returns the change lines."""
     path, original = _current(conf_dir)
     doc = nodeedit.NodeDoc(nodeedit._yaml().load(original) if original else None)
@@ -196,7 +196,7 @@ def edit_entries(conf_dir, state_dir, section, patterns, ask, editor=None, log=p
                     _replace(doc, section, names, entries)
 
                 try:
-                    nodeedit.edit(conf_dir, state_dir, change, review=review)
+                    nodeedit.edit(conf_dir, change, **known, review=review)
                 except nodeedit.RejectedEdit as e:
                     raise _locate(e.error, frag_path, edited, section, list(entries) + names) from None
                 return changed
