@@ -21,6 +21,7 @@ from wwfast.build import demo_image
 from wwfast.build.overlay_build import archive_path, build_overlays
 from wwfast.define import nodes
 from wwfast.define.settings import Settings
+from wwfast.records import Node
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(400)]
 WWFAST = str(pathlib.Path(sys.executable).with_name("wwfast"))
@@ -79,7 +80,7 @@ nodes:
         before = ww(conf, "power", "status", "qnode1")
         assert before.returncode == 1 and "unknown user name" in before.stdout, before.stdout
 
-        node = nodes.resolve(nodes.read_config(str(conf)))
+        node = {k: Node.from_json(v) for k, v in nodes.resolve(nodes.read_config(str(conf))).items()}
         settings = Settings(address="10.0.2.2", http_port=9, secure=False, digest="ipmi-test")
         build_overlays(conf, tmp_path, settings, node)
         system = pathlib.Path(archive_path(tmp_path, "qnode1", "system"))
