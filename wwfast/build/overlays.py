@@ -1,7 +1,7 @@
 """Overlay discovery: built-in overlays shipped with wwfast, site overlays in CONF/overlays.
 
 An overlay is a directory tree copied onto the node's root; files ending in `.j2` are Jinja2 templates
-rendered per node (suffix dropped). As in Warewulf, a `rootfs/` subdirectory is the tree when present,
+and files ending in `.ww` Warewulf's Go templates, rendered per node (suffix dropped). As in Warewulf, a `rootfs/` subdirectory is the tree when present,
 and a site overlay with the same name as a built-in one shadows it completely (no file merge).
 """
 import os
@@ -13,6 +13,7 @@ from wwfast.errors import ConfigError
 
 BUILTIN_DIR = pathlib.Path(__file__).resolve().parent.parent / "data" / "overlays"
 TEMPLATE_SUFFIX = ".j2"
+TEMPLATE_SUFFIXES = (".j2", ".ww")  # Jinja2 (wwfast's own), Go template language (Warewulf's)
 NAME_RE = re.compile(r"^[a-zA-Z0-9\-._:]+$")
 
 
@@ -104,8 +105,9 @@ def walk(tree, keep_owners=None):
                 out.append(Entry(rel, "dir", e.path, perms, uid, gid))
                 visit(e.path, rel + "/")
             elif stat.S_ISREG(st.st_mode):
-                if rel.endswith(TEMPLATE_SUFFIX):
-                    out.append(Entry(rel[: -len(TEMPLATE_SUFFIX)], "template", e.path, perms, uid, gid))
+                if rel.endswith(TEMPLATE_SUFFIXES):
+                    out.append(Entry(rel[: -len(".ww" if rel.endswith(".ww") else TEMPLATE_SUFFIX)], "template",
+                                     e.path, perms, uid, gid))
                 else:
                     out.append(Entry(rel, "file", e.path, perms, uid, gid))
             # sockets, fifos and devices have no place in an overlay: skipped
