@@ -101,10 +101,9 @@ def test_warewulf_nodes_conf_accepted_as_is(tmp_path):
     assert n2["discoverable"] is True and n2["asset key"] == "SYSTEM-ASSET-TAG"
     assert n2["comment"] == ""  # the profile's comment is not inherited
     assert len(n2["resources"]["fstab"]) == 2
-    # Warewulf overlays wwfast does not ship are left out, with a warning naming file and line.
-    assert "wwclient" not in n1["system overlay"] and "wwinit" in n1["system overlay"]
-    assert any(f'{conf}/nodes.conf:5: nodeprofiles.default.system overlay.1: Warewulf overlay "wwclient"' in w
-               for w in warnings), warnings
+    # every overlay of Warewulf's default profile exists in wwfast under its name: all kept, no warning
+    assert n1["system overlay"][:3] == ["wwinit", "wwclient", "hosts"] and "NetworkManager" in n1["system overlay"]
+    assert not [w for w in warnings if "overlay" in w], warnings
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -228,7 +227,8 @@ def test_missing_node_file_gives_an_empty_db(tmp_path):
 
 WRITER = """
 import sys
-from wwfast import fsutil, nodes
+from wwfast import fsutil
+from wwfast.define import nodes
 text = "nodeprofiles: {p: {tags: {a: x}}}\\nnodes:\\n" + "".join(
     f"  n{i}: {{profiles: [p], network devices: {{d: {{ipaddr: 10.{i // 256}.{i % 256}.1}}}}}}\\n" for i in range(2000))
 one = nodes.render_db(nodes.resolve(nodes.parse_config(text, "x")))

@@ -267,15 +267,13 @@ def _check_unique(config, nodes, expanded_of, errors):
                     seen[value] = (node_id, net)
 
 
-# Warewulf's distribution overlays (reference A7). An unmodified nodes.conf names many that wwfast does
-# not ship (wwclient, ifcfg, NetworkManager, ...): when one of these is missing it is left out with a
-# warning instead of failing, so the file works as is. Any other unknown overlay name is an error.
-WAREWULF_OVERLAYS = frozenset("""
-    wwinit wwclient wwclient.x86_64 wwclient.aarch64 hosts hostname ssh.host_keys ssh.authorized_keys syncuser
-    fstab issue resolv localtime chrony udev.netname systemd.netname NetworkManager ifcfg ifupdown
-    debian.interfaces wicked netplan systemd.networkd ignition sfdisk mkfs mkswap systemd.mount systemd.swap
-    host debug generic
-""".split())
+# Warewulf overlay names wwfast does not ship as overlays: `host` is rendered onto the Warewulf server
+# itself (wwfast configures no host services) and `generic` is the pre-4.6 name of hosts +
+# ssh.authorized_keys + syncuser. A node file naming one has it left out with a warning.
+WAREWULF_OVERLAYS = {
+    "host": "the server's own overlay, not sent to nodes",
+    "generic": "split by Warewulf 4.6 into hosts, ssh.authorized_keys and syncuser: run `wwfast upgrade nodes`",
+}
 
 
 def _check_names(config, nodes, expanded_of, images, overlays, errors, warnings):
@@ -296,7 +294,7 @@ def _check_names(config, nodes, expanded_of, images, overlays, errors, warnings)
                 keys = config.where(node_id, _expanded(config, node_id, expanded_of), (field,), item=name)
                 if name in WAREWULF_OVERLAYS:
                     skipped.setdefault(name, config.error(
-                        keys, f'Warewulf overlay "{name}" is not provided by wwfast: left out'))
+                        keys, f'Warewulf overlay "{name}" left out: {WAREWULF_OVERLAYS[name]}'))
                 else:
                     errors.add(config.error(keys, f'unknown overlay "{name}"{did_you_mean(name, overlays)}'))
     if skipped:

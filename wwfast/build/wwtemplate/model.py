@@ -207,7 +207,9 @@ def netdev(dev, primary):
     if "/" in ip6:
         ip6, _, suffix = ip6.partition("/")
         prefix6 = prefix6 or suffix
-    d.Type = dev.get("type") or ""
+    # nodes.json fills an unset type with "ethernet"; Warewulf's templates see unset as "" (and write
+    # their own default, e.g. ifcfg's TYPE=Ethernet), so the default goes back to ""
+    d.Type = "" if dev.get("type") in (None, "", "ethernet") else dev["type"]
     d.OnBoot = WWBool.of(dev.get("onboot"), "")
     d.Device = dev.get("device") or ""
     d.Hwaddr = dev.get("hwaddr") or ""
