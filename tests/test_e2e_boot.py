@@ -17,7 +17,7 @@ import pytest
 from helpers.cluster import Cluster, StageWatcher
 from helpers.netns import PrivateNet
 from helpers.qemu_nodes import NodeGroup, NodeTimeout, QemuNode
-from wwfast.build import demo_image
+from wwfast.build import demo_image, ipxe
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(600)]
 
@@ -110,7 +110,7 @@ def generation_of(text):
 
 def gz_template(conf):
     """A site iPXE template `gz`: the built-in default one, asking for ?compress=gz on every archive."""
-    default = (pathlib.Path(demo_image.__file__).parent / "data" / "ipxe" / "default.ipxe").read_text()
+    default = (ipxe.BUILTIN_DIR / "default.ipxe").read_text()
     lines = []
     for line in default.splitlines(keepends=True):
         if line.lstrip().startswith("initrd ") and "?${query}" in line:
