@@ -18,7 +18,8 @@ NAME_RE = re.compile(r"^[a-zA-Z0-9\-._:]+$")
 # Warewulf's other names for built-in overlays (debian.interfaces is its old name of ifupdown).
 ALIASES = {"debian.interfaces": "ifupdown", "wwclient.x86_64": "wwclient", "wwclient.aarch64": "wwclient"}
 # Modes of built-in files that git and wheels cannot carry (NetworkManager ignores keyfiles not 0600).
-BUILTIN_MODES = {"NetworkManager/etc/NetworkManager/system-connections/ww4-managed.ww": 0o600}
+BUILTIN_MODES = {"NetworkManager/etc/NetworkManager/system-connections/ww4-managed.ww": 0o600,
+                 "wwinit/warewulf/config.ww": 0o600}
 
 
 class OverlayError(ConfigError):

@@ -55,6 +55,7 @@ class NodeConfig:
         self.profiles = {}   # name -> partial
         self.nodes = {}      # id -> partial (shared by the ids of one hostlist key)
         self.node_keys = {}  # id -> the key as written in the file (maybe a hostlist)
+        self.warnings = []   # keys ignored in an unmodified Warewulf nodes.conf (file, line, field)
 
     def error(self, keys, message):
         return self.doc.error(keys, message)
@@ -106,11 +107,11 @@ def _parse_config(text, path):
         return config
     if not isinstance(data, dict):
         raise ConfigError(path, 1, "", "a node file is a mapping with nodeprofiles: and nodes:")
-    problems = Normalizer()
+    problems = Normalizer(lenient=os.path.basename(str(path)) == "nodes.conf")
     errors = []
     for key in data:
         if key not in TOP_KEYS and key not in IGNORED_TOP_KEYS:
-            errors.append(doc.error((key,), f'unknown key "{key}"{did_you_mean(key, TOP_KEYS)}'))
+            problems.unknown((key,), key, TOP_KEYS, ())
     for kind, schema in (("nodeprofiles", PROFILE), ("nodes", NODE)):
         section = data.get(kind)
         if section is None:
@@ -140,6 +141,7 @@ def _parse_config(text, path):
                 config.node_keys[node_id] = key
     errors.extend(doc.error(keys, message) for keys, message in problems.problems)
     raise_all(errors)
+    config.warnings = [str(doc.error(keys, message)) for keys, message in problems.ignored]
     return config
 
 
@@ -205,6 +207,7 @@ def resolve(config, images=None, overlays=None, warnings=None):
     notes such as Warewulf overlays left out.
     """
     warnings = [] if warnings is None else warnings
+    warnings.extend(getattr(config, "warnings", ()))
     with _gc_paused():
         return _resolve(config, images, overlays, warnings)
 
