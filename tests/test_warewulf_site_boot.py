@@ -4,7 +4,7 @@ init.d script go through define, build and compress; a node boots it in QEMU (iP
 and shows the rendered files and the init.d script's marker on its console.
 
 The site lives in tests/warewulf_site/ as a Warewulf server would have it: etc/warewulf/{nodes.conf,
-ipxe/site.ipxe, site-banner.txt} and var/lib/warewulf/overlays/site{,-runtime}/rootfs/...; it is brought
+ipxe/site.ipxe, site-banner.txt} and overlays/site{,-runtime}/rootfs/... (its /var/lib/warewulf/overlays); it is brought
 in with `wwfast import-warewulf`. Only wwfast.yaml (ports for this test) is written here.
 """
 import pathlib
@@ -43,7 +43,7 @@ def site(tmp_path_factory, kernel_path, kernel_modules):
     shutil.copytree(SITE / "etc" / "warewulf", etc)
     c = Cluster(conf, state, http_port=http_port)
     c.tftp_port = tftp_port
-    imported = c.wwfast("import-warewulf", str(etc), "--overlays", str(SITE / "var/lib/warewulf/overlays"))
+    imported = c.wwfast("import-warewulf", str(etc), "--overlays", str(SITE / "overlays"))
     # import-warewulf copies nodes.conf as nodes.yaml; the site's file is the Warewulf one, unchanged
     shutil.copy(etc / "nodes.conf", conf / "nodes.conf")
     (conf / "nodes.yaml").unlink()
