@@ -26,6 +26,8 @@ import sys
 import jinja2
 import jinja2.nodes
 
+from wwfast.build.gotemplate import TemplateError
+from wwfast.build.wwtemplate.render import WWRenderer
 from wwfast.errors import ConfigError
 from wwfast.fsutil import resolve_in_root
 
@@ -504,13 +506,11 @@ class Renderer:
     # ---- Warewulf `.ww` templates (Go template language, wwfast.build.wwtemplate)
     def ww(self):
         if self._ww is None:
-            from wwfast.build.wwtemplate.render import WWRenderer
             self._ww = WWRenderer(self.conf_dir, self.state_dir, self.settings, self.raw_nodes, self.image_root,
                                   build_time=_build_time(self.state_dir))
         return self._ww
 
     def _ww_compile(self, path):
-        from wwfast.build.gotemplate import TemplateError
         try:
             return self.ww().compile(path)
         except TemplateError as e:
@@ -519,11 +519,12 @@ class Renderer:
             raise RenderError(path, None, None, f"template not readable: {e.strerror}") from None
 
     def _ww_render(self, path, out_rel, node, overlay, mode, uid, gid):
-        from wwfast.build.gotemplate import TemplateError
-        self._ww_compile(path)
+        ww = self.ww()
+        if path not in ww.compiled:
+            self._ww_compile(path)
         node_id = node.id if node is not None else None
         try:
-            outs, deps, warnings = self.ww().render(path, out_rel, node_id, overlay)
+            outs, deps, warnings = ww.render(path, out_rel, node_id, overlay)
         except TemplateError as e:
             where = f"executing {e.action}: " if e.action else ""
             raise RenderError(path, e.line, node_id, where + e.message) from None

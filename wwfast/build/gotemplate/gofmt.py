@@ -158,6 +158,8 @@ def sorted_items(d):
 
 def sprint(args):
     """fmt.Sprint: operands joined, with a space between two operands when neither is a string."""
+    if all(type(a) is str for a in args):  # the common case: print "prefix-" $name ".conf"
+        return "".join(args)
     out = []
     prev_string = True
     for i, a in enumerate(args):

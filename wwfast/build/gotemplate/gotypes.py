@@ -62,6 +62,18 @@ class GoStruct:
     _go_fields = ()
     _go_methods = frozenset()
     _go_pointer = True  # printed by %v at the top level as the struct; inside containers as &{...}
+    _go_kinds = {}      # name -> FIELD / METHOD0 (no parameters) / METHOD: one lookup per access
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        kinds = {name: FIELD for name in cls._go_fields}
+        for name in cls._go_methods:
+            fn = getattr(cls, name, None)
+            kinds[name] = METHOD if getattr(fn, "go_params", None) or getattr(fn, "go_variadic", None) else METHOD0
+        cls._go_kinds = kinds
+
+
+FIELD, METHOD0, METHOD = 0, 1, 2
 
 
 class Stringer:

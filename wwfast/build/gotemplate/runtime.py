@@ -4,7 +4,8 @@ printing, range iteration, and the errors Go's executor raises, with Go's wordin
 import types
 
 from wwfast.build.gotemplate.gofmt import sort_key, sprint_value
-from wwfast.build.gotemplate.gotypes import INVALID, GoStruct, Int64, Stringer, kind, type_name
+from wwfast.build.gotemplate.gotypes import FIELD, INVALID, METHOD, METHOD0, GoStruct, Int64, StrMap, Stringer, \
+    kind, type_name
 
 # parameter types a function may declare (see gofunc)
 ANY, VALUE, STRING, INT, INT64, FLOAT, BOOL, LIST, MAP, STRINGS = (
@@ -130,14 +131,18 @@ def arity_error(name, want, got, variadic):
 
 def field(recv, name):
     """recv.Name with no arguments (maps: the key; structs: method first, then field)."""
-    if type(recv) is dict:
+    t = type(recv)
+    if t is dict or t is StrMap:
         return recv.get(name, INVALID)
-    if isinstance(recv, GoStruct):
-        cls = type(recv)
-        if name in cls._go_methods:
-            return method_call(recv, name, ())
-        if name in cls._go_fields:
+    kinds = getattr(t, "_go_kinds", None)
+    if kinds is not None:
+        kind_ = kinds.get(name)
+        if kind_ == FIELD:
             return getattr(recv, name)
+        if kind_ == METHOD0:
+            return getattr(recv, name)()
+        if kind_ == METHOD:
+            return method_call(recv, name, ())
         raise ExecError(f"can't evaluate field {name} in type {type_name(recv)}")
     return _field_slow(recv, name, False)
 
@@ -147,8 +152,7 @@ def field_call(recv, name, args, has_final):
     if isinstance(recv, GoStruct) and name in type(recv)._go_methods:
         return method_call(recv, name, args)
     if isinstance(recv, dict):
-        if name in recv or True:
-            raise ExecError(f"{name} is not a method but has arguments")
+        raise ExecError(f"{name} is not a method but has arguments")
     if isinstance(recv, GoStruct) and name in type(recv)._go_fields:
         raise ExecError(f"{name} has arguments but cannot be invoked as function")
     return _field_slow(recv, name, True)

@@ -75,7 +75,7 @@ class WWRenderer:
 
         self.struct_cls = _Struct
         self._blank = tstruct.template_struct(_Struct, model.node_struct({"id": ""}))
-        self._compiled = {}
+        self.compiled = {}
 
     def all_nodes(self):
         if self._all is None:
@@ -90,10 +90,10 @@ class WWRenderer:
 
     def compile(self, path):
         path = os.fspath(path)
-        c = self._compiled.get(path)
+        c = self.compiled.get(path)
         if c is None:
             template = compile_file(path)
-            c = self._compiled[path] = Compiled(path, template, analyze(template.uses))
+            c = self.compiled[path] = Compiled(path, template, analyze(template.uses))
         return c
 
     def render(self, path, out_rel, node_id, overlay=""):
@@ -101,7 +101,7 @@ class WWRenderer:
 
         Raises TemplateError on failure; an abort() gives no files.
         """
-        compiled = self.compile(path)
+        compiled = self.compiled.get(path) or self.compile(path)
         node = self.node(node_id) if node_id is not None else None
         if node is None:
             data = self._blank
@@ -120,12 +120,25 @@ class WWRenderer:
         return split_outputs(state.out, ctx.files, out_rel), ctx.deps, ctx.warnings
 
 
+_CLEAN = {}
+
+
+def _clean(rel):
+    c = _CLEAN.get(rel)
+    if c is None:
+        c = _CLEAN[rel] = posixpath.normpath("/" + rel).lstrip("/")
+    return c
+
+
 def split_outputs(out, files, out_rel):
     """The rendered files: [(node-relative path, text, symlink target)].
 
     The text before the first file() call is dropped unless it was made a symlink (Warewulf); relative
     file() names sit beside the template's own output, absolute ones are anchored at the node's root.
     """
+    if len(files) == 1:  # the common case: no file() call
+        name, start, target = files[0]
+        return [(_clean(out_rel), "".join(out), target)]
     results = []
     bounds = [f[1] for f in files] + [len(out)]
     for i, (name, start, target) in enumerate(files):
