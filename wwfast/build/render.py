@@ -27,6 +27,7 @@ import jinja2
 import jinja2.nodes
 
 from wwfast.build.gotemplate import TemplateError
+from wwfast.build.wwtemplate.functions import read_block
 from wwfast.build.wwtemplate.render import WWRenderer
 from wwfast.errors import ConfigError
 from wwfast.fsutil import resolve_in_root
@@ -261,17 +262,7 @@ def f_include_block(ctx, path, marker):
     st = _state(ctx)
     full = _server_path(st, path)
     st.deps.add(full)
-    try:
-        with open(full, encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return marker
-    kept = []
-    for line in lines:
-        if marker in line:
-            break
-        kept.append(line)
-    return "\n".join(kept + [marker])
+    return read_block(full, marker)
 
 
 def _image_file(st, image, path):

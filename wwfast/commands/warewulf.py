@@ -102,13 +102,7 @@ def _import_overlays(src_dir, args, took, left):
         if os.path.lexists(dest) and not args.force:
             left.append(f"overlay {name}: {dest} exists (--force replaces it)")
             continue
-        tmp = os.path.join(dest_root, f".{name}.import.{os.getpid()}")
-        os.makedirs(dest_root, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(src, tmp, symlinks=True)
-        if os.path.lexists(dest):
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)  # whole or not at all
+        _copy_tree(src, dest)
         files = templates = 0
         for _, _, names in os.walk(dest):
             files += len(names)
@@ -157,15 +151,21 @@ def _import_other(args, took, left):
             left.append(f"{src}: {dest} exists (--force replaces it)")
             continue
         if os.path.isdir(src) and not os.path.islink(src):
-            tmp = os.path.join(args.conf, f".{name}.import.{os.getpid()}")
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(src, tmp, symlinks=True)
-            if os.path.lexists(dest):
-                shutil.rmtree(dest)
-            os.replace(tmp, dest)
+            _copy_tree(src, dest)
         elif os.path.isfile(src):
             with open(src, "rb") as f:
                 atomic_write(dest, f.read(), perms=os.stat(src).st_mode & 0o7777)
         else:
             continue
         took.append(f"{src} -> {dest} (for templates that Include it)")
+
+
+def _copy_tree(src, dest):
+    """Copy a directory as it is (modes, symlinks) into place whole: beside it first, then renamed."""
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    tmp = os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.import.{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, symlinks=True)
+    if os.path.lexists(dest):
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)

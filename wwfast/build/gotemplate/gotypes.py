@@ -120,53 +120,38 @@ def is_int(v):
     return type(v) is int or type(v) is Int64
 
 
+# Exact Python types of Go basic values: (reflect kind, type name).
+_BASIC = {str: ("string", "string"), bool: ("bool", "bool"), int: ("int", "int"), Int64: ("int64", "int64"),
+          float: ("float64", "float64")}
+
+
 def kind(v):
     """The Go reflect.Kind name of a value."""
-    t = type(v)
-    if t is str:
-        return "string"
-    if t is bool:
-        return "bool"
-    if t is int:
-        return "int"
-    if t is Int64:
-        return "int64"
-    if t is float:
-        return "float64"
+    basic = _BASIC.get(type(v))
+    if basic is not None:
+        return basic[0]
     if v is INVALID or v is None:
         return "invalid"
-    if isinstance(v, (list, tuple)):
+    if isinstance(v, (list, tuple, bytes, bytearray)):
         return "slice"
     if isinstance(v, dict):
         return "map"
-    if isinstance(v, str):
-        return "string"
     if isinstance(v, Stringer):
         return v._go_kind
+    if isinstance(v, str):
+        return "string"
     if isinstance(v, GoStruct):
         return "ptr" if v._go_pointer else "struct"
     if isinstance(v, complex):
         return "complex128"
-    if isinstance(v, (bytes, bytearray)):
-        return "slice"
-    if callable(v):
-        return "func"
-    return "struct"
+    return "func" if callable(v) else "struct"
 
 
 def type_name(v):
     """The Go type name of a value, as %T and sprig's typeOf print it."""
-    t = type(v)
-    if t is str:
-        return "string"
-    if t is bool:
-        return "bool"
-    if t is int:
-        return "int"
-    if t is Int64:
-        return "int64"
-    if t is float:
-        return "float64"
+    basic = _BASIC.get(type(v))
+    if basic is not None:
+        return basic[1]
     if v is None or v is INVALID:
         return "<nil>"
     if isinstance(v, StrList):
@@ -175,14 +160,10 @@ def type_name(v):
         return "[]uint8"
     if isinstance(v, (list, tuple)):
         return "[]interface {}"
-    if isinstance(v, StrMap):
-        return "map[string]string"
     if isinstance(v, dict):
-        return "map[string]interface {}"
+        return "map[string]string" if isinstance(v, StrMap) else "map[string]interface {}"
     if isinstance(v, GoStruct):
         return ("*" if v._go_pointer else "") + v._go_type
     if isinstance(v, (Stringer, str)):
         return getattr(v, "_go_type", "string")
-    if isinstance(v, complex):
-        return "complex128"
-    return "func"
+    return "complex128" if isinstance(v, complex) else "func"

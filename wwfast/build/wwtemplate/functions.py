@@ -80,8 +80,14 @@ def include_block(ctx, path, marker):
     """The lines of a server file before the first one containing `marker`, then the marker."""
     full = _server_path(ctx, path)
     ctx.deps.add(full)
+    return read_block(full, marker)
+
+
+def read_block(path, marker):
+    """IncludeBlock's text: the lines before the first containing `marker`, then the marker itself
+    (just the marker when the file cannot be read)."""
     try:
-        with open(full, "rb") as f:
+        with open(path, "rb") as f:
             lines = f.read().decode("utf-8", "surrogateescape").splitlines()
     except OSError:
         return marker
