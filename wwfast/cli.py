@@ -22,6 +22,8 @@ COMMAND_MODULES = [
     "wwfast.commands.overlay",
     "wwfast.commands.upgrade",
     "wwfast.commands.image",
+    "wwfast.commands.configure",
+    "wwfast.commands.cluster",
 ]
 
 

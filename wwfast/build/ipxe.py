@@ -9,15 +9,18 @@ Jinja2 when it uses Jinja2 statements or comments ({% %}, {# #}) or does not par
 `unknown.ipxe` (or a Warewulf site's `unconfigured.ipxe`) is rendered once, for MACs that are no node.
 A script is rewritten only when its text changes, so a rebuild touches only the nodes whose scripts
 differ.
+With a cache tier (settings `cluster:`) also cache_tier, transfer_timeout_ms and source_rounds.
 """
 import os
 import pathlib
 
 import jinja2
 
-from wwfast import fsutil
+from wwfast import fsutil, layout
+from wwfast.define.cluster_settings import cache_tier
 from wwfast.build.overlay_build import syncfs
 from wwfast.errors import ConfigError
+from wwfast.records import is_ethernet_mac
 from wwfast.build.render import RenderError, node_view, template_line
 
 BUILTIN_DIR = pathlib.Path(__file__).resolve().parent.parent / "data" / "ipxe"
@@ -26,7 +29,7 @@ WAREWULF_UNKNOWN = "unconfigured"  # Warewulf's name of the script for unknown M
 
 
 def out_dir(state_dir):
-    return os.path.join(state_dir, "build", "ipxe")
+    return layout.ipxe_dir(state_dir)
 
 
 def template_path(conf_dir, name):
@@ -42,16 +45,19 @@ def _authority(address, port):
 
 
 def script_data(node, settings):
-    """Template data of one node (a node dict from nodes.json)."""
+    """Template data of one node (a records.Node)."""
     view = node_view(node)
-    primary = view.primary
-    hwaddr = primary.hwaddr if primary and primary.hwaddr else (view.macs[0] if view.macs else "")
+    # the address iPXE boots by: an Ethernet one (node.macs puts the primary device's first)
+    hwaddr = next((mac for mac in node.macs if is_ethernet_mac(mac)), "")
     return {
         "id": view.id, "hostname": view.id, "fqdn": view.id, "cluster": view.cluster, "image": view.image,
         "ipxe": view.ipxe_template, "hwaddr": hwaddr, "ipaddr": settings.address, "port": settings.http_port,
         "authority": _authority(settings.address, settings.http_port), "kernel_args": view.kernel.args_str,
         "kernel_version": view.kernel.version, "root": view.root, "secure": bool(settings.secure),
         "tags": view.tags, "netdevs": view.netdevs,
+        # scale-out (settings `cluster:`): blobs from caches, with failover between sources
+        "cache_tier": cache_tier(settings), "transfer_timeout_ms": settings.transfer_timeout * 1000,
+        "source_rounds": settings.source_rounds,
     }
 
 
@@ -126,12 +132,11 @@ class IpxeRenderer:
 
     def kernel_version(self, node):
         """The version of the kernel the node boots (Warewulf's .KernelVersion), "" when unknown."""
-        wanted = (node.get("kernel") or {}).get("version") or ""
-        image = node.get("image name") or ""
+        wanted, image = node.kernel.version, node.image_name
         key = (image, wanted)
         if key not in self._kernels:
             self._kernels[key] = ""
-            root = os.path.join(self.state_dir, "images", image, "rootfs") if self.state_dir and image else None
+            root = layout.image_root(self.state_dir, image) if self.state_dir and image else None
             if root and os.path.isdir(root):
                 from wwfast.build.kernels import KernelError, select_kernel
                 try:
@@ -146,7 +151,7 @@ class IpxeRenderer:
         def go_data():
             from wwfast.build.wwtemplate.tstruct import ipxe_vars
             return ipxe_vars(self.settings, node, data["hwaddr"], self.kernel_version(node), self.raw_settings())
-        return self._render(node.get("ipxe template") or "default", data, node["id"], go_data)
+        return self._render(node.ipxe_template, data, node.id, go_data)
 
     def unknown_script(self):
         data = {"ipaddr": self.settings.address, "port": self.settings.http_port,

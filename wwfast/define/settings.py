@@ -9,6 +9,7 @@ import os
 
 from wwfast.errors import ConfigError, raise_all
 from wwfast.fsutil import sha256_bytes
+from wwfast.define import cluster_settings
 from wwfast.define.schema import UNSET, did_you_mean, parse_bool
 from wwfast.define.yamlfile import decode, parse
 
@@ -33,6 +34,7 @@ SCHEMA = {
     "image excludes": "strlist",
     "nfs": _ANY, "ssh": _ANY, "image mounts": _ANY, "container mounts": _ANY, "paths": _ANY,
     "wwclient": _ANY, "api": _ANY, "mount options": "str", "ipv6net": "str",
+    "cluster": "cluster",  # wwfast: scale-out (wwfast.define.cluster_settings)
 }
 
 DEFAULTS = {
@@ -42,6 +44,7 @@ DEFAULTS = {
     "ipxe_binaries": {"00:00": "undionly.kpxe", "00:07": "ipxe.efi", "00:09": "ipxe.efi"},
     "dhcp_enabled": False, "dhcp_range_start": "", "dhcp_range_end": "",
     "zstd_level": 3, "gzip": True, "threads": 0, "image_excludes": [],
+    **cluster_settings.DEFAULTS,
 }
 
 # (section, key) in the file -> attribute
@@ -151,6 +154,9 @@ def parse_settings(text, path, digest=None):
             errors.append(doc.error((key,), f'unknown key "{key}"{did_you_mean(key, SCHEMA)}'))
             continue
         kind = SCHEMA[key]
+        if kind == "cluster":
+            cluster_settings.parse(doc, value, values, errors)
+            continue
         if kind is _ANY or key in ("ipaddr", "netmask"):
             continue
         if isinstance(kind, dict):

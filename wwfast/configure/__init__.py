@@ -1,0 +1,1 @@
+"""`wwfast configure`: configuration files for the services around provisioning."""
