@@ -16,7 +16,6 @@ import argparse
 import os
 import pathlib
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -26,7 +25,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_overlays import DEFAULT_RUNTIME, DEFAULT_SYSTEM, cpu_seconds, fresh_state, make_nodes  # noqa: E402
+import harness  # noqa: E402
+from bench_overlays import DEFAULT_RUNTIME, DEFAULT_SYSTEM, fresh_state, make_nodes  # noqa: E402
 from wwfast.build.overlay_build import build_overlays  # noqa: E402
 from wwfast.build.render import Renderer, node_view  # noqa: E402
 from wwfast.define.settings import Settings  # noqa: E402
@@ -34,18 +34,6 @@ from wwfast.define.settings import Settings  # noqa: E402
 WW_SYSTEM = ["wwinit", "wwclient", "hosts", "fstab", "hostname", "ssh.host_keys", "issue", "resolv", "udev.netname",
              "systemd.netname", "ifcfg", "ifupdown", "NetworkManager", "wicked", "ignition"]
 WW_RUNTIME = ["hosts", "ssh.authorized_keys"]
-
-
-def full_build(base, name, nodes, settings, workers):
-    state = fresh_state(base, name)
-    cpu0, started = cpu_seconds(), time.perf_counter()
-    result = build_overlays(ROOT / "conf", state, settings, nodes, workers=workers)
-    wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu0
-    assert len(result.rebuilt) == len(nodes)
-    shutil.rmtree(state)
-    return wall, cpu
-
-
 GO_TEMPLATE = """{{- range $name, $dev := .NetDevs }}
 {{ $name }} {{ $dev.Device }}{{ if $dev.Ipaddr }} {{ $dev.IpCIDR }}{{ else }} dhcp{{ end }} {{ lower $dev.Hwaddr }}
 {{- end }}
@@ -56,64 +44,66 @@ J2_TEMPLATE = """{% for name, dev in node.netdevs.items() %}
 """
 
 
-def engines(settings, node, count=2000, runs=3):
-    """us per render of the same template in each language, through the same Renderer."""
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix="bench-engines-"))
-    try:
-        (tmp / "t.ww").write_text(GO_TEMPLATE)
-        (tmp / "t.j2").write_text(J2_TEMPLATE)
-        go = statistics.median(per_render(str(tmp / "t.ww"), "etc/t", count, settings, node) for _ in range(runs))
-        j2 = statistics.median(per_render(str(tmp / "t.j2"), "etc/t", count, settings, node) for _ in range(runs))
-        return go, j2
-    finally:
-        shutil.rmtree(tmp)
+def full_build(base, name, nodes, settings, workers):
+    """One whole build into a fresh state dir (removed afterwards)."""
+    def run():
+        state = fresh_state(base, name)
+        try:
+            result = build_overlays(ROOT / "conf", state, settings, nodes, workers=workers)
+            assert len(result.rebuilt) == len(nodes)
+        finally:
+            shutil.rmtree(state, ignore_errors=True)
+    return run
 
 
-def per_render(template, rel, count, settings, node):
-    renderer = Renderer(settings, {node["id"]: node}, str(ROOT / "conf"), "/nonexistent")
+def renders(template, count, settings, node):
+    """`count` renders of one template for one node through the build's Renderer (compiled first)."""
+    renderer = Renderer(settings, {node.id: node}, str(ROOT / "conf"), "/nonexistent")
     view = node_view(node)
-    renderer.render(template, rel, view, "bench")  # compile outside the timing
-    started = time.perf_counter()
-    for _ in range(count):
-        renderer.render(template, rel, view, "bench")
-    return (time.perf_counter() - started) / count * 1e6
+    renderer.render(template, "etc/t", view, "bench")
+
+    def run():
+        for _ in range(count):
+            renderer.render(template, "etc/t", view, "bench")
+    return run
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nodes", type=int, default=10000)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--nodes", type=int, default=None)
+    parser.add_argument("--renders", type=int, default=None)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    args = parser.parse_args()
+    harness.add_arguments(parser, runs=3, warmup=0)
+    args = harness.settle(parser.parse_args(), nodes=(10000, 2000), renders=(5000, 1000))
     settings = Settings(address="10.100.0.1", netmask="255.255.0.0", http_port=9873, secure=False,
                         update_interval=60, digest="bench")
     ww_nodes = make_nodes(args.nodes, WW_SYSTEM, WW_RUNTIME)
     own_nodes = make_nodes(args.nodes, DEFAULT_SYSTEM, DEFAULT_RUNTIME)
-    print(f"bench_ww_overlays: {args.nodes} nodes, {args.workers} workers, {args.runs} runs")
+    result = harness.Result("bench_ww_overlays", f"overlays of Warewulf's default profile for {args.nodes} nodes "
+                            f"(.ww, Go engine) vs wwfast's own default lists (.j2, Jinja2)",
+                            params=harness.params_of(args), quick=args.quick)
     base = tempfile.mkdtemp(prefix="bench-ww-overlays-", dir=os.environ.get("BENCH_TMP", "/var/tmp"))
     try:
-        ww, own = [], []
-        for run in range(args.runs):
-            ww.append(full_build(base, f"ww{run}", ww_nodes, settings, args.workers))
-            own.append(full_build(base, f"own{run}", own_nodes, settings, args.workers))
-            print(f"  run {run + 1}: Warewulf lists {ww[-1][0]:.2f} s ({ww[-1][1]:.1f} CPU s), "
-                  f"wwfast lists {own[-1][0]:.2f} s ({own[-1][1]:.1f} CPU s)")
+        builds = harness.interleave({"warewulf-lists": full_build(base, "ww", ww_nodes, settings, args.workers),
+                                     "wwfast-lists": full_build(base, "own", own_nodes, settings, args.workers)},
+                                    runs=args.runs, warmup=args.warmup)
+        tmp = pathlib.Path(base)
+        (tmp / "t.ww").write_text(GO_TEMPLATE)
+        (tmp / "t.j2").write_text(J2_TEMPLATE)
+        node = next(iter(ww_nodes.values()))
+        engines = harness.interleave({"go-engine": renders(str(tmp / "t.ww"), args.renders, settings, node),
+                                      "jinja2": renders(str(tmp / "t.j2"), args.renders, settings, node)},
+                                     runs=args.runs, warmup=1)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    go_us, j2_us = engines(settings, ww_nodes["n00007"])
-    ww_wall, ww_cpu = statistics.median(w for w, _ in ww), statistics.median(c for _, c in ww)
-    own_wall, own_cpu = statistics.median(w for w, _ in own), statistics.median(c for _, c in own)
-    load = os.getloadavg()[0]
-    print(f"\nload average now {load:.1f} on {os.cpu_count()} cores (wall times stretch with it; CPU seconds less so)")
-    print(f"{'':40} {'median':>9} {'CPU s':>8}")
-    print(f"{'Warewulf default lists (.ww, Go engine)':40} {ww_wall:>8.2f}s {ww_cpu:>7.1f}s   "
-          f"({args.nodes / ww_wall:,.0f} nodes/s)")
-    print(f"{'wwfast default lists (.j2, Jinja2)':40} {own_wall:>8.2f}s {own_cpu:>7.1f}s   "
-          f"({args.nodes / own_wall:,.0f} nodes/s)")
-    print(f"ratio Warewulf lists / wwfast lists: {ww_wall / own_wall:.2f}x wall, {ww_cpu / own_cpu:.2f}x CPU; "
-          f"Warewulf lists {'meet' if ww_wall <= 10 else 'miss'} the 10 s build goal ({ww_wall:.1f} s wall)")
-    print(f"the same template, one node: Go engine {go_us:.1f} us/render, Jinja2 {j2_us:.1f} us/render "
-          f"(ratio Go / Jinja2 {go_us / j2_us:.2f})")
+    result.add(f"build, {args.nodes} nodes, Warewulf's default lists", builds["warewulf-lists"],
+               builds["wwfast-lists"], ours_name="Warewulf lists (.ww)", peer_name="wwfast lists (.j2)",
+               note="ratio below 1: the Warewulf lists cost more; the stage goal is 10 s wall on 2 cores", limit=10)
+    per = [harness.Sample(wall=s["wall"] / args.renders * 1e6, cpu=s["cpu"]) for s in engines["go-engine"]]
+    per_j2 = [harness.Sample(wall=s["wall"] / args.renders * 1e6, cpu=s["cpu"]) for s in engines["jinja2"]]
+    result.add("one template, one node, per render", per, per_j2, unit="us", ours_name="Go engine",
+               peer_name="Jinja2", note="the same template in each language through the same Renderer")
+    result.write(args.results)
 
 
 if __name__ == "__main__":
