@@ -234,6 +234,10 @@ def record(args, samples, stacks, shape, topo, per_node):
                    better="higher")
         result.add("load generator CPU seconds", ours, peer, peer_name="classic", ours_name=name,
                    key="client_cpu_s", note="the nodes' own CPU: compare with the servers'")
+        for stage in report.STAGES:
+            if ours[0].get(f"stage_{stage}_s") is not None:
+                result.add(f"mean time per node in stage {stage}", ours, peer, peer_name="classic", ours_name=name,
+                           key=f"stage_{stage}_s")
     failures = {n: [r["failed"] for r in rs] for n, rs in samples.items()}
     result.detail("failures_per_run", failures)
     result.detail("views", {n: [r["view"] for r in rs] for n, rs in samples.items()})
