@@ -14,13 +14,13 @@ Each step names a reference file: the store file the manifest maps that URL to, 
 checked against the manifest here once; the load generator then compares every byte it receives
 with that file (so every node's bytes match the manifest's sha256).
 """
-import hashlib
 import re
 import shlex
 import sys
 import urllib.parse
 
 import zstandard
+from harness import file_sha256
 
 from .cluster import ROOT, node_uuid
 
@@ -55,14 +55,6 @@ class References:
             self.ids[path] = len(self.paths)
             self.paths.append(path)
         return self.ids[path]
-
-
-def file_sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def artifact_for(node, url, store):
