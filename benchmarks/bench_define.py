@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import harness  # noqa: E402
 from wwfast import canonjson  # noqa: E402
+from wwfast.build import inventory  # noqa: E402
 from wwfast.define import nodes  # noqa: E402
 from wwfast.fsutil import atomic_write  # noqa: E402
 from wwfast.define.merge import expand_profiles, merge  # noqa: E402
@@ -96,8 +97,8 @@ def main():
         for _ in range(args.runs):
             cpu = time.process_time()
             t_parse, config = timed(lambda: nodes.read_config(conf))
-            t_merge, db = timed(lambda: nodes.resolve(config, nodes.available_images(state),
-                                                       nodes.available_overlays(conf)))
+            t_merge, db = timed(lambda: nodes.resolve(config, inventory.image_names(state),
+                                                       inventory.overlay_names(conf)))
             t_write, _ = timed(lambda: nodes.write_db(state, db))
             phases["cpu"].append(time.process_time() - cpu)  # less disturbed by other loads than wall time
             phases["parse"].append(t_parse)

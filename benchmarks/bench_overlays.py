@@ -14,7 +14,6 @@ Also measured: the no-change rerun and a one-node change (incremental).
     .venv/bin/python benchmarks/bench_overlays.py [--nodes 10000] [--runs 3] [--sample 40] [--lists demo] [--quick]
 """
 import argparse
-import copy
 import multiprocessing
 import os
 import pathlib
@@ -31,7 +30,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import harness  # noqa: E402
 from harness import cpu_seconds  # noqa: E402
 
-from helpers.overlay_fixtures import fake_ssh_keys, make_images, make_node, netdev  # noqa: E402
+from helpers.overlay_fixtures import edit_node, fake_ssh_keys, make_images, make_node, netdev  # noqa: E402
 from wwfast import cpio  # noqa: E402
 from wwfast.define import nodes as nodedb  # noqa: E402
 from wwfast.build import overlays  # noqa: E402
@@ -103,7 +102,7 @@ def _warewulf_node(node_id):
                         shutil.copy2(e.source, dest)
                     else:
                         # InitStruct per template: its own copy of the node; ParseGlob per template file
-                        view = node_view(copy.deepcopy(all_nodes[node_id]))
+                        view = node_view(edit_node(all_nodes[node_id], lambda doc: None))
                         renderer._compiled.pop(e.source, None)
                         renderer.env.cache.clear()
                         outs, _ = renderer.render(e.source, e.rel, view, name, e.mode, e.uid, e.gid)
@@ -168,7 +167,7 @@ def main():
             again = build_overlays(conf, state, settings, all_nodes, workers=args.workers)
             rerun.append(time.perf_counter() - started)
             assert not again.rebuilt
-            all_nodes["n00007"]["tags"]["bench"] = str(run)
+            all_nodes["n00007"] = edit_node(all_nodes["n00007"], lambda doc: doc["tags"].update(bench=str(run)))
             started = time.perf_counter()
             changed = build_overlays(conf, state, settings, all_nodes, workers=args.workers)
             one.append(time.perf_counter() - started)

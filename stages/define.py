@@ -13,8 +13,13 @@ import os
 import sys
 import time
 
+import hashlib
+
+from wwfast import __version__, layout
+from wwfast.build import inventory
 from wwfast.define import nodes
 from wwfast.errors import ConfigError
+from wwfast.fsutil import sha256_file
 from wwfast.fsutil import LockBusy, atomic_write, locked
 from wwfast.cli import add_dir_arguments
 
@@ -28,9 +33,36 @@ DESCRIBE = {
 }
 
 
+_CODE_MODULES = ("define/nodes", "define/merge", "define/schema", "define/yamlfile", "define/hostlist", "errors",
+                 "records")
+
+
+def code_version():
+    """sha256 over the source of the modules that shape nodes.json."""
+    h = hashlib.sha256(__version__.encode())
+    here = os.path.dirname(os.path.abspath(nodes.__file__))
+    for name in _CODE_MODULES:
+        with open(os.path.join(os.path.dirname(here), name + ".py"), "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()
+
+
+def inputs_fingerprint(conf_dir, state_dir, images, overlays):
+    """What the define stage reads: the node file's digest, the code, and the image/overlay names."""
+    path = nodes.nodes_file(conf_dir)
+    return {
+        "format": nodes.DB_FORMAT,
+        "nodes file": os.path.abspath(path),
+        "nodes digest": sha256_file(path) if os.path.exists(path) else "",
+        "code": code_version(),
+        "images": images,
+        "overlays": overlays,
+    }
+
+
 def why_rerun(state_dir, fingerprint):
     """None when the output is current, else the reason to run."""
-    inputs_path = os.path.join(state_dir, "define", "inputs.json")
+    inputs_path = os.path.join(layout.define_dir(state_dir), "inputs.json")
     if not os.path.exists(nodes.db_path(state_dir)):
         return "no nodes.json yet"
     try:
@@ -44,9 +76,10 @@ def why_rerun(state_dir, fingerprint):
 
 def run(conf_dir, state_dir, force=False, out=print):
     """Returns the exit code."""
-    out_dir = os.path.join(state_dir, "define")
+    out_dir = layout.define_dir(state_dir)
     with locked(os.path.join(out_dir, ".lock"), what="another define run"):
-        fingerprint = nodes.inputs_fingerprint(conf_dir, state_dir)
+        images, overlays = inventory.image_names(state_dir), inventory.overlay_names(conf_dir)
+        fingerprint = inputs_fingerprint(conf_dir, state_dir, images, overlays)
         reason = "forced" if force else why_rerun(state_dir, fingerprint)
         if reason is None:
             out("define: current (inputs unchanged)")
@@ -54,7 +87,7 @@ def run(conf_dir, state_dir, force=False, out=print):
         out(f"define: running ({reason})")
         started = time.monotonic()
         warnings = []
-        resolved = nodes.define(conf_dir, state_dir, warnings)
+        resolved = nodes.define(conf_dir, images, overlays, warnings)
         for warning in warnings:
             out(f"define: warning: {warning}")
         path = nodes.write_db(state_dir, resolved)
