@@ -28,6 +28,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import harness  # noqa: E402
+from wwfast import layout  # noqa: E402
 from storm import cluster, loadgen, plan, report, views  # noqa: E402
 from storm.stacks import ClassicStack, WwfastStack  # noqa: E402
 from storm.topology import LinkShape, Topology  # noqa: E402
@@ -68,7 +69,7 @@ def make_stacks(args, topo, run_dir, conf, state, tftp_root, manifest):
     stacks = {}
     for name in args.stacks.split(","):
         if name == "classic":
-            stacks[name] = ClassicStack(topo, 0, run_dir, manifest, str(state / "store"), tftp_root)
+            stacks[name] = ClassicStack(topo, 0, run_dir, manifest, layout.store_dir(state), tftp_root)
         elif name == "wwfast" or name.startswith("wwfast-"):
             workers = int(name.split("-")[1].rstrip("w")) if "-" in name else None
             if workers and not WwfastStack.supports_workers():
@@ -85,8 +86,8 @@ def plan_shards(args, topo, manifest, state, tftp_root, run_dir):
     refs = plan.References()
     server = topo.server_addresses(0)[0]
     nodes, starts = [], {}
-    for i, node_id in enumerate(sorted(manifest["nodes"])):
-        steps = plan.node_steps(i, manifest["nodes"][node_id], str(state / "store"), refs, server,
+    for i, node_id in enumerate(sorted(manifest.nodes)):
+        steps = plan.node_steps(i, manifest.nodes[node_id], layout.store_dir(state), refs, server,
                                 cluster.HTTP_PORT, str(tftp_root / args.nbp), args.nbp, args.windowsize)
         nodes.append((i, node_id, topo.node_address(i), steps, refs.paths))
         starts[i] = args.stagger * i / max(1, args.nodes - 1) if args.stagger else 0.0
@@ -148,7 +149,7 @@ def main(argv=None):
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     base, conf, state, tftp_root, manifest = cluster.prepare(args.work, spec)
-    print(f"# published {len(manifest['nodes'])} nodes under {base} ({time.monotonic() - started:.1f} s)")
+    print(f"# published {len(manifest.nodes)} nodes under {base} ({time.monotonic() - started:.1f} s)")
     run_dir = base / f"run-{os.getpid()}"
     run_dir.mkdir()
     binary = loadgen.build(args.work)

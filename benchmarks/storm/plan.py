@@ -63,8 +63,8 @@ def artifact_for(node, url, store):
     stage = parts.path.strip("/").split("/")[0]
     query = urllib.parse.parse_qs(parts.query)
     encoding = ENCODINGS.get((query.get("compress") or [""])[0], DEFAULT_ENCODING[stage])
-    entry = node["artifacts"][stage][encoding]
-    return f"{store}/{entry['file']}", entry["sha256"]
+    entry = node.artifacts[stage][encoding]
+    return f"{store}/{entry.file}", entry.sha256
 
 
 def expand(text, variables):
@@ -103,8 +103,8 @@ def agent_config(system_overlay_path):
 
 
 def node_steps(i, node, store, refs, server, http_port, nbp_path, nbp_name, windowsize):
-    """The ordered steps of node `i` (manifest entry `node`), checking every reference on the way."""
-    mac = node["macs"][0]
+    """The ordered steps of node `i` (a records.PublishedNode), checking every reference on the way."""
+    mac = node.macs[0]
     steps = [Step("tftp", server, 69, refs.add(nbp_path, None), "nbp", [nbp_name, "1432", str(windowsize)],
                   None, restart=0, delay_ms=FIRMWARE_RETRY_MS)]
     script_url = f"http://{server}:{http_port}/ipxe/{mac.replace(':', '-')}?assetkey="
