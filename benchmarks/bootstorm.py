@@ -20,6 +20,7 @@ import argparse
 import os
 import pathlib
 import shutil
+import signal
 import sys
 import time
 
@@ -137,6 +138,8 @@ def wait_path(stack, shards):
 
 def main(argv=None):
     args = parse_args(argv)
+    # SIGTERM (a timeout, a CI run ending) unwinds like ^C: servers stopped, namespaces deleted
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if os.geteuid() != 0:
         sys.exit("bootstorm needs root (network namespaces, tc, privileged source ports)")
     tag = f"wws{os.getpid()}"
