@@ -7,7 +7,7 @@ rule, maps sorted by key, "%!d(string=x)" for a verb that does not fit).
 import decimal
 import math
 
-from wwfast.build.gotemplate.gotypes import INVALID, GoStruct, Stringer, is_int, kind, type_name
+from wwfast.build.gotemplate.gotypes import INVALID, GoStruct, Stringer, is_int
 
 
 def _shortest_digits(x):

@@ -2,7 +2,7 @@
 error forms (%!d(string=x), %!s(MISSING), %!(EXTRA ...), %!(NOVERB), %!(BADWIDTH), ...)."""
 from wwfast.build.gotemplate.gofmt import format_float, format_float_g, quote, sorted_items, sprint_value, \
     struct_text
-from wwfast.build.gotemplate.gotypes import INVALID, GoStruct, Stringer, is_int, kind, type_name
+from wwfast.build.gotemplate.gotypes import INVALID, GoStruct, Stringer, is_int, type_name
 
 _FLAGS = "+-# 0"
 

@@ -5,7 +5,7 @@ import types
 
 from wwfast.build.gotemplate.gofmt import sort_key, sprint_value
 from wwfast.build.gotemplate.gotypes import FIELD, INVALID, METHOD, METHOD0, GoStruct, Int64, StrMap, Stringer, \
-    kind, type_name
+    type_name
 
 # parameter types a function may declare (see gofunc)
 ANY, VALUE, STRING, INT, INT64, FLOAT, BOOL, LIST, MAP, STRINGS = (

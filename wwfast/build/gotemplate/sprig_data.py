@@ -4,7 +4,7 @@ import json
 import math
 
 from wwfast.build.gotemplate.gofmt import format_float_g
-from wwfast.build.gotemplate.parser import parse_go_int
+from wwfast.build.gotemplate.literals import parse_go_int
 from wwfast.build.gotemplate.gotypes import INVALID, GoStruct, Int64, StrList, Stringer, kind, type_name
 from wwfast.build.gotemplate.runtime import ANY, BOOL, INT, MAP, STRING, FuncError, gofunc
 from wwfast.build.gotemplate.sprig_strings import strval

@@ -1,6 +1,5 @@
 """Sprig's arithmetic, regular expression, path, hash, encoding, date, semver, uuid, OS, network and
 URL functions, and `fail`."""
-import datetime
 import decimal
 import hashlib
 import math
@@ -12,7 +11,7 @@ import uuid
 import zlib
 from urllib.parse import urlsplit, urlunsplit
 
-from wwfast.build.gotemplate.gotypes import INVALID, Int64, StrList
+from wwfast.build.gotemplate.gotypes import Int64, StrList
 from wwfast.build.gotemplate.runtime import ANY, INT, STRING, FuncError, gofunc
 from wwfast.build.gotemplate.sprig_data import to_float64, to_int, to_int64
 
@@ -166,72 +165,6 @@ def _quote_meta(s):
     return "".join("\\" + c if c in "\\.+*?()|[]{}^$" else c for c in s)
 
 
-# ---------------------------------------------------------------------------------- dates
-
-_GO_LAYOUT = [("2006", "%Y"), ("January", "%B"), ("Jan", "%b"), ("Monday", "%A"), ("Mon", "%a"),
-              ("MST", "%Z"), ("-07:00", "%:z"), ("-0700", "%z"), ("01", "%m"), ("02", "%d"), ("15", "%H"),
-              ("03", "%I"), ("04", "%M"), ("05", "%S"), ("PM", "%p"), ("06", "%y"), ("_2", "%e"),
-              (".000000", ".%f"), (".000", ".%f3"), ("Z07:00", "%:z")]
-
-
-def go_time_format(t, layout):
-    out = []
-    i = 0
-    while i < len(layout):
-        for token, code in _GO_LAYOUT:
-            if layout.startswith(token, i):
-                if code == "%:z":
-                    off = t.strftime("%z") or "+0000"
-                    text = "Z" if token == "Z07:00" and off == "+0000" else off[:3] + ":" + off[3:]
-                elif code == ".%f3":
-                    text = "." + t.strftime("%f")[:3]
-                elif code == "%e":
-                    text = f"{t.day:2d}"
-                else:
-                    text = t.strftime(code)
-                out.append(text)
-                i += len(token)
-                break
-        else:
-            if layout.startswith("1", i) and not layout.startswith("15", i):
-                out.append(str(t.month))
-            elif layout.startswith("2", i):
-                out.append(str(t.day))
-            elif layout.startswith("3", i):
-                out.append(str(t.hour % 12 or 12))
-            elif layout.startswith("4", i):
-                out.append(str(t.minute))
-            elif layout.startswith("5", i):
-                out.append(str(t.second))
-            else:
-                out.append(layout[i])
-            i += 1
-    return "".join(out)
-
-
-def _as_time(v, zone=None):
-    if isinstance(v, datetime.datetime):
-        t = v
-    elif isinstance(v, (int, float)) and type(v) is not bool:
-        t = datetime.datetime.fromtimestamp(int(v), datetime.timezone.utc).astimezone()
-    else:
-        t = datetime.datetime.now().astimezone()
-    if zone == "UTC":
-        t = t.astimezone(datetime.timezone.utc)
-    return t
-
-
-def _duration(sec):
-    secs = to_int64(sec)
-    if secs == 0:
-        return "0s"
-    neg, secs = secs < 0, abs(secs)
-    h, rem = divmod(secs, 3600)
-    m, s = divmod(rem, 60)
-    text = (f"{h}h" if h else "") + (f"{m}m" if h or m else "") + f"{s}s"
-    return ("-" if neg else "") + text
-
-
 # ---------------------------------------------------------------------------------- semver
 
 _SEMVER = re.compile(r"v?(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:-([0-9A-Za-z\-.]+))?(?:\+([0-9A-Za-z\-.]+))?$")
@@ -358,15 +291,11 @@ FUNCS = {
     "getHostByName": gofunc(S)(_get_host_by_name),
     "urlParse": gofunc(S)(_url_parse),
     "urlJoin": gofunc("map[string]interface {}")(_url_join),
-    "now": gofunc()(lambda: datetime.datetime.now().astimezone()),
-    "date": gofunc(S, A)(lambda fmt, t: go_time_format(_as_time(t), fmt)),
-    "dateInZone": gofunc(S, A, S)(lambda fmt, t, z: go_time_format(_as_time(t, z), fmt)),
-    "date_in_zone": gofunc(S, A, S)(lambda fmt, t, z: go_time_format(_as_time(t, z), fmt)),
-    "htmlDate": gofunc(A)(lambda t: go_time_format(_as_time(t), "2006-01-02")),
-    "htmlDateInZone": gofunc(A, S)(lambda t, z: go_time_format(_as_time(t, z), "2006-01-02")),
-    "unixEpoch": gofunc(A)(lambda t: str(int(_as_time(t).timestamp()))),
-    "duration": gofunc(A)(_duration),
 }
+for _name in ("base", "clean", "dir", "ext", "isAbs"):  # filepath.* on Linux are the path.* ones
+    FUNCS["os" + _name[0].upper() + _name[1:]] = FUNCS[_name]
+
+
 # Left out on purpose: certificate and key generation (genCA, genPrivateKey, ...), bcrypt/htpasswd,
 # derivePassword, encryptAES/decryptAES: a provisioning template has no business minting secrets per
 # render. A template that calls one fails to compile with "function ... not defined", naming it.

@@ -15,10 +15,11 @@ from wwfast.build.gotemplate.codegen import CompileError, Compiler
 from wwfast.build.gotemplate.gotypes import INVALID, Int64
 from wwfast.build.gotemplate.parser import ParseError, parse
 from wwfast.build.gotemplate.sprig_data import FUNCS as _SPRIG_DATA
+from wwfast.build.gotemplate.sprig_dates import FUNCS as _SPRIG_DATES
 from wwfast.build.gotemplate.sprig_misc import FUNCS as _SPRIG_MISC
 from wwfast.build.gotemplate.sprig_strings import FUNCS as _SPRIG_STRINGS
 
-SPRIG = {**_SPRIG_STRINGS, **_SPRIG_DATA, **_SPRIG_MISC}
+SPRIG = {**_SPRIG_STRINGS, **_SPRIG_DATA, **_SPRIG_MISC, **_SPRIG_DATES}
 MAX_DEPTH = 1000
 _serial = itertools.count(1)
 

@@ -6,6 +6,7 @@ RenderContext passed to the functions that need it, so each template is compiled
 import os
 import posixpath
 
+from wwfast import layout
 from wwfast.build.gotemplate import INT, STRING, Abort, FuncError, gofunc
 from wwfast.fsutil import resolve_in_root
 
@@ -32,7 +33,7 @@ def _server_path(ctx, path):
         return path
     full = os.path.join(ctx.env.conf_dir, path)
     if path.startswith("keys/") and not os.path.exists(full):
-        return os.path.join(ctx.env.state_dir, "ssh", path[len("keys/"):])
+        return os.path.join(layout.ssh_dir(ctx.env.state_dir), path[len("keys/"):])
     return full
 
 

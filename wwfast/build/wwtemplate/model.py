@@ -7,9 +7,6 @@ difference: addresses are net.IP (print "<nil>" when unset), booleans of the nod
 strings with .Bool / .BoolDefaultTrue, tags are map[string]string (a missing tag indexes to "").
 """
 import ipaddress
-import os
-import socket
-import time
 
 from wwfast.build.gotemplate import IP, GoStruct, StrList
 from wwfast.build.gotemplate.gotypes import StrMap
@@ -222,7 +219,9 @@ def netdev(dev, primary):
 
 
 def node_struct(node):
-    """node.Node from a nodes.json node (docs/formats.md)."""
+    """node.Node from a records.Node (or its nodes.json form, docs/formats.md)."""
+    if not isinstance(node, dict):
+        node = node.to_json()
     n = Node()
     n.id = node["id"]
     n.raw = node
