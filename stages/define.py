@@ -13,7 +13,8 @@ import os
 import sys
 import time
 
-from wwfast.define import nodes
+from wwfast.configure.plan import range_warnings
+from wwfast.define import nodes, settings
 from wwfast.errors import ConfigError
 from wwfast.fsutil import LockBusy, atomic_write, locked
 from wwfast.cli import add_dir_arguments
@@ -25,7 +26,13 @@ DESCRIBE = {
     "images": "the imported images changed",
     "overlays": "the available overlays changed",
     "format": "the output format changed",
+    "dhcp range": "the DHCP range or the server's address changed",
 }
+
+
+def dhcp_range_key(conf):
+    """The settings the DHCP range check reads (the define stage warns about the range)."""
+    return [conf.address, conf.netmask, conf.dhcp_range_start, conf.dhcp_range_end]
 
 
 def why_rerun(state_dir, fingerprint):
@@ -46,7 +53,8 @@ def run(conf_dir, state_dir, force=False, out=print):
     """Returns the exit code."""
     out_dir = os.path.join(state_dir, "define")
     with locked(os.path.join(out_dir, ".lock"), what="another define run"):
-        fingerprint = nodes.inputs_fingerprint(conf_dir, state_dir)
+        conf = settings.load(conf_dir)
+        fingerprint = dict(nodes.inputs_fingerprint(conf_dir, state_dir), **{"dhcp range": dhcp_range_key(conf)})
         reason = "forced" if force else why_rerun(state_dir, fingerprint)
         if reason is None:
             out("define: current (inputs unchanged)")
@@ -55,6 +63,7 @@ def run(conf_dir, state_dir, force=False, out=print):
         started = time.monotonic()
         warnings = []
         resolved = nodes.define(conf_dir, state_dir, warnings)
+        warnings += range_warnings(conf, resolved)
         for warning in warnings:
             out(f"define: warning: {warning}")
         path = nodes.write_db(state_dir, resolved)

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "wwfast.commands.status",
     "wwfast.commands.overlay",
     "wwfast.commands.image",
+    "wwfast.commands.configure",
 ]
 
 
