@@ -78,11 +78,11 @@ def test_dnsmasq_configuration_is_what_dnsmasq_accepts(site, tmp_path, capsys):
     lines = text.splitlines()
     assert "listen-address=192.168.77.1" in lines
     assert "dhcp-range=set:wwfast,192.168.77.100,192.168.77.150,255.255.255.0,1h" in lines
-    assert "dhcp-range=set:wwfast,192.168.77.0,static,255.255.255.0,infinite" in lines
-    assert "dhcp-host=52:54:00:00:01:01,set:wwfast-node,192.168.77.11,n1,infinite" in lines
-    assert "dhcp-host=52:54:00:00:01:02,set:wwfast-node,192.168.77.12,n2,infinite" in lines
-    assert "dhcp-host=52:54:00:00:02:02,set:wwfast-node,n2-data,infinite" in lines   # no address: from the range
-    assert "dhcp-host=52:54:00:00:01:03,set:wwfast-node,infinite" in lines           # n_3 is no host name
+    assert "dhcp-range=set:wwfast,192.168.77.0,static,255.255.255.0,1h" in lines
+    assert "dhcp-host=52:54:00:00:01:01,set:wwfast-node,192.168.77.11,n1" in lines
+    assert "dhcp-host=52:54:00:00:01:02,set:wwfast-node,192.168.77.12,n2" in lines
+    assert "dhcp-host=52:54:00:00:02:02,set:wwfast-node,n2-data" in lines   # no address: from the range
+    assert "dhcp-host=52:54:00:00:01:03,set:wwfast-node" in lines           # n_3 is no host name
     assert not any("80:00:02:08" in line for line in lines)                          # InfiniBand GUID skipped
     assert "dhcp-boot=tag:!wwfast-ipxe,tag:wwfast-arch-0,undionly.kpxe,,192.168.77.1" in lines
     assert "dhcp-boot=tag:!wwfast-ipxe,tag:wwfast-arch-7,snponly.efi,,192.168.77.1" in lines
@@ -105,7 +105,7 @@ def test_dhcpd_configuration_is_what_dhcpd_accepts(site, tmp_path, capsys):
     assert "host n1-default {\n    hardware ethernet 52:54:00:00:01:01;\n    fixed-address 192.168.77.11;\n" \
            '    option host-name "n1";\n}' in text
     assert "host n-3-default {" in text and "range 192.168.77.100 192.168.77.150;" in text
-    assert '} elsif option architecture-type = 7 {\n    # x86-64 UEFI\n    filename "snponly.efi";' in text
+    assert '} elsif option architecture-type = 00:07 {\n    # x86-64 UEFI\n    filename "snponly.efi";' in text
     assert "dhcp (dhcpd, 4 hosts)" in stdout and "restart isc-dhcp-server" in stdout
     check = subprocess.run(["dhcpd", "-t", "-cf", str(out)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
@@ -136,8 +136,8 @@ def test_unchanged_cluster_rewrites_nothing_and_a_new_mac_arrives_in_one_run(sit
     (conf / "nodes.yaml").write_text(NODES.replace("52:54:00:00:01:01", "52:54:00:00:09:01"))
     rc, stdout, _ = run_dhcp(capsys, site, out)
     assert rc == 0 and "updated (+1 -1 lines)" in stdout
-    assert "  +dhcp-host=52:54:00:00:09:01,set:wwfast-node,192.168.77.11,n1,infinite" in stdout.splitlines()
-    assert "  -dhcp-host=52:54:00:00:01:01,set:wwfast-node,192.168.77.11,n1,infinite" in stdout.splitlines()
+    assert "  +dhcp-host=52:54:00:00:09:01,set:wwfast-node,192.168.77.11,n1" in stdout.splitlines()
+    assert "  -dhcp-host=52:54:00:00:01:01,set:wwfast-node,192.168.77.11,n1" in stdout.splitlines()
     assert "52:54:00:00:09:01" in out.read_text() and "52:54:00:00:01:01" not in out.read_text()
 
 
