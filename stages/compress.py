@@ -33,6 +33,17 @@ def run(conf_dir, state_dir, force=False, wait=True, grace=publish.GRACE_SECONDS
         say(f"compress: {state} generation {result.generation}: "
             f"{len(result.manifest['nodes'])} nodes, {result.compressed} store files written, "
             f"{result.reused} reused, in {time.monotonic() - started:.2f} s")
+    if settings.etcd_endpoints and result.generation:
+        # several servers (settings cluster: etcd): the cluster follows once this transaction lands
+        from wwfast.cluster import pointer
+        try:
+            published = pointer.publish_from_settings(settings, state_dir)
+        except RuntimeError as e:      # etcd unreachable, or another publish moved the pointer first
+            print(f"compress: error: {e}", file=sys.stderr)
+            print(f"compress: generation {result.generation} is published on this server only; "
+                  "run compress again to point the cluster at it", file=sys.stderr)
+            return 1
+        say(f"compress: cluster points at generation {published['generation']}")
     if result.removed:
         say(f"compress: removed {len(result.removed)} store files unreferenced for {grace} s")
     return 0

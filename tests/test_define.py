@@ -228,7 +228,8 @@ def test_missing_node_file_gives_an_empty_db(tmp_path):
 
 WRITER = """
 import sys
-from wwfast import fsutil, nodes
+from wwfast import fsutil
+from wwfast.define import nodes
 text = "nodeprofiles: {p: {tags: {a: x}}}\\nnodes:\\n" + "".join(
     f"  n{i}: {{profiles: [p], network devices: {{d: {{ipaddr: 10.{i // 256}.{i % 256}.1}}}}}}\\n" for i in range(2000))
 one = nodes.render_db(nodes.resolve(nodes.parse_config(text, "x")))

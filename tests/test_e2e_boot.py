@@ -17,7 +17,7 @@ import pytest
 from helpers.cluster import Cluster, StageWatcher
 from helpers.netns import PrivateNet
 from helpers.qemu_nodes import NodeGroup, NodeTimeout, QemuNode
-from wwfast.build import demo_image
+from wwfast.build import demo_image, ipxe
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(600)]
 
@@ -32,6 +32,10 @@ GZ_NODE = ("e2e-gz1", "52:54:00:e2:00:04")
 KEY_GOOD = ("e2e-key1", "52:54:00:e2:00:05", "tag-good-5")
 KEY_BAD = ("e2e-key2", "52:54:00:e2:00:06", "tag-right-6")
 UNKNOWN_MAC = "52:54:00:e2:00:99"
+# Issue 11: a node with an InfiniBand device (20-octet hwaddr) is defined, built, published and booted by
+# its Ethernet MAC, and never makes serve refuse the manifest.
+IB_NODE = "e2e-z3"
+IB_DEVICE = ("80:00:02:08:fe:80:00:00:00:00:00:00:00:02:c9:03:00:e2:00:03", "10.10.0.3")
 SECURE_NODE = ("e2e-s1", "52:54:00:e2:01:01", "192.168.77.101")
 
 
@@ -67,14 +71,21 @@ compression:
 """
 
 
-def node_yaml(node_id, mac, ipaddr, extra=""):
+def node_yaml(node_id, mac, ipaddr, extra="", ib=None):
+    """One node; `ib` (hwaddr, ipaddr) adds an InfiniBand device beside its Ethernet one."""
+    ib_dev = (f"""      ib0:
+        type: infiniband
+        device: ib0
+        hwaddr: "{ib[0]}"
+        ipaddr: {ib[1]}
+""" if ib else "")
     return f"""  {node_id}:
     profiles: [default]
 {extra}    network devices:
       default:
         hwaddr: "{mac}"
         ipaddr: {ipaddr}
-"""
+""" + ib_dev
 
 
 def nodes_yaml(nodes, gateway):
@@ -110,7 +121,7 @@ def generation_of(text):
 
 def gz_template(conf):
     """A site iPXE template `gz`: the built-in default one, asking for ?compress=gz on every archive."""
-    default = (pathlib.Path(demo_image.__file__).parent / "data" / "ipxe" / "default.ipxe").read_text()
+    default = (ipxe.BUILTIN_DIR / "default.ipxe").read_text()
     lines = []
     for line in default.splitlines(keepends=True):
         if line.lstrip().startswith("initrd ") and "?${query}" in line:
@@ -139,7 +150,8 @@ def cluster(tmp_path_factory, demo_tree):
     conf, state = base / "conf", base / "state"
     http_port, tftp_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
     write(conf / "wwfast.yaml", settings_yaml("10.0.2.2", http_port, tftp_port, "127.0.0.1", secure=False))
-    nodes = [node_yaml(n, mac, f"10.0.2.{30 + i}") for i, (n, mac) in enumerate(ZST_NODES.items())]
+    nodes = [node_yaml(n, mac, f"10.0.2.{30 + i}", ib=IB_DEVICE if n == IB_NODE else None)
+             for i, (n, mac) in enumerate(ZST_NODES.items())]
     nodes.append(node_yaml(GZ_NODE[0], GZ_NODE[1], "10.0.2.34", "    ipxe template: gz\n"))
     nodes.append(node_yaml(KEY_GOOD[0], KEY_GOOD[1], "10.0.2.35", f"    asset key: {KEY_GOOD[2]}\n"))
     nodes.append(node_yaml(KEY_BAD[0], KEY_BAD[1], "10.0.2.36", f"    asset key: {KEY_BAD[2]}\n"))
@@ -201,6 +213,12 @@ def test_three_nodes_boot_at_once_each_with_its_own_hostname_and_markers(first_b
     for name in ZST_NODES:
         assert_node_report(name, reports[name], generation="A")
     assert len({reports[n]["hostname"] for n in ZST_NODES}) == 3
+
+
+def test_a_node_with_an_infiniband_device_boots_by_its_ethernet_mac(first_boot, cluster):
+    assert_node_report(IB_NODE, first_boot["reports"][IB_NODE], generation="A")
+    assert IB_DEVICE[0] in cluster.manifest()["nodes"][IB_NODE]["macs"]
+    assert first_boot["status"]["unserved"] == {}
 
 
 def test_status_shows_each_nodes_stages_in_order(first_boot, cluster):

@@ -12,10 +12,11 @@ import pytest
 from serve_helpers import make_node, publish, store_bytes
 from tftp_support import ServerThread, client_socket, rrq, twin_params
 from wwfast.server import loops
-from wwfast.server.catalog import Catalog, CatalogWatcher, ManifestError, normalise_mac, script_mac, tftp_resolver
-from wwfast.server.http import parse_range
+from wwfast.server.catalog import Catalog, CatalogWatcher, ManifestError, normalise_mac
+from wwfast.server.conditional import parse_range
+from wwfast.server.ledger import BootLedger
+from wwfast.server.provision import Provisioner, script_mac
 from wwfast.server.metrics import Metrics
-from wwfast.server.pins import BootPins
 from wwfast.server.status import StatusBook, read_status
 
 
@@ -39,10 +40,53 @@ def test_normalise_mac():
                                   "a" * 64 + ".cpio.zst/../../x"])
 def test_manifest_naming_a_file_outside_the_store_is_refused(tmp_path, name):
     state = str(tmp_path)
-    manifest = publish(state, {"n001": make_node(state, "n001", "52:54:00:00:00:01", b"I")}, "g")
+    manifest = publish(state, {"n001": make_node(state, "n001", "52:54:00:00:00:01", b"I"),
+                               "n002": make_node(state, "n002", "52:54:00:00:00:02", b"I")}, "g")
     manifest["nodes"]["n001"]["artifacts"]["image"]["zst"]["file"] = name
-    with pytest.raises(ManifestError, match="store file name"):
-        Catalog(manifest, os.path.join(state, "store"))
+    catalog = Catalog(manifest, os.path.join(state, "store"))
+    assert "store file name" in catalog.unserved["n001"]
+    assert "52:54:00:00:00:01" not in catalog.by_mac and set(catalog.nodes) == {"n002"}
+
+
+def test_normalise_mac_accepts_eui64_and_infiniband():
+    ib = "80:00:02:08:fe:80:00:00:00:00:00:00:00:02:c9:03:00:a1:b2:c3"
+    assert normalise_mac(ib.upper().replace(":", "-")) == ib
+    assert normalise_mac("02:00:00:ff:fe:00:00:01") == "02:00:00:ff:fe:00:00:01"
+    for bad in ("52:54:00-ab:cd:ef", "52:54:00:ab:cd:ef:00", ib + ":00", "5:54:00:ab:cd:ef"):
+        assert normalise_mac(bad) is None, bad
+
+
+@pytest.mark.parametrize("spoil,reason", [
+    (lambda n: n["n001"].update(macs=["80:00:02:08:fe:80:00:00:00:00:00:00:00:02:c9:03:00:a1:b2"]), "not a MAC"),
+    (lambda n: n["n001"].update(macs="52:54:00:00:00:01"), "expected a list"),
+    (lambda n: n["n001"].update(macs=[]), "no MAC address"),
+    (lambda n: n["n001"]["artifacts"].update(firmware={}), "unknown stage"),
+    (lambda n: n["n001"]["artifacts"]["kernel"]["raw"].update(sha256=None), "not a sha256"),
+    (lambda n: n.update(n001=[]), "expected an object"),
+])
+def test_one_odd_node_is_left_out_with_its_reason_and_the_rest_are_served(tmp_path, spoil, reason):
+    """Issue 11: no single node can make serve refuse a manifest."""
+    state = str(tmp_path)
+    ib = "80:00:02:08:fe:80:00:00:00:00:00:00:00:02:c9:03:00:a1:b2:c3"
+    nodes = {"n001": make_node(state, "n001", "52:54:00:00:00:01", b"I"),
+             "n002": make_node(state, "n002", "52:54:00:00:00:02", b"I"),
+             "n003": make_node(state, "n003", "52:54:00:00:00:03", b"I")}
+    nodes["n003"]["macs"].append(ib)                 # an InfiniBand device beside its Ethernet one
+    spoil(nodes)
+    catalog = Catalog(publish(state, nodes, "g"), os.path.join(state, "store"))
+    assert list(catalog.unserved) == ["n001"] and reason in catalog.unserved["n001"], catalog.unserved
+    assert catalog.by_mac["52:54:00:00:00:02"].id == "n002"
+    assert catalog.by_mac["52:54:00:00:00:03"] is catalog.by_mac[ib] is catalog.nodes["n003"]
+
+
+def test_a_mac_two_nodes_claim_serves_neither(tmp_path):
+    state = str(tmp_path)
+    nodes = {n: make_node(state, n, f"52:54:00:00:00:0{i}", b"I") for i, n in enumerate(("n001", "n002", "n003"))}
+    nodes["n001"]["macs"].append("52:54:00:00:00:01")
+    catalog = Catalog(publish(state, nodes, "g"), os.path.join(state, "store"))
+    assert catalog.unserved == {"n001": "nodes.n001.macs: 52:54:00:00:00:01 is also the MAC of n002",
+                                "n002": "nodes.n002.macs: 52:54:00:00:00:01 is also the MAC of n001"}
+    assert set(catalog.by_mac) == {"52:54:00:00:00:02"} and set(catalog.nodes) == {"n003"}
 
 
 def test_watcher_keeps_the_last_good_manifest(tmp_path):
@@ -63,7 +107,7 @@ def test_tftp_resolver(tmp_path):
     m = publish(state, {"n001": make_node(state, "n001", "52:54:00:00:00:01", b"I")}, "g1")
     w = CatalogWatcher(state)
     w.check()
-    resolve = tftp_resolver(w)
+    resolve = Provisioner(w, BootLedger(state)).tftp_resolve
     script = store_bytes(state, m["nodes"]["n001"]["artifacts"]["ipxe"]["raw"])
     for path in ("52-54-00-00-00-01.ipxe", "ipxe/52:54:00:00:00:01", "ipxe/52-54-00-00-00-01.ipxe"):
         assert resolve(path) == script, path
@@ -87,8 +131,9 @@ def test_tftp_resolver_pins_the_boot_to_the_generation_of_the_script(tmp_path):
     w = CatalogWatcher(state)
     w.check()
     first = w.current
-    pins = BootPins()
-    assert tftp_resolver(w, pins)("52-54-00-00-00-01.ipxe").startswith(b"#!ipxe")
+    ledger = BootLedger(state)
+    pins = ledger.pins
+    assert Provisioner(w, ledger).tftp_resolve("52-54-00-00-00-01.ipxe").startswith(b"#!ipxe")
     publish(state, {"n001": make_node(state, "n001", "52:54:00:00:00:01", b"I", tag=b"2")}, "g2")
     assert w.check() and w.current is not first
     assert pins.pinned("52:54:00:00:00:01", w.current) is first

@@ -201,3 +201,37 @@ def test_ten_thousand_abandoned_sessions_are_reclaimed(root, core):
 def _rss_bytes():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.parametrize("core", twin_params())
+def test_each_reported_transfer_end_says_how_it_ended_and_what_was_acknowledged(root, core):
+    """on_request's token comes back once through on_end: complete, client error, illegal packet, no ACK."""
+    ends = []
+    tokens = iter(range(1, 100))
+
+    def on_request(path, client, result, nbytes):
+        return next(tokens) if result == "ok" and path != "node7" else None     # node7: not watched
+
+    with ServerThread(root, core, timeout=0.1, retries=2, on_request=on_request,
+                      on_end=lambda *a: ends.append(a)) as srv:
+        data, _ = fetch(srv.port, "f5000", blksize="1024")                      # token 1: whole
+        assert len(data) == 5000
+        s = client_socket()
+        s.sendto(rrq("f5000", blksize="1024"), ("127.0.0.1", srv.port))       # token 2: ERROR after block 2
+        _, tid = s.recvfrom(2000)
+        s.sendto(ack(0), tid)
+        s.recvfrom(2000)
+        s.sendto(ack(1), tid)
+        s.recvfrom(2000)
+        s.sendto(ack(2), tid)
+        s.recvfrom(2000)
+        s.sendto(b"\0\5\0\0user abort\0", tid)
+        s.sendto(rrq("f1024"), ("127.0.0.1", srv.port))                        # token 3: DATA back: illegal
+        _, tid = s.recvfrom(2000)
+        s.sendto(b"\0\3\0\1x", tid)
+        s.recvfrom(2000)                                                        # the ERROR 4 it gets
+        s.sendto(rrq("node7"), ("127.0.0.1", srv.port))                        # unwatched: never reported
+        s.sendto(rrq("node1"), ("127.0.0.1", srv.port))                        # token 4: never ACKed
+        assert srv.wait_idle(10)
+        s.close()
+    assert sorted(ends) == [(1, "ok", 5000), (2, "aborted", 2048), (3, "illegal", 0), (4, "expired", 0)], ends

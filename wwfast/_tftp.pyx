@@ -101,6 +101,15 @@ cdef enum:
 
 STAT_NAMES = ("started", "completed", "expired", "aborted", "data_sent", "retransmits",
               "duplicate_acks", "wrong_tid", "malformed", "send_errors")
+# How a transfer ended, as finished() reports it (index = the END_* code below)
+END_RESULTS = ("ok", "expired", "aborted", "illegal", "closed")
+
+cdef enum:
+    END_OK = 0          # the last block was acknowledged
+    END_EXPIRED = 1     # no ACK after every retry
+    END_ABORTED = 2     # the client sent an ERROR
+    END_ILLEGAL = 3     # the client sent something other than an ACK
+    END_CLOSED = 4      # the table was closed with the transfer in flight
 
 cdef enum:
     FREE = 0
@@ -159,7 +168,8 @@ cdef class SessionTable:
     cdef uint8_t[:, ::1] peer
     cdef int32_t[::1] free_ids
     cdef int nfree
-    cdef list keep, oacks, keys     # per session: the buffer kept alive, its OACK, its dedupe key
+    cdef list keep, oacks, keys, tags   # per session: the buffer kept alive, its OACK, its dedupe key, its tag
+    cdef list ended                     # (tag, result, bytes acknowledged) of tagged transfers that ended
     cdef dict by_key
     # the timer wheel
     cdef int32_t[::1] wheel
@@ -196,7 +206,8 @@ cdef class SessionTable:
         self.capacity = 0
         self.nactive = 0
         self.nfree = 0
-        self.keep, self.oacks, self.keys = [], [], []
+        self.keep, self.oacks, self.keys, self.tags = [], [], [], []
+        self.ended = []
         self.by_key = {}
         self.wheel = np.full(WHEEL_SLOTS, -1, dtype=np.int32)
         self.now_tick = self._clock()
@@ -227,12 +238,13 @@ cdef class SessionTable:
         out["active"] = self.nactive
         return out
 
-    def start(self, peer, data, blksize=DEFAULT_BLKSIZE, windowsize=1, timeout=0, oack=None, key=None):
+    def start(self, peer, data, blksize=DEFAULT_BLKSIZE, windowsize=1, timeout=0, oack=None, key=None, tag=None):
         """Open a transfer of `data` (a buffer) to `peer` and send its first packet.
 
         Returns the session id, or -1 when `key` names a transfer in flight (the client
         retransmitted its RRQ: our own timer resends what it lacks).
         Raises OSError when no socket can be had (the caller answers "busy").
+        A transfer with a `tag` (not None) is reported by finished() when it ends.
         """
         cdef int sid, sock
         cdef sockaddr_in6 addr
@@ -280,6 +292,7 @@ cdef class SessionTable:
         self.slot[sid] = -1
         self.oacks[sid] = oack
         self.keys[sid] = key
+        self.tags[sid] = tag
         self.state[sid] = OACK_SENT if oack is not None else SENDING
         if key is not None:
             self.by_key[key] = sid
@@ -308,6 +321,14 @@ cdef class SessionTable:
     def advance(self):
         """Turn the timer wheel to now: retransmit or drop the sessions that timed out."""
         return self._advance()
+
+    def finished(self):
+        """(tag, result, bytes acknowledged) of each tagged transfer that ended since the last call;
+        result is one of END_RESULTS. Empty when none did."""
+        if not self.ended:
+            return ()
+        out, self.ended = self.ended, []
+        return out
 
     def close(self):
         if self.epfd >= 0:
@@ -367,6 +388,7 @@ cdef class SessionTable:
         self.keep.extend([None] * (new_capacity - old))
         self.oacks.extend([None] * (new_capacity - old))
         self.keys.extend([None] * (new_capacity - old))
+        self.tags.extend([None] * (new_capacity - old))
         self.capacity = new_capacity
 
     cdef int _drain(self, int sid) except -1:
@@ -412,12 +434,12 @@ cdef class SessionTable:
         opcode = (pkt[0] << 8) | pkt[1]
         if opcode == 5:            # ERROR: the client gave up
             self.st_aborted += 1
-            self._end(sid)
+            self._end(sid, END_ABORTED)
             return 0
         if opcode != 4:            # anything but an ACK from the peer ends the transfer
             self.st_malformed += 1
             self._send_raw(sid, ILLEGAL, ILLEGAL_LEN)
-            self._end(sid)
+            self._end(sid, END_ILLEGAL)
             return 0
         if n < 4:
             self.st_malformed += 1
@@ -442,7 +464,7 @@ cdef class SessionTable:
         self.nretries[sid] = 0
         if self.acked[sid] >= self.nblocks[sid]:
             self.st_completed += 1
-            self._end(sid)
+            self._end(sid, END_OK)
         else:
             self._send_window(sid)
         return 0
@@ -557,15 +579,23 @@ cdef class SessionTable:
         self.nretries[sid] += 1
         if self.nretries[sid] > self.retries:
             self.st_expired += 1
-            self._end(sid)
+            self._end(sid, END_EXPIRED)
             return 0
         self.st_retransmits += 1
         self._send_current(sid)
         return 0
 
-    cdef int _end(self, int sid) except -1:
+    cdef int _end(self, int sid, int result) except -1:
+        cdef int64_t acked_bytes
         if self.state[sid] == FREE:
             return 0
+        tag = self.tags[sid]
+        if tag is not None:
+            self.tags[sid] = None
+            acked_bytes = self.acked[sid] * self.blksize[sid]
+            if acked_bytes > self.size[sid]:
+                acked_bytes = self.size[sid]
+            self.ended.append((tag, END_RESULTS[result], acked_bytes))
         self._unlink(sid)
         epoll_ctl(self.epfd, EPOLL_CTL_DEL, self.fd[sid], NULL)
         close(self.fd[sid])
@@ -588,4 +618,4 @@ cdef class SessionTable:
         cdef int sid
         for sid in range(self.capacity):
             if self.state[sid] != FREE:
-                self._end(sid)
+                self._end(sid, END_CLOSED)

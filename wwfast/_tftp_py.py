@@ -26,11 +26,13 @@ _UNKNOWN_TID = build_error(ERR_UNKNOWN_TID, "unknown transfer ID")
 _ILLEGAL = build_error(ERR_ILLEGAL, "illegal TFTP operation")
 STAT_NAMES = ("started", "completed", "expired", "aborted", "data_sent", "retransmits",
               "duplicate_acks", "wrong_tid", "malformed", "send_errors")
+# How a transfer ended, as finished() reports it
+END_RESULTS = ("ok", "expired", "aborted", "illegal", "closed")
 
 
 class _Session:
     __slots__ = ("sid", "sock", "fd", "peer", "data", "size", "blksize", "windowsize", "timeout",
-                 "nblocks", "acked", "sent_upto", "retries", "oack", "deadline", "slot", "key")
+                 "nblocks", "acked", "sent_upto", "retries", "oack", "deadline", "slot", "key", "tag")
 
 
 class SessionTable:
@@ -50,6 +52,7 @@ class SessionTable:
         self._wheel = [set() for _ in range(WHEEL_SLOTS)]
         self._now_tick = self._clock()
         self._stats = dict.fromkeys(STAT_NAMES, 0)
+        self._ended = []             # (tag, result, bytes acknowledged) of tagged transfers that ended
 
     # -- public API ------------------------------------------------------------------------
     def fileno(self):
@@ -62,12 +65,13 @@ class SessionTable:
     def stats(self):
         return dict(self._stats, active=len(self._sessions))
 
-    def start(self, peer, data, blksize=DEFAULT_BLKSIZE, windowsize=1, timeout=0, oack=None, key=None):
+    def start(self, peer, data, blksize=DEFAULT_BLKSIZE, windowsize=1, timeout=0, oack=None, key=None, tag=None):
         """Open a transfer of `data` (a buffer) to `peer` and send its first packet.
 
         Returns the session id, or -1 when `key` names a transfer in flight (the client
         retransmitted its RRQ: our own timer resends what it lacks).
         Raises OSError when no socket can be had (the caller answers "busy").
+        A transfer with a `tag` (not None) is reported by finished() when it ends.
         """
         if key is not None and key in self._by_key:
             # A retransmitted RRQ (maybe queued behind a burst while its transfer already
@@ -99,6 +103,7 @@ class SessionTable:
         s.oack = oack
         s.slot = -1
         s.key = key
+        s.tag = tag
         self._sessions[s.sid] = s
         self._by_fd[s.fd] = s
         if key is not None:
@@ -146,9 +151,17 @@ class SessionTable:
         self._now_tick = max(self._now_tick, now)
         return fired
 
+    def finished(self):
+        """(tag, result, bytes acknowledged) of each tagged transfer that ended since the last call;
+        result is one of END_RESULTS. Empty when none did."""
+        if not self._ended:
+            return ()
+        out, self._ended = self._ended, []
+        return out
+
     def close(self):
         for s in list(self._sessions.values()):
-            self._end(s)
+            self._end(s, "closed")
         self._epoll.close()
 
     # -- internals ---------------------------------------------------------------------------
@@ -166,12 +179,12 @@ class SessionTable:
         opcode = (packet[0] << 8) | packet[1]
         if opcode == ERROR:
             self._stats["aborted"] += 1
-            self._end(s)
+            self._end(s, "aborted")
             return
         if opcode != ACK:
             self._stats["malformed"] += 1
             self._sendto(s, _ILLEGAL, s.peer)
-            self._end(s)
+            self._end(s, "illegal")
             return
         if len(packet) < 4:
             self._stats["malformed"] += 1
@@ -195,7 +208,7 @@ class SessionTable:
         s.retries = 0
         if s.acked >= s.nblocks:
             self._stats["completed"] += 1
-            self._end(s)
+            self._end(s, "ok")
         else:
             self._send_window(s)
 
@@ -203,7 +216,7 @@ class SessionTable:
         s.retries += 1
         if s.retries > self.retries:
             self._stats["expired"] += 1
-            self._end(s)
+            self._end(s, "expired")
             return
         self._stats["retransmits"] += 1
         self._send_current(s)
@@ -241,9 +254,11 @@ class SessionTable:
         s.slot = s.deadline & (WHEEL_SLOTS - 1)
         self._wheel[s.slot].add(s.sid)
 
-    def _end(self, s):
+    def _end(self, s, result):
         if self._sessions.pop(s.sid, None) is None:
             return
+        if s.tag is not None:
+            self._ended.append((s.tag, result, min(s.acked * s.blksize, s.size)))
         if s.slot >= 0:
             self._wheel[s.slot].discard(s.sid)
         del self._by_fd[s.fd]

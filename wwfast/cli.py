@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "wwfast.commands.overlay",
     "wwfast.commands.image",
     "wwfast.commands.configure",
+    "wwfast.commands.cluster",
 ]
 
 

@@ -5,6 +5,7 @@ They are Jinja2 with StrictUndefined and a small data set, like Warewulf's iPXE 
 id hostname fqdn cluster image ipxe hwaddr ipaddr port authority kernel_args kernel_version root secure
 tags netdevs. `unknown.ipxe` is rendered once, for MACs that are no node. A script is rewritten only
 when its text changes, so a rebuild touches only the nodes whose scripts differ.
+With a cache tier (settings `cluster:`) also cache_tier, transfer_timeout_ms and source_rounds.
 """
 import os
 import pathlib
@@ -12,6 +13,7 @@ import pathlib
 import jinja2
 
 from wwfast import fsutil
+from wwfast.define.cluster_settings import cache_tier
 from wwfast.build.overlay_build import syncfs
 from wwfast.errors import ConfigError
 from wwfast.build.render import RenderError, node_view, template_line
@@ -47,6 +49,9 @@ def script_data(node, settings):
         "authority": _authority(settings.address, settings.http_port), "kernel_args": view.kernel.args_str,
         "kernel_version": view.kernel.version, "root": view.root, "secure": bool(settings.secure),
         "tags": view.tags, "netdevs": view.netdevs,
+        # scale-out (settings `cluster:`): blobs from caches, with failover between sources
+        "cache_tier": cache_tier(settings), "transfer_timeout_ms": settings.transfer_timeout * 1000,
+        "source_rounds": settings.source_rounds,
     }
 
 

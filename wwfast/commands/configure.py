@@ -1,13 +1,16 @@
-"""`wwfast configure dhcp|hosts|tftp` and `wwfast configure --all`: the services around provisioning.
+"""`wwfast configure SERVICE`: configuration files for the services around provisioning.
 
-Each reads the node file (checked as the define stage checks it) and the settings, so one command takes a
-changed node to the service. Files are written atomically and only when their content changes, and the
-command says what changed; `--show` prints what would be written and writes nothing.
+`dhcp`, `hosts`, `tftp` and `--all` (those three) read the node file (checked as the define stage checks it)
+and the settings, so one command takes a changed node to the service. Files are written atomically and only
+when their content changes, and the command says what changed; `--show` prints what would be written and
+writes nothing. `cache`: the nginx configuration of a cache host (wwfast.configure.nginx_cache).
 """
 import argparse
+import os
 import sys
 
-from wwfast.configure import dhcp, files, hostsfile, plan, tftproot
+from wwfast import fsutil
+from wwfast.configure import dhcp, files, hostsfile, nginx_cache, plan, tftproot
 from wwfast.define import nodes, settings
 from wwfast.errors import UsageError
 
@@ -32,6 +35,21 @@ def register(subparsers):
     h.add_argument("--output", metavar="PATH", default=hostsfile.DEFAULT_PATH, help="hosts file (default /etc/hosts)")
     t = sub.add_parser("tftp", help="what the TFTP root serves per client architecture; copy missing iPXE binaries")
     t.add_argument("--show", action="store_true", default=argparse.SUPPRESS, help="list the boot files and which are missing; copy nothing")
+    c = sub.add_parser("cache", help="the nginx configuration of a cache host (immutable blobs only)",
+                       description=nginx_cache.__doc__.splitlines()[0])
+    c.add_argument("--listen", metavar="ADDR:PORT", default=nginx_cache.DEFAULT_LISTEN,
+                   help=f"where the cache listens for nodes (default {nginx_cache.DEFAULT_LISTEN})")
+    c.add_argument("--origin", metavar="ADDR:PORT", action="append", default=[],
+                   help="a wwfast server to fill the cache from; repeat it, the preferred one first "
+                        "(default: this settings file's server address and port)")
+    c.add_argument("--cache-dir", metavar="DIR", default=nginx_cache.DEFAULT_CACHE_DIR,
+                   help=f"cache, temp files, pid and logs (default {nginx_cache.DEFAULT_CACHE_DIR})")
+    c.add_argument("--output", metavar="FILE", help="write the file (atomically; creates --cache-dir) "
+                                                    "instead of printing it")
+    c.add_argument("--user", default="www-data", help="user the nginx workers run as (default www-data)")
+    c.add_argument("--max-size", default="100g", help="largest size of the cache on disk (default 100g)")
+    c.add_argument("--slice", default="8m", help="size of one cached piece (default 8m)")
+    c.set_defaults(func=cmd_configure_cache)
 
 
 def _note(line):
@@ -87,7 +105,7 @@ def configure_tftp(args, conf):
 
 def cmd_configure(args):
     if args.what is None and not args.all:
-        raise UsageError("say what to configure: wwfast configure dhcp|hosts|tftp, or wwfast configure --all")
+        raise UsageError("say what to configure: wwfast configure dhcp|hosts|tftp|cache, or wwfast configure --all")
     if args.what is not None and args.all:
         raise UsageError("--all configures everything: give either --all or one service")
     conf = settings.load(args.conf)
@@ -106,3 +124,17 @@ def cmd_configure(args):
     rc |= configure_tftp(args, conf)
     rc |= configure_hosts(args, conf, defined)
     return rc
+
+
+def cmd_configure_cache(args):
+    origins = args.origin or [nginx_cache.default_origin(settings.load(args.conf))]
+    text = nginx_cache.render(origins, listen=args.listen, cache_dir=args.cache_dir, user=args.user,
+                              slice_size=args.slice, max_size=args.max_size, conf_dir=args.conf)
+    if not args.output:
+        sys.stdout.write(text)
+        return 0
+    os.makedirs(args.cache_dir, exist_ok=True)
+    fsutil.atomic_write(args.output, text.encode())
+    print(f"configure cache: wrote {args.output} (origins {', '.join(origins)}; cache in {args.cache_dir}); "
+          f"check it with: nginx -t -c {os.path.abspath(args.output)}")
+    return 0

@@ -59,6 +59,7 @@ def fetch(args):
             for node_id in catalog.nodes:
                 doc["nodes"].setdefault(node_id, blank(node_id))
             doc["generation"], doc["update interval"] = catalog.generation, catalog.update_interval
+            doc["unserved"] = dict(catalog.unserved)
         return doc, os.path.join(args.state, "serve", "status.json") + " (no server answered at " + url + ")"
 
 
@@ -103,6 +104,9 @@ def show(args, out=print):
     for line, r in zip(lines[1:], table):
         tint = {"stale": YELLOW, "STALE": RED}.get(r[6], "") if colour else ""
         out(f"{tint}{line}{RESET if tint else ''}")
+    for node_id, reason in sorted((doc.get("unserved") or {}).items()):
+        if not args.nodes or node_id in args.nodes:
+            out(f"# {node_id} is not served: {reason}")
     out(f"# {len(table)} nodes, generation {doc.get('generation', '?')}, from {source}")
 
 

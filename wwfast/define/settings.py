@@ -9,6 +9,7 @@ import os
 
 from wwfast.errors import ConfigError, raise_all
 from wwfast.fsutil import sha256_bytes
+from wwfast.define import cluster_settings
 from wwfast.define.schema import UNSET, did_you_mean, parse_bool
 from wwfast.define.yamlfile import decode, parse
 
@@ -34,6 +35,7 @@ SCHEMA = {
     "image excludes": "strlist",
     "nfs": _ANY, "ssh": _ANY, "image mounts": _ANY, "container mounts": _ANY, "paths": _ANY,
     "wwclient": _ANY, "api": _ANY, "mount options": "str", "ipv6net": "str",
+    "cluster": "cluster",  # wwfast: scale-out (wwfast.define.cluster_settings)
 }
 # `dhcp: template`: which DHCP server's configuration `wwfast configure dhcp` writes. Warewulf's own
 # values (default, static) keep meaning "the server `systemd name` names" (wwfast.configure.dhcp).
@@ -50,6 +52,7 @@ DEFAULTS = {
     "zstd_level": 3, "gzip": True, "threads": 0, "image_excludes": [],
     "fqdn": "", "grubboot": False, "tftp_systemd_name": "", "ipxe_source": "/usr/lib/ipxe",
     "dhcp_template": "", "dhcp_systemd_name": "", "dhcp_restart": False, "dhcp_config_file": "",
+    **cluster_settings.DEFAULTS,
 }
 
 # (section, key) in the file -> attribute
@@ -235,6 +238,9 @@ def parse_settings(text, path, digest=None):
             errors.append(doc.error((key,), f'unknown key "{key}"{did_you_mean(key, SCHEMA)}'))
             continue
         kind = SCHEMA[key]
+        if kind == "cluster":
+            cluster_settings.parse(doc, value, values, errors)
+            continue
         if kind is _ANY or key in ("ipaddr", "netmask"):
             continue
         if isinstance(kind, dict):

@@ -7,6 +7,11 @@ So nothing outside the store is ever served, whatever the path says.
 
 A new manifest is swapped in as a whole new Catalog object; requests already
 running keep the Catalog (and the open file) they started with.
+
+One odd node never takes the manifest down: a node entry serve cannot index (a malformed
+field, a file name outside the store, a MAC another node has) is left out with its reason in
+`Catalog.unserved`, which the log and /status show, and every other node is served. Only a
+file that is no format 1 manifest at all is refused as a whole (the last good one stays).
 """
 import json
 import logging
@@ -19,7 +24,9 @@ STAGES = ("ipxe", "kernel", "image", "system", "runtime")
 ENCODINGS = ("zst", "gz", "raw")
 # Store names are content addressed (docs/formats.md): anything else in a manifest is refused.
 STORE_NAME = re.compile(r"^[0-9a-f]{64}\.(cpio\.zst|cpio\.gz|kernel|ipxe)$")
-MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+# Ethernet (6 octets), EUI-64 (8) and InfiniBand (20), as define accepts them; ':' or '-' throughout.
+MAC = re.compile(r"^[0-9a-f]{2}(?:([:-])[0-9a-f]{2})(?:\1[0-9a-f]{2})*$")
+MAC_OCTETS = (6, 8, 20)
 
 
 class ManifestError(ValueError):
@@ -27,9 +34,13 @@ class ManifestError(ValueError):
 
 
 def normalise_mac(text):
-    """'52-54-00-AB-CD-EF' -> '52:54:00:ab:cd:ef'; None when it is not a MAC address."""
-    mac = text.strip().lower().replace("-", ":")
-    return mac if MAC.match(mac) else None
+    """'52-54-00-AB-CD-EF' -> '52:54:00:ab:cd:ef'; None when it is not a 6, 8 or 20 octet address."""
+    if not isinstance(text, str):
+        return None
+    mac = text.strip().lower()
+    if not MAC.match(mac) or (mac.count(mac[2]) + 1) not in MAC_OCTETS:
+        return None
+    return mac.replace("-", ":")
 
 
 def manifest_path(state_dir):
@@ -67,6 +78,9 @@ class Node:
         if not isinstance(entry, dict):
             raise ManifestError(f"{where}: expected an object")
         self.id = node_id
+        for field, kind in (("macs", list), ("addresses", list), ("artifacts", dict)):
+            if not isinstance(entry.get(field) or kind(), kind):
+                raise ManifestError(f"{where}.{field}: expected {'a list' if kind is list else 'an object'}")
         self.macs = []
         for mac in entry.get("macs") or []:
             norm = normalise_mac(mac) if isinstance(mac, str) else None
@@ -104,19 +118,47 @@ class Catalog:
     def __init__(self, manifest, store, source=None):
         if not isinstance(manifest, dict) or manifest.get("format") != 1:
             raise ManifestError(f"{source}: not a format 1 manifest")
+        nodes = manifest.get("nodes") or {}
+        if not isinstance(nodes, dict):
+            raise ManifestError(f"{source}: nodes: expected an object")
         self.generation = str(manifest.get("generation", ""))
-        settings = manifest.get("settings") or {}
-        self.secure = bool(settings.get("secure", False))
-        self.update_interval = int(settings.get("update_interval", 60) or 60)
-        unknown = (manifest.get("unknown_ipxe") or {}).get("raw")
-        self.unknown_ipxe = Artifact(store, unknown, "unknown_ipxe.raw") if unknown else None
+        settings = manifest.get("settings") if isinstance(manifest.get("settings"), dict) else {}
+        self.secure = settings.get("secure") is True
+        interval = settings.get("update_interval")
+        self.update_interval = interval if isinstance(interval, int) and interval > 0 else 60
+        self.unknown_ipxe = None
+        self.unserved = {}            # node id -> why serve left it out
+        unknown = manifest.get("unknown_ipxe")
+        if unknown:
+            try:
+                self.unknown_ipxe = Artifact(store, unknown.get("raw") if isinstance(unknown, dict) else unknown,
+                                             "unknown_ipxe.raw")
+            except ManifestError as e:
+                log.error("%s: %s; unknown MACs get a 404 instead of the unknown-node script", source, e)
         self.nodes = {}
-        self.by_mac = {}
-        for node_id, entry in (manifest.get("nodes") or {}).items():
-            node = Node(node_id, entry, store)
+        owners = {}                   # mac -> ids of the nodes that claim it
+        for node_id, entry in nodes.items():
+            try:
+                node = Node(node_id, entry, store)
+            except ManifestError as e:
+                self.unserved[node_id] = str(e)
+                continue
+            if not node.macs:
+                self.unserved[node_id] = f"nodes.{node_id}.macs: no MAC address: no request can name it"
+                continue
             self.nodes[node_id] = node
             for mac in node.macs:
-                self.by_mac[mac] = node
+                owners.setdefault(mac, []).append(node_id)
+        # A MAC two nodes claim could give a machine another's identity: neither is served.
+        for mac, ids in owners.items():
+            if len(ids) > 1:
+                for node_id in ids:
+                    others = ", ".join(i for i in ids if i != node_id)
+                    self.unserved[node_id] = f"nodes.{node_id}.macs: {mac} is also the MAC of {others}"
+                    self.nodes.pop(node_id, None)
+        self.by_mac = {mac: self.nodes[ids[0]] for mac, ids in owners.items() if ids[0] in self.nodes}
+        for node_id, reason in sorted(self.unserved.items()):
+            log.error("manifest generation %s: node %s is not served: %s", self.generation, node_id, reason)
 
     @classmethod
     def empty(cls):
@@ -196,45 +238,3 @@ class CatalogWatcher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-
-def script_mac(path):
-    """The MAC of a per-node iPXE script name asked over TFTP, or None for any other file.
-
-    `<mac>.ipxe`, `ipxe/<mac>` and `ipxe/<mac>.ipxe` (MAC with ':' or '-', any case).
-    """
-    name = path.lstrip("/")
-    in_ipxe_dir = name.startswith("ipxe/")
-    if in_ipxe_dir:
-        name = name[5:]
-    if name.endswith(".ipxe"):
-        name = name[:-5]
-    elif not in_ipxe_dir:
-        return None          # a bare name without .ipxe is a file in the TFTP root
-    return normalise_mac(name)
-
-
-def tftp_resolver(watcher, pins=None):
-    """resolve(path) for the TFTP server: per-node iPXE scripts by MAC, from the current manifest.
-
-    Answers the names script_mac() knows: the node's script, or the unknown-node script for a
-    MAC no node has. Anything else is None, so the TFTP server looks in its root directory.
-    With `pins` (wwfast.server.pins.BootPins) the script fetch starts the node's boot, as
-    GET /ipxe does: its later HTTP requests come from the generation this script came from.
-    """
-    def resolve(path):
-        mac = script_mac(path)
-        if mac is None:
-            return None
-        catalog = pins.catalog_for(mac, "ipxe", watcher.current) if pins is not None else watcher.current
-        node = catalog.by_mac.get(mac)
-        artifact = node.artifact("ipxe") if node else catalog.unknown_ipxe
-        if artifact is None:
-            return None
-        try:
-            with open(artifact.path, "rb") as f:
-                return f.read()
-        except OSError as e:
-            log.error("TFTP %s: store file missing: %s", path, e)
-            return None
-    return resolve

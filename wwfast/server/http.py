@@ -1,6 +1,7 @@
-"""The HTTP provisioning server: Warewulf's routes over the published manifest.
+"""The HTTP transport: connections, the request parser's callbacks, and the pump that sends replies.
 
-One asyncio Protocol per connection reads and parses requests (httptools);
+What to answer is decided elsewhere (wwfast.server.provision: request in, reply out); this
+module only moves bytes. One asyncio Protocol per connection reads and parses requests (httptools);
 responses go out on a dup() of the connection's socket, driven by add_writer:
 headers with send(MSG_MORE), file bodies with os.sendfile straight from the page
 cache (uvloop has no loop.sendfile, uvloop#228). Memory per connection is a few
@@ -11,24 +12,16 @@ Limits (header size, header time, idle time, send stall) are checked by one
 sweep per half second over all connections, not a timer per connection.
 """
 import asyncio
-import email.utils
 import errno
-import hmac
-import json
 import logging
-import mmap
 import os
 import socket
-import stat
 import time
-import urllib.parse
 
 import httptools
 
-from wwfast.server.catalog import STAGES, CatalogWatcher, normalise_mac
-from wwfast.server.metrics import Metrics
-from wwfast.server.pins import BootPins
-from wwfast.server.status import StatusBook
+from wwfast.server.mappings import SharedMappings
+from wwfast.server.replies import REASONS, FileBody, http_date, text_reply
 
 log = logging.getLogger("wwfast.serve")
 
@@ -36,13 +29,6 @@ SERVER = "wwfast"
 PUMP_BUDGET = 16 << 20        # bytes one connection may send per loop wake-up (fairness)
 MMAP_CHUNK = 4 << 20
 MAX_QUEUED = 8                # pipelined requests buffered before we stop reading
-STAGE_ALIASES = {"container": "image", "overlay-system": "system", "overlay-runtime": "runtime"}
-ENCODING_NAMES = {"zst": "zst", "zstd": "zst", "gz": "gz", "gzip": "gz"}
-CONTENT_TYPES = {"ipxe": "text/plain; charset=utf-8"}
-REASONS = {200: "OK", 206: "Partial Content", 304: "Not Modified", 400: "Bad Request",
-           401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-           408: "Request Timeout", 413: "Content Too Large", 416: "Range Not Satisfiable",
-           431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 class Limits:
@@ -61,42 +47,6 @@ class Request:
 
     def __init__(self, method, url, headers, keep_alive):
         self.method, self.url, self.headers, self.keep_alive = method, url, headers, keep_alive
-
-
-class FileBody:
-    """A byte range of an open store file, sent with sendfile or from an mmap."""
-    __slots__ = ("fd", "offset", "remaining", "mm", "on_done", "sent")
-
-    def __init__(self, fd, offset, length, on_done):
-        self.fd, self.offset, self.remaining, self.on_done = fd, offset, length, on_done
-        self.mm = None
-        self.sent = 0
-
-    def close(self, complete):
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-            self.mm = None     # the mapping goes when the last memoryview does
-            done, self.on_done = self.on_done, None
-            if done:
-                done(self.sent, complete)
-
-
-class Reply:
-    """What a route answers: status, headers, and a body (bytes, or a file range)."""
-    __slots__ = ("code", "headers", "body", "file", "close")
-
-    def __init__(self, code, body=b"", headers=(), file=None, close=False):
-        self.code, self.body, self.headers, self.file, self.close = code, body, list(headers), file, close
-
-
-def text_reply(code, message, close=False, headers=()):
-    return Reply(code, (message.rstrip("\n") + "\n").encode(), [("Content-Type", "text/plain; charset=utf-8"),
-                                                                *headers], close=close)
-
-
-def http_date(ts):
-    return email.utils.formatdate(ts, usegmt=True)
 
 
 class ParseAbort(Exception):
@@ -275,7 +225,7 @@ class Connection(asyncio.Protocol):
                 self.transport.resume_reading()
                 self.paused = False
             try:
-                reply, stage = self.server.answer(req, self.peer)
+                reply, stage = self.server.provisioner.answer(req.method, req.url, req.headers, self.peer)
             except Exception:
                 log.exception("error answering %s %r from %s", req.method, req.url, self.peer[0])
                 reply, stage = text_reply(500, "internal server error", close=True), "other"
@@ -305,6 +255,7 @@ class Connection(asyncio.Protocol):
         if reply.file is not None and not head_only:
             self.out.append(head)
             metrics.in_flight += 1
+            reply.file.on_done = self.server.counted(reply.file.on_done, stage, reply.code)
             self.out.append(reply.file)
         else:
             if reply.file is not None:      # HEAD: nothing was in flight
@@ -330,7 +281,7 @@ class Connection(asyncio.Protocol):
                         want = min(item.remaining, budget)
                         if mode_mmap:
                             if item.mm is None:
-                                item.mm = self.server.mapping(item.fd)
+                                item.mm = self.server.maps.view(item.fd)
                             n = sock.send(item.mm[item.offset:item.offset + min(want, MMAP_CHUNK)])
                         else:
                             n = os.sendfile(sock.fileno(), item.fd, item.offset, want)
@@ -400,65 +351,34 @@ class Connection(asyncio.Protocol):
 
 
 class HttpServer:
-    """Serves STATE/store through STATE/publish/manifest.json; `async with HttpServer(...)`."""
+    """Listens on (host, port) and answers with `provisioner` (wwfast.server.provision.Provisioner);
+    counts connections, requests and bytes in its ledger's metrics. `async with HttpServer(...)`."""
 
-    def __init__(self, state_dir, host="0.0.0.0", port=9873, secure=False, send_mode="sendfile",
-                 limits=None, reload_interval=1.0, status_debounce=1.0, follow_manifest_secure=True):
+    def __init__(self, provisioner, host="0.0.0.0", port=9873, send_mode="sendfile", limits=None):
         if send_mode not in ("sendfile", "mmap"):
             raise ValueError(f"send_mode must be sendfile or mmap, not {send_mode!r}")
-        self.state_dir = state_dir
+        self.provisioner = provisioner
+        self.metrics = provisioner.ledger.metrics
         self.host, self.port = host, port
-        # Secure mode: ours, or the manifest's copy of the settings unless a flag decided explicitly.
-        self.secure = secure
-        self.follow_manifest_secure = follow_manifest_secure
         self.send_mode = send_mode
         self.limits = limits or Limits()
-        self.metrics = Metrics()
-        self.status = StatusBook(state_dir, debounce=status_debounce)
-        self.watcher = CatalogWatcher(state_dir, interval=reload_interval, on_swap=self._swapped)
-        self.pins = BootPins()      # a node finishes its boot from the generation it started with
         self.connections = set()
         self.loop = None
         self._server = None
         self._sweeper = None
         self._date = (0, "")
-        self._maps = {}
+        self.maps = SharedMappings()
 
-    def _swapped(self, old, new):
-        self.metrics.reloads += 1
-        self.pins.prune()
-        if self._maps:
-            self._unmap_unused()
+    def counted(self, on_done, stage, code):
+        """Wrap a file body's completion so /metrics sees the transfer end and its bytes."""
+        metrics = self.metrics
 
-    def mapping(self, fd):
-        """A read-only memoryview of the file behind `fd`, one mapping per file shared by all
-        connections (a mapping per connection would count the file once per client in RSS)."""
-        st = os.fstat(fd)
-        key = (st.st_dev, st.st_ino, st.st_size)
-        view = self._maps.get(key)
-        if view is None:
-            view = self._maps[key] = memoryview(mmap.mmap(fd, 0, prot=mmap.PROT_READ))
-        return view
-
-    def _unmap_unused(self):
-        """Drop mappings of files no longer in the manifest (transfers still using one keep a reference)."""
-        names = set()
-        for node in self.catalog.nodes.values():
-            for encodings in node.artifacts.values():
-                names.update(os.path.basename(a.path) for a in encodings.values())
-        keep = set()
-        for name in names:
-            try:
-                st = os.stat(os.path.join(self.state_dir, "store", name))
-                keep.add((st.st_dev, st.st_ino, st.st_size))
-            except OSError:
-                pass
-        for key in [k for k in self._maps if k not in keep]:
-            del self._maps[key]
-
-    @property
-    def catalog(self):
-        return self.watcher.current
+        def done(sent, complete):
+            metrics.in_flight -= 1
+            metrics.sent(stage, code, sent)
+            if on_done is not None:
+                on_done(sent, complete)
+        return done
 
     def date(self):
         now = int(time.time())
@@ -468,8 +388,6 @@ class HttpServer:
 
     async def start(self):
         self.loop = asyncio.get_running_loop()
-        self.status.attach(self.loop)
-        self.watcher.start(self.loop)
         self._server = await self.loop.create_server(lambda: Connection(self), self.host, self.port,
                                                      reuse_address=True, backlog=4096)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -492,246 +410,15 @@ class HttpServer:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        self.watcher.stop()
         if self._server is not None:
             self._server.close()
             for conn in list(self.connections):
                 conn.close()
             await self._server.wait_closed()
             self._server = None
-        await self.status.close()
 
     async def __aenter__(self):
         return await self.start()
 
     async def __aexit__(self, *exc):
         await self.close()
-
-    # -- routing ----------------------------------------------------------------------------
-    def answer(self, req, peer):
-        """(Reply, stage label for metrics) for one parsed request."""
-        if req.method not in ("GET", "HEAD"):
-            return text_reply(405, f"method {req.method} not allowed", headers=[("Allow", "GET, HEAD")]), "other"
-        try:
-            url = httptools.parse_url(req.url)
-        except httptools.HttpParserInvalidURLError:
-            return text_reply(400, "malformed URL"), "bad"
-        raw_path = (url.path or b"/").decode("latin-1")
-        query = urllib.parse.parse_qs((url.query or b"").decode("latin-1"), keep_blank_values=True)
-        query = {k: v[0] for k, v in query.items()}
-        segments = []
-        for raw in raw_path.split("/"):
-            if not raw:
-                continue             # collapse '//' (shim asks for .../efiboot//grub.efi)
-            seg = urllib.parse.unquote(raw, errors="strict") if "%" in raw else raw
-            if seg in (".", "..") or "/" in seg or "\\" in seg or "\0" in seg:
-                return text_reply(400, "path segments may not be '.', '..' or contain slashes"), "bad"
-            segments.append(seg)
-        if not segments:
-            return text_reply(404, "no such route; try /ipxe/<mac>, /status, /metrics, /healthz"), "other"
-        head = segments[0]
-        if len(segments) == 1 and head in ("status", "metrics", "healthz"):
-            return getattr(self, "_" + head)(), head
-        if head == "provision":
-            stage = query.get("stage", "ipxe") or "ipxe"
-            stage = STAGE_ALIASES.get(stage, stage)
-            if stage not in STAGES:
-                return text_reply(400, f"unknown stage {stage!r}"), "bad"
-        else:
-            stage = STAGE_ALIASES.get(head, head)
-            if stage not in STAGES:
-                return text_reply(404, f"no such route /{head}"), "other"
-        if len(segments) > 2:
-            return text_reply(404, f"no such route {raw_path}"), stage
-        return self._provision(stage, segments[1] if len(segments) == 2 else None, query, req, peer), stage
-
-    def _provision(self, stage, wwid, query, req, peer):
-        catalog = self.catalog
-        if not self.watcher.loaded:
-            return text_reply(503, "nothing published yet (no STATE/publish/manifest.json)")
-        wwid = wwid or query.get("wwid") or arp_lookup(peer[0])
-        if not wwid:
-            return text_reply(400, "which node? give the MAC in the path or as ?wwid=")
-        mac = normalise_mac(wwid)
-        if mac is None:
-            return text_reply(400, f"{wwid!r} is not a MAC address")
-        compress = query.get("compress")
-        encoding = None
-        if compress:
-            encoding = ENCODING_NAMES.get(compress.lower())
-            if encoding is None:
-                return text_reply(400, f"compress={compress} is not one of zst, gz")
-        catalog = self.pins.catalog_for(mac, stage, catalog)
-        node = catalog.by_mac.get(mac)
-        if node is None:
-            if stage == "ipxe" and catalog.unknown_ipxe is not None:
-                log.info("%s: unknown MAC %s asked for iPXE; sent the unknown-node script", peer[0], mac)
-                return self._file_reply(catalog.unknown_ipxe, req, "ipxe", None, peer)
-            log.info("%s: %s for unknown MAC %s", peer[0], stage, mac)
-            return text_reply(404, f"no node has MAC {mac}")
-        if node.asset_key and not hmac.compare_digest(query.get("assetkey", "").encode(), node.asset_key.encode()):
-            self.status.requested(node.id, stage, "BAD_ASSET", peer[0], ok=False)
-            log.warning("%s: wrong asset key for %s (%s)", peer[0], node.id, stage)
-            return text_reply(401, f"asset key required for {node.id}")
-        if stage == "runtime" and (self.secure or (self.follow_manifest_secure and catalog.secure)):
-            if peer[1] >= 1024 or (node.addresses and peer[0] not in node.addresses):
-                self.status.requested(node.id, stage, "BAD_PORT", peer[0], ok=False)
-                log.warning("%s:%d: secure mode refuses the runtime overlay of %s", peer[0], peer[1], node.id)
-                return text_reply(403, "secure mode: the runtime overlay is served only to the node's own "
-                                       "address from a privileged port (< 1024)")
-        artifact = node.artifact(stage, encoding)
-        if artifact is None:
-            self.status.requested(node.id, stage, "NOT_FOUND", peer[0], ok=False)
-            what = f"{encoding} encoding of " if encoding else ""
-            return text_reply(404, f"no {what}{stage} published for {node.id}")
-        return self._file_reply(artifact, req, stage, node, peer)
-
-    def _file_reply(self, artifact, req, stage, node, peer):
-        try:
-            # O_NOFOLLOW + regular-file check: a link planted in the store never leads outside it
-            fd = os.open(artifact.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                os.close(fd)
-                raise OSError(errno.EINVAL, "not a regular file")
-        except OSError as e:
-            log.error("store file of %s %s is missing: %s", node.id if node else "unknown", stage, e)
-            if node:
-                self.status.requested(node.id, stage, "NOT_FOUND", "", ok=False)
-            return text_reply(404, f"{stage} file missing from the store")
-        try:
-            st = os.fstat(fd)
-            reply = self._ranged(fd, st, artifact, req, stage, node, peer)
-        except BaseException:
-            os.close(fd)
-            raise
-        if reply.file is None:
-            os.close(fd)
-        return reply
-
-    def _ranged(self, fd, st, artifact, req, stage, node, peer):
-        size = st.st_size
-        etag = f'"{artifact.sha256}"'
-        headers = [("Content-Type", CONTENT_TYPES.get(stage, "application/octet-stream")),
-                   ("ETag", etag), ("Last-Modified", http_date(st.st_mtime)), ("Accept-Ranges", "bytes")]
-        h = req.headers
-        if not_modified(h, etag, st.st_mtime):
-            return Reply(304, headers=headers)
-        start, end = 0, size
-        code = 200
-        rng = h.get("range")
-        if rng and if_range_ok(h.get("if-range"), etag, st.st_mtime):
-            parsed = parse_range(rng, size)
-            if parsed == "unsatisfiable":
-                return Reply(416, b"", headers=[("Content-Range", f"bytes */{size}")] + headers[1:])
-            if parsed is not None:
-                start, end = parsed
-                code = 206
-                headers.append(("Content-Range", f"bytes {start}-{end - 1}/{size}"))
-        node_id = node.id if node else None
-        log.info("%s:%d %s %s %s %s -> %d", peer[0], peer[1], req.method, node_id or "unknown", stage,
-                 artifact.name, code)
-        if node:
-            self.node_fetched(node, stage, artifact, peer[0])
-        on_done = self._completion(stage, code, node_id, end - start)
-        return Reply(code, headers=headers, file=FileBody(fd, start, end - start, on_done))
-
-    def node_fetched(self, node, stage, artifact, client_host):
-        """`node` is being sent `artifact` for `stage` (by HTTP, or its script by TFTP): /status shows it,
-        and a script or a boot's first kernel starts the node's boot."""
-        self.status.requested(node.id, stage, artifact.name, client_host)
-
-    def _completion(self, stage, code, node_id, length):
-        def done(sent, complete):
-            self.metrics.in_flight -= 1
-            self.metrics.sent(stage, code, sent)
-            if node_id and complete and sent == length:
-                duration = self.status.completed(node_id, stage)
-                if duration is not None:
-                    self.metrics.boot.observe(duration)
-                    log.info("%s booted in %.1f s", node_id, duration)
-        return done
-
-    # -- service routes ------------------------------------------------------------------------
-    def _status(self):
-        catalog = self.catalog
-        doc = self.status.snapshot(catalog.nodes)
-        doc["generation"] = catalog.generation
-        doc["update interval"] = catalog.update_interval
-        doc["now"] = time.time()
-        body = (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode()
-        return Reply(200, body, [("Content-Type", "application/json"), ("Cache-Control", "no-store")])
-
-    def _metrics(self):
-        catalog = self.catalog
-        body = self.metrics.render(self.status.by_stage(catalog.nodes), catalog.generation).encode()
-        return Reply(200, body, [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")])
-
-    def _healthz(self):
-        if not self.watcher.loaded:
-            return text_reply(503, "no manifest published yet")
-        return text_reply(200, f"ok generation={self.catalog.generation}")
-
-
-def not_modified(headers, etag, mtime):
-    inm = headers.get("if-none-match")
-    if inm is not None:
-        tags = [t.strip() for t in inm.split(",")]
-        return "*" in tags or etag in tags or ("W/" + etag) in tags
-    ims = headers.get("if-modified-since")
-    if ims:
-        try:
-            return int(mtime) <= email.utils.parsedate_to_datetime(ims).timestamp()
-        except (TypeError, ValueError):
-            return False
-    return False
-
-
-def if_range_ok(value, etag, mtime):
-    if value is None:
-        return True
-    value = value.strip()
-    if value.startswith('"'):
-        return value == etag
-    try:
-        return int(mtime) <= email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return False
-
-
-def parse_range(value, size):
-    """(start, end) for one 'bytes=' range, 'unsatisfiable', or None to ignore it (RFC 9110 14.2)."""
-    unit, _, spec = value.partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
-        return None                     # other units and multiple ranges: send the whole file
-    first, dash, last = spec.strip().partition("-")
-    if not dash:
-        return None
-    first, last = first.strip(), last.strip()
-    if not (first.isdigit() or first == "") or not (last.isdigit() or last == "") or first == last == "":
-        return None
-    if first == "":                     # suffix: the last N bytes
-        n = int(last)
-        if n == 0 or size == 0:
-            return "unsatisfiable"
-        return max(0, size - n), size
-    start = int(first)
-    end = size if last == "" else min(int(last) + 1, size)
-    if last and int(last) < start:
-        return None
-    if start >= size:
-        return "unsatisfiable"
-    return start, end
-
-
-def arp_lookup(ip):
-    """The MAC the kernel's ARP cache has for `ip` (Warewulf's fallback when no wwid is given)."""
-    try:
-        with open("/proc/net/arp") as f:
-            next(f)
-            for line in f:
-                cols = line.split()
-                if len(cols) >= 4 and cols[0] == ip and cols[3] != "00:00:00:00:00:00":
-                    return cols[3]
-    except (OSError, StopIteration):
-        pass
-    return None

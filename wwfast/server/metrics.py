@@ -65,7 +65,7 @@ class Metrics:
         key = (stage, code)
         self.bytes[key] = self.bytes.get(key, 0) + nbytes
 
-    def render(self, nodes_by_stage, generation):
+    def render(self, nodes_by_stage, generation, unserved=0):
         out = [
             "# HELP wwfast_http_requests_total HTTP requests by stage and status code.",
             "# TYPE wwfast_http_requests_total counter",
@@ -104,5 +104,8 @@ class Metrics:
                 f"wwfast_manifest_reloads_total {self.reloads}",
                 "# HELP wwfast_manifest_info The manifest generation being served.",
                 "# TYPE wwfast_manifest_info gauge",
-                f"wwfast_manifest_info{_labels(generation=generation)} 1"]
+                f"wwfast_manifest_info{_labels(generation=generation)} 1",
+                "# HELP wwfast_manifest_nodes_unserved Nodes of the manifest serve cannot index (see /status).",
+                "# TYPE wwfast_manifest_nodes_unserved gauge",
+                f"wwfast_manifest_nodes_unserved {unserved}"]
         return "\n".join(out) + "\n"

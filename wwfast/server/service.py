@@ -10,8 +10,10 @@ import resource
 import signal
 
 from wwfast.server import loops
-from wwfast.server.catalog import script_mac, tftp_resolver
+from wwfast.server.catalog import CatalogWatcher
 from wwfast.server.http import HttpServer, Limits
+from wwfast.server.ledger import BootLedger
+from wwfast.server.provision import Provisioner
 
 log = logging.getLogger("wwfast.serve")
 
@@ -98,51 +100,43 @@ def _tftp_class():
     return TftpServer
 
 
-def tftp_accounting(http):
-    """The TFTP server's on_request: every read request counts in /metrics; a node's script fetched by
-    MAC shows in /status exactly as GET /ipxe does (stage ipxe, client address, boot start)."""
-    def on_request(path, client, result, nbytes):
-        mac = script_mac(path) if path is not None else None
-        stage = "bad" if path is None else "ipxe" if mac else "file"
-        http.metrics.tftp_request(stage, result, nbytes)
-        if mac is None or result != "ok":
-            return
-        # the catalog the resolver just pinned the node to: the script sent came from it
-        node = http.pins.pinned(mac, http.catalog).by_mac.get(mac)
-        artifact = node.artifact("ipxe") if node else None
-        if artifact is None:      # unknown MAC (the unknown-node script), or a same-named file in the root
-            log.info("%s:%d TFTP %s: no node script of MAC %s sent", client[0], client[1], path, mac)
-            return
-        log.info("%s:%d TFTP %s ipxe %s", client[0], client[1], node.id, artifact.name)
-        http.node_fetched(node, "ipxe", artifact, client[0])
-    return on_request
-
-
 async def serve_forever(opts):
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    http = HttpServer(opts.state_dir, opts.http_bind, opts.http_port, secure=opts.secure,
-                      send_mode=opts.send_mode, limits=opts.limits,
-                      follow_manifest_secure=not opts.secure_flag)
+    ledger = BootLedger(opts.state_dir)
+    watcher = CatalogWatcher(opts.state_dir)
+    provisioner = Provisioner(watcher, ledger, secure=opts.secure, follow_manifest_secure=not opts.secure_flag)
+    http = HttpServer(provisioner, opts.http_bind, opts.http_port, send_mode=opts.send_mode, limits=opts.limits)
+
+    def swapped(_old, new):
+        ledger.manifest_swapped()
+        http.maps.keep_only(new)
+    watcher.on_swap = swapped
+    ledger.attach(loop)
+    watcher.start(loop)
     tftp = None
-    async with http:
-        if opts.tftp_enabled:
-            cls = _tftp_class()
-            if cls is None:
-                log.warning("TFTP is enabled but wwfast.server.tftp is not available; HTTP only")
-            else:
-                tftp = cls(opts.tftp_root, opts.tftp_bind, opts.tftp_port,
-                           resolve=tftp_resolver(http.watcher, http.pins), on_request=tftp_accounting(http))
-                await tftp.start()
-                log.info("TFTP on %s:%d from %s", opts.tftp_bind, opts.tftp_port, opts.tftp_root)
-        try:
-            await stop.wait()
-        finally:
-            log.info("stopping")
-            if tftp is not None:
-                await tftp.close()
+    try:
+        async with http:
+            if opts.tftp_enabled:
+                cls = _tftp_class()
+                if cls is None:
+                    log.warning("TFTP is enabled but wwfast.server.tftp is not available; HTTP only")
+                else:
+                    tftp = cls(opts.tftp_root, opts.tftp_bind, opts.tftp_port,
+                               resolve=provisioner.tftp_resolve, on_request=provisioner.tftp_requested)
+                    await tftp.start()
+                    log.info("TFTP on %s:%d from %s", opts.tftp_bind, opts.tftp_port, opts.tftp_root)
+            try:
+                await stop.wait()
+            finally:
+                log.info("stopping")
+                if tftp is not None:
+                    await tftp.close()
+    finally:
+        watcher.stop()
+        await ledger.close()
     log.info("stopped")
 
 

@@ -7,15 +7,17 @@ table, which the loop watches through one epoll fd; every DATA/ACK after the
 RRQ is handled by the core (compiled: no Python object per packet), and one
 timer wheel drives retransmission. Read only: WRQ is refused.
 
-`TftpServer(root, host, port, resolve=None, on_request=None)`: `resolve(path)` may
-answer a path first (bytes, or a file name to serve, or None to fall back to the
+`TftpServer(root, host, port, resolve=None, on_request=None, on_end=None)`: `resolve(path)`
+may answer a path first (bytes, or a file name to serve, or None to fall back to the
 root), so the serve stage can hand out per-node iPXE scripts by MAC.
 `on_request(path, client, result, nbytes)` hears once per read request how it
 went (for status and metrics; never per packet): `path` relative to the root (None
 when the packet was no readable request), `client` (host, port), `result` "ok",
 "duplicate" (a retransmitted RRQ of a transfer in flight), "busy" or an error name
-from ERROR_RESULTS, `nbytes` the size of the transfer started (0 otherwise). The
-session table reports no per-transfer end, so bytes are counted when a transfer starts.
+from ERROR_RESULTS, `nbytes` the size of the transfer started (0 otherwise). When it
+returns something other than None for a started transfer, `on_end(token, result, nbytes)`
+hears once how that transfer ended: the token, a result from the core's END_RESULTS
+("ok", "expired", "aborted", "illegal", "closed") and the bytes the client acknowledged.
 
 Standalone, for tests and benchmarks:
     python -m wwfast.server.tftp --root DIR --port 6969 --bind 127.0.0.1 [--workers 2]
@@ -105,14 +107,16 @@ class FileCache:
 class TftpServer:
     """Serve `root` read-only over TFTP on (host, port); use `async with` or start()/close()."""
 
-    def __init__(self, root, host="0.0.0.0", port=69, resolve=None, on_request=None, *, timeout=1.0, retries=5,
-                 max_blksize=None, max_windowsize=None, reuse_port=False, core=None,
-                 cache_bytes=DEFAULT_CACHE_BYTES, tick=0.01):
+    def __init__(self, root, host="0.0.0.0", port=69, resolve=None, on_request=None, on_end=None, *, timeout=1.0,
+                 retries=5, max_blksize=None, max_windowsize=None, reuse_port=False, core=None,
+                 cache_bytes=DEFAULT_CACHE_BYTES, tick=0.01, sock=None):
         self.root = os.path.realpath(root)
         self.host = host
         self.port = port
         self.resolve = resolve
         self.on_request = on_request
+        self.on_end = on_end
+        self.sock = sock                         # an already bound socket to serve on (serve's workers)
         self.timeout = timeout
         self.retries = retries
         self.core = core or _facade.core()
@@ -136,9 +140,12 @@ class TftpServer:
         self._loop = asyncio.get_running_loop()
         self.table = self.core.SessionTable(self.host, timeout=self.timeout, retries=self.retries,
                                             tick=self.tick)
-        self._transport, _ = await self._loop.create_datagram_endpoint(
-            lambda: _Listener(self), local_addr=(self.host, self.port),
-            reuse_port=self.reuse_port or None)
+        if self.sock is not None:
+            self._transport, _ = await self._loop.create_datagram_endpoint(lambda: _Listener(self), sock=self.sock)
+        else:
+            self._transport, _ = await self._loop.create_datagram_endpoint(
+                lambda: _Listener(self), local_addr=(self.host, self.port),
+                reuse_port=self.reuse_port or None)
         self.port = self._transport.get_extra_info("sockname")[1]
         _deepen_receive_buffer(self._transport.get_extra_info("socket"))
         self._loop.add_reader(self.table.fileno(), self._poll)
@@ -157,6 +164,8 @@ class TftpServer:
         if self.table is not None:
             self._loop.remove_reader(self.table.fileno())
             self.table.close()
+            if self.on_end is not None:
+                self._report_ends()      # transfers cut short by the close
 
     async def __aenter__(self):
         return await self.start()
@@ -172,6 +181,8 @@ class TftpServer:
     # -- event handlers ----------------------------------------------------------------------
     def _poll(self):
         self.table.poll()
+        if self.on_end is not None:
+            self._report_ends()
         self._arm_timer()
 
     def _tick(self):
@@ -179,8 +190,19 @@ class TftpServer:
         if self._closed:
             return
         self.table.advance()
+        if self.on_end is not None:
+            self._report_ends()
         self._report_anomalies()
         self._arm_timer()
+
+    def _report_ends(self):
+        for ticket, result, nbytes in self.table.finished():
+            if ticket[0] is None:
+                continue
+            try:
+                self.on_end(ticket[0], result, nbytes)
+            except Exception:  # accounting must never cost a client its transfer
+                log.exception("tftp: on_end failed")
 
     def _report_anomalies(self):
         """Log, at most once a second, the bad packets the core dropped or answered."""
@@ -218,9 +240,11 @@ class TftpServer:
                 self._transport.sendto(core.build_error(e.code, e.message), addr)
             self._report(relative, addr, ERROR_RESULTS.get(e.code, "error"), 0)
             return
+        # The transfer's ticket holds what on_request answers (reported again by on_end).
+        ticket = [None] if self.on_end is not None else None
         try:
             sid = self.table.start(addr, content, blksize, windowsize, timeout, oack,
-                                   key=(addr, request.filename))
+                                   key=(addr, request.filename), tag=ticket)
         except OSError as e:
             self.requests["busy"] += 1
             log.warning("tftp: cannot open a transfer for %s:%s: %s", addr[0], addr[1], e)
@@ -228,16 +252,19 @@ class TftpServer:
             self._report(relative, addr, "busy", 0)
             return
         self.requests["duplicate" if sid < 0 else "started"] += 1
-        self._report(relative, addr, "duplicate" if sid < 0 else "ok", len(content) if sid >= 0 else 0)
+        token = self._report(relative, addr, "duplicate" if sid < 0 else "ok", len(content) if sid >= 0 else 0)
+        if ticket is not None and sid >= 0:
+            ticket[0] = token
         self._arm_timer()
 
     def _report(self, relative, addr, result, nbytes):
         if self.on_request is None:
-            return
+            return None
         try:
-            self.on_request(relative, (addr[0], addr[1]), result, nbytes)
+            return self.on_request(relative, (addr[0], addr[1]), result, nbytes)
         except Exception:  # accounting must never cost a client its transfer
             log.exception("tftp: on_request(%r) failed", relative)
+            return None
 
     def _confine(self, filename):
         """`filename` as a path relative to the root; raises TftpError 2 when it would leave the root."""

@@ -1,0 +1,1 @@
+"""Scale-out beyond one server: cache placement, shared state in etcd (docs/deployment.md)."""
