@@ -350,3 +350,21 @@ def test_configure_all_writes_dhcp_tftp_and_hosts(site, tmp_path, capsys, monkey
     assert out.count("unchanged; nothing written") == 2 and "copied" not in out
     assert wwfast(conf, state, "configure") == 1
     assert "say what to configure" in capsys.readouterr().err
+
+
+def test_tftp_show_with_grubboot_lists_the_grub_chain(tmp_path, capsys):
+    root = tmp_path / "tftp"
+    root.mkdir()
+    (root / "shim.efi").write_bytes(b"s" * 10)
+    (tmp_path / "wwfast.yaml").write_text(f"warewulf:\n  grubboot: true\ntftp:\n  tftproot: {root}\n")
+    assert wwfast(tmp_path, tmp_path / "state", "configure", "tftp", "--show") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("  grubboot: shim.efi") and line.endswith("ok, 10 bytes") for line in lines), lines
+    assert any(line.startswith("  grubboot: grubx64.efi") and "MISSING" in line for line in lines), lines
+    # and the DHCP configuration sends x86-64 UEFI firmware to shim.efi, iPXE clients still to their script
+    (tmp_path / "wwfast.yaml").write_text("warewulf:\n  grubboot: true\ndhcp:\n  enabled: true\n")
+    assert wwfast(tmp_path, tmp_path / "state", "configure", "dhcp", "--show") == 0
+    text = capsys.readouterr().out
+    assert "dhcp-boot=tag:!wwfast-ipxe,tag:wwfast-arch-7,shim.efi,,127.0.0.1" in text
+    assert "dhcp-boot=tag:!wwfast-ipxe,tag:wwfast-arch-0,undionly.kpxe,,127.0.0.1" in text
+    assert "dhcp-boot=tag:wwfast-efi-http,http://127.0.0.1:9873/efiboot/shim.efi" in text

@@ -11,6 +11,8 @@ import pathlib
 
 import jinja2
 
+from wwfast.build.ipxe import compile_template, script_environment
+from wwfast.build.render import template_line
 from wwfast.configure.plan import dhcp_plan
 from wwfast.errors import ConfigError
 
@@ -57,13 +59,9 @@ def render(conf_dir, settings, nodes):
     server = server_for(settings)
     path = template_path(conf_dir, server)
     plan = dhcp_plan(nodes, settings)
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True,
-                             lstrip_blocks=True, autoescape=False)
+    template = compile_template(script_environment(), path)
     try:
-        template = env.from_string(path.read_text(encoding="utf-8"))
         text = template.render(plan.as_template_data(conf_dir=os.fspath(conf_dir)))
-    except jinja2.TemplateSyntaxError as e:
-        raise ConfigError(str(path), e.lineno, "", f"template syntax: {e.message}") from None
     except jinja2.TemplateError as e:
-        raise ConfigError(str(path), None, "", f"template: {e}") from None
+        raise ConfigError(str(path), template_line(e, str(path)), "", f"template: {e}") from None
     return text, plan

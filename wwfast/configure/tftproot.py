@@ -11,6 +11,12 @@ from wwfast import fsutil
 from wwfast.configure.plan import boot_file_name, boot_files
 
 
+# With warewulf: grubboot the DHCP configuration offers x86-64 UEFI clients shim.efi instead of iPXE.
+GRUB_CHAIN = (("shim.efi", "first stage for x86-64 UEFI: a shim, or GRUB itself without Secure Boot"),
+              ("grubx64.efi", "what a shim loads next; GRUB then reads grub.cfg per node from serve's "
+                              "/efiboot/grub.cfg or /grub/<mac>"))
+
+
 class Entry:
     def __init__(self, boot, path, source):
         self.boot = boot                 # plan.BootFile
@@ -60,6 +66,11 @@ def show(settings):
                          f"ipxe package, or change tftp: ipxe)")
     lines.append("  per-node iPXE scripts: <mac>.ipxe (e.g. 52-54-00-00-00-01.ipxe), answered from the published "
                  "manifest")
+    if settings.grubboot:
+        for name, what in GRUB_CHAIN:
+            path = os.path.join(settings.tftp_root, name)
+            state = f"ok, {os.path.getsize(path)} bytes" if os.path.isfile(path) else "MISSING (the site puts it here)"
+            lines.append(f"  grubboot: {name:<12} {what}: {state}")
     if missing:
         lines.append(f"{missing} boot file(s) missing: those architectures cannot boot")
     return lines, missing
