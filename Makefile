@@ -37,8 +37,13 @@ test:
 	$(PY) -m pytest -q -ra --timeout=900
 	WWFAST_PURE=1 $(PY) -m pytest -q -ra --timeout=900 -m twin
 
+# Every benchmark (peer measured in the same run, results in benchmarks/results/*.json), then one table
+# of them all in benchmarks/results/summary.md. QUICK=1: small sizes, one run each (a few minutes).
 bench:
-	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+	@$(PY) -c 'import matplotlib' 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
+	@rc=0; for b in benchmarks/bench_*.py benchmarks/bootstorm.py; do \
+	  echo "== $$b"; $(PY) $$b $(if $(QUICK),--quick) || rc=1; done; \
+	$(PY) benchmarks/harness.py summary; exit $$rc
 
 demo: setup
 	$(PY) scripts/demo.py $(ARGS)

@@ -5,7 +5,7 @@ The tree is a copy of parts of this machine's /usr and /etc (>= 1 GB, tens of th
 made once under $WWFAST_BENCH_DIR (default /tmp/wwfast-bench-compress). Contenders run interleaved,
 round after round, so the load of a shared machine falls on all of them alike; medians are printed.
 
-    .venv/bin/python benchmarks/bench_compress.py [--rounds 3] [--skip-gzip]
+    .venv/bin/python benchmarks/bench_compress.py [--runs 3] [--skip-gzip] [--quick]
 
 Goals (issue 5): ours >= 0.95x the zstd CLI's speed at its size; the whole path >= 6x Warewulf's with
 a smaller result.
@@ -13,7 +13,6 @@ a smaller result.
 import argparse
 import hashlib
 import os
-import resource
 import pathlib
 import shutil
 import statistics
@@ -22,6 +21,8 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import harness  # noqa: E402
+from harness import cpu_seconds  # noqa: E402
 from wwfast.publish import compress  # noqa: E402
 from wwfast import cpio  # noqa: E402
 
@@ -53,13 +54,6 @@ def tree_stats(tree):
             if not os.path.islink(os.path.join(dirpath, name)):
                 size += st.st_size
     return size, count
-
-
-def cpu_seconds():
-    """CPU time of this process (all threads) plus its waited-for children: on a shared machine the
-    wall time swings with other people's load, the CPU a job needs does not."""
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def timed(fn):
@@ -132,22 +126,23 @@ def ours_streaming_path(tree, dst):
         writer.close()
 
 
-def run_round_robin(contenders, rounds, make_input, out_dir):
-    times = {name: [] for name, _ in contenders}
-    cpus = {name: [] for name, _ in contenders}
+def run_round_robin(contenders, rounds, make_input, out_dir, samples):
+    """Every contender once per round (the harness rotates the order); fills `samples` by name."""
     sizes = {}
-    for r in range(rounds):
-        for name, fn in contenders:
+
+    def runner(name, fn):
+        def run():
             dst = out_dir / f"{name.replace(' ', '_')}.out"
             os.sync()      # start each one with no writeback pending from the one before
             wall, cpu = timed(lambda: fn(make_input(), dst))
-            times[name].append(wall)
-            cpus[name].append(cpu)
             sizes[name] = dst.stat().st_size
-            print(f"  round {r + 1} {name:28s} {wall:7.2f} s wall {cpu:7.2f} s cpu {sizes[name]:>14,} B",
-                  flush=True)
             dst.unlink()
-    med = {name: (statistics.median(times[name]), statistics.median(cpus[name])) for name in times}
+            return harness.Sample(wall=wall, cpu=cpu, bytes=sizes[name])
+        return run
+    got = harness.interleave({name: runner(name, fn) for name, fn in contenders}, rounds, warmup=0)
+    samples.update(got)
+    med = {name: (statistics.median(r["wall"] for r in runs), statistics.median(r["cpu"] for r in runs))
+           for name, runs in got.items()}
     return med, sizes
 
 
@@ -164,10 +159,11 @@ def report(title, medians, sizes, input_bytes, reference, baseline):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", dest="runs", type=int, help="same as --runs")
     parser.add_argument("--skip-gzip", action="store_true", help="leave out the gzip contenders (slowest)")
     parser.add_argument("--skip-path", action="store_true", help="leave out the whole-path comparison")
-    args = parser.parse_args()
+    harness.add_arguments(parser, runs=3, warmup=0)
+    args = harness.settle(parser.parse_args())
     WORK.mkdir(parents=True, exist_ok=True)
     tree = ensure_tree()
     tree_bytes, entries = tree_stats(tree)
@@ -185,8 +181,9 @@ def main():
     contenders = [("ours zstd -3", ours_zstd), ("zstd CLI -3 -T0", zstd_cli)]
     if not args.skip_gzip:
         contenders += [("pigz -6 (Warewulf)", pigz6), ("ours gzip -6", ours_gzip)]
-    print(f"\narchive -> compressed, {args.rounds} rounds")
-    medians, sizes = run_round_robin(contenders, args.rounds, lambda: archive, out_dir)
+    print(f"\narchive -> compressed, {args.runs} rounds")
+    samples = {}
+    medians, sizes = run_round_robin(contenders, args.runs, lambda: archive, out_dir, samples)
     report("archive -> compressed", medians, sizes, size, "zstd CLI -3 -T0",
            "pigz -6 (Warewulf)" if not args.skip_gzip else "zstd CLI -3 -T0")
     goal = medians["zstd CLI -3 -T0"][0] / medians["ours zstd -3"][0]
@@ -199,8 +196,8 @@ def main():
         archive.unlink()       # the path contenders make their own
         path = [("Warewulf find|cpio|pigz -6", warewulf_path), ("ours pack, hash+zstd", ours_stages_path),
                 ("ours streaming pack->zstd", ours_streaming_path)]
-        print(f"\ntree -> compressed image, {args.rounds} rounds")
-        medians, sizes = run_round_robin(path, args.rounds, lambda: tree, out_dir)
+        print(f"\ntree -> compressed image, {args.runs} rounds")
+        medians, sizes = run_round_robin(path, args.runs, lambda: tree, out_dir, samples)
         report("tree -> compressed image", medians, sizes, size, "Warewulf find|cpio|pigz -6",
                "Warewulf find|cpio|pigz -6")
         for name in ("ours pack, hash+zstd", "ours streaming pack->zstd"):
@@ -211,6 +208,23 @@ def main():
                   f"{'smaller' if smaller else 'NOT smaller'} -> {'MET' if speedup >= 6 and smaller else 'NOT MET'}")
     shutil.rmtree(out_dir, ignore_errors=True)
     archive.unlink(missing_ok=True)
+    record(args, samples, size)
+
+
+def record(args, samples, size):
+    result = harness.Result("bench_compress", f"compress a {size / 1e9:.2f} GB image archive, and tree -> compressed "
+                            "image, vs the zstd CLI, pigz and Warewulf's cpio|pigz", params=harness.params_of(args),
+                            quick=args.quick, tools=("zstd", "pigz", "cpio"))
+    pairs = [("ours zstd -3", "zstd CLI -3 -T0", 0.95), ("ours gzip -6", "pigz -6 (Warewulf)", None),
+             ("ours zstd -3", "pigz -6 (Warewulf)", None),
+             ("ours pack, hash+zstd", "Warewulf find|cpio|pigz -6", 6), ("ours streaming pack->zstd",
+                                                                        "Warewulf find|cpio|pigz -6", 6)]
+    for ours, peer, goal in pairs:
+        if ours in samples and peer in samples:
+            result.add(f"{ours} vs {peer}", samples[ours], samples[peer], ours_name=ours, peer_name=peer, goal=goal)
+            result.add(f"{ours} vs {peer}: output size", [r["bytes"] for r in samples[ours]],
+                       [r["bytes"] for r in samples[peer]], ours_name=ours, peer_name=peer, unit="bytes")
+    result.write(args.results)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ The page cache is written back (sync) before every run and outputs are deleted a
 run pays for another's dirty pages. Prints every time, the medians and the ratios; goal:
 compiled >= 5x GNU cpio and >= 2x bsdtar. Finally checks that both writers wrote the same bytes.
 
-    .venv/bin/python benchmarks/bench_cpio.py [--runs 3] [--tree DIR] [--out-dir DIR]
+    .venv/bin/python benchmarks/bench_cpio.py [--runs 3] [--tree DIR] [--out-dir DIR] [--quick]
 
 --out-dir /dev/shm writes the archives to tmpfs: no disk write-back in the timings (on a shared
 machine other people's writes throttle everyone's dirty pages). CPU seconds are printed beside
@@ -23,7 +23,6 @@ import hashlib
 import importlib
 import os
 import pathlib
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,8 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import harness  # noqa: E402
+from harness import cpu_seconds as _cpu_seconds  # noqa: E402
 
 WORK = pathlib.Path("/tmp/wwfast-bench-cpio")
 USR_PARTS = ("bin", "sbin", "libexec", "lib/x86_64-linux-gnu", "lib/python3", "lib/python3.11",
@@ -94,12 +95,6 @@ def writer_runner(module_name):
     return run
 
 
-def _cpu_seconds():
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-
-
 def sha256_of(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -110,10 +105,10 @@ def sha256_of(path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tree", type=pathlib.Path, default=WORK / "tree")
     parser.add_argument("--out-dir", type=pathlib.Path, default=WORK, help="where the archives go")
-    args = parser.parse_args()
+    harness.add_arguments(parser, runs=3, warmup=0)
+    args = harness.settle(parser.parse_args())
     make_tree(args.tree)
     entries, size, links = tree_stats(args.tree)
     print(f"tree {args.tree}: {entries} entries, {size / 1e9:.2f} GB in files, {links} hard-linked files")
@@ -167,6 +162,15 @@ def main():
         out.unlink()
     same = digests["pure"] == digests["compiled"]
     print(f"pure and compiled archives identical: {same}")
+    result = harness.Result("bench_cpio", f"pack a {size / 1e9:.2f} GB, {entries}-entry tree into newc",
+                            params=harness.params_of(args), quick=args.quick, tools=("cpio", "bsdtar"))
+    samples = {name: [harness.Sample(wall=w, cpu=c) for w, c in zip(times[name], cpu[name])] for name in tools}
+    for ours, peer, goal in (("compiled", "gnu-cpio", 5), ("compiled", "bsdtar", 2), ("pure", "gnu-cpio", None),
+                             ("pure", "bsdtar", None)):
+        result.add(f"{ours} writer vs {peer}", samples[ours], samples[peer], ours_name=ours, peer_name=peer,
+                   goal=goal)
+    result.detail("twins_identical", same)
+    result.write(args.results)
     return 0 if same else 1
 
 

@@ -8,7 +8,7 @@ each phase is compared in the same run with the obvious alternative:
   write   canonjson (shared subtrees)    vs json.dumps(sort_keys, indent=1)
 Prints medians of several runs and the ratios.
 
-    .venv/bin/python benchmarks/bench_define.py [--nodes 10000] [--runs 5]
+    .venv/bin/python benchmarks/bench_define.py [--nodes 10000] [--runs 5] [--quick]
 """
 import argparse
 import copy
@@ -26,7 +26,9 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import harness  # noqa: E402
 from wwfast import canonjson  # noqa: E402
+from wwfast.build import inventory  # noqa: E402
 from wwfast.define import nodes  # noqa: E402
 from wwfast.fsutil import atomic_write  # noqa: E402
 from wwfast.define.merge import expand_profiles, merge  # noqa: E402
@@ -82,9 +84,9 @@ def naive_resolve(config):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--nodes", type=int, default=10_000)
-    ap.add_argument("--runs", type=int, default=5)
-    args = ap.parse_args()
+    ap.add_argument("--nodes", type=int, help="default 10000; quick 2000")
+    harness.add_arguments(ap, runs=5, warmup=0)
+    args = harness.settle(ap.parse_args(), nodes=(10_000, 2_000))
     with tempfile.TemporaryDirectory() as tmp:
         conf, state = os.path.join(tmp, "conf"), os.path.join(tmp, "var")
         os.makedirs(conf)
@@ -95,8 +97,8 @@ def main():
         for _ in range(args.runs):
             cpu = time.process_time()
             t_parse, config = timed(lambda: nodes.read_config(conf))
-            t_merge, db = timed(lambda: nodes.resolve(config, nodes.available_images(state),
-                                                       nodes.available_overlays(conf)))
+            t_merge, db = timed(lambda: nodes.resolve(config, inventory.image_names(state),
+                                                       inventory.overlay_names(conf)))
             t_write, _ = timed(lambda: nodes.write_db(state, db))
             phases["cpu"].append(time.process_time() - cpu)  # less disturbed by other loads than wall time
             phases["parse"].append(t_parse)
@@ -128,6 +130,16 @@ def main():
               f"on {os.cpu_count()} cores: wall times grow with it)")
         print(f"  merge+write (parse aside)   {med['merge+validate'] + med['write']:.3f} s")
         print(f"  python -m stages.define --force (whole process) {med['stage process']:.3f} s")
+    result = harness.Result("bench_define", f"define stage: {args.nodes} nodes over {PROFILES} nested profiles",
+                            params=harness.params_of(args), quick=args.quick)
+    for ours, peer, peer_name in (("parse", "pyyaml", "PyYAML CSafeLoader"), ("merge+validate", "naive merge",
+                                                                              "naive per-node merge"),
+                                  ("write", "json.dumps", "json.dumps(indent=1)")):
+        result.add(ours, phases[ours], phases[peer], peer_name=peer_name)
+    result.add("total in process", phases["total"], limit=1.0 if args.nodes >= 10_000 else None)
+    result.add("total CPU in process", phases["cpu"])
+    result.add("python -m stages.define --force", phases["stage process"])
+    result.write(args.results)
 
 
 if __name__ == "__main__":

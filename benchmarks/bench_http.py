@@ -7,7 +7,7 @@ connection count (median of --repeat runs): throughput, server CPU seconds per G
 server peak RSS (VmHWM, reset before each run; nginx: master + workers), and ours/nginx; nginx
 runs as shipped (a worker per core) and, for reference, with one worker (our process count).
 
-    .venv/bin/python benchmarks/bench_http.py [--conns 100,1000] [--seconds 6] [--repeat 3]
+    .venv/bin/python benchmarks/bench_http.py [--conns 100,1000] [--seconds 6] [--runs 3] [--quick]
         [--size-mb 100] [--modes sendfile,mmap] [--client-procs 2] [--no-nginx-1worker]
 
 Goals (issue 6): throughput >= nginx; our RSS <= 200 MB at 1,000 connections.
@@ -30,6 +30,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import harness  # noqa: E402
 from wwfast import fsutil  # noqa: E402
 
 MAC = "52:54:00:00:00:01"
@@ -264,15 +265,16 @@ def measure(proc, port, path, conns, seconds, procs, size):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--conns", default="100,1000")
-    ap.add_argument("--seconds", type=float, default=6.0)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--size-mb", type=int, default=100)
+    ap.add_argument("--conns", help="default 100,1000; quick 100")
+    ap.add_argument("--seconds", type=float, help="per run (default 6; quick 3)")
+    ap.add_argument("--repeat", dest="runs", type=int, help="same as --runs")
+    ap.add_argument("--size-mb", type=int, help="image size (default 100; quick 50)")
     ap.add_argument("--modes", default="sendfile", help="our send modes to run: sendfile,mmap")
     ap.add_argument("--client-procs", type=int, default=2)
     ap.add_argument("--nginx-1worker", action=argparse.BooleanOptionalAction, default=True,
                     help="also run nginx with worker_processes 1")
-    args = ap.parse_args()
+    harness.add_arguments(ap, runs=3, warmup=1)
+    args = harness.settle(ap.parse_args(), conns=("100,1000", "100"), seconds=(6.0, 3.0), size_mb=(100, 50))
     if shutil.which("nginx") is None:
         raise SystemExit("nginx is not installed (Debian package nginx)")
     conns_list = [int(c) for c in args.conns.split(",")]
@@ -285,7 +287,7 @@ def main():
         state, conf, name = prepare(workdir, args.size_mb)
         size = args.size_mb << 20
         runs = {}
-        for _ in range(args.repeat):
+        for _ in range(args.runs):
             for label in labels:
                 if label.startswith("nginx"):
                     proc, port, path = start_nginx(workdir, state, name, "1" if label == "nginx-1worker" else "auto")
@@ -300,7 +302,7 @@ def main():
                               flush=True)
                 finally:
                     stop(proc)
-        print(f"\nmedian of {args.repeat} runs, {args.size_mb} MB image, {args.seconds:g} s per run, "
+        print(f"\nmedian of {args.runs} runs, {args.size_mb} MB image, {args.seconds:g} s per run, "
               f"{args.client_procs} client processes, loopback, {os.cpu_count()} CPUs")
         print("(ratio: median over repeats of ours/nginx measured back to back, which cancels most of the\n"
               " noise from other load on the machine)")
@@ -315,8 +317,30 @@ def main():
                 print(f"{label:16} {conns:5} {statistics.median(r['gbps'] for r in rs):6.2f} "
                       f"{statistics.median(r['cpu_per_gb'] for r in rs):9.3f} "
                       f"{statistics.median(r['rss'] for r in rs):12.0f} {ratio:11.2f} {cpu_ratio:13.2f}")
+        record(args, runs, labels, conns_list)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def record(args, runs, labels, conns_list):
+    result = harness.Result("bench_http", f"{args.size_mb} MB image downloaded over and over by N keep-alive "
+                            "connections: serve vs nginx (sendfile)", params=harness.params_of(args),
+                            quick=args.quick, tools=("nginx",))
+    for conns in conns_list:
+        peer = runs[("nginx", conns)]
+        for label in labels:
+            if label == "nginx":
+                continue
+            ours = runs[(label, conns)]
+            name = label if label.startswith("wwfast") else f"{label} (reference)"
+            result.add(f"{conns} connections: throughput", ours, peer, key="gbps", unit="GB/s", better="higher",
+                       ours_name=name, peer_name="nginx", goal=1.3 if conns >= 1000 and label == "wwfast-sendfile"
+                       else None)
+            result.add(f"{conns} connections: CPU per GB", ours, peer, key="cpu_per_gb", unit="s/GB",
+                       ours_name=name, peer_name="nginx")
+            result.add(f"{conns} connections: peak RSS", ours, peer, key="rss", unit="MB", ours_name=name,
+                       peer_name="nginx", limit=200 if conns >= 1000 and label.startswith("wwfast") else None)
+    result.write(args.results)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,10 @@ wwfast: `wwfast.build.overlay_build.build_overlays` (templates compiled once, no
 once, archives packed in memory with the newc writer, identical archives hard-linked, 2 processes).
 Also measured: the no-change rerun and a one-node change (incremental).
 
-    .venv/bin/python benchmarks/bench_overlays.py [--nodes 10000] [--runs 3] [--sample 40] [--lists demo]
+    .venv/bin/python benchmarks/bench_overlays.py [--nodes 10000] [--runs 3] [--sample 40] [--lists demo] [--quick]
 """
 import argparse
-import copy
 import multiprocessing
-import resource
 import os
 import pathlib
 import shutil
@@ -29,8 +27,10 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+import harness  # noqa: E402
+from harness import cpu_seconds  # noqa: E402
 
-from helpers.overlay_fixtures import fake_ssh_keys, make_images, make_node, netdev  # noqa: E402
+from helpers.overlay_fixtures import edit_node, fake_ssh_keys, make_images, make_node, netdev  # noqa: E402
 from wwfast import cpio  # noqa: E402
 from wwfast.define import nodes as nodedb  # noqa: E402
 from wwfast.build import overlays  # noqa: E402
@@ -64,15 +64,6 @@ def make_nodes(count, system, runtime):
                                                   f"{i >> 8 & 255}.{i & 255}", netmask="255.255.0.0",
                                                   gateway="10.100.0.1")}})
     return out
-
-
-def cpu_seconds():
-    """User + system CPU of this process and its reaped children (pool workers, cpio, pigz)."""
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        r = resource.getrusage(who)
-        total += r.ru_utime + r.ru_stime
-    return total
 
 
 def fresh_state(base, name):
@@ -111,7 +102,7 @@ def _warewulf_node(node_id):
                         shutil.copy2(e.source, dest)
                     else:
                         # InitStruct per template: its own copy of the node; ParseGlob per template file
-                        view = node_view(copy.deepcopy(all_nodes[node_id]))
+                        view = node_view(edit_node(all_nodes[node_id], lambda doc: None))
                         renderer._compiled.pop(e.source, None)
                         renderer.env.cache.clear()
                         outs, _ = renderer.render(e.source, e.rel, view, name, e.mode, e.uid, e.gid)
@@ -147,13 +138,13 @@ def warewulf_style(conf, state, settings, all_nodes, lists, sample_ids, workers)
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nodes", type=int, default=10000)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--nodes", type=int, help="default 10000; quick 2000")
     parser.add_argument("--sample", type=int, default=40, help="nodes built the Warewulf way (scaled up)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--lists", choices=("default", "demo"), default="default",
                         help="overlay lists: the default ones, or conf/nodes.yaml's (adds demo-marker)")
-    args = parser.parse_args()
+    harness.add_arguments(parser, runs=3, warmup=0)
+    args = harness.settle(parser.parse_args(), nodes=(10000, 2000))
 
     conf = ROOT / "conf"
     system, runtime = demo_lists(conf) if args.lists == "demo" else (DEFAULT_SYSTEM, DEFAULT_RUNTIME)
@@ -176,7 +167,7 @@ def main():
             again = build_overlays(conf, state, settings, all_nodes, workers=args.workers)
             rerun.append(time.perf_counter() - started)
             assert not again.rebuilt
-            all_nodes["n00007"]["tags"]["bench"] = str(run)
+            all_nodes["n00007"] = edit_node(all_nodes["n00007"], lambda doc: doc["tags"].update(bench=str(run)))
             started = time.perf_counter()
             changed = build_overlays(conf, state, settings, all_nodes, workers=args.workers)
             one.append(time.perf_counter() - started)
@@ -212,6 +203,16 @@ def main():
     print(f"{'Warewulf-style (scaled)':32} {ww:>9.1f}s {ww_cpu_m:>9.0f}s   ({args.nodes / ww:,.1f} nodes/s)")
     print(f"ratio Warewulf-style / wwfast: {ww / full:.0f}x wall, {ww_cpu_m / full_cpu:.0f}x CPU (goal >= 50x); "
           f"full build {full:.1f} s wall {'meets' if full <= 10 else 'misses'} the 10 s goal")
+    result = harness.Result("bench_overlays", f"render and pack the overlays of {args.nodes} nodes vs Warewulf's "
+                            f"algorithm (a sample of {len(sample)} nodes, scaled)", params=harness.params_of(args),
+                            quick=args.quick, tools=("cpio", "pigz"))
+    ours_samples = [harness.Sample(wall=w, cpu=c) for w, c in zip(ours, ours_cpu)]
+    result.add(f"full build, {args.nodes} nodes", ours_samples, [harness.Sample(wall=w, cpu=c) for w, c in
+                                                               zip(ww_times, ww_cpu)],
+               peer_name="Warewulf-style (scaled)", goal=50, limit=10 if args.nodes >= 10000 else None)
+    result.add("no-change rerun", rerun)
+    result.add("one node changed", one)
+    result.write(args.results)
 
 
 if __name__ == "__main__":

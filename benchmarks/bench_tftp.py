@@ -10,7 +10,11 @@ leaves it out of its OACK and the client falls back to lock-step). Every byte
 is checked against the file. Runs are interleaved across servers and repeated;
 medians are printed with the ratio to tftp-hpa.
 
-    .venv/bin/python benchmarks/bench_tftp.py [--clients 200,1000] [--repeat 3]
+    .venv/bin/python benchmarks/bench_tftp.py [--clients 200,1000] [--runs 3] [--quick]
+
+Server CPU comes from each server's control group (benchmarks/accounting.py), so in.tftpd's
+forked children count too. Goal (issue 13): wwfast >= 2.5x in.tftpd's aggregate at 200 and 1,000
+concurrent lock-step clients, zero failures. Result: benchmarks/results/bench_tftp.json.
 """
 import argparse
 import os
@@ -22,6 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import harness
+from accounting import ProcessGroup
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -57,26 +64,8 @@ class Netns:
         subprocess.run(["ip", "netns", "delete", self.name], check=False)
 
 
-def cpu_seconds(pid):
-    """utime+stime of `pid`, its reaped children and its live children."""
-    def stat(p, with_children):
-        try:
-            fields = pathlib.Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        ticks = int(fields[11]) + int(fields[12])
-        if with_children:
-            ticks += int(fields[13]) + int(fields[14])
-        return ticks / os.sysconf("SC_CLK_TCK")
-    total = stat(pid, True)
-    try:
-        children = pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        children = []
-    return total + sum(stat(int(c), True) for c in children)
-
-
 def start_servers(ns, tmp, root, wanted):
+    """{name: (process, ProcessGroup)} for the servers that are installed."""
     servers = {}
     env = dict(os.environ)
     commands = {
@@ -97,11 +86,13 @@ def start_servers(ns, tmp, root, wanted):
             print(f"# {name}: {exe} not installed, skipped")
             continue
         log = open(tmp / f"{name}.log", "w")
+        group = ProcessGroup(f"tftp-{name}")
         # the servers hold one socket per transfer: lift the fd limit for them
         proc = subprocess.Popen(ns.prefix + ["prlimit", NOFILE] + commands[name],
                                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
-                                start_new_session=True)
-        servers[name] = proc
+                                start_new_session=True, preexec_fn=group.preexec)
+        group.adopt(proc.pid)
+        servers[name] = (proc, group)
     return servers
 
 
@@ -134,7 +125,7 @@ def wait_ready(ns, loadgen, servers, root):
     for name in list(servers):
         deadline = time.monotonic() + 15
         while True:
-            if servers[name].poll() is not None:
+            if servers[name][0].poll() is not None:
                 print(f"# {name} exited early (see its log); skipped")
                 del servers[name]
                 break
@@ -143,18 +134,19 @@ def wait_ready(ns, loadgen, servers, root):
                 break
             if time.monotonic() > deadline:
                 print(f"# {name} does not answer; skipped")
-                servers.pop(name).terminate()
+                servers.pop(name)[0].terminate()
                 break
             time.sleep(0.3)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--clients", default="200,1000")
+    parser.add_argument("--clients", help="concurrent clients, comma separated (default 200,1000; quick 200)")
     parser.add_argument("--modes", default="lockstep,ws4")
     parser.add_argument("--servers", default="wwfast,wwfast-2w,tftp-hpa,dnsmasq")
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+    parser.add_argument("--repeat", dest="runs", type=int, help="same as --runs")
+    harness.add_arguments(parser, runs=3, warmup=1)
+    args = harness.settle(parser.parse_args(), clients=("200,1000", "200"))
     if os.geteuid() != 0:
         sys.exit("bench_tftp needs root (a private network namespace; dnsmasq on port 69)")
     clients_list = [int(c) for c in args.clients.split(",")]
@@ -171,33 +163,43 @@ def main():
         servers = start_servers(ns, tmp, root, args.servers.split(","))
         try:
             wait_ready(ns, loadgen, servers, root)
-            print(f"# {FILE_SIZE} B file, blksize 1432, servers: {', '.join(servers)}; "
-                  f"load generator: 2 processes; {args.repeat} interleaved runs each")
+            print(f"# {FILE_SIZE} B file, blksize 1432, servers: {', '.join(servers)}; load generator: "
+                  f"2 processes; {args.warmup} warm-up + {args.runs} interleaved runs each")
             for clients in clients_list:
                 for mode in modes:
-                    for _ in range(args.repeat):
-                        for name, proc in servers.items():
-                            cpu0 = cpu_seconds(proc.pid)
-                            r = run_load(ns, loadgen, PORTS[name], root, clients, mode)
-                            # in.tftpd's children are reaped without wait(): their CPU is not visible
-                            r["cpu"] = cpu_seconds(proc.pid) - cpu0 if name != "tftp-hpa" else float("nan")
-                            results.setdefault((clients, mode, name), []).append(r)
-                            print(f"  {name:10s} {mode:8s} {clients:5d} clients: {r['seconds']:.3f} s "
-                                  f"ok {r['ok']} failed {r['failed']} server cpu {r['cpu']:.2f} s", flush=True)
-                            time.sleep(1.2)   # let abandoned retransmits and TIME_WAIT-like state settle
+                    contenders = {name: measure(ns, loadgen, name, proc_group, root, clients, mode)
+                                  for name, proc_group in servers.items()}
+                    samples = harness.interleave(contenders, args.runs, args.warmup)
+                    for name, runs in samples.items():
+                        results[(clients, mode, name)] = runs
         finally:
-            for proc in servers.values():
+            for proc, _ in servers.values():
                 try:
                     os.killpg(proc.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
-            for proc in servers.values():
+            for proc, group in servers.values():
                 try:
                     proc.wait(10)
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
+                group.close()
     shutil.rmtree(tmp, ignore_errors=True)
     report(results, clients_list, modes)
+    record(args, results, clients_list, modes)
+
+
+def measure(ns, loadgen, name, proc_group, root, clients, mode):
+    """One storm of `clients` against server `name`: a harness Sample (wall = the storm's time)."""
+    _, group = proc_group
+
+    def run():
+        cpu0 = group.cpu_seconds()
+        r = run_load(ns, loadgen, PORTS[name], root, clients, mode)
+        sample = harness.Sample(r, wall=r["seconds"], cpu=group.cpu_seconds() - cpu0)
+        time.sleep(1.2)   # let abandoned retransmits settle before the next server's turn
+        return sample
+    return run
 
 
 def report(results, clients_list, modes):
@@ -218,6 +220,26 @@ def report(results, clients_list, modes):
                       f"{statistics.median(r['p50'] for r in runs):7.3f} {max(r['p99'] for r in runs):7.3f} "
                       f"{sum(r['failed'] for r in runs):6d} {statistics.median(r['cpu'] for r in runs):6.2f} "
                       f"{ratio:>11}")
+
+
+def record(args, results, clients_list, modes):
+    result = harness.Result("bench_tftp", f"TFTP storm: N clients fetch a {FILE_SIZE >> 20} MiB NBP at once, "
+                            "aggregate time vs tftp-hpa in.tftpd", params=harness.params_of(args), quick=args.quick,
+                            tools=("in.tftpd", "dnsmasq", "gcc"))
+    for clients in clients_list:
+        for mode in modes:
+            peer = results.get((clients, mode, "tftp-hpa"))
+            for name in ("wwfast", "wwfast-2w", "dnsmasq"):
+                ours = results.get((clients, mode, name))
+                if ours is None:
+                    continue
+                goal = 2.5 if mode == "lockstep" and name.startswith("wwfast") and peer else None
+                result.add(f"{clients} clients {mode}: all done", ours, peer, peer_name="tftp-hpa",
+                           ours_name=name, goal=goal)
+                result.add(f"{clients} clients {mode}: failed transfers", [r["failed"] for r in ours],
+                           [r["failed"] for r in peer] if peer else None, peer_name="tftp-hpa", ours_name=name,
+                           unit="transfers", limit=0 if name.startswith("wwfast") else None)
+    result.write(args.results)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from helpers.cluster import Cluster, StageFailed, StageWatcher  # noqa: E402
 from helpers.qemu_nodes import NodeGroup, NodeTimeout, QemuNode  # noqa: E402
 from wwfast.build import demo_image  # noqa: E402
-from wwfast.define import nodes as nodedb, settings as wwsettings  # noqa: E402
+from wwfast import layout, records  # noqa: E402
+from wwfast.define import settings as wwsettings  # noqa: E402
 from wwfast.cli import add_dir_arguments  # noqa: E402
 
 IMAGE_NAME = "demo"
@@ -42,11 +43,8 @@ def port_in_use(host, port, kind=socket.SOCK_STREAM):
 
 
 def primary_mac(node):
-    for dev in node["network devices"].values():
-        if dev.get("primary") and dev.get("hwaddr"):
-            return dev["hwaddr"]
-    macs = nodedb.node_macs(node)
-    return macs[0] if macs else None
+    """The Ethernet address the node boots by (node.macs lists the primary device's first)."""
+    return next((mac for mac in node.macs if records.is_ethernet_mac(mac)), None)
 
 
 def step(text):
@@ -109,7 +107,7 @@ def main(argv=None):
         print(f"demo: {e}", file=sys.stderr)
         return 1
 
-    db = nodedb.load_db(state)["nodes"]
+    db = records.read_nodes(layout.nodes_json(state))
     nodes, kernel_args = [], {}
     for node_id, node in sorted(db.items()):
         mac = primary_mac(node)
@@ -118,8 +116,8 @@ def main(argv=None):
             continue
         nodes.append(QemuNode(node_id, mac, state / "demo-consoles",
                               bootfile=f"tftp://{settings.address}:{settings.tftp_port}/${{mac:hexhyp}}.ipxe",
-                              asset=node["asset key"] or None))
-        kernel_args[node_id] = node["kernel"]["args"]
+                              asset=node.asset_key or None))
+        kernel_args[node_id] = list(node.kernel.args)
 
     step(f"starting serve (HTTP {host}:{settings.http_port}, TFTP {settings.tftp_bind}:{settings.tftp_port})")
     failures = {}

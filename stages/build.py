@@ -12,8 +12,9 @@ import json
 import os
 import sys
 
+from wwfast import layout, records
 from wwfast.build import efiboot, image_archives as build_images, ipxe, overlay_build
-from wwfast.define import nodes, settings
+from wwfast.define import settings
 from wwfast.errors import ConfigError
 from wwfast.fsutil import LockBusy, atomic_write, locked
 from wwfast.cli import add_dir_arguments
@@ -55,7 +56,7 @@ class Context:
         self.force = force
         self.log = log
         self.settings = settings.load(conf_dir)
-        self.nodes = nodes.load_db(state_dir)["nodes"]
+        self.nodes = records.read_nodes(layout.nodes_json(state_dir))
 
 
 def assemble(results, all_nodes, required=REQUIRED_FIELDS):
@@ -78,7 +79,7 @@ def assemble(results, all_nodes, required=REQUIRED_FIELDS):
 
 def run(conf_dir, state_dir, force=False, out=print):
     """Returns the exit code."""
-    build_dir = os.path.join(state_dir, "build")
+    build_dir = layout.build_dir(state_dir)
     with locked(os.path.join(build_dir, ".lock"), what="another build run"):
         ctx = Context(conf_dir, state_dir, force, out)
         results, errors = [], []
@@ -96,7 +97,7 @@ def run(conf_dir, state_dir, force=False, out=print):
         doc, left_out = assemble(results, ctx.nodes)
         if left_out:  # e.g. a node with no image name: it cannot boot, so it is not published
             out(f"build: warning: left out of build.json (incomplete): {', '.join(left_out)}")
-        path = os.path.join(build_dir, "build.json")
+        path = layout.build_json(state_dir)
         text = json.dumps(doc, sort_keys=True, indent=1) + "\n"
         try:
             with open(path, encoding="utf-8") as f:
@@ -118,7 +119,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return run(args.conf, args.state, force=args.force)
-    except (ConfigError, FileNotFoundError, LockBusy) as e:
+    except (ConfigError, FileNotFoundError, LockBusy, records.RecordError) as e:
         print(f"build: error: {e}", file=sys.stderr)
         return 1
 

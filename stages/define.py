@@ -13,9 +13,14 @@ import os
 import sys
 import time
 
+import hashlib
+
+from wwfast import __version__, layout, records
+from wwfast.build import inventory
 from wwfast.configure.plan import range_warnings
 from wwfast.define import nodes, settings
 from wwfast.errors import ConfigError
+from wwfast.fsutil import sha256_file
 from wwfast.fsutil import LockBusy, atomic_write, locked
 from wwfast.cli import add_dir_arguments
 
@@ -35,9 +40,36 @@ def dhcp_range_key(conf):
     return [conf.address, conf.netmask, conf.dhcp_range_start, conf.dhcp_range_end]
 
 
+_CODE_MODULES = ("define/nodes", "define/merge", "define/schema", "define/yamlfile", "define/hostlist", "errors",
+                 "records")
+
+
+def code_version():
+    """sha256 over the source of the modules that shape nodes.json."""
+    h = hashlib.sha256(__version__.encode())
+    here = os.path.dirname(os.path.abspath(nodes.__file__))
+    for name in _CODE_MODULES:
+        with open(os.path.join(os.path.dirname(here), name + ".py"), "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()
+
+
+def inputs_fingerprint(conf_dir, state_dir, images, overlays):
+    """What the define stage reads: the node file's digest, the code, and the image/overlay names."""
+    path = nodes.nodes_file(conf_dir)
+    return {
+        "format": nodes.DB_FORMAT,
+        "nodes file": os.path.abspath(path),
+        "nodes digest": sha256_file(path) if os.path.exists(path) else "",
+        "code": code_version(),
+        "images": images,
+        "overlays": overlays,
+    }
+
+
 def why_rerun(state_dir, fingerprint):
     """None when the output is current, else the reason to run."""
-    inputs_path = os.path.join(state_dir, "define", "inputs.json")
+    inputs_path = os.path.join(layout.define_dir(state_dir), "inputs.json")
     if not os.path.exists(nodes.db_path(state_dir)):
         return "no nodes.json yet"
     try:
@@ -51,10 +83,12 @@ def why_rerun(state_dir, fingerprint):
 
 def run(conf_dir, state_dir, force=False, out=print):
     """Returns the exit code."""
-    out_dir = os.path.join(state_dir, "define")
+    out_dir = layout.define_dir(state_dir)
     with locked(os.path.join(out_dir, ".lock"), what="another define run"):
+        images, overlays = inventory.image_names(state_dir), inventory.overlay_names(conf_dir)
         conf = settings.load(conf_dir)
-        fingerprint = dict(nodes.inputs_fingerprint(conf_dir, state_dir), **{"dhcp range": dhcp_range_key(conf)})
+        fingerprint = dict(inputs_fingerprint(conf_dir, state_dir, images, overlays),
+                           **{"dhcp range": dhcp_range_key(conf)})
         reason = "forced" if force else why_rerun(state_dir, fingerprint)
         if reason is None:
             out("define: current (inputs unchanged)")
@@ -62,8 +96,9 @@ def run(conf_dir, state_dir, force=False, out=print):
         out(f"define: running ({reason})")
         started = time.monotonic()
         warnings = []
-        resolved = nodes.define(conf_dir, state_dir, warnings)
-        warnings += range_warnings(conf, resolved)
+        resolved = nodes.define(conf_dir, images, overlays, warnings)
+        if conf.dhcp_range_start:
+            warnings += range_warnings(conf, {nid: records.Node.from_json(n) for nid, n in resolved.items()})
         for warning in warnings:
             out(f"define: warning: {warning}")
         path = nodes.write_db(state_dir, resolved)

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from stages import define as define_stage
-from wwfast import canonjson
+from wwfast import canonjson, records
+from wwfast.build import inventory
 from wwfast.define import nodes
 from wwfast.errors import ConfigError
 
@@ -80,6 +81,15 @@ nodes:
 """
 
 
+def define(conf, state, warnings=None):
+    """nodes.define with the names the define stage hands in (imported images, overlays)."""
+    return nodes.define(str(conf), inventory.image_names(str(state)), inventory.overlay_names(str(conf)), warnings)
+
+
+def read_db(state):
+    return json.loads((state / "define" / "nodes.json").read_bytes())
+
+
 def make_conf(tmp_path, text, name="nodes.yaml"):
     conf = tmp_path / "conf"
     conf.mkdir(exist_ok=True)
@@ -90,12 +100,12 @@ def make_conf(tmp_path, text, name="nodes.yaml"):
 def test_warewulf_nodes_conf_accepted_as_is(tmp_path):
     conf = make_conf(tmp_path, WAREWULF_NODES_CONF, name="nodes.conf")
     warnings = []
-    db = nodes.define(str(conf), str(tmp_path / "var"), warnings)
+    db = define(conf, tmp_path / "var", warnings)
     n1, n2 = db["node1"], db["node2"]
     assert n1["image name"] == "rockylinux-9" and n1["profiles"] == ["default"]
     assert n1["kernel"]["args"] == ["quiet", "crashkernel=no", "net.ifnames=1"]
     assert n1["ipmi"]["template"] == "ipmitool.tmpl" and n1["ipmi"]["write"] is True
-    assert nodes.node_macs(n1) == ["e6:92:39:49:7b:03", "9a:77:29:73:14:f1"]
+    assert records.Node.from_json(n1).macs == ["e6:92:39:49:7b:03", "9a:77:29:73:14:f1"]
     assert n1["network devices"]["default"]["ipaddr6"] == "2001:db8::111"
     assert n1["disks"]["/dev/vda"]["partitions"]["swap"]["size_mib"] == "1024"
     assert n2["discoverable"] is True and n2["asset key"] == "SYSTEM-ASSET-TAG"
@@ -139,7 +149,7 @@ def test_warewulf_nodes_conf_accepted_as_is(tmp_path):
 def test_validation_errors_name_file_line_field(tmp_path, text, expected):
     conf = make_conf(tmp_path, text)
     with pytest.raises(ConfigError) as info:
-        nodes.define(str(conf), str(tmp_path / "var"))
+        define(conf, tmp_path / "var")
     assert f"{conf}/{expected}" in str(info.value), str(info.value)
 
 
@@ -152,10 +162,10 @@ def fake_import(state, name):
 def test_unknown_image_checked_once_images_exist(tmp_path):
     conf = make_conf(tmp_path, GOOD.replace("image name: demo", "image name: dmeo"))
     state = tmp_path / "var"
-    nodes.define(str(conf), str(state))  # no image imported yet: not checked
+    define(conf, state)  # no image imported yet: not checked
     fake_import(state, "demo")
     with pytest.raises(ConfigError) as info:
-        nodes.define(str(conf), str(state))
+        define(conf, state)
     assert f'{conf}/nodes.yaml:3: nodeprofiles.default.image name: unknown image "dmeo"' in str(info.value)
     assert 'did you mean "demo"' in str(info.value)
 
@@ -164,7 +174,7 @@ def test_unknown_overlay_names_the_list_item(tmp_path):
     conf = make_conf(tmp_path, GOOD.replace("[wwinit]", "[wwinit, nosuch]"))
     (conf / "overlays" / "site").mkdir(parents=True)
     with pytest.raises(ConfigError) as info:
-        nodes.define(str(conf), str(tmp_path / "var"))
+        define(conf, tmp_path / "var")
     assert f'{conf}/nodes.yaml:4: nodeprofiles.default.system overlay.1: unknown overlay "nosuch"' in str(info.value)
 
 
@@ -173,7 +183,7 @@ def test_one_bad_profile_is_reported_once_not_per_node(tmp_path):
     conf = make_conf(tmp_path, text)
     (conf / "overlays" / "site").mkdir(parents=True)
     with pytest.raises(ConfigError) as info:
-        nodes.define(str(conf), str(tmp_path / "var"))
+        define(conf, tmp_path / "var")
     assert str(info.value).count("unknown overlay") == 1
 
 
@@ -191,7 +201,7 @@ def test_stage_writes_canonical_db_then_skips_when_current(tmp_path, capsys):
     db = json.loads(raw)
     assert db["format"] == 1 and list(db["nodes"]) == ["n1", "n2"]
     assert raw == (json.dumps(db, sort_keys=True, indent=1) + "\n").encode()
-    assert nodes.load_db(str(state)) == db
+    assert read_db(state) == db
 
     assert define_stage.main(["--conf", str(conf), "--state", str(state)]) == 0
     assert "define: current (inputs unchanged)" in capsys.readouterr().out
@@ -199,7 +209,7 @@ def test_stage_writes_canonical_db_then_skips_when_current(tmp_path, capsys):
     (conf / "nodes.yaml").write_text(GOOD.replace("10.0.2.22", "10.0.2.29"))
     assert define_stage.main(["--conf", str(conf), "--state", str(state)]) == 0
     assert "define: running (the node file changed)" in capsys.readouterr().out
-    assert nodes.load_db(str(state))["nodes"]["n2"]["network devices"]["default"]["ipaddr"] == "10.0.2.29"
+    assert read_db(state)["nodes"]["n2"]["network devices"]["default"]["ipaddr"] == "10.0.2.29"
 
     fake_import(state, "demo")
     assert define_stage.main(["--conf", str(conf), "--state", str(state)]) == 0
@@ -222,8 +232,14 @@ def test_stage_error_exits_nonzero_and_writes_nothing(tmp_path):
     assert after == before
 
 
-def test_missing_node_file_gives_an_empty_db(tmp_path):
-    assert nodes.define(str(tmp_path / "none"), str(tmp_path / "var")) == {}
+def test_missing_conf_dir_or_node_file_is_an_error_naming_the_path(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        define(tmp_path / "none", tmp_path / "var")
+    assert f"{tmp_path / 'none'}: the configuration directory does not exist" in str(info.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError) as info:
+        define(tmp_path / "empty", tmp_path / "var")
+    assert f"{tmp_path / 'empty' / 'nodes.yaml'}: no node file" in str(info.value)
 
 
 WRITER = """

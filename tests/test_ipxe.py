@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from helpers.overlay_fixtures import fixture_nodes, fixture_settings, make_node
+from helpers.overlay_fixtures import edit_node, fixture_nodes, fixture_settings, make_node
 from wwfast.build.ipxe import build_ipxe, out_dir, run_step
 from wwfast.build.render import RenderError
 
@@ -56,7 +56,7 @@ def test_only_changed_scripts_are_rewritten_and_stale_ones_removed(tmp_path):
     build_ipxe(conf, state, fixture_settings(), nodes)
     inode = os.stat(pathlib.Path(out_dir(state)) / "n-static.ipxe").st_ino
     assert build_ipxe(conf, state, fixture_settings(), nodes) == ([], [])
-    nodes["n-vlan"]["kernel"]["args"].append("debug")
+    nodes["n-vlan"] = edit_node(nodes["n-vlan"], lambda doc: doc["kernel"]["args"].append("debug"))
     del nodes["n-nonet"]
     assert build_ipxe(conf, state, fixture_settings(), nodes) == (["n-vlan"], ["n-nonet.ipxe"])
     assert os.stat(pathlib.Path(out_dir(state)) / "n-static.ipxe").st_ino == inode
@@ -74,6 +74,6 @@ def test_site_template_shadows_builtin_and_errors_say_where(tmp_path):
     with pytest.raises(RenderError) as e:
         build_ipxe(conf, state, fixture_settings(), nodes)
     assert f"{conf}/ipxe/custom.ipxe:3: node c1: 'node_id' is undefined" in str(e.value)
-    nodes["c1"]["ipxe template"] = "missing"
+    nodes["c1"] = make_node("c1", **{"ipxe template": "missing"})
     result = run_step(conf, state, nodes, fixture_settings(), log=lambda *_: None)
     assert result.errors and "iPXE template 'missing' not found" in result.errors[0]

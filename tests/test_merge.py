@@ -3,6 +3,7 @@ import textwrap
 
 import pytest
 
+from wwfast import records
 from wwfast.define import nodes
 from wwfast.errors import ConfigError
 
@@ -200,7 +201,7 @@ def test_primary_network(primary, expected):
     """)["n1"]
     assert n["primary network"] == expected
     assert [k for k, d in n["network devices"].items() if d["primary"]] == [expected]
-    assert nodes.node_macs(n)[0] == n["network devices"][expected]["hwaddr"]
+    assert records.Node.from_json(n).macs[0] == n["network devices"][expected]["hwaddr"]
 
 
 def test_primary_network_from_profile():

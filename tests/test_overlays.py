@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from helpers.overlay_fixtures import (RUNTIME, SYSTEM, fake_ssh_keys, fixture_nodes, fixture_settings, listing,
-                                      make_images, make_node, netdev, set_image_fingerprint)
+from helpers.overlay_fixtures import (RUNTIME, SYSTEM, edit_node, fake_ssh_keys, fixture_nodes, fixture_settings,
+                                      listing, make_images, make_node, netdev, set_image_fingerprint)
 from wwfast.build import overlay_build, overlays
 from wwfast.build.overlay_build import OverlayBuilder, archive_path, build_overlays
 from wwfast.build.render import RenderError
@@ -174,12 +174,13 @@ def test_incremental_rebuilds_only_what_changed(dirs):
     assert again.rebuilt == [] and len(again.current) == 4
     before = os.stat(archive_path(state, "n-static", "system")).st_mtime_ns
 
-    nodes["n-twonics"]["tags"]["rack"] = "r9"  # node data that no other node's files show
+    nodes["n-twonics"] = edit_node(nodes["n-twonics"], lambda doc: doc["tags"].update(rack="r9"))  # no other node shows it
     tag = build(dirs, nodes=nodes)
     assert tag.rebuilt == ["n-twonics"] and tag.reasons["n-twonics"] == "system/runtime inputs changed"
     assert os.stat(archive_path(state, "n-static", "system")).st_mtime_ns == before
 
-    nodes["n-twonics"]["network devices"]["default"]["ipaddr"] = "10.0.2.99"  # every /etc/hosts changes
+    nodes["n-twonics"] = edit_node(nodes["n-twonics"],  # every /etc/hosts changes
+                                   lambda doc: doc["network devices"]["default"].update(ipaddr="10.0.2.99"))
     addr = build(dirs, nodes=nodes)
     assert sorted(addr.rebuilt) == sorted(nodes)
     assert "10.0.2.99 n-twonics" in listing(read(state, "n-static", "runtime"))
@@ -329,7 +330,8 @@ def test_overlay_list_and_show_cli(dirs):
     (conf / "wwfast.yaml").write_text("ipaddr: 10.0.2.2\nwarewulf:\n  port: 9873\n  secure: false\n")
     (state / "define").mkdir(parents=True)
     import json
-    (state / "define" / "nodes.json").write_text(json.dumps({"format": 1, "nodes": fixture_nodes()}))
+    (state / "define" / "nodes.json").write_text(json.dumps(
+        {"format": 1, "nodes": {n: v.to_json() for n, v in fixture_nodes().items()}}))
     _site_overlay(conf, "hostname", {"etc/hostname.j2": "site-{{ node.id }}\n"})
     out = _wwfast(["overlay", "list", "--all"], conf, state)
     assert out.returncode == 0, out.stderr
@@ -359,7 +361,8 @@ def test_overlay_list_and_show_cli(dirs):
 def test_cidr_helpers_agree_with_ipaddress(ip, mask):
     import ipaddress
     from wwfast.build.render import netdev_view
-    dev = netdev_view("d", netdev(ipaddr=ip, netmask=mask))
+    from wwfast.records import NetDev
+    dev = netdev_view(NetDev.from_json("d", netdev(ipaddr=ip, netmask=mask)))
     iface = ipaddress.IPv4Interface(f"{ip}/{mask or 32}")
     assert (dev.prefixlen, dev.network, dev.cidr, dev.network_cidr, dev.broadcast) == (
         iface.network.prefixlen, str(iface.network.network_address), f"{ip}/{iface.network.prefixlen}",

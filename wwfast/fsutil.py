@@ -102,11 +102,11 @@ class LockBusy(RuntimeError):
 
 
 @contextlib.contextmanager
-def locked(path, wait=True, timeout=None, what="another wwfast run"):
-    """Hold an exclusive flock on `path` (created if missing) for the block.
+def locked(path, wait=True, timeout=None, what="another wwfast run", shared=False):
+    """Hold an exclusive (or `shared`) flock on `path` (created if missing) for the block.
 
     The kernel drops the lock when the holder dies, so a kill -9 never leaves
-    a stale lock behind.
+    a stale lock behind. An exclusive holder writes its pid into the file.
     """
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -115,7 +115,7 @@ def locked(path, wait=True, timeout=None, what="another wwfast run"):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                 break
             except OSError as e:
                 if e.errno not in (errno.EAGAIN, errno.EACCES):
@@ -123,8 +123,9 @@ def locked(path, wait=True, timeout=None, what="another wwfast run"):
                 if not wait or (deadline is not None and time.monotonic() >= deadline):
                     raise LockBusy(f"{path} is held by {what}; try again when it finishes") from None
                 time.sleep(0.05)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        if not shared:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         yield
     finally:
         os.close(fd)

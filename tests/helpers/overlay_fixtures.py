@@ -10,6 +10,7 @@ import os
 import pathlib
 
 from wwfast.define.settings import Settings
+from wwfast.records import Node
 
 SYSTEM = ["wwinit", "hostname", "hosts", "network", "ssh.host_keys", "issue", "resolv", "fstab"]
 RUNTIME = ["hosts", "ssh.authorized_keys", "users"]
@@ -28,6 +29,19 @@ def netdev(**fields):
 
 
 def make_node(node_id, **fields):
+    """A records.Node as define writes it (every field set), with `fields` (JSON keys) changed."""
+    return Node.from_json(node_doc(node_id, **fields))
+
+
+def edit_node(node, change):
+    """A copy of records.Node `node` after change(its JSON form) (records are frozen)."""
+    doc = copy.deepcopy(node.to_json())
+    change(doc)
+    return Node.from_json(doc)
+
+
+def node_doc(node_id, **fields):
+    """The JSON form of a node in nodes.json, with `fields` changed."""
     node = {
         "id": node_id, "profiles": ["default"], "comment": "", "cluster name": "", "image name": "busybox",
         "ipxe template": "default", "system overlay": list(SYSTEM), "runtime overlay": list(RUNTIME),
@@ -78,7 +92,7 @@ def fixture_nodes():
         make_node("n-nonet", **{"asset key": "tag-42", "ipxe template": "default",
                                 "kernel": {"version": "", "args": []}}),
     ]
-    return {n["id"]: n for n in nodes}
+    return {n.id: n for n in nodes}
 
 
 def fixture_settings(secure=False):

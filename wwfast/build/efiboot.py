@@ -16,7 +16,7 @@ import jinja2
 
 from wwfast import fsutil
 from wwfast.build import ipxe
-from wwfast.build.images import image_root
+from wwfast.layout import efiboot_dir as efi_dir, grub_dir, image_root
 from wwfast.build.render import RenderError, template_line
 from wwfast.errors import ConfigError
 
@@ -28,14 +28,6 @@ GRUB_SEARCH = (("usr/lib64/efi", "usr/share/grub2/*-efi", "usr/share/efi/*", "bo
                 "usr/lib/grub/x86_64-efi-signed"),
                ("grub-tpm.efi", "grub.efi", "grubx64.efi", "grubia32.efi", "grubaa64.efi", "grubarm.efi",
                 "grubnetx64.efi.signed", "grubx64.efi.signed"))
-
-
-def grub_dir(state_dir):
-    return os.path.join(state_dir, "build", "grub")
-
-
-def efi_dir(state_dir):
-    return os.path.join(state_dir, "build", "efiboot")
 
 
 def find_loader(root, search):
@@ -103,7 +95,7 @@ def run_step(conf_dir, state_dir, nodes, settings, log=print):
         return result
     try:
         changed = render_configs(conf_dir, state_dir, settings, nodes)
-        images = {n["image name"] for n in nodes.values() if n.get("image name")}
+        images = {n.image_name for n in nodes.values() if n.image_name}
         loaders, result.warnings = copy_loaders(state_dir, images)
     except (ConfigError, OSError) as e:
         result.errors.append(str(e))
@@ -111,5 +103,5 @@ def run_step(conf_dir, state_dir, nodes, settings, log=print):
     log(f"build: GRUB configurations: {len(changed)} written, {len(nodes) - len(changed)} current; "
         f"shim and GRUB from {sum(1 for v in loaders.values() if v)} of {len(loaders)} image(s)")
     for node_id, node in nodes.items():
-        result.nodes[node_id] = {"grub": f"grub/{node_id}.cfg", **loaders.get(node.get("image name"), {})}
+        result.nodes[node_id] = {"grub": f"grub/{node_id}.cfg", **loaders.get(node.image_name, {})}
     return result

@@ -19,7 +19,7 @@ import re
 import shutil
 import time
 
-from wwfast import cpio, fsutil
+from wwfast import cpio, fsutil, layout
 from wwfast.build import images, kernels
 
 STEP_VERSION = 1
@@ -50,7 +50,7 @@ class StepResult:
 
 
 def out_dir(state_dir):
-    return os.path.join(state_dir, "build", "images")
+    return layout.build_images_dir(state_dir)
 
 
 def _rel(name):
@@ -61,7 +61,7 @@ def images_used(nodes):
     """{image name: [node ids]} over the nodes that name an image."""
     used = {}
     for node_id in sorted(nodes):
-        image = nodes[node_id].get("image name") or ""
+        image = nodes[node_id].image_name
         if image:
             used.setdefault(image, []).append(node_id)
     return used
@@ -125,7 +125,7 @@ def build_image(state_dir, image, node_ids, nodes, settings_excludes, mtime, for
                          f"used by {', '.join(node_ids)}")
     node_kernel = {}
     for node_id in node_ids:
-        wanted = ((nodes[node_id].get("kernel") or {}).get("version") or "").strip()
+        wanted = nodes[node_id].kernel.version.strip()
         try:
             node_kernel[node_id] = kernels.select_kernel(rootfs, wanted) if wanted else default
         except kernels.KernelError as e:
@@ -184,7 +184,7 @@ def run_step(state_dir, nodes, settings, force=False, log=print, mtime=None):
     if mtime is None:
         mtime = cpio.source_date_epoch()
     for node_id in sorted(nodes):
-        if not nodes[node_id].get("image name"):
+        if not nodes[node_id].image_name:
             result.warnings.append(f"node {node_id} has no image name: it gets no kernel or image and is left "
                                    f"out of build.json")
     os.makedirs(out_dir(state_dir), exist_ok=True)

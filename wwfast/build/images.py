@@ -18,7 +18,7 @@ import stat
 import subprocess
 import tempfile
 
-from wwfast import fsutil
+from wwfast import fsutil, layout
 from wwfast.errors import UsageError
 from wwfast.build.layers import LayerError, apply_layer, open_layer_stream
 
@@ -33,16 +33,16 @@ class ImageError(UsageError):
 
 
 def images_dir(state_dir):
-    return os.path.join(state_dir, "images")
+    return layout.images_dir(state_dir)
 
 
 def image_dir(state_dir, name):
-    return os.path.join(images_dir(state_dir), name)
+    return layout.image_dir(state_dir, name)
 
 
 def image_root(state_dir, name):
     """STATE/images/<name>/rootfs (not checked: see require_image)."""
-    return os.path.join(image_dir(state_dir, name), "rootfs")
+    return layout.image_root(state_dir, name)
 
 
 def list_images(state_dir):
@@ -53,12 +53,12 @@ def list_images(state_dir):
         return []
     return sorted(n for n in names if not n.startswith(".")
                   and os.path.isdir(image_root(state_dir, n))
-                  and os.path.isfile(os.path.join(image_dir(state_dir, n), "image.json")))
+                  and os.path.isfile(layout.image_info(state_dir, n)))
 
 
 def load_info(state_dir, name):
     """image.json of an image (raises ImageError naming the known images when it is missing)."""
-    path = os.path.join(image_dir(state_dir, name), "image.json")
+    path = layout.image_info(state_dir, name)
     try:
         with open(path, "rb") as f:
             return json.loads(f.read())

@@ -12,10 +12,11 @@ import pathlib
 
 import jinja2
 
-from wwfast import fsutil
+from wwfast import fsutil, layout
 from wwfast.define.cluster_settings import cache_tier
 from wwfast.build.overlay_build import syncfs
 from wwfast.errors import ConfigError
+from wwfast.records import is_ethernet_mac
 from wwfast.build.render import RenderError, node_view, template_line
 
 BUILTIN_DIR = pathlib.Path(__file__).resolve().parent.parent / "data" / "ipxe"
@@ -23,7 +24,7 @@ UNKNOWN = "unknown"
 
 
 def out_dir(state_dir):
-    return os.path.join(state_dir, "build", "ipxe")
+    return layout.ipxe_dir(state_dir)
 
 
 def template_path(conf_dir, name):
@@ -39,10 +40,10 @@ def _authority(address, port):
 
 
 def script_data(node, settings):
-    """Template data of one node (a node dict from nodes.json)."""
+    """Template data of one node (a records.Node)."""
     view = node_view(node)
-    primary = view.primary
-    hwaddr = primary.hwaddr if primary and primary.hwaddr else (view.macs[0] if view.macs else "")
+    # the address iPXE boots by: an Ethernet one (node.macs puts the primary device's first)
+    hwaddr = next((mac for mac in node.macs if is_ethernet_mac(mac)), "")
     return {
         "id": view.id, "hostname": view.id, "fqdn": view.id, "cluster": view.cluster, "image": view.image,
         "ipxe": view.ipxe_template, "hwaddr": hwaddr, "ipaddr": settings.address, "port": settings.http_port,
@@ -93,7 +94,7 @@ class IpxeRenderer:
             raise RenderError(t.filename, template_line(e, t.filename), node_id, str(e)) from None
 
     def node_script(self, node):
-        return self._render(node.get("ipxe template") or "default", script_data(node, self.settings), node["id"])
+        return self._render(node.ipxe_template, script_data(node, self.settings), node.id)
 
     def unknown_script(self):
         data = {"ipaddr": self.settings.address, "port": self.settings.http_port,

@@ -23,7 +23,7 @@ import os
 import shutil
 import time
 
-from wwfast import cpio, fsutil
+from wwfast import cpio, fsutil, layout
 from wwfast.build import overlays, sshkeys
 from wwfast.build.render import RenderError, Renderer
 
@@ -39,11 +39,11 @@ S_IFREG, S_IFDIR, S_IFLNK = 0o100000, 0o040000, 0o120000
 
 
 def out_dir(state_dir):
-    return os.path.join(state_dir, "build", "overlays")
+    return layout.overlays_dir(state_dir)
 
 
 def archive_path(state_dir, node_id, context):
-    return os.path.join(out_dir(state_dir), node_id, f"{context}.cpio")
+    return layout.overlay_archive(state_dir, node_id, context)
 
 
 def _state_path(state_dir):
@@ -110,7 +110,7 @@ class OverlayBuilder:
         self.conf_dir = os.fspath(conf_dir)
         self.state_dir = os.fspath(state_dir)
         self.settings = settings
-        self.nodes = nodes  # {id: node dict from nodes.json}
+        self.nodes = nodes  # {id: records.Node}
         self.workers = workers or os.cpu_count() or 1
         self.renderer = Renderer(settings, nodes, conf_dir, state_dir)
         self.sources = {}
@@ -204,10 +204,10 @@ class OverlayBuilder:
         image_digests = {}
         out = {}
         for node_id, node in self.nodes.items():
-            node_digest = hashlib.sha256(json.dumps(node, sort_keys=True).encode()).hexdigest()
+            node_digest = hashlib.sha256(json.dumps(node.to_json(), sort_keys=True).encode()).hexdigest()
             fps = {}
             for context in CONTEXTS:
-                names = tuple(node.get(f"{context} overlay") or ())
+                names = _overlay_list(node, context)
                 if (context, names) not in uses_cache:
                     uses_cache[(context, names)] = self.uses(names, node_id, context)
                 shared, all_nodes, image, server_files = uses_cache[(context, names)]
@@ -216,10 +216,11 @@ class OverlayBuilder:
                     h.update(self.source(name, node_id, context).digest.encode())
                 if all_nodes:
                     if all_nodes_digest is None:
-                        all_nodes_digest = hashlib.sha256(json.dumps(self.nodes, sort_keys=True).encode()).hexdigest()
+                        all_nodes_digest = hashlib.sha256(json.dumps(
+                            {n: v.to_json() for n, v in self.nodes.items()}, sort_keys=True).encode()).hexdigest()
                     h.update(b"all\0" + all_nodes_digest.encode())
                 if image:
-                    name = node.get("image name", "")
+                    name = node.image_name
                     if name not in image_digests:
                         image_digests[name] = _image_digest(self.state_dir, name)
                     h.update(b"image\0" + image_digests[name].encode())
@@ -234,7 +235,7 @@ class OverlayBuilder:
     # ------------------------------------------------------------------------------ packing
     def node_items(self, node_id, context):
         node = self.nodes[node_id]
-        names = node.get(f"{context} overlay") or []
+        names = _overlay_list(node, context)
         view = self.renderer.nodes[node_id]
         merged = {}
         for kind, step in self.plan(names, node_id, context):
@@ -302,7 +303,7 @@ class OverlayBuilder:
         result = Result()
         os.makedirs(out_dir(self.state_dir), exist_ok=True)
         with fsutil.locked(os.path.join(out_dir(self.state_dir), ".lock"), what="another overlay build"):
-            if any(n in (node.get("system overlay") or []) + (node.get("runtime overlay") or [])
+            if any(n in node.system_overlay + node.runtime_overlay
                    for node in self.nodes.values() for n in ("ssh.host_keys", "ssh.authorized_keys")):
                 made = sshkeys.ensure_keys(self.state_dir)
                 if made and log:
@@ -323,7 +324,7 @@ class OverlayBuilder:
                 # Shared parts first, in this process, so forked workers inherit them.
                 for node_id in todo:
                     for context in CONTEXTS:
-                        self.plan(self.nodes[node_id].get(f"{context} overlay") or [], node_id, context)
+                        self.plan(_overlay_list(self.nodes[node_id], context), node_id, context)
                 deps = self._build_parallel(todo) if len(todo) >= PARALLEL_MIN_NODES and self.workers > 1 \
                     else self.build_nodes(todo)
                 syncfs(out_dir(self.state_dir))
@@ -372,6 +373,10 @@ def _worker_build(node_ids):
         return (RenderError, (e.template, e.line, e.node, e.message))
     except overlays.OverlayError as e:
         return (overlays.OverlayError, (e.message, e.file, e.field))
+
+
+def _overlay_list(node, context):
+    return node.system_overlay if context == "system" else node.runtime_overlay
 
 
 @functools.lru_cache(maxsize=None)
@@ -446,7 +451,7 @@ def _file_sig(path):
 
 
 def _image_digest(state_dir, image):
-    path = os.path.join(state_dir, "images", image, "image.json")
+    path = layout.image_info(state_dir, image)
     try:
         with open(path, "rb") as f:
             return hashlib.sha256(f.read()).hexdigest()

@@ -26,6 +26,7 @@ import sys
 import jinja2
 import jinja2.nodes
 
+from wwfast import layout
 from wwfast.errors import ConfigError
 from wwfast.fsutil import resolve_in_root
 
@@ -135,29 +136,18 @@ def _v4_helpers(ipaddr, netmask):
             "network_cidr": f"{network}/{prefix}", "broadcast": _ip_text(address | (~mask & 0xFFFFFFFF))}
 
 
-def netdev_view(name, dev):
-    prefix6 = str(dev.get("prefixlen6") or "")
-    ip6 = dev.get("ipaddr6") or ""
+def netdev_view(dev):
+    """Template view of a records.NetDev: its fields plus CIDR helpers."""
+    prefix6, ip6 = dev.prefixlen6, dev.ipaddr6
     if "/" in ip6:  # "fd00::5/64" form fills prefixlen6
         ip6, prefix6 = ip6.split("/", 1)
     fields = {
-        "name": name,
-        "device": dev.get("device") or name,
-        "hwaddr": (dev.get("hwaddr") or "").lower(),
-        "ipaddr": dev.get("ipaddr") or "",
-        "netmask": dev.get("netmask") or "",
-        "gateway": dev.get("gateway") or "",
-        "ipaddr6": ip6,
-        "prefixlen6": prefix6,
-        "gateway6": dev.get("gateway6") or "",
-        "mtu": str(dev.get("mtu") or ""),
-        "type": dev.get("type") or "ethernet",
-        "onboot": dev.get("onboot", True) not in (False, "false", "no"),
-        "primary": bool(dev.get("primary")),
-        "tags": dict(dev.get("tags") or {}),
-        "cidr6": f"{ip6}/{prefix6 or 64}" if ip6 else "",
+        "name": dev.name, "device": dev.device or dev.name, "hwaddr": dev.hwaddr, "ipaddr": dev.ipaddr,
+        "netmask": dev.netmask, "gateway": dev.gateway, "ipaddr6": ip6, "prefixlen6": prefix6,
+        "gateway6": dev.gateway6, "mtu": dev.mtu, "type": dev.type, "onboot": dev.onboot, "primary": dev.primary,
+        "tags": dev.tags, "cidr6": f"{ip6}/{prefix6 or 64}" if ip6 else "",
     }
-    fields.update(_v4_helpers(fields["ipaddr"], fields["netmask"]))
+    fields.update(_v4_helpers(dev.ipaddr, dev.netmask))
     return NetDev(**fields)
 
 
@@ -166,30 +156,21 @@ class NodeView(View):
 
 
 def node_view(node):
-    """Template view of one node dict from nodes.json (docs/formats.md)."""
-    netdevs = {name: netdev_view(name, dev) for name, dev in sorted((node.get("network devices") or {}).items())}
-    primary = next((d for d in netdevs.values() if d.primary), None)
-    if primary is None and netdevs:
-        primary = netdevs.get(node.get("primary network")) or next(iter(netdevs.values()))
-    kernel = node.get("kernel") or {}
-    args = kernel.get("args") or []
-    if isinstance(args, str):
-        args = args.split()
-    ipmi = {k.replace(" ", "_"): v for k, v in (node.get("ipmi") or {}).items()}
-    ipmi.setdefault("tags", {})
-    node_id = node["id"]
+    """Template view of a records.Node. Define has applied every default: the view only renames
+    fields for templates and adds helpers (primary, macs, kernel.args_str)."""
+    netdevs = {name: netdev_view(dev) for name, dev in node.network_devices.items()}
+    primary = netdevs.get(node.primary_network)
+    kernel = node.kernel
+    ipmi = {k.replace(" ", "_"): v for k, v in node.ipmi.items()}
     return NodeView(
-        id=node_id, hostname=node_id, comment=node.get("comment", ""), cluster=node.get("cluster name", ""),
-        image=node.get("image name", ""), ipxe_template=node.get("ipxe template", "") or "default",
-        profiles=list(node.get("profiles") or []),
-        system_overlay=list(node.get("system overlay") or []), runtime_overlay=list(node.get("runtime overlay") or []),
-        kernel=View(version=kernel.get("version", "") or "", args=list(args), args_str=" ".join(args)),
-        init=node.get("init") or "/sbin/init", root=node.get("root") or "initramfs",
-        asset_key=node.get("asset key", "") or "", discoverable=bool(node.get("discoverable")),
-        primary_network=primary.name if primary else "", primary=primary, netdevs=netdevs,
-        macs=[d.hwaddr for d in netdevs.values() if d.hwaddr],
-        ipmi=View(**ipmi), tags=dict(node.get("tags") or {}), resources=dict(node.get("resources") or {}),
-        disks=dict(node.get("disks") or {}), filesystems=dict(node.get("filesystems") or {}),
+        id=node.id, hostname=node.id, comment=node.comment, cluster=node.cluster_name, image=node.image_name,
+        ipxe_template=node.ipxe_template, profiles=list(node.profiles), system_overlay=list(node.system_overlay),
+        runtime_overlay=list(node.runtime_overlay),
+        kernel=View(version=kernel.version, args=list(kernel.args), args_str=" ".join(kernel.args)),
+        init=node.init, root=node.root, asset_key=node.asset_key, discoverable=node.discoverable,
+        primary_network=node.primary_network, primary=primary, netdevs=netdevs, macs=list(node.macs),
+        ipmi=View(**ipmi), tags=node.tags, resources=node.resources, disks=node.disks,
+        filesystems=node.filesystems,
     )
 
 
@@ -491,7 +472,7 @@ class Renderer:
             "server": server_view(settings),
             "settings": settings.as_dict() if hasattr(settings, "as_dict") else {},
             "all_nodes": list(self.nodes.values()),
-            "paths": View(conf=self.conf_dir, state=self.state_dir, ssh=os.path.join(self.state_dir, "ssh")),
+            "paths": View(conf=self.conf_dir, state=self.state_dir, ssh=layout.ssh_dir(self.state_dir)),
         })
         self._compiled = {}
         self._image_roots = {}
@@ -515,7 +496,7 @@ class Renderer:
 
     def image_root(self, image):
         if image not in self._image_roots:
-            root = os.path.join(self.state_dir, "images", image, "rootfs") if image else None
+            root = layout.image_root(self.state_dir, image) if image else None
             self._image_roots[image] = root if root and os.path.isdir(root) else None
         return self._image_roots[image]
 

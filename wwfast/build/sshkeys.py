@@ -10,14 +10,14 @@ import shutil
 import subprocess
 import tempfile
 
-from wwfast import fsutil
+from wwfast import fsutil, layout
 
 HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")
 ADMIN_KEY = "id_ed25519"
 
 
 def ssh_dir(state_dir):
-    return os.path.join(state_dir, "ssh")
+    return layout.ssh_dir(state_dir)
 
 
 def _keygen(directory, name, key_type, comment):

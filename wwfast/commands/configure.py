@@ -9,7 +9,8 @@ import argparse
 import os
 import sys
 
-from wwfast import fsutil
+from wwfast import fsutil, records
+from wwfast.build import inventory
 from wwfast.configure import dhcp, files, hostsfile, nginx_cache, plan, tftproot
 from wwfast.define import nodes, settings
 from wwfast.errors import UsageError
@@ -50,6 +51,16 @@ def register(subparsers):
     c.add_argument("--max-size", default="100g", help="largest size of the cache on disk (default 100g)")
     c.add_argument("--slice", default="8m", help="size of one cached piece (default 8m)")
     c.set_defaults(func=cmd_configure_cache)
+
+
+def defined_nodes(conf_dir, state_dir):
+    """The node file read and checked as the define stage does: {id: records.Node}. A server with no node
+    file yet has no nodes (DHCP then serves only its dynamic range, to machines not yet defined)."""
+    config = nodes.read_config(conf_dir)
+    if not os.path.exists(config.path):
+        _note(f"configure: no node file yet ({config.path}): no node entries")
+    resolved = nodes.resolve(config, inventory.image_names(state_dir), inventory.overlay_names(conf_dir))
+    return {node_id: records.Node.from_json(node) for node_id, node in resolved.items()}
 
 
 def _note(line):
@@ -111,7 +122,7 @@ def cmd_configure(args):
     conf = settings.load(args.conf)
     if args.what == "tftp":
         return configure_tftp(args, conf)
-    defined = nodes.define(args.conf, args.state)
+    defined = defined_nodes(args.conf, args.state)
     if args.what == "dhcp":
         return configure_dhcp(args, conf, defined)
     if args.what == "hosts":

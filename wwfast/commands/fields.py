@@ -6,6 +6,7 @@ the field, as in Warewulf.
 """
 import ipaddress
 
+from wwfast.build import inventory
 from wwfast.errors import UsageError
 from wwfast.define.nodeedit import set_path, unset_path
 from wwfast.define.schema import UNSET_VALUES
@@ -157,3 +158,8 @@ def apply_unset(entry, args, node):
             raise UsageError(f'no network device "{args.netname}"')
         changed.append("--netname")
     return changed
+
+
+def known_names(args):
+    """The image and overlay names an edit is checked against, as the define stage checks them."""
+    return {"images": inventory.image_names(args.state), "overlays": inventory.overlay_names(args.conf)}

@@ -2,6 +2,7 @@
 from wwfast.define import hostlist, nodeedit, nodes
 from wwfast.errors import UsageError
 from wwfast.commands import fields
+from wwfast.commands.fields import known_names
 from wwfast.commands.listing import print_json, print_table, print_yaml, source_rows
 
 
@@ -73,7 +74,7 @@ def cmd_add(args):
                 nodeedit.set_path(entry, ("profiles",), ["default"])
             fields.apply_values(entry, args, node=True, index=index)
 
-    nodeedit.edit(args.conf, args.state, change)
+    nodeedit.edit(args.conf, change, **known_names(args))
     return _done("added", names)
 
 
@@ -87,7 +88,7 @@ def cmd_set(args):
             raise UsageError("nothing to set: give at least one field flag (see --help)")
         return names
 
-    names = nodeedit.edit(args.conf, args.state, change)
+    names = nodeedit.edit(args.conf, change, **known_names(args))
     return _done("updated", names)
 
 
@@ -101,7 +102,7 @@ def cmd_unset(args):
             raise UsageError("nothing to unset: give at least one field switch (see --help)")
         return names
 
-    names = nodeedit.edit(args.conf, args.state, change)
+    names = nodeedit.edit(args.conf, change, **known_names(args))
     return _done("updated", names)
 
 
@@ -112,7 +113,7 @@ def cmd_delete(args):
             doc.delete("nodes", name)
         return names
 
-    names = nodeedit.edit(args.conf, args.state, change)
+    names = nodeedit.edit(args.conf, change, **known_names(args))
     return _done("deleted", names)
 
 

@@ -6,7 +6,7 @@
 """
 import sys
 
-from wwfast.define import nodes as nodedb
+from wwfast import layout, records
 from wwfast.build import overlays, sshkeys
 from wwfast.define import settings
 from wwfast.errors import UsageError
@@ -67,10 +67,9 @@ def cmd_show(args):
         with open(entry.source, "rb") as f:
             sys.stdout.buffer.write(f.read())
         return 0
-    db = nodedb.load_db(args.state)
-    all_nodes = db.get("nodes", {})
+    all_nodes = records.read_nodes(layout.nodes_json(args.state))
     if args.render not in all_nodes:
-        raise UsageError(f"no node {args.render!r} in {nodedb.db_path(args.state)} (run the define stage?)")
+        raise UsageError(f"no node {args.render!r} in {layout.nodes_json(args.state)} (run the define stage?)")
     if args.overlay.startswith("ssh."):
         sshkeys.ensure_keys(args.state)  # what the build would do first; made once, kept in STATE/ssh
     renderer = Renderer(settings.load(args.conf), all_nodes, args.conf, args.state)
@@ -91,9 +90,8 @@ def cmd_show(args):
 
 
 def cmd_build(args):
-    db = nodedb.load_db(args.state)
-    result = build_overlays(args.conf, args.state, settings.load(args.conf), db.get("nodes", {}),
-                            force=args.force, log=print)
+    all_nodes = records.read_nodes(layout.nodes_json(args.state))
+    result = build_overlays(args.conf, args.state, settings.load(args.conf), all_nodes, force=args.force, log=print)
     for node_id in result.rebuilt[:20]:
         print(f"  {node_id}: {result.reasons[node_id]}")
     if len(result.rebuilt) > 20:

@@ -2,6 +2,7 @@
 from wwfast.define import nodeedit, nodes
 from wwfast.errors import UsageError
 from wwfast.commands import fields
+from wwfast.commands.fields import known_names
 from wwfast.commands.listing import print_json, print_table, print_yaml, source_rows
 
 
@@ -56,7 +57,7 @@ def cmd_add(args):
         for name in names:
             fields.apply_values(doc.add("nodeprofiles", name), args, node=False)
 
-    nodeedit.edit(args.conf, args.state, change)
+    nodeedit.edit(args.conf, change, **known_names(args))
     return _done("added", names)
 
 
@@ -68,7 +69,7 @@ def cmd_set(args):
             if not fields.apply_values(doc.entry("nodeprofiles", name), args, node=False):
                 raise UsageError("nothing to set: give at least one field flag (see --help)")
 
-    nodeedit.edit(args.conf, args.state, change)
+    nodeedit.edit(args.conf, change, **known_names(args))
     return _done("updated", names)
 
 
@@ -80,7 +81,7 @@ def cmd_unset(args):
             if not fields.apply_unset(doc.entry("nodeprofiles", name), args, node=False):
                 raise UsageError("nothing to unset: give at least one field switch (see --help)")
 
-    nodeedit.edit(args.conf, args.state, change)
+    nodeedit.edit(args.conf, change, **known_names(args))
     return _done("updated", names)
 
 
@@ -91,7 +92,7 @@ def cmd_delete(args):
         for name in names:
             doc.delete("nodeprofiles", name)
 
-    nodeedit.edit(args.conf, args.state, change)
+    nodeedit.edit(args.conf, change, **known_names(args))
     return _done("deleted", names)
 
 

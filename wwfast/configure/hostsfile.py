@@ -28,18 +28,18 @@ def server_names(settings):
 
 
 def cluster_block(nodes, settings, names=None):
-    """The lines between the markers."""
+    """The lines between the markers (`nodes`: {id: wwfast.records.Node})."""
     lines = ["# wwfast server", _line(settings.address, names if names is not None else server_names(settings))]
     for node_id in sorted(nodes):
         node = nodes[node_id]
         entries = []
-        for netname, dev in sorted((node.get("network devices") or {}).items()):
-            names = [node_id if dev.get("primary") else "", f"{node_id}-{netname}",
-                     f"{node_id}-{dev['device']}" if dev.get("device") else ""]
-            for field in ("ipaddr", "ipaddr6"):
-                if dev.get(field):
-                    entries.append(_line(dev[field].split("/")[0], names))
-        ipmi = (node.get("ipmi") or {}).get("ipaddr")
+        for netname, dev in node.network_devices.items():
+            names = [node_id if dev.primary else "", f"{node_id}-{netname}",
+                     f"{node_id}-{dev.device}" if dev.device else ""]
+            for address in (dev.ipaddr, dev.ipaddr6):
+                if address:
+                    entries.append(_line(address.split("/")[0], names))
+        ipmi = node.ipmi.get("ipaddr")
         if ipmi:
             entries.append(_line(ipmi, [f"{node_id}-ipmi"]))
         if entries:

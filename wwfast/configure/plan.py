@@ -15,7 +15,6 @@ from wwfast.define.settings import arch_code
 # iPXE expands these itself; the server picks the node's script (or the unknown-node one) by MAC.
 IPXE_SCRIPT_PATH = "/ipxe/${mac:hexhyp}?assetkey=${asset:uristring}&uuid=${uuid}"
 EFI_HTTP_BOOT_PATH = "/efiboot/shim.efi"
-ETHERNET_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 HOST_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 ENTRY_UNSAFE = re.compile(r"[^A-Za-z0-9-]")
 NON_ETHERNET_TYPES = ("infiniband", "ib")
@@ -91,27 +90,26 @@ def _listed(items):
 
 
 def dhcp_plan(nodes, settings):
-    """`nodes`: {id: node} as nodes.json holds them (docs/formats.md)."""
+    """`nodes`: {id: wwfast.records.Node}."""
     network = server_network(settings)
     hosts, notes, names = [], [], set()
     not_ethernet, no_name, elsewhere = [], [], []
     for node_id in sorted(nodes):
-        node = nodes[node_id]
-        devices = node.get("network devices") or {}
+        devices = nodes[node_id].network_devices
         for netname in sorted(devices):
             dev = devices[netname]
-            mac = dev.get("hwaddr") or ""
+            mac = dev.hwaddr
             if not mac:
                 continue
-            if not ETHERNET_MAC.match(mac) or (dev.get("type") or "").lower() in NON_ETHERNET_TYPES:
+            if not dev.is_ethernet or dev.type.lower() in NON_ETHERNET_TYPES:
                 not_ethernet.append(f"{node_id} {netname} ({mac})")
                 continue
-            primary = bool(dev.get("primary"))
+            primary = dev.primary
             label = node_id if primary else f"{node_id}-{netname}"
             hostname = label if HOST_LABEL.match(label) else ""
             if not hostname:
                 no_name.append(label)
-            ipaddr = dev.get("ipaddr") or ""
+            ipaddr = dev.ipaddr
             if ipaddr and ipaddress.IPv4Address(ipaddr) not in network:
                 elsewhere.append(f"{node_id} {netname} {ipaddr}")
             name = base = ENTRY_UNSAFE.sub("-", f"{node_id}-{netname}")
@@ -135,7 +133,8 @@ def dhcp_plan(nodes, settings):
 
 
 def range_warnings(settings, nodes):
-    """Problems of the dynamic DHCP range against the server's network and the nodes' static addresses."""
+    """Problems of the dynamic DHCP range against the server's network and the nodes' static addresses
+    (`nodes`: {id: wwfast.records.Node})."""
     if not (settings.dhcp_range_start and settings.dhcp_range_end):
         return []
     where = settings.path or "settings"
@@ -153,10 +152,9 @@ def range_warnings(settings, nodes):
     lo, hi = int(start), int(end)
     clashes = []
     for node_id in sorted(nodes):
-        for netname, dev in sorted((nodes[node_id].get("network devices") or {}).items()):
-            ipaddr = dev.get("ipaddr")
-            if ipaddr and lo <= int(ipaddress.IPv4Address(ipaddr)) <= hi:
-                clashes.append(f"{node_id} {netname} {ipaddr}")
+        for netname, dev in nodes[node_id].network_devices.items():
+            if dev.ipaddr and lo <= int(ipaddress.IPv4Address(dev.ipaddr)) <= hi:
+                clashes.append(f"{node_id} {netname} {dev.ipaddr}")
     if clashes:
         warnings.append(f"{where}: dhcp range {text} holds {len(clashes)} node static address(es): {_listed(clashes)}; "
                         f"a machine without an entry could be leased the same address")

@@ -1,6 +1,6 @@
 """Edit the node file in place: locked, comment-keeping, validated, atomic.
 
-`edit(conf_dir, state_dir, change)` holds CONF/.nodes.lock, loads the node file
+`edit(conf_dir, change, images, overlays)` holds CONF/.nodes.lock, loads the node file
 with ruamel.yaml's round-trip mode (comments, key order and quoting survive),
 lets `change(doc)` modify it, re-validates the result exactly as the define
 stage would, and only then replaces the file atomically. Two concurrent edits
@@ -142,14 +142,16 @@ def unset_path(entry, path):
     return True
 
 
-def validate_text(text, path, conf_dir, state_dir):
-    """The checks of the define stage, on text not yet written."""
+def validate_text(text, path, images=None, overlays=None):
+    """The checks of the define stage, on text not yet written (names checked against `images`/`overlays`)."""
     config = nodes.parse_config(text, path)
-    return nodes.resolve(config, nodes.available_images(state_dir), nodes.available_overlays(conf_dir))
+    return nodes.resolve(config, images, overlays)
 
 
-def edit(conf_dir, state_dir, change):
-    """Apply change(NodeDoc) to the node file under the lock; returns change's result."""
+def edit(conf_dir, change, images=None, overlays=None):
+    """Apply change(NodeDoc) to the node file under the lock; returns change's result.
+
+    `images` / `overlays`: the names that exist (wwfast.build.inventory), checked as define checks them."""
     os.makedirs(conf_dir, exist_ok=True)
     with locked(lock_path(conf_dir), what="another node file edit"):
         path = nodes.nodes_file(conf_dir)
@@ -166,7 +168,7 @@ def edit(conf_dir, state_dir, change):
         y.dump(doc.data, out)
         new_text = out.getvalue()
         try:
-            validate_text(new_text, path, conf_dir, state_dir)
+            validate_text(new_text, path, images, overlays)
         except ConfigError as e:
             raise RejectedEdit(e, path) from None
         atomic_write(path, new_text)

@@ -1,18 +1,21 @@
 """The node database: read conf/nodes.yaml (or Warewulf's nodes.conf), merge, validate, write nodes.json.
 
 Public API (docs/formats.md):
-    read_config(conf_dir) -> NodeConfig        parse + check each entry (ConfigError on problems)
+    read_config(conf_dir, require=False) -> NodeConfig   parse + check each entry (ConfigError on problems)
     resolve(config, images=None, overlays=None, warnings=None) -> {id: node}   merged, canonical, validated
-    define(conf_dir, state_dir, warnings=None) -> {id: node}   both, image/overlay names checked once they exist
-    write_db(state_dir, nodes), render_db(nodes) -> bytes, load_db(state_dir), node_macs(node)
+    define(conf_dir, images=None, overlays=None, warnings=None) -> {id: node}   both; the node file must exist
+    write_db(state_dir, nodes), render_db(nodes) -> bytes   (read it back with wwfast.records.read_nodes)
     field_sources(config, node_id) -> {field: source}   for `wwfast node list --all`
+
+A resolved node is the JSON form of wwfast.records.Node (every field present, defaults applied here
+and nowhere else). The names of images and overlays to check are handed in by the caller: the model
+knows nothing of images or overlays.
 """
 import contextlib
 import gc
-import json
 import os
 
-from wwfast import canonjson
+from wwfast import layout, records
 from wwfast.define import hostlist
 from wwfast.errors import ConfigError, raise_all
 from wwfast.define.merge import ProfileError, clean_list, expand_profiles, get_path, merge
@@ -20,16 +23,16 @@ from wwfast.define.schema import ANY, MAP, NAME_RE, NODE, PROFILE, Named, Normal
 from wwfast.define.yamlfile import dotted, parse, read_text
 
 NODE_FILES = ("nodes.yaml", "nodes.conf")  # ours first, else an unmodified Warewulf file
-DB_FORMAT = 1
+DB_FORMAT = records.NODES_FORMAT
 TOP_KEYS = ("nodeprofiles", "nodes")
 IGNORED_TOP_KEYS = ("WW_INTERNAL",)  # Warewulf's file-format marker
 MAX_ERRORS = 50
 
-# Filled in when nothing sets them (Warewulf's defaults).
-DEFAULT_IPXE_TEMPLATE = "default"
-DEFAULT_INIT = "/sbin/init"
-DEFAULT_ROOT = "initramfs"
-DEFAULT_NETDEV_TYPE = "ethernet"
+# Filled in when nothing sets them (Warewulf's defaults, kept with the record).
+DEFAULT_IPXE_TEMPLATE = records.DEFAULT_IPXE_TEMPLATE
+DEFAULT_INIT = records.DEFAULT_INIT
+DEFAULT_ROOT = records.DEFAULT_ROOT
+DEFAULT_NETDEV_TYPE = records.DEFAULT_NETDEV_TYPE
 
 
 def nodes_file(conf_dir):
@@ -42,7 +45,7 @@ def nodes_file(conf_dir):
 
 
 def db_path(state_dir):
-    return os.path.join(state_dir, "define", "nodes.json")
+    return layout.nodes_json(state_dir)
 
 
 class NodeConfig:
@@ -154,10 +157,15 @@ def _check_name(doc, kind, key, name, errors):
     return True
 
 
-def read_config(conf_dir):
-    """Read the node file of `conf_dir` (none yet: an empty config)."""
+def read_config(conf_dir, require=False):
+    """Read the node file of `conf_dir`. A missing one is an empty config (a node edit starts one),
+    unless `require`: then a missing directory or node file is a ConfigError naming the path."""
     path = nodes_file(conf_dir)
     if not os.path.exists(path):
+        if require:
+            if not os.path.isdir(conf_dir):
+                raise ConfigError(conf_dir, None, "", "the configuration directory does not exist")
+            raise ConfigError(path, None, "", f"no node file (looked for {' or '.join(NODE_FILES)} in {conf_dir})")
         return parse_config("", path)
     return parse_config(read_text(path), path)
 
@@ -415,44 +423,10 @@ def finalize(node_id, m, expanded, comment, shared=None):
     }
 
 
-# ---- names that exist (validation inputs) ----
-
-def available_images(state_dir):
-    """Imported image names, or None before the first import (then names aren't checked)."""
-    root = os.path.join(state_dir, "images")
-    if not os.path.isdir(root):
-        return None
-    try:
-        from wwfast.build.images import list_images
-        names = sorted(list_images(state_dir))
-    except ImportError:  # before the image module lands: the layout of docs/formats.md
-        names = sorted(n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n, "rootfs"))
-                       and os.path.isfile(os.path.join(root, n, "image.json")))
-    return names or None
-
-
-def overlay_dirs(conf_dir):
-    from wwfast import data
-    return [os.path.join(os.path.dirname(data.__file__), "overlays"), os.path.join(conf_dir, "overlays")]
-
-
-def available_overlays(conf_dir):
-    """Overlay names (built-in and site), or None while there are none (then names aren't checked)."""
-    dirs = [d for d in overlay_dirs(conf_dir) if os.path.isdir(d)]
-    if not dirs:
-        return None
-    try:
-        from wwfast.build.overlays import list_overlays
-        names = sorted(list_overlays(conf_dir))
-    except ImportError:  # before the overlay module lands: the layout of docs/formats.md
-        names = sorted({n for d in dirs for n in os.listdir(d) if os.path.isdir(os.path.join(d, n))})
-    return names or None
-
-
-def define(conf_dir, state_dir, warnings=None):
-    """Read, merge and validate (image and overlay names checked once they exist)."""
-    config = read_config(conf_dir)
-    return resolve(config, available_images(state_dir), available_overlays(conf_dir), warnings)
+def define(conf_dir, images=None, overlays=None, warnings=None):
+    """Read (the node file must exist), merge and validate; image and overlay names are checked
+    against `images` / `overlays` (None: not checked)."""
+    return resolve(read_config(conf_dir, require=True), images, overlays, warnings)
 
 
 # ---- nodes.json ----
@@ -460,31 +434,14 @@ def define(conf_dir, state_dir, warnings=None):
 def render_db(nodes):
     """Canonical bytes of nodes.json: sorted keys, 1-space indent, trailing newline."""
     with _gc_paused():
-        return (canonjson.dumps({"format": DB_FORMAT, "nodes": nodes}) + "\n").encode()
+        return records.render_nodes(nodes)
 
 
 def write_db(state_dir, nodes):
-    from wwfast.fsutil import atomic_write
     path = db_path(state_dir)
-    atomic_write(path, render_db(nodes))
+    with _gc_paused():
+        records.write_nodes(path, nodes)
     return path
-
-
-def load_db(state_dir):
-    """The whole nodes.json as a dict."""
-    path = db_path(state_dir)
-    try:
-        with open(path, "rb") as f:
-            return json.loads(f.read())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} does not exist: run the define stage first") from None
-
-
-def node_macs(node):
-    """The node's MAC addresses, the primary network's first."""
-    devs = node["network devices"]
-    names = sorted(devs, key=lambda n: (not devs[n].get("primary"), n))
-    return [devs[n]["hwaddr"] for n in names if devs[n].get("hwaddr")]
 
 
 # ---- where each field came from (`node list --all`) ----
@@ -541,35 +498,3 @@ def resolve_profile(config, name):
     view = finalize(name, merge(merged, own, PROFILE), parents, own.get("comment", ""))
     del view["id"]
     return view, _sources(config, parents, own, name)
-
-
-
-# ---- fingerprint of everything nodes.json depends on (the define stage skips when unchanged) ----
-
-_CODE_MODULES = ("define/nodes", "define/merge", "define/schema", "define/yamlfile", "define/hostlist", "errors")
-
-
-def code_version():
-    """sha256 over the source of the modules that shape nodes.json."""
-    import hashlib
-    from wwfast import __version__
-    h = hashlib.sha256(__version__.encode())
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for name in _CODE_MODULES:
-        with open(os.path.join(here, name + ".py"), "rb") as f:
-            h.update(f.read())
-    return h.hexdigest()
-
-
-def inputs_fingerprint(conf_dir, state_dir):
-    """What the define stage reads: the node file's digest, the code, and the image/overlay names."""
-    from wwfast.fsutil import sha256_file
-    path = nodes_file(conf_dir)
-    return {
-        "format": DB_FORMAT,
-        "nodes file": os.path.abspath(path),
-        "nodes digest": sha256_file(path) if os.path.exists(path) else "",
-        "code": code_version(),
-        "images": available_images(state_dir),
-        "overlays": available_overlays(conf_dir),
-    }

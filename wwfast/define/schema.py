@@ -9,6 +9,8 @@ import difflib
 import ipaddress
 import re
 
+from wwfast.records import normalise_mac
+
 # Field kinds
 STR, LIST, BOOL, MAP, ANY = "str", "list", "bool", "map", "any"
 MAC, IP4, MASK, IP6, UINT = "mac", "ip4", "mask", "ip6", "uint"
@@ -57,7 +59,6 @@ _TRUE = {"true", "yes", "y", "on", "1", "t"}
 _FALSE = {"false", "no", "n", "off", "0", "f"}
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]*$")
-_MAC_RE = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2})*$")
 
 
 class _Unset:
@@ -83,12 +84,11 @@ def parse_bool(value):
 
 
 def parse_mac(value):
-    text = str(value).strip().lower()
-    m = _MAC_RE.match(text)
-    octets = text.count(m.group(1)) + 1 if m else 0
-    if octets not in (6, 8, 20):  # Ethernet, EUI-64, InfiniBand
+    """Ethernet, EUI-64 or InfiniBand address, normalised (records.normalise_mac)."""
+    mac = normalise_mac(str(value))
+    if mac is None:
         raise ValueError(f'bad MAC "{value}"')
-    return text.replace("-", ":")
+    return mac
 
 
 _IP4_RE = re.compile(r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$")

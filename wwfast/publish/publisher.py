@@ -19,9 +19,8 @@ import os
 import tempfile
 import time
 
-from wwfast import canonjson, fsutil
+from wwfast import canonjson, fsutil, layout, records
 from wwfast.publish import compress
-from wwfast.define import nodes
 from wwfast.publish.progress import Progress
 
 FORMAT = 1
@@ -45,15 +44,15 @@ class PublishError(Exception):
 
 
 def store_dir(state_dir):
-    return os.path.join(state_dir, "store")
+    return layout.store_dir(state_dir)
 
 
 def publish_dir(state_dir):
-    return os.path.join(state_dir, "publish")
+    return layout.publish_dir(state_dir)
 
 
 def manifest_path(state_dir):
-    return os.path.join(publish_dir(state_dir), "manifest.json")
+    return layout.manifest(state_dir)
 
 
 def memory_path(state_dir):
@@ -61,7 +60,7 @@ def memory_path(state_dir):
 
 
 def build_dir(state_dir):
-    return os.path.join(state_dir, "build")
+    return layout.build_dir(state_dir)
 
 
 def load_manifest(state_dir):
@@ -157,7 +156,7 @@ def _read_bytes(path, what):
 
 
 def _read_build(state_dir):
-    path = os.path.join(build_dir(state_dir), "build.json")
+    path = layout.build_json(state_dir)
     raw = _read_bytes(path, "build")
     try:
         build = json.loads(raw)
@@ -205,7 +204,7 @@ def why_stale(state_dir, settings, memory=None):
     if changed:
         reasons.append("settings changed: " + ", ".join(changed))
     build, build_digest = _read_build(state_dir)
-    nodes_digest = fsutil.sha256_bytes(_read_bytes(nodes.db_path(state_dir), "define"))
+    nodes_digest = fsutil.sha256_bytes(_read_bytes(layout.nodes_json(state_dir), "define"))
     if memory.get("build_json") != build_digest:
         reasons.append("build.json changed")
     if memory.get("nodes_json") != nodes_digest:
@@ -287,8 +286,8 @@ class _Publisher:
 
     def run(self, memory):
         build, build_digest = _read_build(self.state_dir)
-        db = nodes.load_db(self.state_dir)
-        nodes_digest = fsutil.sha256_bytes(_read_bytes(nodes.db_path(self.state_dir), "define"))
+        db_nodes = records.read_nodes(layout.nodes_json(self.state_dir))
+        nodes_digest = fsutil.sha256_bytes(_read_bytes(layout.nodes_json(self.state_dir), "define"))
         inputs = _build_inputs(build, os.path.join(self.base, "build.json"))
         known_inputs = memory.get("inputs", {})
         known_store = dict(memory.get("store", {}))
@@ -302,7 +301,7 @@ class _Publisher:
             hashed[rel] = self._compress_unhashed(path, key, known_store)
         entries = self._fill_store(inputs, hashed, known_store)
         _sync_filesystem(self.store)   # every file the manifest will name is durable before it
-        manifest = self._manifest(build, db["nodes"], entries)
+        manifest = self._manifest(build, db_nodes, entries)
         changed = previous is None or _body(previous) != _body(manifest)
         if changed:
             fsutil.atomic_write(manifest_path(self.state_dir), canonjson.dumps(manifest) + "\n")  # commit point
@@ -446,9 +445,9 @@ class _Publisher:
                 if b.get(key):
                     artifacts[artifact] = {"raw": entries[b[key]][kind]}
             out_nodes[node_id] = {
-                "macs": nodes.node_macs(node),
-                "addresses": _addresses(node),
-                "asset_key": node.get("asset key", ""),
+                "macs": node.macs,
+                "addresses": node.addresses,
+                "asset_key": node.asset_key,
                 "artifacts": artifacts,
             }
         manifest = {
@@ -470,12 +469,6 @@ def _entry(name, size, sha):
 
 def _body(manifest):
     return {k: v for k, v in manifest.items() if k != "generation"}
-
-
-def _addresses(node):
-    devs = node.get("network devices", {})
-    names = sorted(devs, key=lambda n: (not devs[n].get("primary"), n))
-    return [devs[n]["ipaddr"] for n in names if devs[n].get("ipaddr")]
 
 
 def _hash_file(f, progress=None):

@@ -18,6 +18,8 @@ import logging
 import os
 import re
 
+from wwfast import layout
+
 log = logging.getLogger("wwfast.serve")
 
 STAGES = ("ipxe", "kernel", "image", "system", "runtime")
@@ -46,11 +48,11 @@ def normalise_mac(text):
 
 
 def manifest_path(state_dir):
-    return os.path.join(state_dir, "publish", "manifest.json")
+    return layout.manifest(state_dir)
 
 
 def store_dir(state_dir):
-    return os.path.join(state_dir, "store")
+    return layout.store_dir(state_dir)
 
 
 class Artifact:

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 
-from wwfast import fsutil
+from wwfast import fsutil, layout
 
 log = logging.getLogger("wwfast.serve")
 
@@ -20,7 +20,7 @@ FIELDS = ("node name", "stage", "sent", "ipaddr", "last seen", "boot start", "bo
 
 
 def status_path(state_dir):
-    return os.path.join(state_dir, "serve", "status.json")
+    return layout.status_json(state_dir)
 
 
 def read_status(state_dir, set_aside_damaged=False):
