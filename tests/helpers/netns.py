@@ -8,12 +8,15 @@ the per-node HTTP URL, fixed leases from `hosts`), or none at first, and then th
 (option 93, vendor and user class), with busybox udhcpc. Nothing leaves the namespaces, and
 `PrivateNet.close()` deletes all of it (killing the DHCP server first).
 """
+import contextlib
+import json
 import os
 import pathlib
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 BRIDGE = "br0"
@@ -49,6 +52,8 @@ class PrivateNet:
         self.dhcp_log = None
         self.clients = 0
         self.client_ns_made = False
+        self.sniffer = None
+        self.tftp_log = self.work_dir / "tftp-requests.jsonl"
 
     def __enter__(self):
         try:
@@ -153,6 +158,25 @@ class PrivateNet:
         pattern = ACK_LINES[self.dhcp_kind]
         return [(m.group(1), m.group(2).lower()) for m in pattern.finditer(self.dhcp_output())]
 
+    # -- what firmware asked the TFTP server -------------------------------------------------------
+    def record_tftp_requests(self):
+        """From now on, record every TFTP read request on br0 (helpers/tftp_sniffer.py)."""
+        if self.sniffer is not None:
+            return
+        script = pathlib.Path(__file__).with_name("tftp_sniffer.py")
+        self.sniffer = subprocess.Popen(self.exec_args() + [sys.executable, str(script), BRIDGE, str(self.tftp_log)],
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+                                        start_new_session=True)
+        if self.sniffer.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the TFTP request recorder did not start (exit {self.sniffer.wait()})")
+
+    def tftp_requests(self):
+        """[{"client", "mac", "file", "mode", "options"}] recorded so far."""
+        try:
+            return [json.loads(line) for line in self.tftp_log.read_text().splitlines() if line.strip()]
+        except FileNotFoundError:
+            return []
+
     # -- a DHCP client in its own namespace ----------------------------------------------------------
     def dhcp_client(self, mac, arch=None, user_class=None, vendor=None, timeout=60):
         """Ask the DHCP server for a lease as MAC, sending option 93 = `arch` (int), option 77 = `user_class`
@@ -195,6 +219,11 @@ class PrivateNet:
 
     def close(self):
         self.stop_dhcp()
+        if self.sniffer is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.sniffer.pid, signal.SIGKILL)
+            self.sniffer.wait()
+            self.sniffer.stdout.close()
         # Deleting a namespace removes its bridge, taps and veth ends with it.
         if self.client_ns_made:
             subprocess.run(["ip", "netns", "delete", self.client_ns], capture_output=True)
