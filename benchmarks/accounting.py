@@ -132,9 +132,9 @@ class ProcessGroup:
 
     def close(self):
         if self.path is not None:
-            for _ in range(50):
+            for _ in range(300):
                 try:
                     os.rmdir(self.path)
                     return
                 except OSError:
-                    time.sleep(0.1)     # the last processes are still exiting
+                    time.sleep(0.1)     # the last processes (nginx workers) are still exiting

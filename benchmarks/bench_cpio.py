@@ -19,7 +19,6 @@ machine other people's writes throttle everyone's dirty pages). CPU seconds are 
 wall time: when the machine is shared, they are the steadier measure.
 """
 import argparse
-import hashlib
 import importlib
 import os
 import pathlib
@@ -95,14 +94,6 @@ def writer_runner(module_name):
     return run
 
 
-def sha256_of(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", type=pathlib.Path, default=WORK / "tree")
@@ -158,7 +149,7 @@ def main():
     digests = {}
     for name in ("pure", "compiled"):
         tools[name](args.tree, out, listing)
-        digests[name] = sha256_of(out)
+        digests[name] = harness.file_sha256(out)
         out.unlink()
     same = digests["pure"] == digests["compiled"]
     print(f"pure and compiled archives identical: {same}")

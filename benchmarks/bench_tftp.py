@@ -12,9 +12,12 @@ medians are printed with the ratio to tftp-hpa.
 
     .venv/bin/python benchmarks/bench_tftp.py [--clients 200,1000] [--runs 3] [--quick]
 
-Server CPU comes from each server's control group (benchmarks/accounting.py), so in.tftpd's
-forked children count too. Goal (issue 13): wwfast >= 2.5x in.tftpd's aggregate at 200 and 1,000
-concurrent lock-step clients, zero failures. Result: benchmarks/results/bench_tftp.json.
+Contenders: "serve" is the serve stage as a user runs it (`python -m stages.serve`, HTTP beside
+TFTP; "serve-2w" with --workers 2 once serve has it), "wwfast" the standalone TFTP server
+(`python -m wwfast.server.tftp`, "wwfast-2w" two SO_REUSEPORT processes). Server CPU comes from
+each server's control group (benchmarks/accounting.py), so in.tftpd's forked children count too.
+Goal (issue 13), on the stage as a user runs it: serve >= 2.5x in.tftpd's aggregate at 200 and
+1,000 concurrent lock-step clients, zero failures. Result: benchmarks/results/bench_tftp.json.
 """
 import argparse
 import os
@@ -36,7 +39,7 @@ PYTHON = ROOT / ".venv" / "bin" / "python"
 FILE_SIZE = 1 << 20
 MODES = {"lockstep": (1432, 1), "ws4": (1432, 4)}
 NOFILE = "--nofile={0}:{0}".format(__import__("resource").getrlimit(__import__("resource").RLIMIT_NOFILE)[1])
-PORTS = {"wwfast": 6901, "wwfast-2w": 6902, "tftp-hpa": 6903, "dnsmasq": 69}
+PORTS = {"wwfast": 6901, "wwfast-2w": 6902, "tftp-hpa": 6903, "dnsmasq": 69, "serve": 6904, "serve-2w": 6906}
 
 
 class Netns:
@@ -74,13 +77,26 @@ def start_servers(ns, tmp, root, wanted):
         "wwfast-2w": [str(PYTHON), "-m", "wwfast.server.tftp", "--root", str(root), "--bind", "127.0.0.1",
                       "--port", str(PORTS["wwfast-2w"]), "--workers", "2"],
         # -L: stay in the foreground (standalone, one forked child per transfer).
+        # the serve stage as a user runs it (HTTP beside TFTP in one process, or --workers N)
+        "serve": [str(PYTHON), "-m", "stages.serve", "--conf", str(tmp / "conf"), "--state", str(tmp / "state"),
+                  "--bind", "127.0.0.1", "--http-port", "6905", "--tftp-port", str(PORTS["serve"]),
+                  "--tftp-root", str(root), "--quiet"],
+        "serve-2w": [str(PYTHON), "-m", "stages.serve", "--conf", str(tmp / "conf"), "--state", str(tmp / "state"),
+                     "--bind", "127.0.0.1", "--http-port", "6907", "--tftp-port", str(PORTS["serve-2w"]),
+                     "--tftp-root", str(root), "--quiet", "--workers", "2"],
         "tftp-hpa": ["in.tftpd", "-L", "-a", f"127.0.0.1:{PORTS['tftp-hpa']}", "-s", str(root), "-u", "root"],
         "dnsmasq": ["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--enable-tftp",
                     f"--tftp-root={root}", "--listen-address=127.0.0.1", "--bind-interfaces",
                     "--tftp-max=5000", "--quiet-tftp", "--user=root", "--group=root",
                     f"--pid-file={tmp}/dnsmasq.pid"],
     }
+    (tmp / "conf").mkdir(exist_ok=True)
+    (tmp / "state").mkdir(exist_ok=True)
+    serve_help = subprocess.run([str(PYTHON), "-m", "stages.serve", "--help"], cwd=ROOT, capture_output=True, text=True)
     for name in wanted:
+        if name == "serve-2w" and "--workers" not in serve_help.stdout:
+            print("# serve-2w: serve has no --workers yet; skipped")
+            continue
         exe = commands[name][0]
         if not (os.path.exists(exe) or shutil.which(exe)):
             print(f"# {name}: {exe} not installed, skipped")
@@ -143,7 +159,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", help="concurrent clients, comma separated (default 200,1000; quick 200)")
     parser.add_argument("--modes", default="lockstep,ws4")
-    parser.add_argument("--servers", default="wwfast,wwfast-2w,tftp-hpa,dnsmasq")
+    parser.add_argument("--servers", default="serve,serve-2w,wwfast,wwfast-2w,tftp-hpa,dnsmasq",
+                        help="serve = the serve stage; wwfast = the standalone TFTP server (python -m "
+                             "wwfast.server.tftp); -2w = two worker processes")
     parser.add_argument("--repeat", dest="runs", type=int, help="same as --runs")
     harness.add_arguments(parser, runs=3, warmup=1)
     args = harness.settle(parser.parse_args(), clients=("200,1000", "200"))
@@ -229,16 +247,16 @@ def record(args, results, clients_list, modes):
     for clients in clients_list:
         for mode in modes:
             peer = results.get((clients, mode, "tftp-hpa"))
-            for name in ("wwfast", "wwfast-2w", "dnsmasq"):
+            for name in ("serve", "serve-2w", "wwfast", "wwfast-2w", "dnsmasq"):
                 ours = results.get((clients, mode, name))
                 if ours is None:
                     continue
-                goal = 2.5 if mode == "lockstep" and name.startswith("wwfast") and peer else None
+                goal = 2.5 if mode == "lockstep" and name.startswith("serve") and peer else None
                 result.add(f"{clients} clients {mode}: all done", ours, peer, peer_name="tftp-hpa",
                            ours_name=name, goal=goal)
                 result.add(f"{clients} clients {mode}: failed transfers", [r["failed"] for r in ours],
                            [r["failed"] for r in peer] if peer else None, peer_name="tftp-hpa", ours_name=name,
-                           unit="transfers", limit=0 if name.startswith("wwfast") else None)
+                           unit="transfers", limit=0 if name != "dnsmasq" else None)
     result.write(args.results)
 
 

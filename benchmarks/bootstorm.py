@@ -20,6 +20,7 @@ import argparse
 import os
 import pathlib
 import shutil
+import signal
 import sys
 import time
 
@@ -28,6 +29,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import harness  # noqa: E402
+from wwfast import layout  # noqa: E402
 from storm import cluster, loadgen, plan, report, views  # noqa: E402
 from storm.stacks import ClassicStack, WwfastStack  # noqa: E402
 from storm.topology import LinkShape, Topology  # noqa: E402
@@ -45,6 +47,7 @@ def parse_args(argv=None):
     p.add_argument("--loss", type=float, default=0.0, help="packet loss, %% each way on the server link (netem)")
     p.add_argument("--delay-ms", type=float, default=0.0, help="one-way delay on the server link (netem)")
     p.add_argument("--rate", help="server link rate cap (tbf), e.g. 1gbit or 10gbit")
+    p.add_argument("--rack-rate", help="rate cap of each rack's uplink (tbf)")
     p.add_argument("--windowsize", type=int, default=1, choices=(1, 4),
                    help="TFTP windowsize the firmware asks: 1 = lock-step as iPXE, 4 as EDK2 UEFI")
     p.add_argument("--nbp", default="ipxe.efi", help="iPXE binary fetched over TFTP (from /usr/lib/ipxe)")
@@ -67,7 +70,7 @@ def make_stacks(args, topo, run_dir, conf, state, tftp_root, manifest):
     stacks = {}
     for name in args.stacks.split(","):
         if name == "classic":
-            stacks[name] = ClassicStack(topo, 0, run_dir, manifest, str(state / "store"), tftp_root)
+            stacks[name] = ClassicStack(topo, 0, run_dir, manifest, layout.store_dir(state), tftp_root)
         elif name == "wwfast" or name.startswith("wwfast-"):
             workers = int(name.split("-")[1].rstrip("w")) if "-" in name else None
             if workers and not WwfastStack.supports_workers():
@@ -84,8 +87,8 @@ def plan_shards(args, topo, manifest, state, tftp_root, run_dir):
     refs = plan.References()
     server = topo.server_addresses(0)[0]
     nodes, starts = [], {}
-    for i, node_id in enumerate(sorted(manifest["nodes"])):
-        steps = plan.node_steps(i, manifest["nodes"][node_id], str(state / "store"), refs, server,
+    for i, node_id in enumerate(sorted(manifest.nodes)):
+        steps = plan.node_steps(i, manifest.nodes[node_id], layout.store_dir(state), refs, server,
                                 cluster.HTTP_PORT, str(tftp_root / args.nbp), args.nbp, args.windowsize)
         nodes.append((i, node_id, topo.node_address(i), steps, refs.paths))
         starts[i] = args.stagger * i / max(1, args.nodes - 1) if args.stagger else 0.0
@@ -135,18 +138,21 @@ def wait_path(stack, shards):
 
 def main(argv=None):
     args = parse_args(argv)
+    # SIGTERM (a timeout, a CI run ending) unwinds like ^C: servers stopped, namespaces deleted
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if os.geteuid() != 0:
         sys.exit("bootstorm needs root (network namespaces, tc, privileged source ports)")
     tag = f"wws{os.getpid()}"
     shape = LinkShape(rate=args.rate, loss=args.loss, delay_ms=args.delay_ms)
-    topo = Topology(tag, nodes=args.nodes, racks=args.racks, server_link=shape)
+    topo = Topology(tag, nodes=args.nodes, racks=args.racks, server_link=shape,
+                    rack_link=LinkShape(rate=args.rack_rate))
     spec = cluster.ClusterSpec(args.nodes, args.image_mb, not args.insecure,
                                [topo.node_address(i) for i in range(args.nodes)], topo.server_addresses(0)[0],
                                args.nbp)
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     base, conf, state, tftp_root, manifest = cluster.prepare(args.work, spec)
-    print(f"# published {len(manifest['nodes'])} nodes under {base} ({time.monotonic() - started:.1f} s)")
+    print(f"# published {len(manifest.nodes)} nodes under {base} ({time.monotonic() - started:.1f} s)")
     run_dir = base / f"run-{os.getpid()}"
     run_dir.mkdir()
     binary = loadgen.build(args.work)
@@ -218,7 +224,7 @@ def record(args, samples, stacks, shape, topo, per_node):
     peer = samples.get("classic")
     for name in [n for n in stacks if n != "classic" and n in samples]:
         ours = samples[name]
-        goal_time = 2.0 if args.nodes >= 1000 and not shape else None
+        goal_time = 2.0 if args.nodes >= 1000 and not shape and not args.rack_rate else None
         result.add("time until all nodes booted", ours, peer, peer_name="classic", ours_name=name,
                    key="last_booted_s", goal=goal_time, cpu=True)
         for q in ("p50_s", "p99_s", "max_s"):
@@ -234,6 +240,10 @@ def record(args, samples, stacks, shape, topo, per_node):
                    better="higher")
         result.add("load generator CPU seconds", ours, peer, peer_name="classic", ours_name=name,
                    key="client_cpu_s", note="the nodes' own CPU: compare with the servers'")
+        for stage in report.STAGES:
+            if ours[0].get(f"stage_{stage}_s") is not None:
+                result.add(f"mean time per node in stage {stage}", ours, peer, peer_name="classic", ours_name=name,
+                           key=f"stage_{stage}_s")
     failures = {n: [r["failed"] for r in rs] for n, rs in samples.items()}
     result.detail("failures_per_run", failures)
     result.detail("views", {n: [r["view"] for r in rs] for n, rs in samples.items()})

@@ -15,6 +15,7 @@ machine's facts (CPU count, kernel, load, package versions) in benchmarks/result
 one table of every measure of every benchmark, with its peer and ratio.
 """
 import datetime
+import hashlib
 import json
 import os
 import pathlib
@@ -62,6 +63,14 @@ def cpu_seconds():
     """User + system CPU of this process and its waited-for children."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class Sample(dict):

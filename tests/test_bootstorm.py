@@ -5,6 +5,7 @@
 every byte is checked against the manifest, no node may fail, and wwfast's own record of every node's
 boot must agree with the node's. The comparison itself is tested on tampered records.
 """
+import ipaddress
 import json
 import os
 import pathlib
@@ -121,3 +122,15 @@ def test_script_interpretation_follows_the_built_script():
     assert urls[0] == "http://198.19.0.1:9873/kernel/52:54:00:00:00:01?assetkey=&uuid=u-1"
     assert [u.split("/")[3] for u in urls] == ["kernel", "image", "system", "runtime"]
     assert delay == 10
+
+
+def test_address_plan_gives_every_node_its_own_address_in_its_racks_prefix():
+    from storm.topology import Topology
+    topo = Topology("t", nodes=5000, racks=3, servers=2, extra_server_addresses=1)
+    addresses = [topo.node_address(i) for i in range(5000)]
+    assert len(set(addresses)) == 5000
+    assert [len(topo.rack_nodes(k)) for k in range(3)] == [1667, 1667, 1666]
+    for i in (0, 1666, 1667, 4999):
+        assert ipaddress.ip_address(addresses[i]) in topo.rack_prefix(topo.rack_of(i))
+    servers = topo.server_addresses(0) + topo.server_addresses(1)
+    assert len(set(servers)) == 4 and not set(servers) & set(addresses)

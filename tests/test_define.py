@@ -111,10 +111,9 @@ def test_warewulf_nodes_conf_accepted_as_is(tmp_path):
     assert n2["discoverable"] is True and n2["asset key"] == "SYSTEM-ASSET-TAG"
     assert n2["comment"] == ""  # the profile's comment is not inherited
     assert len(n2["resources"]["fstab"]) == 2
-    # Warewulf overlays wwfast does not ship are left out, with a warning naming file and line.
-    assert "wwclient" not in n1["system overlay"] and "wwinit" in n1["system overlay"]
-    assert any(f'{conf}/nodes.conf:5: nodeprofiles.default.system overlay.1: Warewulf overlay "wwclient"' in w
-               for w in warnings), warnings
+    # every overlay of Warewulf's default profile exists in wwfast under its name: all kept, no warning
+    assert n1["system overlay"][:3] == ["wwinit", "wwclient", "hosts"] and "NetworkManager" in n1["system overlay"]
+    assert not [w for w in warnings if "overlay" in w], warnings
 
 
 @pytest.mark.parametrize("text, expected", [

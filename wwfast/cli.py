@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "wwfast.commands.serve",
     "wwfast.commands.status",
     "wwfast.commands.overlay",
+    "wwfast.commands.upgrade",
     "wwfast.commands.image",
     "wwfast.commands.configure",
     "wwfast.commands.cluster",

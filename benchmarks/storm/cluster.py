@@ -7,7 +7,6 @@ asked image size (random: it does not compress, so the size on the wire is what 
 The state lives under a work directory keyed by its parameters; a second run with the same
 parameters finds the stages current and skips them (they say why), so repeated benchmarks start fast.
 """
-import json
 import os
 import pathlib
 import random
@@ -18,6 +17,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 from helpers.busybox_tree import make_busybox_tree  # noqa: E402
+from wwfast import layout, records  # noqa: E402
 
 HTTP_PORT = 9873
 TFTP_PORT = 69
@@ -145,5 +145,4 @@ def prepare(work, spec, say=print):
             stage(conf, state, name, log=log)
     finally:
         log.close()
-    manifest = json.loads((state / "publish" / "manifest.json").read_text())
-    return base, conf, state, tftp_root, manifest
+    return base, conf, state, tftp_root, records.read_manifest(layout.manifest(state))

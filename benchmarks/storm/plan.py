@@ -14,13 +14,13 @@ Each step names a reference file: the store file the manifest maps that URL to, 
 checked against the manifest here once; the load generator then compares every byte it receives
 with that file (so every node's bytes match the manifest's sha256).
 """
-import hashlib
 import re
 import shlex
 import sys
 import urllib.parse
 
 import zstandard
+from harness import file_sha256
 
 from .cluster import ROOT, node_uuid
 
@@ -57,22 +57,14 @@ class References:
         return self.ids[path]
 
 
-def file_sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def artifact_for(node, url, store):
     """(store path, sha256) that serving `url` sends to `node`, per the manifest."""
     parts = urllib.parse.urlsplit(url)
     stage = parts.path.strip("/").split("/")[0]
     query = urllib.parse.parse_qs(parts.query)
     encoding = ENCODINGS.get((query.get("compress") or [""])[0], DEFAULT_ENCODING[stage])
-    entry = node["artifacts"][stage][encoding]
-    return f"{store}/{entry['file']}", entry["sha256"]
+    entry = node.artifacts[stage][encoding]
+    return f"{store}/{entry.file}", entry.sha256
 
 
 def expand(text, variables):
@@ -111,8 +103,8 @@ def agent_config(system_overlay_path):
 
 
 def node_steps(i, node, store, refs, server, http_port, nbp_path, nbp_name, windowsize):
-    """The ordered steps of node `i` (manifest entry `node`), checking every reference on the way."""
-    mac = node["macs"][0]
+    """The ordered steps of node `i` (a records.PublishedNode), checking every reference on the way."""
+    mac = node.macs[0]
     steps = [Step("tftp", server, 69, refs.add(nbp_path, None), "nbp", [nbp_name, "1432", str(windowsize)],
                   None, restart=0, delay_ms=FIRMWARE_RETRY_MS)]
     script_url = f"http://{server}:{http_port}/ipxe/{mac.replace(':', '-')}?assetkey="

@@ -44,7 +44,7 @@ def summarise(load, starts):
             "tftp_retransmits": retransmits, "all_booted_s": all_booted, "last_booted_s": last_end - load.t0,
             "p50_s": pct(50), "p95_s": pct(95), "p99_s": pct(99), "max_s": max(done) if done else None,
             "bytes": nbytes, "goodput_MBps": nbytes / 1e6 / (last_end - load.t0) if last_end > load.t0 else None,
-            "stage_mean_s": {s: (float(np.mean(v)) if v else None) for s, v in stage_time.items()},
+            **{f"stage_{s}_s": (float(np.mean(v)) if v else None) for s, v in stage_time.items()},
             "client_cpu_s": load.cpu_seconds, "client_processes": len(load.summaries)}
 
 

@@ -55,7 +55,7 @@ class Stack:
                              capture_output=True, text=True)
         return out.returncode, out.stdout.strip()
 
-    def wait_ready(self, probe_path, nbp, timeout=60):
+    def wait_ready(self, probe_path, nbp, timeout=300):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for proc in self.procs:
@@ -167,14 +167,14 @@ class ClassicStack(Stack):
                   "system": ("system", "zst"), "runtime": ("runtime", "zst"), "runtime-gz": ("runtime", "gz")}
         for directory in routes:
             (self.docroot / directory).mkdir(parents=True)
-        for node in manifest["nodes"].values():
-            for mac in node["macs"]:
+        for node in manifest.nodes.values():
+            for mac in node.macs:
                 for directory, (stage, encoding) in routes.items():
-                    entry = node["artifacts"].get(stage, {}).get(encoding)
+                    entry = node.artifacts.get(stage, {}).get(encoding)
                     if entry is None:
                         continue
                     name = mac.replace(":", "-") if stage == "ipxe" else mac
-                    os.link(os.path.join(store, entry["file"]), self.docroot / directory / name)
+                    os.link(os.path.join(store, entry.file), self.docroot / directory / name)
         (self.prefix / "tmp").mkdir(parents=True, exist_ok=True)
         (self.prefix / "nginx.conf").write_text(NGINX_CONF.format(
             nofile=NOFILE, connections=NOFILE // 2, prefix=self.prefix, address=self.address, port=HTTP_PORT, docroot=self.docroot))

@@ -15,10 +15,12 @@ Layout (nothing leaves these namespaces; `close()` deletes them all, which takes
 - `<tag>r<k>`: rack k, gateway 198.19.0.<101+k>, and every node's address as a /32 on its eth0, out
   of 198.18.<16k>.0/20 (up to 4,094 nodes per rack, 16 racks). The load generator binds each node's
   sockets to its own address, so servers see every node as a distinct host.
-Link shapes (`tc`): on a server link (both directions: the server's eth0 and its bridge port) and,
-separately, on every rack link: a `tbf` rate cap (e.g. 1gbit, 10gbit) with a `netem` child for loss
-and delay. With loss, GSO is limited to one segment on the shaped devices so loss hits packets, not
-64 KB super-packets.
+Link shapes: on a server link (both directions: the server's eth0 and its bridge port) and,
+separately, on every rack link: a `tbf` rate cap (e.g. 1gbit, 10gbit), with a `netem` child for
+delay. Loss is dropped by the receiver (iptables `statistic` in raw PREROUTING: the server drops
+that share of what comes from the nodes, each rack of what comes from the servers), which needs no
+netem (some kernels lack it) and is silent to the sender as a lost packet is. With loss, GSO is
+limited to one segment on the senders so a lost packet is one packet, not a 64 KB burst.
 Namespace names carry a per-run tag (the pid), so several runs on one machine never collide.
 """
 import ipaddress
@@ -160,6 +162,7 @@ class Topology:
             self._sysctl(ns, net__core__somaxconn=65535, net__ipv4__tcp_max_syn_backlog=65535)
             self._shape(ns, "eth0", self.server_link)
             self._shape(self.switch_ns, f"s{i}", self.server_link)
+            self._drop(ns, self.server_link.loss)
         for k in range(self.racks):
             ns = self.rack_ns(k)
             self._netns(ns)
@@ -171,6 +174,8 @@ class Topology:
             self._sysctl(ns, net__ipv4__conf__eth0__arp_announce=2, net__ipv4__ip_local_port_range="1024 65535")
             self._shape(ns, "eth0", self.rack_link)
             self._shape(self.switch_ns, f"r{k}", self.rack_link)
+            for i in range(self.servers):
+                self._drop(ns, self.server_link.loss, source=self.server_addresses(i))
 
     def _shape(self, ns, dev, shape):
         if not shape:
@@ -182,16 +187,35 @@ class Topology:
             run(["tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf", "rate", shape.rate,
                  "burst", str(burst), "latency", "50ms"])
             parent = ["parent", "1:1"]
-        if shape.loss or shape.delay_ms:
-            netem = ["netem", "limit", "1000000"]
-            if shape.delay_ms:
-                netem += ["delay", f"{shape.delay_ms}ms"]
-            if shape.loss:
-                netem += ["loss", f"{shape.loss}%"]
-            run(["tc", "-n", ns, "qdisc", "add", "dev", dev, *parent, "handle", "10:", *netem])
+        if shape.delay_ms:
+            netem = ["tc", "-n", ns, "qdisc", "add", "dev", dev, *parent, "handle", "10:", "netem", "limit", "1000000",
+                     "delay", f"{shape.delay_ms}ms"]
+            if run(netem, check=False).returncode != 0:
+                raise SystemExit("--delay-ms needs tc netem, which this kernel lacks (CONFIG_NET_SCH_NETEM)")
         if shape.loss:
             # one MSS per skb, so a lost "packet" is a packet (not a 64 KB TSO burst)
             run(["ip", "-n", ns, "link", "set", "dev", dev, "gso_max_segs", "1"], check=False)
+
+    def _drop(self, ns, loss, source=()):
+        """Drop `loss` % of what arrives on eth0 in `ns` (from `source` addresses only, if given)."""
+        if not loss:
+            return
+        if self.rack_link.loss:
+            raise SystemExit("loss on rack links is not modelled; use the server link's")
+        match = ["-s", ",".join(source)] if source else []
+        run(["ip", "netns", "exec", ns, "iptables", "-t", "raw", "-A", "PREROUTING", "-i", "eth0", *match,
+             "-m", "statistic", "--mode", "random", "--probability", f"{loss / 100:.6f}", "-j", "DROP"])
+
+    def dropped(self):
+        """Packets the loss rules dropped, per namespace (to report the loss that was really applied)."""
+        out = {}
+        for ns in self._created:
+            got = run(["ip", "netns", "exec", ns, "iptables", "-t", "raw", "-L", "PREROUTING", "-v", "-n", "-x"],
+                      check=False)
+            packets = [int(line.split()[0]) for line in got.stdout.splitlines()[2:] if "statistic" in line]
+            if packets:
+                out[ns] = sum(packets)
+        return out
 
     def close(self):
         for name in reversed(self._created):

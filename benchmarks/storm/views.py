@@ -16,9 +16,9 @@ import urllib.parse
 
 SLACK = 0.005
 # A server stamps a transfer's end after its last send returned; the node may read those bytes
-# before the server's loop gets the CPU back (on a loaded machine, tens of ms later)
+# before the server's loop gets the CPU back (on a loaded machine, tens of ms later). nginx logs
+# ($msec, millisecond resolution) after the response is sent, so the same holds for its log.
 END_SLACK = 0.25
-NGINX_SLACK = 0.002           # $msec has millisecond resolution
 FETCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fetch_status.py")
 # Field names of a boot record request (TEAM.md's contract; docs/formats.md once serve has them)
 RECORD = {"stage": "stage", "file": "file", "bytes": "bytes", "start": "start", "end": "end",
@@ -121,7 +121,7 @@ def compare_nginx(nodes, by_node, log_lines):
                 continue
             path = urllib.parse.urlsplit(label_step[att.label].args[1]).path
             times = seen.get((address, att.srcport, path, 200, att.bytes), [])
-            hit = next((t for t in times if att.start - NGINX_SLACK <= t <= att.end + NGINX_SLACK), None)
+            hit = next((t for t in times if att.start - SLACK <= t <= att.end + END_SLACK), None)
             if hit is None:
                 problems.append(f"{att.label}: no matching access log line")
             else:

@@ -1,10 +1,14 @@
 """Per-node iPXE scripts: STATE/build/ipxe/<node>.ipxe from the node's `ipxe template`.
 
 Templates: built-in wwfast/data/ipxe/<name>.ipxe, site CONF/ipxe/<name>.ipxe (shadows the built-in one).
-They are Jinja2 with StrictUndefined and a small data set, like Warewulf's iPXE templates (reference A6):
-id hostname fqdn cluster image ipxe hwaddr ipaddr port authority kernel_args kernel_version root secure
-tags netdevs. `unknown.ipxe` is rendered once, for MACs that are no node. A script is rewritten only
-when its text changes, so a rebuild touches only the nodes whose scripts differ.
+wwfast's own are Jinja2 with StrictUndefined and a small data set (id hostname fqdn cluster image ipxe
+hwaddr ipaddr port authority kernel_args kernel_version root secure tags netdevs). A template copied
+from a Warewulf server (/etc/warewulf/ipxe/*.ipxe) is in Go's template language with Warewulf's iPXE
+data (.Id .Hwaddr .Authority .KernelArgs .NetDevs ..., reference A6) and sprig: a template is taken as
+Jinja2 when it uses Jinja2 statements or comments ({% %}, {# #}) or does not parse as a Go template.
+`unknown.ipxe` (or a Warewulf site's `unconfigured.ipxe`) is rendered once, for MACs that are no node.
+A script is rewritten only when its text changes, so a rebuild touches only the nodes whose scripts
+differ.
 With a cache tier (settings `cluster:`) also cache_tier, transfer_timeout_ms and source_rounds.
 """
 import os
@@ -21,6 +25,7 @@ from wwfast.build.render import RenderError, node_view, template_line
 
 BUILTIN_DIR = pathlib.Path(__file__).resolve().parent.parent / "data" / "ipxe"
 UNKNOWN = "unknown"
+WAREWULF_UNKNOWN = "unconfigured"  # Warewulf's name of the script for unknown MACs
 
 
 def out_dir(state_dir):
@@ -73,34 +78,103 @@ def compile_template(env, path):
     return t
 
 
+def is_go_template(text):
+    """A Warewulf (Go) iPXE template, rather than a wwfast (Jinja2) one."""
+    from wwfast.build.gotemplate import Template, TemplateError
+    if "{%" in text or "{#" in text:
+        return False
+    try:
+        Template(text)
+        return True
+    except TemplateError:
+        try:
+            jinja2.Environment().parse(text)
+            return False
+        except jinja2.TemplateSyntaxError:
+            return True  # neither: report the Go error, the language of the copied templates
+
+
 class IpxeRenderer:
-    def __init__(self, conf_dir, settings):
+    def __init__(self, conf_dir, settings, state_dir=None):
         self.conf_dir = conf_dir
         self.settings = settings
+        self.state_dir = state_dir
         self.env = script_environment()
         self._templates = {}
+        self._raw = None
+        self._kernels = {}
+
+    def raw_settings(self):
+        if self._raw is None:
+            from wwfast.build.wwtemplate.tstruct import raw_settings
+            self._raw = raw_settings(self.settings)
+        return self._raw
 
     def template(self, name):
         t = self._templates.get(name)
         if t is None:
-            t = self._templates[name] = compile_template(self.env, template_path(self.conf_dir, name))
+            path = template_path(self.conf_dir, name)
+            text = path.read_text(encoding="utf-8")
+            if is_go_template(text):
+                from wwfast.build.gotemplate import Template, TemplateError
+                try:
+                    t = self._templates[name] = Template(text, name=path.name, filename=str(path))
+                except TemplateError as e:
+                    raise RenderError(str(path), e.line, None, f"template syntax: {e.message}") from None
+                return t
+            t = self._templates[name] = compile_template(self.env, path)
         return t
 
-    def _render(self, name, data, node_id):
+    def _render(self, name, data, node_id, go_data=None):
         t = self.template(name)
+        if not isinstance(t, jinja2.Template):
+            from wwfast.build.gotemplate import TemplateError
+            try:
+                return t.execute(go_data())
+            except TemplateError as e:
+                where = f"executing {e.action}: " if e.action else ""
+                raise RenderError(t.filename, e.line, node_id, where + e.message) from None
         try:
             return t.render(data)
         except jinja2.TemplateError as e:
             raise RenderError(t.filename, template_line(e, t.filename), node_id, str(e)) from None
 
+    def kernel_version(self, node):
+        """The version of the kernel the node boots (Warewulf's .KernelVersion), "" when unknown."""
+        wanted, image = node.kernel.version, node.image_name
+        key = (image, wanted)
+        if key not in self._kernels:
+            self._kernels[key] = ""
+            root = layout.image_root(self.state_dir, image) if self.state_dir and image else None
+            if root and os.path.isdir(root):
+                from wwfast.build.kernels import KernelError, select_kernel
+                try:
+                    self._kernels[key] = select_kernel(root, wanted).version or ""
+                except (KernelError, OSError):
+                    pass
+        return self._kernels[key] or wanted
+
     def node_script(self, node):
-        return self._render(node.ipxe_template, script_data(node, self.settings), node.id)
+        data = script_data(node, self.settings)
+
+        def go_data():
+            from wwfast.build.wwtemplate.tstruct import ipxe_vars
+            return ipxe_vars(self.settings, node, data["hwaddr"], self.kernel_version(node), self.raw_settings())
+        return self._render(node.ipxe_template, data, node.id, go_data)
 
     def unknown_script(self):
         data = {"ipaddr": self.settings.address, "port": self.settings.http_port,
                 "authority": _authority(self.settings.address, self.settings.http_port),
                 "secure": bool(self.settings.secure)}
-        return self._render(UNKNOWN, data, None)
+        name = UNKNOWN
+        site = pathlib.Path(self.conf_dir) / "ipxe" if self.conf_dir else None
+        if site is not None and not (site / f"{UNKNOWN}.ipxe").is_file() and (site / f"{WAREWULF_UNKNOWN}.ipxe").is_file():
+            name = WAREWULF_UNKNOWN
+
+        def go_data():  # rendered once for every unknown MAC: iPXE fills in the address it booted with
+            from wwfast.build.wwtemplate.tstruct import ipxe_vars
+            return ipxe_vars(self.settings, None, "${mac}", raw=self.raw_settings())
+        return self._render(name, data, None, go_data)
 
 
 def write_if_changed(path, text):
@@ -118,7 +192,7 @@ def write_if_changed(path, text):
 
 def build_ipxe(conf_dir, state_dir, settings, nodes):
     """Write every node's script and unknown.ipxe; returns (changed node ids, removed file names)."""
-    renderer = IpxeRenderer(conf_dir, settings)
+    renderer = IpxeRenderer(conf_dir, settings, state_dir)
     directory = out_dir(state_dir)
     os.makedirs(directory, exist_ok=True)
     changed = []

@@ -27,6 +27,9 @@ import jinja2
 import jinja2.nodes
 
 from wwfast import layout
+from wwfast.build.gotemplate import TemplateError
+from wwfast.build.wwtemplate.functions import read_block
+from wwfast.build.wwtemplate.render import WWRenderer
 from wwfast.errors import ConfigError
 from wwfast.fsutil import resolve_in_root
 
@@ -35,6 +38,7 @@ NODE_NAMES = frozenset({"node"})
 IMAGE_FUNCS = frozenset({"include_from_image", "image_has"})
 SERVER_FILE_FUNCS = frozenset({"include", "include_block", "include_from", "import_link", "readlink"})
 _FILE_MARK = "\x00wwfast-file:"
+WW_SUFFIX = ".ww"  # Warewulf templates: Go's template language (wwfast.build.wwtemplate)
 _FILE_SPLIT = re.compile("\x00wwfast-file:(\\d+)\x00")
 
 
@@ -239,17 +243,7 @@ def f_include_block(ctx, path, marker):
     st = _state(ctx)
     full = _server_path(st, path)
     st.deps.add(full)
-    try:
-        with open(full, encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return marker
-    kept = []
-    for line in lines:
-        if marker in line:
-            break
-        kept.append(line)
-    return "\n".join(kept + [marker])
+    return read_block(full, marker)
 
 
 def _image_file(st, image, path):
@@ -477,6 +471,44 @@ class Renderer:
         self._compiled = {}
         self._image_roots = {}
         self.image_has_cache = {}
+        self.raw_nodes = nodes
+        self._ww = None
+        self.warnings = set()  # from Warewulf templates (an Include of a missing file, ...)
+
+    # ---- Warewulf `.ww` templates (Go template language, wwfast.build.wwtemplate)
+    def ww(self):
+        if self._ww is None:
+            self._ww = WWRenderer(self.conf_dir, self.state_dir, self.settings, self.raw_nodes, self.image_root,
+                                  build_time=_build_time(self.state_dir))
+        return self._ww
+
+    def _ww_compile(self, path):
+        try:
+            return self.ww().compile(path)
+        except TemplateError as e:
+            raise RenderError(path, e.line, None, f"template syntax: {e.message}") from None
+        except OSError as e:
+            raise RenderError(path, None, None, f"template not readable: {e.strerror}") from None
+
+    def _ww_render(self, path, out_rel, node, overlay, mode, uid, gid):
+        ww = self.ww()
+        if path not in ww.compiled:
+            self._ww_compile(path)
+        node_id = node.id if node is not None else None
+        try:
+            outs, deps, warnings = ww.render(path, out_rel, node_id, overlay)
+        except TemplateError as e:
+            where = f"executing {e.action}: " if e.action else ""
+            raise RenderError(path, e.line, node_id, where + e.message) from None
+        for w in warnings:
+            self.warnings.add(f"{path}: node {node_id}: {w}" if node_id else f"{path}: {w}")
+        files = []
+        for rel, text, target in outs:
+            if target is not None:
+                files.append(OutFile(rel, b"", 0o777, uid, gid, target))
+            else:
+                files.append(OutFile(rel, text.encode("utf-8", "surrogateescape"), mode, uid, gid))
+        return files, deps
 
     def _render_reporting(self, compiled, data, node):
         path = compiled.path
@@ -502,6 +534,8 @@ class Renderer:
 
     def compile(self, path):
         path = os.fspath(path)
+        if path.endswith(WW_SUFFIX):
+            return self._ww_compile(path)
         c = self._compiled.get(path)
         if c is None:
             try:
@@ -522,6 +556,8 @@ class Renderer:
 
         Returns (files: [OutFile], deps: set). `out_rel` is the default output path (template name minus .j2).
         """
+        if os.fspath(path).endswith(WW_SUFFIX):
+            return self._ww_render(os.fspath(path), out_rel, node, overlay, mode, uid, gid)
         compiled = self.compile(path)
         state = RenderState(self, node, path, out_rel, mode, uid, gid)
         data = dict(self.base, overlay=overlay, _ww=state)
@@ -541,6 +577,14 @@ class Renderer:
             if text is None:
                 return [], state.deps
         return state.dirs + _split_outputs(text, state.files), state.deps
+
+
+def _build_time(state_dir):
+    """Warewulf's .BuildTime: when define last wrote nodes.json (the same for every node of a build)."""
+    try:
+        return int(os.stat(layout.nodes_json(state_dir)).st_mtime)
+    except OSError:
+        return 0
 
 
 def _split_outputs(text, specs):

@@ -1,9 +1,10 @@
 """`wwfast overlay list|show|build`: inspect overlays and render one file for a node.
 
     wwfast overlay list [--all]                   overlays, where they come from, their files
-    wwfast overlay show OVERLAY FILE [--render NODE]  a file as stored, or rendered for NODE
+    wwfast overlay show OVERLAY FILE [--render NODE] [-q]  a file as stored, or only its rendered text for NODE
     wwfast overlay build [--force]                render and pack every node's overlays (the build stage does this too)
 """
+import os
 import sys
 
 from wwfast import layout, records
@@ -22,8 +23,10 @@ def register(subparsers):
     ls.set_defaults(func=cmd_list)
     show = sub.add_parser("show", help="print an overlay file, or render it for a node")
     show.add_argument("overlay")
-    show.add_argument("file", help="path inside the overlay (with or without .j2)")
+    show.add_argument("file", help="path inside the overlay, as Warewulf names it (etc/hosts.ww; the template "
+                                   "suffix .ww or .j2 may be left out)")
     show.add_argument("-r", "--render", metavar="NODE", help="render the template for this node")
+    show.add_argument("-q", "--quiet", action="store_true", help="no file names or notes on standard error")
     show.set_defaults(func=cmd_show)
     build = sub.add_parser("build", help="render and pack the system and runtime overlays of every node")
     build.add_argument("--force", action="store_true", help="rebuild even the nodes that are current")
@@ -47,10 +50,19 @@ def cmd_list(args):
 
 
 def _find_entry(tree, wanted):
+    """The entry FILE names: its stored name (etc/hosts.ww) or its name on the node (etc/hosts)."""
     wanted = wanted.lstrip("/")
-    plain = wanted[: -len(overlays.TEMPLATE_SUFFIX)] if wanted.endswith(overlays.TEMPLATE_SUFFIX) else wanted
-    for e in overlays.walk(tree, keep_owners=False):
-        if e.kind != "dir" and e.rel == plain:
+    entries = [e for e in overlays.walk(tree, keep_owners=False) if e.kind != "dir"]
+    for e in entries:  # the exact stored name first: a template and a plain file may share a node name
+        stored = e.rel + (os.path.splitext(e.source)[1] if e.kind == "template" else "")
+        if stored == wanted:
+            return e
+    plain = wanted
+    for suffix in overlays.TEMPLATE_SUFFIXES:
+        if wanted.endswith(suffix):
+            plain = wanted[: -len(suffix)]
+    for e in entries:
+        if e.rel == plain:
             return e
     return None
 
@@ -75,17 +87,20 @@ def cmd_show(args):
     renderer = Renderer(settings.load(args.conf), all_nodes, args.conf, args.state)
     outs, _ = renderer.render(entry.source, entry.rel, renderer.nodes[args.render], args.overlay,
                               entry.mode, entry.uid, entry.gid)
+    note = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr))
     if not outs:
-        print(f"# /{entry.rel}: the template called abort() for {args.render}: no file", file=sys.stderr)
+        note(f"/{entry.rel}: the template called abort() for {args.render}: no file")
     for out in outs:
-        if len(outs) > 1:
+        # standard output gets the rendered text only (as wwctl overlay show); names go to standard error
+        if len(outs) > 1 or out.target is not None:
             kind = "directory" if out.data is None and out.target is None else f"mode {out.mode:04o}"
-            print(f"### /{out.rel} ({kind}, owner {out.uid}:{out.gid})")
-        if out.target is not None:
-            print(f"/{out.rel} -> {out.target}")
-        elif out.data is not None:
+            note(f"/{out.rel} ({kind}, owner {out.uid}:{out.gid})" +
+                 (f" -> symlink to {out.target}" if out.target is not None else ""))
+        if out.target is None and out.data is not None:
             sys.stdout.buffer.write(out.data)
             sys.stdout.flush()
+    for warning in sorted(renderer.warnings):
+        note(f"warning: {warning}")
     return 0
 
 

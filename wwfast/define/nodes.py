@@ -58,6 +58,7 @@ class NodeConfig:
         self.profiles = {}   # name -> partial
         self.nodes = {}      # id -> partial (shared by the ids of one hostlist key)
         self.node_keys = {}  # id -> the key as written in the file (maybe a hostlist)
+        self.warnings = []   # keys ignored in an unmodified Warewulf nodes.conf (file, line, field)
 
     def error(self, keys, message):
         return self.doc.error(keys, message)
@@ -109,11 +110,11 @@ def _parse_config(text, path):
         return config
     if not isinstance(data, dict):
         raise ConfigError(path, 1, "", "a node file is a mapping with nodeprofiles: and nodes:")
-    problems = Normalizer()
+    problems = Normalizer(lenient=os.path.basename(str(path)) == "nodes.conf")
     errors = []
     for key in data:
         if key not in TOP_KEYS and key not in IGNORED_TOP_KEYS:
-            errors.append(doc.error((key,), f'unknown key "{key}"{did_you_mean(key, TOP_KEYS)}'))
+            problems.unknown((key,), key, TOP_KEYS, ())
     for kind, schema in (("nodeprofiles", PROFILE), ("nodes", NODE)):
         section = data.get(kind)
         if section is None:
@@ -143,6 +144,7 @@ def _parse_config(text, path):
                 config.node_keys[node_id] = key
     errors.extend(doc.error(keys, message) for keys, message in problems.problems)
     raise_all(errors)
+    config.warnings = [str(doc.error(keys, message)) for keys, message in problems.ignored]
     return config
 
 
@@ -213,6 +215,7 @@ def resolve(config, images=None, overlays=None, warnings=None):
     notes such as Warewulf overlays left out.
     """
     warnings = [] if warnings is None else warnings
+    warnings.extend(getattr(config, "warnings", ()))
     with _gc_paused():
         return _resolve(config, images, overlays, warnings)
 
@@ -275,15 +278,13 @@ def _check_unique(config, nodes, expanded_of, errors):
                     seen[value] = (node_id, net)
 
 
-# Warewulf's distribution overlays (reference A7). An unmodified nodes.conf names many that wwfast does
-# not ship (wwclient, ifcfg, NetworkManager, ...): when one of these is missing it is left out with a
-# warning instead of failing, so the file works as is. Any other unknown overlay name is an error.
-WAREWULF_OVERLAYS = frozenset("""
-    wwinit wwclient wwclient.x86_64 wwclient.aarch64 hosts hostname ssh.host_keys ssh.authorized_keys syncuser
-    fstab issue resolv localtime chrony udev.netname systemd.netname NetworkManager ifcfg ifupdown
-    debian.interfaces wicked netplan systemd.networkd ignition sfdisk mkfs mkswap systemd.mount systemd.swap
-    host debug generic
-""".split())
+# Warewulf overlay names wwfast does not ship as overlays: `host` is rendered onto the Warewulf server
+# itself (wwfast configures no host services) and `generic` is the pre-4.6 name of hosts +
+# ssh.authorized_keys + syncuser. A node file naming one has it left out with a warning.
+WAREWULF_OVERLAYS = {
+    "host": "the server's own overlay, not sent to nodes",
+    "generic": "split by Warewulf 4.6 into hosts, ssh.authorized_keys and syncuser: run `wwfast upgrade nodes`",
+}
 
 
 def _check_names(config, nodes, expanded_of, images, overlays, errors, warnings):
@@ -304,7 +305,7 @@ def _check_names(config, nodes, expanded_of, images, overlays, errors, warnings)
                 keys = config.where(node_id, _expanded(config, node_id, expanded_of), (field,), item=name)
                 if name in WAREWULF_OVERLAYS:
                     skipped.setdefault(name, config.error(
-                        keys, f'Warewulf overlay "{name}" is not provided by wwfast: left out'))
+                        keys, f'Warewulf overlay "{name}" left out: {WAREWULF_OVERLAYS[name]}'))
                 else:
                     errors.add(config.error(keys, f'unknown overlay "{name}"{did_you_mean(name, overlays)}'))
     if skipped:

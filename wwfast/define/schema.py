@@ -53,6 +53,15 @@ NODE = {**PROFILE, **NODE_ONLY}
 # How a plain string given for a list field splits into items.
 _LIST_SPLIT = {("kernel", "args"): None}  # None: split on whitespace; default: on commas
 
+# Keys only node files from before Warewulf 4.6 have (`wwctl upgrade nodes` converts them; so does
+# `wwfast upgrade nodes`, which define names when it meets one).
+LEGACY_ENTITY_KEYS = frozenset({"container name", "kernel args", "kernel version", "kernel override", "keys",
+                                "tagsdel", "disabled"} | {f"ipmi {f}" for f in (
+                                    "escapechar", "gateway", "interface", "ipaddr", "netmask", "password", "port",
+                                    "username", "write")})
+LEGACY_SUB_KEYS = frozenset({"default", "primary", "prefix", "ipcidr", "ip6addr", "tagsdel", "override"})
+UPGRADE_HINT = "a key of node files from before Warewulf 4.6: convert the file with `wwfast upgrade nodes`"
+
 UNSET_VALUES = {"UNDEF", "UNSET"}  # Warewulf: a field set to these is cleared
 BOOL_UNSET = {"unset", "delete", "undef", "--", "nil"}
 _TRUE = {"true", "yes", "y", "on", "1", "t"}
@@ -148,11 +157,23 @@ def _scalar_text(value):
 class Normalizer:
     """Collects (path, message) problems while normalising entities."""
 
-    def __init__(self):
+    def __init__(self, lenient=False):
         self.problems = []
+        self.lenient = lenient  # an unmodified Warewulf nodes.conf: unknown keys are ignored, as Warewulf does
+        self.ignored = []       # (path, message) warnings for those
 
     def problem(self, path, message):
         self.problems.append((tuple(path), message))
+
+    def unknown(self, path, key, choices, legacy):
+        """An unknown key: the upgrade command for old ones; ignored with a warning in a nodes.conf."""
+        if key in legacy:
+            self.problem(path, f'"{key}": {UPGRADE_HINT}')
+        elif self.lenient:
+            self.ignored.append((tuple(path), f'unknown key "{key}" ignored (as Warewulf ignores it)'
+                                              f'{did_you_mean(key, choices)}'))
+        else:
+            self.problem(path, f'unknown key "{key}"{did_you_mean(key, choices)}')
 
     def entity(self, raw, schema, path):
         if raw is None:
@@ -164,11 +185,10 @@ class Normalizer:
         for key, value in raw.items():
             kind = schema.get(key)
             if kind is None:
-                hint = did_you_mean(key, schema)
                 if key in NODE_ONLY and schema is PROFILE:
                     self.problem(path + (key,), f'"{key}" can be set on a node only, not on a profile')
                 else:
-                    self.problem(path + (key,), f'unknown key "{key}"{hint}')
+                    self.unknown(path + (key,), key, schema, LEGACY_ENTITY_KEYS)
                 continue
             result = self.field(value, kind, path + (key,), path_in_entity=(key,))
             if result is not UNSET and result is not None:
@@ -187,7 +207,7 @@ class Normalizer:
             for key, item in value.items():
                 sub_kind = kind.get(key)
                 if sub_kind is None:
-                    self.problem(path + (key,), f'unknown key "{key}"{did_you_mean(key, kind)}')
+                    self.unknown(path + (key,), key, kind, LEGACY_SUB_KEYS)
                     continue
                 result = self.field(item, sub_kind, path + (key,), path_in_entity + (key,))
                 if result is not None and result is not UNSET:
