@@ -13,7 +13,7 @@ import os
 import sys
 
 from wwfast import layout, records
-from wwfast.build import image_archives as build_images, ipxe, overlay_build
+from wwfast.build import efiboot, image_archives as build_images, ipxe, overlay_build
 from wwfast.define import settings
 from wwfast.errors import ConfigError
 from wwfast.fsutil import LockBusy, atomic_write, locked
@@ -34,11 +34,16 @@ def ipxe_step(ctx):
     return ipxe.run_step(ctx.conf_dir, ctx.state_dir, ctx.nodes, ctx.settings, log=ctx.log)
 
 
+def efiboot_step(ctx):
+    return efiboot.run_step(ctx.conf_dir, ctx.state_dir, ctx.nodes, ctx.settings, log=ctx.log)
+
+
 # (name, function(ctx) -> build_images.StepResult). Later steps add their own fields to the same nodes.
 STEPS = [
     ("images", image_step),
     ("overlays", overlay_step),
     ("ipxe", ipxe_step),
+    ("grub", efiboot_step),     # only with warewulf: grubboot; its fields are optional
 ]
 # A node is published only when every step gave it its fields (publish needs them all).
 REQUIRED_FIELDS = ("image", "image_cpio", "kernel", "system", "runtime", "ipxe")

@@ -15,9 +15,10 @@ import time
 
 import hashlib
 
-from wwfast import __version__, layout
+from wwfast import __version__, layout, records
 from wwfast.build import inventory
-from wwfast.define import nodes
+from wwfast.configure.plan import range_warnings
+from wwfast.define import nodes, settings
 from wwfast.errors import ConfigError
 from wwfast.fsutil import sha256_file
 from wwfast.fsutil import LockBusy, atomic_write, locked
@@ -30,7 +31,13 @@ DESCRIBE = {
     "images": "the imported images changed",
     "overlays": "the available overlays changed",
     "format": "the output format changed",
+    "dhcp range": "the DHCP range or the server's address changed",
 }
+
+
+def dhcp_range_key(conf):
+    """The settings the DHCP range check reads (the define stage warns about the range)."""
+    return [conf.address, conf.netmask, conf.dhcp_range_start, conf.dhcp_range_end]
 
 
 _CODE_MODULES = ("define/nodes", "define/merge", "define/schema", "define/yamlfile", "define/hostlist", "errors",
@@ -79,7 +86,9 @@ def run(conf_dir, state_dir, force=False, out=print):
     out_dir = layout.define_dir(state_dir)
     with locked(os.path.join(out_dir, ".lock"), what="another define run"):
         images, overlays = inventory.image_names(state_dir), inventory.overlay_names(conf_dir)
-        fingerprint = inputs_fingerprint(conf_dir, state_dir, images, overlays)
+        conf = settings.load(conf_dir)
+        fingerprint = dict(inputs_fingerprint(conf_dir, state_dir, images, overlays),
+                           **{"dhcp range": dhcp_range_key(conf)})
         reason = "forced" if force else why_rerun(state_dir, fingerprint)
         if reason is None:
             out("define: current (inputs unchanged)")
@@ -88,6 +97,8 @@ def run(conf_dir, state_dir, force=False, out=print):
         started = time.monotonic()
         warnings = []
         resolved = nodes.define(conf_dir, images, overlays, warnings)
+        if conf.dhcp_range_start:
+            warnings += range_warnings(conf, {nid: records.Node.from_json(n) for nid, n in resolved.items()})
         for warning in warnings:
             out(f"define: warning: {warning}")
         path = nodes.write_db(state_dir, resolved)

@@ -75,6 +75,16 @@ def ipxe_dir(state_dir):
     return _join(state_dir, "build", "ipxe")
 
 
+def grub_dir(state_dir):
+    """Per-node grub.cfg files (warewulf: grubboot)."""
+    return _join(state_dir, "build", "grub")
+
+
+def efiboot_dir(state_dir):
+    """Each image's shim and GRUB EFI binaries (warewulf: grubboot)."""
+    return _join(state_dir, "build", "efiboot")
+
+
 def ipxe_script(state_dir, name):
     return _join(state_dir, "build", "ipxe", f"{name}.ipxe")
 

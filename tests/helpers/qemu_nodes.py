@@ -1,7 +1,8 @@
-"""Boot several QEMU nodes at once through the iPXE ROM and read what their consoles say.
+"""Boot several QEMU nodes at once from the network and read what their consoles say.
 
-Each node is one `qemu-system-x86_64` (TCG, never KVM) with an e1000 NIC, its serial console written to a
-log file. `NodeGroup` starts them together, waits for console markers with one deadline and always kills
+Each node is one `qemu-system-x86_64` (TCG, never KVM), its serial console written to a log file: BIOS
+nodes have an e1000 NIC whose iPXE ROM boots them; UEFI nodes run OVMF with a virtio NIC, so the
+firmware's own PXE fetches the iPXE binary by TFTP first. `NodeGroup` starts them together, waits for console markers with one deadline and always kills
 what it started; a node that misses its deadline fails the test with its console log.
 
 The demo image's /sbin/init (wwfast.build.demo_image) prints lines `WWFAST-NODE <key> <value>`;
@@ -17,9 +18,13 @@ import subprocess
 import time
 
 from helpers.qemu import QEMU
+
 CONSOLE_TAG = "WWFAST-NODE"
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1bc")
 DONE_LINE = CONSOLE_TAG + " done"
+# UEFI firmware from Debian's ovmf package: code read-only, a writable copy of the variable store per node.
+OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 
 
 class NodeTimeout(AssertionError):
@@ -54,7 +59,12 @@ class QemuNode:
     """One QEMU guest booting from the network. Use through NodeGroup (or call stop() yourself)."""
 
     def __init__(self, name, mac, log_dir, bootfile=None, asset=None, netns=None, tap=None,
-                 memory=256, extra_args=()):
+                 memory=256, extra_args=(), firmware="bios"):
+        """`firmware`: "bios" (SeaBIOS; the e1000's iPXE ROM boots it) or "uefi" (OVMF on q35; a virtio NIC
+        without option ROM, so the firmware's own network stack and PXE start the boot)."""
+        if firmware not in ("bios", "uefi"):
+            raise ValueError(f"firmware {firmware!r}: bios or uefi")
+        self.firmware = firmware
         self.name = name
         self.mac = mac
         self.log_path = pathlib.Path(log_dir) / f"{name}.console.log"
@@ -73,8 +83,14 @@ class QemuNode:
             netdev = f"tap,id=n0,ifname={self.tap},script=no,downscript=no"
         else:
             netdev = "user,id=n0" + (f",bootfile={self.bootfile}" if self.bootfile else "")
-        cmd = [QEMU, "-m", str(self.memory), "-nographic", "-no-reboot", "-boot", "n",
-               "-netdev", netdev, "-device", f"e1000,netdev=n0,mac={self.mac}"]
+        cmd = [QEMU, "-m", str(self.memory), "-nographic", "-no-reboot", "-netdev", netdev]
+        if self.firmware == "uefi":
+            cmd += ["-machine", "q35",
+                    "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                    "-drive", f"if=pflash,format=raw,unit=1,file={self.vars_path}",
+                    "-device", f"virtio-net-pci,netdev=n0,mac={self.mac},romfile=,bootindex=0"]
+        else:
+            cmd += ["-boot", "n", "-device", f"e1000,netdev=n0,mac={self.mac}"]
         if self.asset is not None:
             cmd += ["-smbios", f"type=3,asset={self.asset}"]
         cmd += self.extra_args
@@ -86,6 +102,10 @@ class QemuNode:
         if shutil.which(QEMU) is None:
             raise RuntimeError(f"{QEMU} not installed (Debian package qemu-system-x86)")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.firmware == "uefi":
+            if not os.path.exists(OVMF_CODE):
+                raise RuntimeError(f"{OVMF_CODE} missing (Debian package ovmf)")
+            shutil.copyfile(OVMF_VARS, self.vars_path)     # fresh NVRAM: boot order from bootindex
         log = open(self.log_path, "wb")
         try:
             # Own session: stop() kills QEMU (and `ip netns exec`) as a group, nothing else.
@@ -95,6 +115,10 @@ class QemuNode:
             log.close()
         self.started_at = time.monotonic()
         return self
+
+    @property
+    def vars_path(self):
+        return self.log_path.with_name(f"{self.name}.OVMF_VARS.fd")
 
     def console(self):
         try:

@@ -25,12 +25,16 @@ MARKER_DIR = "etc/wwfast-markers"
 RUNTIME_MARKER = MARKER_DIR + "/runtime"
 RUNTIME_WAIT_SECONDS = 120
 
-# Modules a diskless node needs for its network: the NIC driver QEMU gives it (e1000; virtio-net as an
-# alternative) and af_packet for DHCP clients such as udhcpc. Paths relative to lib/modules/<version>.
+# Modules a diskless node needs for its network: the NIC driver QEMU gives it (e1000; virtio-net, the NIC
+# OVMF's own PXE drives, with the virtio PCI transport) and af_packet for DHCP clients such as udhcpc.
+# Paths relative to lib/modules/<version>.
 NETWORK_MODULES = (
     "kernel/drivers/net/ethernet/intel/e1000/e1000.ko",
     "kernel/net/packet/af_packet.ko",
     "kernel/drivers/net/virtio_net.ko",
+    "kernel/drivers/virtio/virtio_pci.ko",
+    "kernel/drivers/virtio/virtio_pci_legacy_dev.ko",
+    "kernel/drivers/virtio/virtio_pci_modern_dev.ko",
     "kernel/drivers/net/net_failover.ko",
     "kernel/net/core/failover.ko",
     "kernel/drivers/virtio/virtio.ko",

@@ -61,6 +61,23 @@ def script_data(node, settings):
     }
 
 
+def script_environment():
+    return jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                              trim_blocks=True, lstrip_blocks=True, autoescape=False)
+
+
+def compile_template(env, path):
+    """The template at `path`, compiled under its own file name so that tracebacks (and our messages)
+    carry template lines; `.filename` is set. A syntax error is a RenderError naming file and line."""
+    try:
+        code = env.compile(path.read_text(encoding="utf-8"), name=path.name, filename=str(path))
+        t = env.template_class.from_code(env, code, env.make_globals(None))
+    except jinja2.TemplateSyntaxError as e:
+        raise RenderError(str(path), e.lineno, None, f"template syntax: {e.message}") from None
+    t.filename = str(path)
+    return t
+
+
 def is_go_template(text):
     """A Warewulf (Go) iPXE template, rather than a wwfast (Jinja2) one."""
     from wwfast.build.gotemplate import Template, TemplateError
@@ -82,8 +99,7 @@ class IpxeRenderer:
         self.conf_dir = conf_dir
         self.settings = settings
         self.state_dir = state_dir
-        self.env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                                      trim_blocks=True, lstrip_blocks=True, autoescape=False)
+        self.env = script_environment()
         self._templates = {}
         self._raw = None
         self._kernels = {}
@@ -106,14 +122,7 @@ class IpxeRenderer:
                 except TemplateError as e:
                     raise RenderError(str(path), e.line, None, f"template syntax: {e.message}") from None
                 return t
-            try:
-                # compiled under its own file name, so tracebacks (and our messages) carry template lines
-                code = self.env.compile(path.read_text(encoding="utf-8"), name=path.name, filename=str(path))
-                t = self.env.template_class.from_code(self.env, code, self.env.make_globals(None))
-            except jinja2.TemplateSyntaxError as e:
-                raise RenderError(str(path), e.lineno, None, f"template syntax: {e.message}") from None
-            t.filename = str(path)
-            self._templates[name] = t
+            t = self._templates[name] = compile_template(self.env, path)
         return t
 
     def _render(self, name, data, node_id, go_data=None):
@@ -168,8 +177,9 @@ class IpxeRenderer:
         return self._render(name, data, None, go_data)
 
 
-def _write_if_changed(path, text):
-    data = text.encode()
+def write_if_changed(path, text):
+    """Write `text` (str or bytes) atomically unless the file already holds it; True when written."""
+    data = text.encode() if isinstance(text, str) else text
     try:
         with open(path, "rb") as f:
             if f.read() == data:
@@ -188,9 +198,9 @@ def build_ipxe(conf_dir, state_dir, settings, nodes):
     changed = []
     with fsutil.locked(os.path.join(directory, ".lock"), what="another iPXE build"):
         for node_id in sorted(nodes):
-            if _write_if_changed(os.path.join(directory, f"{node_id}.ipxe"), renderer.node_script(nodes[node_id])):
+            if write_if_changed(os.path.join(directory, f"{node_id}.ipxe"), renderer.node_script(nodes[node_id])):
                 changed.append(node_id)
-        _write_if_changed(os.path.join(directory, f"{UNKNOWN}.ipxe"), renderer.unknown_script())
+        write_if_changed(os.path.join(directory, f"{UNKNOWN}.ipxe"), renderer.unknown_script())
         keep = {f"{n}.ipxe" for n in nodes} | {f"{UNKNOWN}.ipxe", ".lock"}
         removed = sorted(f for f in os.listdir(directory) if f.endswith(".ipxe") and f not in keep)
         for f in removed:

@@ -1,1 +1,2 @@
-"""`wwfast configure`: configuration files for the services around provisioning."""
+"""`wwfast configure`: configuration files for the services around provisioning (DHCP, /etc/hosts, the TFTP
+root, cache hosts' nginx)."""

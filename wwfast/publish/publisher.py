@@ -31,7 +31,10 @@ GRACE_SECONDS = 600
 # workers) and named afterwards; smaller ones are hashed first, so unchanged content costs no compression.
 FUSE_MIN = 16 << 20
 ARCHIVES = (("image", "image_cpio"), ("system", "system"), ("runtime", "runtime"))
-SUFFIXES = {"zst": ".cpio.zst", "gz": ".cpio.gz", "kernel": ".kernel", "ipxe": ".ipxe"}
+SUFFIXES = {"zst": ".cpio.zst", "gz": ".cpio.gz", "kernel": ".kernel", "ipxe": ".ipxe", "grub": ".grub",
+            "efi": ".efi"}
+# The GRUB chain (build.json fields only with grubboot): (manifest artifact, build.json field, store kind).
+BOOT_LOADERS = (("grub", "grub", "grub"), ("shim", "shim", "efi"), ("grubefi", "grubefi", "efi"))
 TEMP_PREFIX = "."
 TEMP_SUFFIX = ".tmp"
 
@@ -165,7 +168,7 @@ def _read_build(state_dir):
 
 
 def _build_inputs(build, path):
-    """{relative path: kind} of every distinct build output to publish (kind: archive, kernel, ipxe)."""
+    """{relative path: kind} of every distinct build output to publish (kind: archive, kernel, ipxe, grub, efi)."""
     inputs = {}
     try:
         for node_id, entry in build["nodes"].items():
@@ -173,6 +176,9 @@ def _build_inputs(build, path):
             inputs[entry["ipxe"]] = "ipxe"
             for _, key in ARCHIVES:
                 inputs[entry[key]] = "archive"
+            for _, key, kind in BOOT_LOADERS:
+                if entry.get(key):
+                    inputs[entry[key]] = kind
         if build.get("unknown_ipxe"):
             inputs[build["unknown_ipxe"]] = "ipxe"
     except (KeyError, TypeError) as e:
@@ -418,7 +424,7 @@ class _Publisher:
                     self.zstd.compress(src, out, key[0], progress=report)
                 elif enc == "gz":
                     self.gzip.compress(src, out, progress=report)
-                else:   # kernel, ipxe: stored as they are
+                else:   # kernel, ipxe, grub, efi: stored as they are
                     while chunk := src.read(compress.READ_SIZE):
                         out.write(chunk)
                         report(out.size)
@@ -435,6 +441,9 @@ class _Publisher:
                          "kernel": {"raw": entries[b["kernel"]]["kernel"]}}
             for artifact, key in ARCHIVES:
                 artifacts[artifact] = dict(entries[b[key]])
+            for artifact, key, kind in BOOT_LOADERS:
+                if b.get(key):
+                    artifacts[artifact] = {"raw": entries[b[key]][kind]}
             out_nodes[node_id] = {
                 "macs": node.macs,
                 "addresses": node.addresses,

@@ -23,9 +23,11 @@ from wwfast import layout
 log = logging.getLogger("wwfast.serve")
 
 STAGES = ("ipxe", "kernel", "image", "system", "runtime")
+# The GRUB chain (grubboot): the node's grub.cfg and its image's shim and GRUB binaries (wwfast.server.efiboot).
+BOOT_LOADER_STAGES = ("grub", "shim", "grubefi")
 ENCODINGS = ("zst", "gz", "raw")
 # Store names are content addressed (docs/formats.md): anything else in a manifest is refused.
-STORE_NAME = re.compile(r"^[0-9a-f]{64}\.(cpio\.zst|cpio\.gz|kernel|ipxe)$")
+STORE_NAME = re.compile(r"^[0-9a-f]{64}\.(cpio\.zst|cpio\.gz|kernel|ipxe|grub|efi)$")
 # Ethernet (6 octets), EUI-64 (8) and InfiniBand (20), as define accepts them; ':' or '-' throughout.
 MAC = re.compile(r"^[0-9a-f]{2}(?:([:-])[0-9a-f]{2})(?:\1[0-9a-f]{2})*$")
 MAC_OCTETS = (6, 8, 20)
@@ -93,7 +95,7 @@ class Node:
         self.asset_key = str(entry.get("asset_key") or "")
         self.artifacts = {}
         for stage, encodings in (entry.get("artifacts") or {}).items():
-            if stage not in STAGES or not isinstance(encodings, dict):
+            if stage not in STAGES + BOOT_LOADER_STAGES or not isinstance(encodings, dict):
                 raise ManifestError(f"{where}.artifacts.{stage}: unknown stage or not an object")
             self.artifacts[stage] = {
                 enc: Artifact(store, e, f"{where}.artifacts.{stage}.{enc}")

@@ -28,7 +28,7 @@ log = logging.getLogger("wwfast.serve")
 
 STAGE_ALIASES = {"container": "image", "overlay-system": "system", "overlay-runtime": "runtime"}
 ENCODING_NAMES = {"zst": "zst", "zstd": "zst", "gz": "gz", "gzip": "gz"}
-CONTENT_TYPES = {"ipxe": "text/plain; charset=utf-8"}
+CONTENT_TYPES = {"ipxe": "text/plain; charset=utf-8", "grub": "text/plain; charset=utf-8"}
 ROUTES = {}          # first path segment -> Provisioner method
 
 
@@ -329,3 +329,7 @@ def script_mac(path):
     elif not in_ipxe_dir:
         return None          # a bare name without .ipxe is a file in the TFTP root
     return normalise_mac(name)
+
+
+# Route modules register on import (kept last: they import this module's route table).
+from wwfast.server import efiboot  # noqa: E402,F401  /grub, /efiboot
