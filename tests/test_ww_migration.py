@@ -9,12 +9,13 @@ import sys
 
 import pytest
 
-from helpers.ww_nodes import nodes as ww_nodes
+from helpers.ww_nodes import node_docs as ww_node_docs
 from wwfast.build import ipxe
 from wwfast.define import nodes
 from wwfast.define.settings import Settings
 from wwfast.define.upgrade import upgrade_text
 from wwfast.errors import ConfigError
+from wwfast.records import Node
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -138,7 +139,7 @@ def test_ipxe_templates_in_warewulfs_language(tmp_path):
         "{{ range $name, $dev := .NetDevs }}echo {{ $name }} {{ $dev.Device }}\n{{ end }}"
         "{{ if not .TLS }}echo runtime{{ end }}\n")
     (conf / "ipxe" / "unconfigured.ipxe").write_text("#!ipxe\necho unconfigured {{ $.Hwaddr }}\n")
-    node = dict(ww_nodes()["n-static"], **{"ipxe template": "ww"})
+    node = Node.from_json(dict(ww_node_docs()["n-static"], **{"ipxe template": "ww"}))
     r = ipxe.IpxeRenderer(str(conf), Settings(address="10.0.2.2", http_port=9873))
     assert r.node_script(node) == ("#!ipxe\nset base http://10.0.2.2:9873\n"
                                    "kernel ${base}/kernel/e6:92:39:49:7b:03 wwid=e6:92:39:49:7b:03 quiet crashkernel=no\n"

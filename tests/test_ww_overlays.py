@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from helpers.ww_nodes import disk_node, nodes
+from helpers.ww_nodes import disk_node, node_docs, nodes
 from wwfast.build import overlays
 from wwfast.build.render import Renderer, node_view
 from wwfast.define.settings import Settings, load as load_settings
@@ -187,7 +187,7 @@ def test_overlay_show_takes_warewulfs_file_names_and_prints_only_the_text(tmp_pa
     conf, state = tmp_path / "conf", tmp_path / "state"
     (state / "define").mkdir(parents=True)
     conf.mkdir()
-    (state / "define" / "nodes.json").write_text(json.dumps({"format": 1, "nodes": nodes()}))
+    (state / "define" / "nodes.json").write_text(json.dumps({"format": 1, "nodes": node_docs()}))
     root = pathlib.Path(__file__).resolve().parent.parent
 
     def show(*args):

@@ -1,5 +1,7 @@
 """Node data for the Warewulf overlay golden tests: nodes.json-shaped nodes covering static and DHCP
-addressing, IPv6, two NICs, a bond with two members, a VLAN, InfiniBand, MTU, routes and DNS tags."""
+addressing, IPv6, two NICs, a bond with two members, a VLAN, InfiniBand, MTU, routes and DNS tags.
+node_docs() gives them as nodes.json documents, nodes() and disk_node() as the records.Node the renderer takes."""
+from wwfast.records import Node
 
 
 def dev(**fields):
@@ -26,7 +28,7 @@ def node(node_id, devices, primary=None, **fields):
     return base
 
 
-def nodes():
+def node_docs():
     return {n["id"]: n for n in (
         # one static NIC with DNS, a route and a search list
         node("n-static", {"default": dev(device="eth0", hwaddr="e6:92:39:49:7b:03", ipaddr="10.0.2.21",
@@ -67,7 +69,15 @@ def nodes():
     )}
 
 
+def nodes():
+    return {nid: Node.from_json(doc) for nid, doc in node_docs().items()}
+
+
 def disk_node():
+    return Node.from_json(disk_node_doc())
+
+
+def disk_node_doc():
     """Native disks and file systems (ignition, sfdisk, mkfs, mkswap, systemd.mount/swap)."""
     return node("n-disk", {"default": dev(device="eth0", hwaddr="52:54:00:00:00:61", ipaddr="10.0.2.71",
                                           netmask="255.255.255.0")},
