@@ -99,12 +99,17 @@ def _write_in_place(path, text):
         os.fsync(f.fileno())
 
 
+def restart_command(unit):
+    return ["systemctl", "restart", unit]
+
+
 def restart_service(unit):
     """`systemctl restart UNIT`; returns (ok, message)."""
-    systemctl = shutil.which("systemctl")
+    command = restart_command(unit)
+    systemctl = shutil.which(command[0])
     if systemctl is None:
         return False, f"cannot restart {unit}: systemctl not found (restart it by hand)"
-    out = subprocess.run([systemctl, "restart", unit], capture_output=True, text=True)
+    out = subprocess.run([systemctl, *command[1:]], capture_output=True, text=True)
     if out.returncode != 0:
         detail = (out.stderr or out.stdout).strip()
         return False, f"systemctl restart {unit} failed (exit {out.returncode}): {detail}"
