@@ -27,9 +27,9 @@ class Transfer:
         self.method = method
 
     def finishes_boot(self, sent, complete):
-        """A whole runtime overlay went out: the node has everything it boots from."""
+        """A whole runtime overlay went out: the node has everything it boots from (a range of it is not)."""
         return (self.stage == "runtime" and complete and sent == self.length and self.method != "HEAD"
-                and self.code in (200, 206))
+                and self.code == 200)
 
 
 class BootLedger:
