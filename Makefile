@@ -1,7 +1,8 @@
 # wwfast: each stage is a target; stages skip by themselves when their outputs are current.
 PY    ?= .venv/bin/python
-CONF  ?= conf
-STATE ?= var
+# The same directories `wwfast` reads: $WWFAST_CONF / $WWFAST_STATE, else conf and var.
+CONF  ?= $(or $(WWFAST_CONF),conf)
+STATE ?= $(or $(WWFAST_STATE),var)
 ARGS  = --conf $(CONF) --state $(STATE)
 
 .PHONY: setup define build compress all serve test bench demo clean

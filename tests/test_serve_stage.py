@@ -74,15 +74,19 @@ def test_status_survives_a_restart_and_sigterm_is_clean(tmp_path):
         for stage in ("ipxe", "kernel", "image", "system", "runtime"):
             get(f"{base}/{stage}/{MAC1}")
         before = json.loads(get(f"{base}/status"))["nodes"]
+        record = json.loads(get(f"{base}/status?node=n001"))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
     saved = json.load(open(os.path.join(state, "serve", "status.json")))["nodes"]
-    assert saved["n001"] == before["n001"]
+    assert {k: v for k, v in saved["n001"].items() if k not in ("boot", "last boot")} == before["n001"]
+    assert saved["n001"]["boot"] == record["boot"]        # the boot record is saved too
+    assert [r["stage"] for r in record["boot"]["requests"]] == ["ipxe", "kernel", "image", "system", "runtime"]
     assert saved["n001"]["stage"] == "runtime" and saved["n001"]["boot end"] >= saved["n001"]["boot start"] > 0
     with running_server(state, port):
         after = json.loads(get(f"{base}/status"))["nodes"]
         assert after["n001"] == before["n001"]
         assert after["n002"]["stage"] == "" and after["n002"]["last seen"] == 0
+        assert json.loads(get(f"{base}/status?node=n001"))["boot"] == record["boot"]
 
 
 def test_settings_file_configures_and_flags_override(tmp_path):
