@@ -26,7 +26,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 MAC = "52:54:00:a5:00:01"
 ADMIN_HOSTS = "127.0.0.1\tlocalhost\n10.1.1.1\tstorage01\n"
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def readme_steps():
