@@ -10,8 +10,9 @@ ARGS  = --conf $(CONF) --state $(STATE)
 setup:
 	scripts/setup.sh
 
+# ALLOW_SHRINK=1: let define drop every node, or more than half of them (it refuses by default).
 define:
-	$(PY) -m stages.define $(ARGS)
+	$(PY) -m stages.define $(ARGS) $(if $(ALLOW_SHRINK),--allow-shrink)
 
 # `define` is also a make directive: as a prerequisite it is spelled through a variable.
 DEFINE := define
