@@ -68,6 +68,7 @@ class StatusBook:
         self._loop = None
         self._timer = None
         self._saving = None
+        self.on_change = None         # (node_id, record copy) on each stage change or boot end (etcd mirror)
 
     def _record(self, node_id):
         rec = self.nodes.get(node_id)
@@ -82,8 +83,11 @@ class StatusBook:
         boot_open = rec["boot start"] and not rec["boot end"]
         if ok and (stage == "ipxe" or (stage == "kernel" and not boot_open)):
             rec["boot start"], rec["boot end"] = now, 0
+        changed = rec["stage"] != stage or rec["sent"] != sent or stage == "ipxe"     # a script: a new boot
         rec.update({"stage": stage, "sent": sent, "ipaddr": ipaddr, "last seen": now})
         self._dirty()
+        if changed and self.on_change is not None:
+            self.on_change(node_id, dict(rec))
 
     def completed(self, node_id, stage):
         """A file body was sent in full; returns the boot duration when this ends a boot."""
@@ -94,6 +98,8 @@ class StatusBook:
         if stage == "runtime" and rec["boot start"] and not rec["boot end"]:
             rec["boot end"] = now
             duration = now - rec["boot start"]
+            if self.on_change is not None:
+                self.on_change(node_id, dict(rec))
         self._dirty()
         return duration
 
