@@ -9,7 +9,6 @@ inputs are unchanged and say why they redo the rest.
 """
 import argparse
 import json
-import os
 import sys
 
 from wwfast import layout, records
@@ -79,8 +78,7 @@ def assemble(results, all_nodes, required=REQUIRED_FIELDS):
 
 def run(conf_dir, state_dir, force=False, out=print):
     """Returns the exit code."""
-    build_dir = layout.build_dir(state_dir)
-    with locked(os.path.join(build_dir, ".lock"), what="another build run"):
+    with locked(layout.build_lock(state_dir), what="another build run"):
         ctx = Context(conf_dir, state_dir, force, out)
         results, errors = [], []
         for name, step in STEPS:

@@ -3,11 +3,15 @@
 Every node with its profiles merged and hostlists expanded, canonical and
 sorted, written atomically. Skips with a reason when its inputs (node file,
 code, image and overlay names) are unchanged. On any error: a message naming
-file, line and field, exit 1, nothing written.
+file, line and field, exit 1, nothing written. A run that would drop every node of
+the previous nodes.json, or more than half of them, is refused (exit 1, nothing
+written) unless --allow-shrink says it is meant.
 
-    python -m stages.define --conf conf --state var [--force]
+    python -m stages.define --conf conf --state var [--force] [--allow-shrink]
 """
 import argparse
+import contextlib
+import glob
 import json
 import os
 import sys
@@ -18,7 +22,7 @@ import hashlib
 from wwfast import __version__, layout, records
 from wwfast.build import inventory
 from wwfast.configure.plan import range_warnings
-from wwfast.define import nodes, settings
+from wwfast.define import nodes, settings, shrink
 from wwfast.errors import ConfigError
 from wwfast.fsutil import sha256_file
 from wwfast.fsutil import LockBusy, atomic_write, locked
@@ -81,10 +85,19 @@ def why_rerun(state_dir, fingerprint):
     return ", ".join(changed) if changed else None
 
 
-def run(conf_dir, state_dir, force=False, out=print):
+def _remove_stale_temp_files(out_dir):
+    """Temp files a killed run left (fsutil's `.NAME.*.tmp`); under the lock no other run is writing."""
+    for name in ("nodes.json", "inputs.json"):
+        for path in glob.glob(os.path.join(glob.escape(out_dir), f".{name}.*.tmp")):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+def run(conf_dir, state_dir, force=False, out=print, allow_shrink=False):
     """Returns the exit code."""
     out_dir = layout.define_dir(state_dir)
     with locked(os.path.join(out_dir, ".lock"), what="another define run"):
+        _remove_stale_temp_files(out_dir)
         images, overlays = inventory.image_names(state_dir), inventory.overlay_names(conf_dir)
         conf = settings.load(conf_dir)
         fingerprint = dict(inputs_fingerprint(conf_dir, state_dir, images, overlays),
@@ -97,6 +110,8 @@ def run(conf_dir, state_dir, force=False, out=print):
         started = time.monotonic()
         warnings = []
         resolved = nodes.define(conf_dir, images, overlays, warnings)
+        db = nodes.db_path(state_dir)
+        shrink.check(shrink.previous_ids(db), resolved, db, allow=allow_shrink)
         if conf.dhcp_range_start:
             warnings += range_warnings(conf, {nid: records.Node.from_json(n) for nid, n in resolved.items()})
         for warning in warnings:
@@ -113,9 +128,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m stages.define", description=__doc__.splitlines()[0])
     add_dir_arguments(parser)
     parser.add_argument("--force", action="store_true", help="run even when the inputs are unchanged")
+    parser.add_argument("--allow-shrink", action="store_true",
+                        help="write even when every node, or more than half of them, would go from nodes.json")
     args = parser.parse_args(argv)
     try:
-        return run(args.conf, args.state, force=args.force)
+        return run(args.conf, args.state, force=args.force, allow_shrink=args.allow_shrink)
+    except shrink.ShrinkRefused as e:
+        print(f"define: refused: {e}", file=sys.stderr)
+        print("define: nothing written", file=sys.stderr)
+        return 1
     except ConfigError as e:
         print(f"define: error: {e}", file=sys.stderr)
         print("define: nothing written", file=sys.stderr)

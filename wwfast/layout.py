@@ -4,6 +4,7 @@
     STATE/images/<image>/rootfs/, image.json     imported images (wwfast image import)
     STATE/ssh/                                   cluster SSH keys, made once (build)
     STATE/build/build.json                       what build produced, per node (build)
+    STATE/build/.lock                            held by a build; image changes take it to swap trees
     STATE/build/images/<image>.cpio.zst|.gz      image archives, packed straight into the compressors
     STATE/build/overlays/<node>/<context>.cpio   system and runtime overlays
     STATE/build/ipxe/<node>.ipxe, unknown.ipxe   iPXE scripts
@@ -57,6 +58,11 @@ def build_dir(state_dir):
 
 def build_json(state_dir):
     return _join(state_dir, "build", "build.json")
+
+
+def build_lock(state_dir):
+    """Held by a build run; image changes (import, exec, rename, delete) take it to swap trees."""
+    return _join(state_dir, "build", ".lock")
 
 
 def build_images_dir(state_dir):

@@ -1,5 +1,7 @@
-"""`wwfast image import|list|kernels`: bring OS images in and see what they hold."""
-from wwfast.build import images, kernels
+"""`wwfast image import|list|kernels|exec|shell`: bring OS images in, see what they hold, change them."""
+import argparse
+
+from wwfast.build import image_exec, images, kernels
 from wwfast.commands.listing import print_json, print_table
 
 
@@ -22,6 +24,41 @@ def register(subparsers):
     p = sub.add_parser("kernels", help="kernels found in images (Warewulf's search order)")
     p.add_argument("names", nargs="*", metavar="NAME", help="images (default: all)")
     p.set_defaults(func=cmd_kernels)
+
+    p = sub.add_parser("exec", help="run a command inside an image (its own namespaces; changes kept on success)",
+                       description=image_exec.__doc__.split("\n\n")[1].replace("\n", " "))
+    _exec_options(p)
+    p.add_argument("name", metavar="NAME", help="image name")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command and its arguments")
+    p.set_defaults(func=cmd_exec)
+
+    p = sub.add_parser("shell", help="an interactive shell inside an image (changes kept unless it is killed)")
+    _exec_options(p)
+    p.add_argument("name", metavar="NAME", help="image name")
+    p.set_defaults(func=cmd_shell)
+
+
+def _exec_options(p):
+    p.add_argument("--bind", "-b", action="append", default=[], metavar="SRC[:DST[:ro]]",
+                   help="bind a server path into the image for the run (DST defaults to SRC; the mount "
+                        "point is removed after); repeatable")
+
+
+def cmd_exec(args):
+    command = list(args.command)
+    if "--" in command:   # options given after NAME: `image exec NAME --bind X -- CMD`
+        cut = command.index("--")
+        opts = argparse.ArgumentParser(prog="wwfast image exec NAME")
+        _exec_options(opts)
+        args.bind += opts.parse_args(command[:cut]).bind
+        command = command[cut + 1:]
+    if not command:
+        raise images.ImageError("no command given: wwfast image exec NAME -- CMD [ARG ...]")
+    return image_exec.run_in_image(args.state, args.name, command, binds=args.bind)
+
+
+def cmd_shell(args):
+    return image_exec.run_in_image(args.state, args.name, None, binds=args.bind, shell=True)
 
 
 def cmd_import(args):

@@ -112,6 +112,20 @@ def _tftp_class():
     return TftpServer
 
 
+def mirror_boot_records(ledger, scaleout):
+    """Every event the ledger applies (this process's, or forwarded by a worker) also goes to etcd: the
+    node's status summary, batched by the mirror (latest per node)."""
+    from wwfast.server.status import summary
+    apply = ledger.apply
+
+    def apply_and_mirror(event):
+        apply(event)
+        rec = ledger.status.nodes.get(event[1]) if event[1] else None
+        if rec is not None:
+            scaleout.record(event[1], summary(rec))
+    ledger.apply = apply_and_mirror
+
+
 async def serve_forever(opts):
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -125,7 +139,7 @@ async def serve_forever(opts):
         # a pointer switch (a thread) has the catalog reloaded at once rather than at the next poll
         scaleout = ScaleOut(opts.settings, opts.state_dir,
                             on_switch=lambda _pointer: loop.call_soon_threadsafe(watcher.check))
-        ledger.status.on_change = scaleout.record
+        mirror_boot_records(ledger, scaleout)
     provisioner = Provisioner(watcher, ledger, secure=opts.secure, follow_manifest_secure=not opts.secure_flag,
                               tls_port=opts.tls_port if opts.tls else None, scaleout=scaleout)
     http = HttpServer(provisioner, opts.http_bind, opts.http_port, send_mode=opts.send_mode, limits=opts.limits)
@@ -155,7 +169,8 @@ async def serve_forever(opts):
                     log.warning("TFTP is enabled but wwfast.server.tftp is not available; HTTP only")
                 else:
                     tftp = cls(opts.tftp_root, opts.tftp_bind, opts.tftp_port,
-                               resolve=provisioner.tftp_resolve, on_request=provisioner.tftp_requested)
+                               resolve=provisioner.tftp_resolve, on_request=provisioner.tftp_requested,
+                               on_end=provisioner.tftp_ended)
                     await tftp.start()
                     log.info("TFTP on %s:%d from %s", opts.tftp_bind, opts.tftp_port, opts.tftp_root)
             try:
