@@ -180,8 +180,13 @@ def fake_systemctl(tmp_path, monkeypatch):
 def test_restart_goes_through_systemd_only_when_the_file_changed(site, tmp_path, capsys, fake_systemctl):
     conf, _ = site
     out = tmp_path / "wwfast.conf"
+    # --show says which command a restart would run, and runs nothing
+    rc, _, stderr = run_dhcp(capsys, site, out, "--show", "--restart")
+    assert rc == 0 and "would run `systemctl restart dnsmasq`" in stderr and not fake_systemctl.exists()
     rc, stdout, _ = run_dhcp(capsys, site, out, "--restart")
     assert rc == 0 and "restarted dnsmasq" in stdout
+    rc, _, stderr = run_dhcp(capsys, site, out, "--show", "--restart")
+    assert "would not change; no restart" in stderr
     rc, stdout, _ = run_dhcp(capsys, site, out, "--restart")
     assert rc == 0 and "dnsmasq not restarted" in stdout
     assert fake_systemctl.read_text().splitlines() == ["restart dnsmasq"]

@@ -197,23 +197,29 @@ def test_metrics_text_format():
 def test_status_book_boot_times_and_debounced_atomic_save(tmp_path):
     state = str(tmp_path)
     clock = [1000.0]
-    book = StatusBook(state, debounce=0.05, clock=lambda: clock[0])
+    ledger = BootLedger(state, status_debounce=0.05, clock=lambda: clock[0])
+    book = ledger.status
 
     async def scenario():
-        book.attach(asyncio.get_running_loop())
-        book.requested("n001", "ipxe", "a.ipxe", "10.0.0.1")
+        ledger.attach(asyncio.get_running_loop())
+        ledger.began("n001", "ipxe", "a.ipxe", "10.0.0.1", length=10)
         clock[0] = 1010.0
-        book.requested("n001", "kernel", "k.kernel", "10.0.0.1")
-        book.requested("n001", "runtime", "BAD_ASSET", "10.0.0.1", ok=False)
+        ledger.began("n001", "kernel", "k.kernel", "10.0.0.1", length=10)
+        ledger.refused("n001", "runtime", "BAD_ASSET", "10.0.0.1")
+        runtime = ledger.began("n001", "runtime", "r.cpio.zst", "10.0.0.1", length=10)
+        again = ledger.began("n001", "runtime", "r.cpio.zst", "10.0.0.1", length=10)
         clock[0] = 1030.0
-        assert book.completed("n001", "runtime") == 30.0
-        assert book.completed("n001", "runtime") is None     # agent refreshes do not end a boot again
+        ledger.ended(runtime, 10, True)
+        assert book.nodes["n001"]["boot end"] == 1030.0
+        ledger.ended(again, 10, True)       # agent refreshes do not end a boot again
+        assert ledger.metrics.boot.count == 1
+        ledger.refused("n001", "runtime", "BAD_ASSET", "10.0.0.1")
         await asyncio.sleep(0.3)
         saved = read_status(state)["nodes"]["n001"]
         assert (saved["boot start"], saved["boot end"], saved["sent"]) == (1000.0, 1030.0, "BAD_ASSET")
         clock[0] = 1100.0
-        book.requested("n001", "kernel", "k.kernel", "10.0.0.1")    # a kernel fetch after a finished boot
-        await book.close()
+        ledger.began("n001", "kernel", "k.kernel", "10.0.0.1")    # a kernel fetch after a finished boot
+        await ledger.close()
 
     loops.run(scenario())
     rec = StatusBook(state).nodes["n001"]

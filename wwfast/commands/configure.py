@@ -93,6 +93,10 @@ def configure_dhcp(args, conf, defined):
             return 0
     if show:
         sys.stdout.write(text)
+        if args.restart or conf.dhcp_restart:
+            would = files.Change(path, files.read_current(path), text).changed
+            _note(f"dhcp: --show: would run `{' '.join(files.restart_command(dhcp.unit_name(conf)))}`"
+                  if would else f"dhcp: --show: {path} would not change; no restart")
         return 0
     change = files.write_if_changed(path, text)
     print("\n".join(change.describe(f"dhcp ({server.name}, {len(dhcp_plan.hosts)} hosts)")))

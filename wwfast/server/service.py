@@ -143,7 +143,8 @@ async def serve_forever(opts):
                     log.warning("TFTP is enabled but wwfast.server.tftp is not available; HTTP only")
                 else:
                     tftp = cls(opts.tftp_root, opts.tftp_bind, opts.tftp_port,
-                               resolve=provisioner.tftp_resolve, on_request=provisioner.tftp_requested)
+                               resolve=provisioner.tftp_resolve, on_request=provisioner.tftp_requested,
+                               on_end=provisioner.tftp_ended)
                     await tftp.start()
                     log.info("TFTP on %s:%d from %s", opts.tftp_bind, opts.tftp_port, opts.tftp_root)
             try:
