@@ -259,6 +259,17 @@ def write_stamp(state_dir, name, stamp):
                         json.dumps(stamp, sort_keys=True, separators=(",", ":")) + "\n")
 
 
+def _remove_stale_stamp_temps(state_dir, name):
+    """The temp file of a stamp a killed run was writing (fsutil's `.NAME.*.tmp`); we hold the lock."""
+    directory = layout.stages_dir(state_dir)
+    prefix = f".{os.path.basename(layout.stage_stamp(state_dir, name))}."
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.listdir(directory):
+            if entry.startswith(prefix) and entry.endswith(".tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(directory, entry))
+
+
 # ---- locks ----
 
 def _holder(path):
@@ -307,6 +318,7 @@ def run(stage, conf_dir, state_dir, settings, force=False, wait=True, log=print,
 def _run(stage, conf_dir, state_dir, settings, force, wait, log, params, started):
     names = tuple(stage.locks) + (stage.name,)
     with stage_locks(state_dir, names, wait=wait, on_wait=lambda m: log(f"{stage.name}: {m}")):
+        _remove_stale_stamp_temps(state_dir, stage.name)
         previous = read_stamp(state_dir, stage.name)
         ctx = Context(stage, conf_dir, state_dir, settings, force, log, dict(previous.get("memory", {})), params)
         now = fingerprint(stage, ctx, previous)
