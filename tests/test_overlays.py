@@ -40,9 +40,13 @@ def dirs(tmp_path):
     return conf, state
 
 
+MEMORY = {}   # per state dir: what the build stage's stamp keeps between runs
+
+
 def build(dirs, nodes=None, **kw):
     conf, state = dirs
-    return build_overlays(conf, state, kw.pop("settings", fixture_settings()), nodes or fixture_nodes(), **kw)
+    return build_overlays(conf, state, kw.pop("settings", fixture_settings()), nodes or fixture_nodes(),
+                          memory=MEMORY.setdefault(str(state), {}), **kw)
 
 
 def read(state, node, context):
