@@ -325,6 +325,18 @@ def test_real_ssh_keys_generated_once(tmp_path):
     assert content.decode() in listing(read(state, "k1", "system"))
 
 
+def test_relative_state_dir_still_finds_the_ssh_keys(tmp_path, monkeypatch):
+    """`--state var` from the project directory (as make runs it): the key templates read STATE/ssh,
+    not a path relative to the conf directory."""
+    make_images(tmp_path / "state")
+    fake_ssh_keys(tmp_path / "state")
+    (tmp_path / "conf").mkdir()
+    monkeypatch.chdir(tmp_path)
+    build((pathlib.Path("conf"), pathlib.Path("state")), nodes={"k1": make_node("k1")})
+    key = (tmp_path / "state" / "ssh" / "ssh_host_ed25519_key").read_text()
+    assert key and key in listing(read(tmp_path / "state", "k1", "system"))
+
+
 def _wwfast(args, conf, state):
     env = dict(os.environ, WWFAST_CONF=str(conf), WWFAST_STATE=str(state))
     return subprocess.run([sys.executable, "-m", "wwfast.cli"] + args, capture_output=True, text=True, env=env)
