@@ -1,7 +1,7 @@
 """A worker's view of serve's one boot ledger and manifest, both kept by the supervisor.
 
-`RemoteLedger` has the BootLedger methods the provisioning routes and transports call. What only
-records (a transfer began, ended, was refused) is sent to the supervisor at once and never waits;
+`RemoteLedger` is a BootLedger whose events (a transfer began, ended, was refused: plain tuples, see
+wwfast.server.ledger) go to the supervisor's ledger at once and never wait;
 what must be answered (the catalog a node's boot is pinned to, /status, /metrics) is a call that
 waits for the supervisor's reply. The traffic counters of /metrics stay in the worker (`metrics`,
 counted on the hot path as in one process) and are summed by the supervisor when /metrics is asked.
@@ -17,7 +17,7 @@ import time
 
 from wwfast.server.catalog import Catalog, ManifestError
 from wwfast.server.channel import ChannelClosed, Stalled
-from wwfast.server.metrics import Metrics
+from wwfast.server.ledger import BootLedger
 
 log = logging.getLogger("wwfast.serve")
 
@@ -171,14 +171,19 @@ class SupervisorLink:
             self.on_lost()
 
 
-class RemoteLedger:
-    """BootLedger's interface for the routes and transports of a worker (see wwfast.server.ledger)."""
+class RemoteLedger(BootLedger):
+    """BootLedger for the routes and transports of a worker: it builds the same events (its own range
+    of request numbers, `first_seq`) and sends them to the supervisor's ledger instead of applying them."""
 
-    def __init__(self, link, catalogs):
+    def __init__(self, link, catalogs, first_seq):
         self.link = link
         self.catalogs = catalogs
         self.metrics = link.metrics
-        self._tokens = itertools.count(1)
+        self.clock = time.time
+        self._seq = itertools.count(first_seq)
+
+    def apply(self, event):
+        self.link.send("event", event)
 
     # -- pins: the supervisor decides, so a node's requests may land on any worker ----------------
     def catalog_for(self, mac, stage, current):
@@ -196,24 +201,21 @@ class RemoteLedger:
     def manifest_swapped(self):
         pass                         # counted by the supervisor, which swaps first
 
-    # -- events: sent at once, never waited for ------------------------------------------------
-    def began(self, *args, **kwargs):
-        token = next(self._tokens)
-        self.link.send("began", token, args, kwargs)
-        return token
-
-    def ended(self, token, *args, **kwargs):
-        self.link.send("ended", token, args, kwargs)
-
-    def refused(self, *args, **kwargs):
-        self.link.send("refused", args, kwargs)
-
     # -- reading it back: the supervisor's whole view ---------------------------------------------
-    def status_json(self, catalog, *args, **kwargs):
+    def status_json(self, catalog):
         try:
-            return self.link.call("status_json", args, kwargs)
+            return self.link.call("status_json")
         except (ChannelClosed, Stalled) as e:
             return (json.dumps({"error": f"status unavailable: {e}"}) + "\n").encode()
+
+    def status_document(self, catalog):
+        return json.loads(self.status_json(catalog))
+
+    def node_document(self, catalog, node_id):
+        try:
+            return self.link.call("node_document", node_id)
+        except (ChannelClosed, Stalled) as e:
+            return {"node": node_id, "error": f"status unavailable: {e}"}
 
     def metrics_text(self, catalog):
         try:

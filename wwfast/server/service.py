@@ -19,6 +19,7 @@ from wwfast.server.http import HttpServer, Limits
 from wwfast.server.https import HttpsServer
 from wwfast.server.ledger import BootLedger
 from wwfast.server.provision import Provisioner
+from wwfast.server.scaleout import ScaleOut, wanted as scaleout_wanted
 
 log = logging.getLogger("wwfast.serve")
 
@@ -37,6 +38,7 @@ class ServeOptions:
         self.send_mode, self.loop = send_mode, loop
         self.limits = limits or Limits()
         self.secure_flag = False        # --secure/--no-secure given: it wins over the manifest's copy
+        self.settings = None            # the Settings, for the scale-out block (`cluster:`)
         self.workers = 1                # processes sharing the ports (None: one per core)
         self.log_levels = (logging.INFO, logging.INFO)   # root and wwfast.serve, handed to workers
 
@@ -65,6 +67,7 @@ class ServeOptions:
         opts.send_mode = args.send_mode
         opts.loop = args.loop
         opts.limits = Limits(header_timeout=args.header_timeout, idle_timeout=args.idle_timeout)
+        opts.settings = settings
         opts.workers = args.workers
         if opts.workers is not None and opts.workers < 1:
             raise UsageError(f"--workers {opts.workers}: give at least 1")
@@ -121,6 +124,20 @@ def _tftp_class():
     return TftpServer
 
 
+def mirror_boot_records(ledger, scaleout):
+    """Every event the ledger applies (this process's, or forwarded by a worker) also goes to etcd: the
+    node's status summary, batched by the mirror (latest per node)."""
+    from wwfast.server.status import summary
+    apply = ledger.apply
+
+    def apply_and_mirror(event):
+        apply(event)
+        rec = ledger.status.nodes.get(event[1]) if event[1] else None
+        if rec is not None:
+            scaleout.record(event[1], summary(rec))
+    ledger.apply = apply_and_mirror
+
+
 def stop_event(loop):
     """An event SIGTERM and SIGINT set."""
     stop = asyncio.Event()
@@ -135,17 +152,30 @@ async def serve_forever(opts):
     stop = stop_event(loop)
     ledger = BootLedger(opts.state_dir)
     watcher = CatalogWatcher(opts.state_dir)
+    scaleout = None
+    if opts.settings is not None and scaleout_wanted(opts.settings):
+        # a pointer switch (a thread) has the catalog reloaded at once rather than at the next poll
+        scaleout = ScaleOut(opts.settings, opts.state_dir,
+                            on_switch=lambda _pointer: loop.call_soon_threadsafe(watcher.check))
+        mirror_boot_records(ledger, scaleout)
     ledger.attach(loop)
+
+    def ready():
+        watcher.start(loop)
+        if scaleout is not None:
+            scaleout.start()
     try:
-        await serve_protocols(opts, watcher, ledger, stop, on_ready=lambda: watcher.start(loop))
+        await serve_protocols(opts, watcher, ledger, stop, scaleout=scaleout, on_ready=ready)
     finally:
         watcher.stop()
+        if scaleout is not None:
+            await loop.run_in_executor(None, scaleout.stop)
         await ledger.close()
     log.info("stopped")
 
 
-async def serve_protocols(opts, watcher, ledger, stop, socks=None, on_ready=None, on_listening=None,
-                          worker=None):
+async def serve_protocols(opts, watcher, ledger, stop, scaleout=None, socks=None, on_ready=None,
+                          on_listening=None, worker=None):
     """Answer HTTP (HTTPS, TFTP) from `watcher`'s catalog with `ledger` until `stop` is set.
 
     `socks`: {"http": ..., "https": ..., "tftp": ...} already bound (a worker of serve --workers N),
@@ -155,15 +185,16 @@ async def serve_protocols(opts, watcher, ledger, stop, socks=None, on_ready=None
     ssl_context = tls.server_context(opts.conf_dir) if opts.tls else None   # a missing key: say so first
     socks = socks or {}
     provisioner = Provisioner(watcher, ledger, secure=opts.secure, follow_manifest_secure=not opts.secure_flag,
-                              tls_port=opts.tls_port if opts.tls else None)
+                              tls_port=opts.tls_port if opts.tls else None, scaleout=scaleout)
     provisioner.worker = worker
     http = HttpServer(provisioner, opts.http_bind, opts.http_port, send_mode=opts.send_mode, limits=opts.limits,
                       sock=socks.get("http"))
     https = HttpsServer(provisioner, opts.http_bind, opts.tls_port, ssl_context, limits=opts.limits,
                         sock=socks.get("https")) if opts.tls else None
 
-    def swapped(_old, new):
+    def swapped(old, new):
         ledger.manifest_swapped()
+        provisioner.catalog_swapped(old)
         for server in (http, https):
             if server is not None:
                 server.maps.keep_only(new)
@@ -181,7 +212,8 @@ async def serve_protocols(opts, watcher, ledger, stop, socks=None, on_ready=None
                 log.warning("TFTP is enabled but wwfast.server.tftp is not available; HTTP only")
             else:
                 tftp = cls(opts.tftp_root, opts.tftp_bind, opts.tftp_port, sock=socks.get("tftp"),
-                           resolve=provisioner.tftp_resolve, on_request=provisioner.tftp_requested)
+                           resolve=provisioner.tftp_resolve, on_request=provisioner.tftp_requested,
+                           on_end=provisioner.tftp_ended)
                 await tftp.start()
                 log.info("TFTP on %s:%d from %s", opts.tftp_bind, opts.tftp_port, opts.tftp_root)
         if on_listening is not None:
@@ -215,6 +247,10 @@ def run(opts):
     limit = raise_nofile_limit()
     log.info("open-file limit %d; event loop %s", limit, loops.loop_name(opts.loop))
     workers = opts.workers or default_workers()
+    if workers > 1 and opts.settings is not None and scaleout_wanted(opts.settings):
+        # the scale-out part (etcd pointer, membership, mirror) runs once per server: not split yet
+        log.warning("serve: the cluster settings (caches, etcd) run in one process; --workers %d ignored", workers)
+        workers = 1
     if workers > 1:
         from wwfast.server.supervisor import Supervisor
         return Supervisor(opts, workers).run()

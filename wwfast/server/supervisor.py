@@ -15,6 +15,7 @@ sockets, and the others never notice. It keeps what must be one for the whole se
   dead worker's last counts are kept) with the ledger's boot histogram.
 """
 import asyncio
+import copy
 import itertools
 import json
 import logging
@@ -33,6 +34,7 @@ from wwfast.server.ledger import BootLedger
 
 log = logging.getLogger("wwfast.serve")
 
+SEQ_RANGE = 10 ** 12       # request numbers per worker process (the supervisor's ledger keeps 1..)
 STOP_GRACE = 10.0          # seconds a worker gets to finish after SIGTERM
 SNAPSHOT_WAIT = 2.0        # seconds /metrics waits for the other workers' counts
 QUICK_DEATH = 5.0          # a worker dead this soon after starting is restarted after a growing pause
@@ -52,17 +54,20 @@ class Slot:
         self.epoch = 0
         self.generation = ""
         self.snapshot = {}             # the worker's last traffic counters (wwfast.server.metrics.state)
-        self.transfers = {}            # worker's token -> the ledger's transfer
+        self.open = {}                 # (node, request number) -> True: began, not ended yet
 
 
 class Supervisor:
     def __init__(self, opts, workers):
         self.opts = opts
+        self.worker_opts = copy.copy(opts)
+        self.worker_opts.settings = None       # the scale-out part is not split over workers (service.run)
         self.n = workers
         self.slots = [Slot(i) for i in range(workers)]
         self.groups = {}
         self.epochs = {}               # epoch -> catalog served now (current or pinned)
         self.epoch_ids = itertools.count(1)
+        self.incarnations = itertools.count(1)     # each worker process numbers its requests from its own range
         self.retired = []              # counters of workers that died
         self.waiters = {}              # (slot, request) -> future of a /metrics snapshot
         self.requests = itertools.count(1)
@@ -144,10 +149,11 @@ class Supervisor:
         slot.channel = Channel(parent)
         slot.started, slot.ready = time.monotonic(), False
         slot.epoch, slot.generation = self.current.epoch, self.current.generation
-        slot.snapshot, slot.transfers = {}, {}
+        slot.snapshot, slot.open = {}, {}
         live = self.live_epochs()
-        slot.channel.send(("init", slot.index, self.opts, fds,
-                           [(e, self.epochs[e].raw) for e in sorted(live) if e], self.current.epoch))
+        slot.channel.send(("init", slot.index, self.worker_opts, fds,
+                           [(e, self.epochs[e].raw) for e in sorted(live) if e], self.current.epoch,
+                           next(self.incarnations) * SEQ_RANGE + 1))
         self.loop.add_reader(slot.channel.fileno(), self.drain)
         if slot.channel.pending:
             self._want_write(slot)
@@ -180,9 +186,10 @@ class Supervisor:
         self.loop.remove_writer(slot.channel.fileno())
         slot.channel.close()
         slot.channel = None
-        for transfer in slot.transfers.values():
-            self._apply(self.ledger.ended, transfer, 0, False)
-        slot.transfers = {}
+        now = time.time()
+        for node_id, seq in slot.open:
+            self._apply(self.ledger.apply, ("ended", node_id, seq, now, 0, False, "worker died", False))
+        slot.open = {}
         counters = {k: v for k, v in slot.snapshot.items() if isinstance(v, dict)}
         if counters:
             self.retired.append(counters)
@@ -299,16 +306,13 @@ class Supervisor:
 
     def event(self, slot, message):
         kind = message[0]
-        if kind == "began":
-            _, token, args, kwargs = message
-            slot.transfers[token] = self._apply(self.ledger.began, *args, **kwargs)
-        elif kind == "ended":
-            _, token, args, kwargs = message
-            transfer = slot.transfers.pop(token, None)
-            if transfer is not None:
-                self._apply(self.ledger.ended, transfer, *args, **kwargs)
-        elif kind == "refused":
-            self._apply(self.ledger.refused, *message[1], **message[2])
+        if kind == "event":                      # a BootLedger event (wwfast.server.ledger)
+            event = message[1]
+            if event[0] == "began":
+                slot.open[(event[1], event[2].get("seq"))] = True
+            elif event[0] == "ended":
+                slot.open.pop((event[1], event[2]), None)
+            self._apply(self.ledger.apply, event)
         elif kind == "swapped":
             slot.epoch, slot.generation = message[1], message[2]
         elif kind == "snapshot":
@@ -334,6 +338,8 @@ class Supervisor:
                 value = self.ledger.pinned(args[0], self.current).epoch
             elif name == "status_json":
                 value = self.status_json()
+            elif name == "node_document":
+                value = self.ledger.node_document(self.current, args[0])
             else:
                 raise ValueError(f"unknown call {name!r}")
         except Exception:

@@ -23,7 +23,8 @@ INIT_TIMEOUT = 60.0
 
 
 def read_init(channel):
-    """The supervisor's first message: ("init", slot, options, {name: fd}, [(epoch, raw)], current epoch)."""
+    """The supervisor's first message: ("init", slot, options, {name: fd}, [(epoch, raw)], current epoch,
+    first request number)."""
     waited = 0.0
     while waited < INIT_TIMEOUT:
         messages = channel.receive()
@@ -34,13 +35,13 @@ def read_init(channel):
     raise ChannelClosed("no init message from the supervisor")
 
 
-async def serve_worker(opts, slot, socks, link, catalogs):
+async def serve_worker(opts, slot, socks, link, catalogs, first_seq):
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     link.attach(loop, on_lost=stop.set)
-    ledger = RemoteLedger(link, catalogs)
+    ledger = RemoteLedger(link, catalogs, first_seq)
 
     def ready():
         link.send("ready", slot)
@@ -64,7 +65,7 @@ def main(argv=None):
     except ChannelClosed as e:
         print(f"wwfast worker: {e}", file=sys.stderr)
         return 1
-    kind, slot, opts, fds, epochs, current = messages[0]
+    kind, slot, opts, fds, epochs, current, first_seq = messages[0]
     assert kind == "init", kind
     root_level, serve_level = opts.log_levels
     logging.basicConfig(level=root_level, format=f"%(asctime)s %(levelname)s [worker {slot}] %(message)s")
@@ -77,7 +78,7 @@ def main(argv=None):
         catalogs.add(epoch, raw, current=epoch == current)
     for message in messages[1:]:
         link.handle(message)
-    loops.run(serve_worker(opts, slot, socks, link, catalogs), requested=opts.loop)
+    loops.run(serve_worker(opts, slot, socks, link, catalogs, first_seq), requested=opts.loop)
     return 0
 
 
