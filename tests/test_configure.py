@@ -307,6 +307,17 @@ def test_hosts_block_keeps_the_admins_lines_with_a_backup(site, tmp_path, capsys
     assert os.stat(hosts).st_ino == before.st_ino
 
 
+def test_a_mistyped_conf_dir_configures_nothing(site, tmp_path, capsys):
+    """Not an empty cluster: `/etc/hosts` would lose every node's name."""
+    _, state = site
+    hosts = tmp_path / "hosts"
+    hosts.write_text(ADMIN_HOSTS)
+    for args in (["hosts", "--output", str(hosts)], ["dhcp", "--output", str(tmp_path / "d.conf")]):
+        assert wwfast(tmp_path / "nonexistent", state, "configure", *args) != 0
+        assert f"{tmp_path / 'nonexistent'}: the configuration directory does not exist" in capsys.readouterr().err
+    assert hosts.read_text() == ADMIN_HOSTS and not (tmp_path / "d.conf").exists()
+
+
 def test_hosts_with_broken_markers_is_left_alone(site, tmp_path, capsys):
     conf, state = site
     hosts = tmp_path / "hosts"
