@@ -120,7 +120,7 @@ def main(argv=None):
 
     step(f"starting serve (HTTP {host}:{settings.http_port}, TFTP {settings.tftp_bind}:{settings.tftp_port})")
     failures = {}
-    reports, records = {}, {}
+    reports, recorded = {}, {}
     try:
         cluster.start_serve()
         step(f"booting {len(nodes)} nodes at once in QEMU: " + ", ".join(f"{n.name} ({n.mac})" for n in nodes))
@@ -130,7 +130,7 @@ def main(argv=None):
             except NodeTimeout as e:
                 failures["boot"] = str(e)
         served = cluster.bytes_served()
-        records = {node.name: cluster.boot_record(node.name) for node in nodes}
+        recorded = {node.name: cluster.boot_record(node.name) for node in nodes}
     finally:
         cluster.stop_serve()
 
@@ -139,7 +139,7 @@ def main(argv=None):
         report = reports.get(node.name)
         if report is None:
             continue
-        boot = (records.get(node.name) or {}).get("boot")
+        boot = (recorded.get(node.name) or {}).get("boot")
         problems = check_node(node.name, report, kernel_args[node.name], node.console(), boot)
         if problems:
             failures[node.name] = "; ".join(problems)
