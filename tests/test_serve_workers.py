@@ -143,6 +143,11 @@ def test_a_boot_spread_over_workers_is_one_whole_record(served):
     n1 = doc["nodes"]["n1"]
     assert n1["stage"] == "runtime" and n1["boot start"] and n1["boot end"] >= n1["boot start"]
     assert doc["nodes"]["n2"]["stage"] == ""
+    boot = json.loads(curl(f"{base}/status?node=n1", 1))["boot"]      # the node's record, from either worker
+    assert [(r["stage"], r["result"], r["generation"]) for r in boot["requests"]] == \
+        [(stage, "ok", "gen-1") for stage in STAGES]
+    assert boot["start"] == n1["boot start"] and boot["end"] == n1["boot end"]
+    assert len({r["seq"] for r in boot["requests"]}) == 5
     metrics = curl(f"{base}/metrics", 0)
     assert metric(metrics, "wwfast_boot_duration_seconds_count") == 1
     for stage in STAGES:
@@ -210,6 +215,9 @@ def test_kill_9_of_one_worker_mid_load_costs_the_others_nothing(tmp_path):
         assert after[1]["pid"] != before[1]["pid"] and after[1]["restarts"] == 1
         # the cut transfers are ended in the ledger: nothing is left in flight
         assert metric(curl(f"{base}/metrics", 0), "wwfast_http_transfers_in_flight") == 0
+        requests = json.loads(curl(f"{base}/status?node=n1", 0))["boot"]["requests"]
+        images = [(r["result"], r["reason"]) for r in requests if r["stage"] == "image"]
+        assert sorted(images) == [("cut short", "worker died")] * 3 + [("ok", "")] * 6
 
 
 @pytest.mark.twin
@@ -239,6 +247,9 @@ def test_tftp_on_every_worker_and_a_script_by_mac_starts_the_boot(tmp_path):
         assert sha(curl(f"{tbase}/kernel/{MAC1}", 0)) == sha(artifact_bytes(state, manifest, "n1", "kernel"))
         n1 = status(tbase)["nodes"]["n1"]
         assert n1["stage"] == "kernel" and n1["boot start"] and not n1["boot end"]
+        boot = json.loads(curl(f"{tbase}/status?node=n1", 0))["boot"]
+        assert [(r["stage"], r["protocol"], r["result"]) for r in boot["requests"]] == \
+            [("ipxe", "tftp", "ok"), ("kernel", "http", "ok")]
         metrics = curl(f"{tbase}/metrics", 1)
         assert metric(metrics, 'wwfast_tftp_requests_total{stage="file",result="ok"}') == 2
         assert metric(metrics, 'wwfast_tftp_requests_total{stage="ipxe",result="ok"}') == 1
