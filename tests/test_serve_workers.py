@@ -1,7 +1,7 @@
 """serve --workers N: real serve processes, curl and tftp-hpa's client.
 
 Which worker answers is chosen, not hoped for: the supervisor's BPF program gives a connection (or a
-TFTP request) to slot `source port % N`, so `curl --local-port` and `tftp -R` pick the worker, and
+TFTP request) to slot `reuseport.slot_of(source port, N)`, so `curl --local-port` and `tftp -R` pick the worker, and
 /healthz names the one that answered.
 """
 import hashlib
@@ -22,13 +22,13 @@ from wwfast.server import reuseport
 
 MAC1, MAC2 = "52:54:00:00:00:01", "52:54:00:00:00:02"
 STAGES = ("ipxe", "kernel", "image", "system", "runtime")
-_ports = iter(range(20000 + (os.getpid() % 400) * 20, 30000))
+_ports = iter(range(20000 + (os.getpid() % 200) * 40, 30000))
 
 
 def local_port(worker, workers=2):
-    """A free local port that the steering program gives to `worker` (source port % workers)."""
+    """A free local port that the steering program gives to `worker`."""
     for port in _ports:
-        if port % workers != worker:
+        if reuseport.slot_of(port, workers) != worker:
             continue
         with socket.socket() as s:
             try:
@@ -93,12 +93,14 @@ def served(tmp_path):
 
 
 def test_steering_program_picks_the_slot_by_source_port():
+    # connect() gets even ports on Linux: the hash still spreads them over both slots of two
+    assert {reuseport.slot_of(port, 2) for port in range(40000, 40040, 2)} == {0, 1}
     for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
         for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
             group = reuseport.bind_group(kind, host, 0, 3)
             port = group[0].getsockname()[1]
             try:
-                for source in range(3):
+                for _ in range(8):
                     with socket.socket(family, kind) as c:
                         c.bind((host, 0))
                         sport = c.getsockname()[1]
@@ -107,7 +109,7 @@ def test_steering_program_picks_the_slot_by_source_port():
                         else:
                             c.sendto(b"x", (host, port))
                         got = _arrivals(group, kind)
-                        assert got == [sport % 3], (host, kind, sport, got)
+                        assert got == [reuseport.slot_of(sport, 3)], (host, kind, sport, got)
             finally:
                 for s in group:
                     s.close()
