@@ -12,7 +12,6 @@ import pty
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 import zstandard
@@ -265,13 +264,18 @@ def test_lock_no_wait_exits_with_a_message_and_wait_waits(cluster):
         assert publish.load_manifest(str(state)) is None
         waiting = subprocess.Popen([sys.executable, "-m", "stages.compress", "--conf", str(conf),
                                     "--state", str(state), "-v"], cwd=pathlib.Path(__file__).parent.parent,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(1.5)
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        # The stage says it waits before it blocks on the lock: read that line (no sleep-and-hope).
+        said = ""
+        while "waiting for it to finish" not in said:
+            line = waiting.stdout.readline()
+            assert line, f"compress ended without saying it waits: {said}{waiting.stderr.read()}"
+            said += line
         assert waiting.poll() is None              # blocked on the lock, not interleaving
         assert publish.load_manifest(str(state)) is None
     out, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 0, err
-    assert "waiting for it to finish" in out
     check_published(state)
 
 

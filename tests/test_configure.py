@@ -251,7 +251,7 @@ def test_define_stage_warns_about_the_range_and_reruns_when_it_changes(site, cap
     (conf / "wwfast.yaml").write_text(SETTINGS.format(extra="").replace("192.168.77.100", "192.168.77.10"))
     assert define_stage.run(str(conf), str(state)) == 0
     out = capsys.readouterr().out
-    assert "running (the DHCP range or the server's address changed)" in out
+    assert "define: running (settings changed: dhcp range" in out and "'192.168.77.10', '192.168.77.150']" in out
     assert ("dhcp range 192.168.77.10-192.168.77.150 holds 2 node static address(es): n1 default 192.168.77.11, "
             "n2 default 192.168.77.12") in out
     # outside the server's network

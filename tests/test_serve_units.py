@@ -216,7 +216,12 @@ def test_status_book_boot_times_and_debounced_atomic_save(tmp_path):
         ledger.ended(again, 10, True)       # agent refreshes do not end a boot again
         assert ledger.metrics.boot.count == 1
         ledger.refused("n001", "runtime", "BAD_ASSET", "10.0.0.1")
-        await asyncio.sleep(0.3)
+        # the debounced save runs on its own (in a thread): wait for the file to say so (a backstop
+        # deadline for a loaded machine, not a guess of how long the save takes)
+        deadline = time.monotonic() + 30
+        while read_status(state)["nodes"].get("n001", {}).get("sent") != "BAD_ASSET":
+            assert time.monotonic() < deadline, "the debounced save never happened"
+            await asyncio.sleep(0.02)
         saved = read_status(state)["nodes"]["n001"]
         assert (saved["boot start"], saved["boot end"], saved["sent"]) == (1000.0, 1030.0, "BAD_ASSET")
         clock[0] = 1100.0
