@@ -129,7 +129,9 @@ class Node:
             break
         if script is None:
             return False
-        sets = {k.decode(): v.decode() for k, v in SET.findall(script)}
+        sets = {}
+        for k, v in SET.findall(script):       # the header's (first) values: the body's sets only rotate them
+            sets.setdefault(k.decode(), v.decode())
         generation = sets.get("wwfast-generation", "")
         self.record["generation"] = generation
         blobs = [sets[f"wwfast-blob{i}"] for i in (1, 2, 3)]
