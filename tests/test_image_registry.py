@@ -5,12 +5,15 @@ import base64
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 
 import pytest
 
 from helpers.busybox_tree import make_busybox_tree
+from helpers.processes import descendants as _descendants, wait_gone as _wait_gone
 from helpers.registry import Layout, Registry, tar_layer, tree_layer
 from helpers.trees import snapshot
 from wwfast import layout
@@ -200,3 +203,29 @@ def test_layout_check_refuses_a_corrupt_blob(oci, tmp_path):
     victim.write_bytes(victim.read_bytes().replace(b"schemaVersion", b"schemaVersioN"))
     with pytest.raises(registry.PullError, match="does not match its digest"):
         registry.check_layout(str(copy), "t")
+
+
+def test_kill_9_during_a_pull_leaves_the_old_image(plain, tmp_path):
+    """A 'registry' that accepts and never answers holds skopeo mid-pull; wwfast is killed there."""
+    state = tmp_path / "state"
+    assert wwfast(state, f"docker://{plain.host}/bb:1", "bb", "--tls-verify=false").returncode == 0
+    before = snapshot(layout.image_root(state, "bb")), info(state, "bb")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent.settimeout(120)
+        proc = subprocess.Popen([sys.executable, "-m", "wwfast.cli", "--state", str(state), "image", "import",
+                                 f"docker://127.0.0.1:{silent.getsockname()[1]}/bb:1", "bb", "--update",
+                                 "--tls-verify=false"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        conn, _ = silent.accept()            # the record: skopeo is talking to the registry now
+        with conn:
+            under = _descendants(proc.pid)
+            assert under, "no skopeo under wwfast while it pulls"
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            assert all(_wait_gone(pid) for pid in under), "skopeo outlived wwfast"
+    assert (snapshot(layout.image_root(state, "bb")), info(state, "bb")) == before
+    assert len(leftovers(state)) == 1
+    again = wwfast(state, f"docker://{plain.host}/bb:1", "bb", "--update", "--tls-verify=false")
+    assert again.returncode == 0, again.stderr
+    assert leftovers(state) == []
