@@ -24,11 +24,14 @@ TIMEOUT_S = 3
 
 
 def test_two_qemu_nodes_boot_through_the_cache_tier_with_their_first_caches_dead(tmp_path, demo_tree):
-    http_port, cache_port, refused_port = free_port(), free_port(), free_port()
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(64)                        # the kernel completes handshakes; nobody ever reads or answers
     silent_port = silent.getsockname()[1]
+    ports = {silent_port}
+    while len(ports) < 4:                    # distinct: a just-freed port can come back
+        ports.add(free_port())
+    http_port, cache_port, refused_port = sorted(ports - {silent_port})
     # names for which rendezvous hashing gives both nodes the order silent, refused, live (deterministic)
     caches = next(c for c in ([Member(f"silent{i}", f"http://10.0.2.2:{silent_port}"),
                                Member(f"refused{i}", f"http://10.0.2.2:{refused_port}"),
