@@ -65,6 +65,16 @@ def secured(oci, tmp_path_factory):
         reg.stop()
 
 
+@pytest.fixture(scope="session")
+def tokened(oci, tmp_path_factory):
+    reg = Registry(tmp_path_factory.mktemp("tokened"), token_users={USER: PASSWORD}).start()
+    try:
+        reg.push(f"oci:{oci}:latest", "site/bb:1")
+        yield reg
+    finally:
+        reg.stop()
+
+
 def wwfast(state, *args, env=None, **kw):
     env = dict(os.environ if env is None else env)
     return subprocess.run([sys.executable, "-m", "wwfast.cli", "--state", str(state), "image", "import", *args],
@@ -176,6 +186,32 @@ def test_auth_with_flags_files_and_stdin(secured, tmp_path):
     assert run.returncode == 0, run.stderr
     for name in ("flags", "stdin", "podman-file", "docker-file"):
         assert read(state, name, "etc/marker") == "amd64 image\n"
+
+
+def test_bearer_token_auth(tokened, tmp_path):
+    """The registry answers 401 with a Bearer realm; the token server checks the password and grants
+    the scope; the record shows the pull went through it as alice asking to pull site/bb."""
+    state = tmp_path / "state"
+    ref = f"docker://{tokened.host}/site/bb:1"
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "REGISTRY_AUTH_FILE")}
+    env["HOME"] = str(tmp_path / "home")
+    seen = len(tokened.tokens.requests)
+    anon = wwfast(state, ref, "anon", "--tls-verify=false", env=env)
+    assert anon.returncode == 1 and "--username" in anon.stderr, anon.stderr
+    wrong = wwfast(state, ref, "wrong", "--tls-verify=false", "--username", USER, "--password", "nope", env=env)
+    assert wrong.returncode == 1
+    run = wwfast(state, ref, "tok", "--tls-verify=false", "--username", USER, "--password", PASSWORD, env=env)
+    assert run.returncode == 0, run.stderr
+    assert read(state, "tok", "etc/marker") == "amd64 image\n"
+    asked = tokened.tokens.requests[seen:]
+    assert {"user": None, "scopes": ["repository:site/bb:pull"], "service": "wwfast-test-registry"} in asked
+    assert {"user": False, "scopes": ["repository:site/bb:pull"], "service": "wwfast-test-registry"} in asked
+    assert {"user": USER, "scopes": ["repository:site/bb:pull"], "service": "wwfast-test-registry"} in asked
+    assert sorted(images_of(state)) == ["tok"]
+
+
+def images_of(state):
+    return [n for n in os.listdir(layout.images_dir(state)) if not n.startswith(".")]
 
 
 def test_unreachable_daemon_fails_cleanly(tmp_path):
