@@ -13,6 +13,7 @@ import threading
 import pytest
 
 from helpers.busybox_tree import make_busybox_tree
+from helpers.processes import descendants as _descendants, wait_gone as _wait_gone
 from helpers.qemu import boot_until
 from helpers.trees import snapshot
 from wwfast import fsutil, layout
@@ -115,35 +116,6 @@ def test_shell_keeps_changes_of_a_shell_that_exits(site):
     assert run.returncode == 4, run.stderr
     assert "keeping its changes" in run.stdout
     assert open(os.path.join(layout.image_root(state, "bb"), "etc/shelled")).read() == "from-shell\n"
-
-
-def _descendants(pid):
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def _wait_gone(pid, timeout=60):
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([fd], [], [], timeout)[0])
-    finally:
-        os.close(fd)
 
 
 def _kill_during_exec(state, tmp_path):
