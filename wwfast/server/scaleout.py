@@ -21,6 +21,7 @@ from wwfast.cluster.etcd import Etcd, EtcdUnavailable
 from wwfast.cluster.membership import Announcer, MemberView
 from wwfast.cluster.placement import Member
 from wwfast.cluster.pointer import PointerFollower, read_pointer
+from wwfast.define import cluster_settings
 from wwfast.define.cluster_settings import server_name, server_url
 
 log = logging.getLogger("wwfast.serve")
@@ -29,7 +30,7 @@ RETRY_SECONDS = 1.0
 
 def wanted(settings):
     """True when serve runs a scale-out part: caches listed, or etcd."""
-    return bool(getattr(settings, "caches", None) or getattr(settings, "etcd_endpoints", None))
+    return cluster_settings.scaleout_wanted(settings)
 
 
 class BootView:
