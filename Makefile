@@ -1,7 +1,8 @@
 # wwfast: each stage is a target; stages skip by themselves when their outputs are current.
 PY    ?= .venv/bin/python
-CONF  ?= conf
-STATE ?= var
+# The same directories `wwfast` reads: $WWFAST_CONF / $WWFAST_STATE, else conf and var.
+CONF  ?= $(or $(WWFAST_CONF),conf)
+STATE ?= $(or $(WWFAST_STATE),var)
 ARGS  = --conf $(CONF) --state $(STATE)
 
 .PHONY: setup define build compress all serve test bench demo demo-debian clean
@@ -9,8 +10,9 @@ ARGS  = --conf $(CONF) --state $(STATE)
 setup:
 	scripts/setup.sh
 
+# ALLOW_SHRINK=1: let define drop every node, or more than half of them (it refuses by default).
 define:
-	$(PY) -m stages.define $(ARGS)
+	$(PY) -m stages.define $(ARGS) $(if $(ALLOW_SHRINK),--allow-shrink)
 
 # `define` is also a make directive: as a prerequisite it is spelled through a variable.
 DEFINE := define

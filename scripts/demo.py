@@ -6,7 +6,8 @@ start serve (HTTP and TFTP as conf/wwfast.yaml says); boot every node of the nod
 QEMU (TCG) with the ROM's first step over TFTP (`tftp://SERVER:TFTP_PORT/${mac:hexhyp}.ipxe`, the node's
 own iPXE script, which then fetches kernel, image and overlays over HTTP); check that each console shows
 the node's own hostname, its runtime overlay marker and its kernel arguments; stop everything it
-started; print nodes booted, seconds each and bytes served. Exit status 0 only when every node booted.
+started; print nodes booted, seconds each, bytes served, and each node's boot as serve recorded it
+(every request: stage, protocol, file, bytes, seconds). Exit status 0 only when every node booted.
 """
 import argparse
 import pathlib
@@ -19,12 +20,13 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from helpers.cluster import Cluster, StageFailed, StageWatcher  # noqa: E402
+from helpers.cluster import Cluster, StageFailed, booted_requests  # noqa: E402
 from helpers.qemu_nodes import NodeGroup, NodeTimeout, QemuNode  # noqa: E402
 from wwfast.build import demo_image  # noqa: E402
 from wwfast import layout, records  # noqa: E402
 from wwfast.define import settings as wwsettings  # noqa: E402
 from wwfast.cli import add_dir_arguments  # noqa: E402
+from wwfast.commands.bootview import boot_lines  # noqa: E402
 
 IMAGE_NAME = "demo"
 BOOT_TIMEOUT = 240
@@ -51,15 +53,12 @@ def step(text):
     print(f"demo: {text}", flush=True)
 
 
-def boot_stages(seen):
-    """The stages of this boot: /status remembers the previous run's last stage, drop it."""
-    starts = [i for i, stage in enumerate(seen) if stage in ("ipxe", "kernel")]
-    return seen[starts[0]:] if starts else seen
-
-
-def check_node(node_id, report, kernel_args, console):
-    """Problems with what a node's console showed (empty list when it shows everything it must)."""
+def check_node(node_id, report, kernel_args, console, boot):
+    """Problems with what a node's console showed and serve recorded (empty list when all is there)."""
     problems = []
+    stages = [r["stage"] for r in booted_requests(boot)]
+    if stages != ["ipxe", "kernel", "image", "system", "runtime"]:
+        problems.append(f"serve's boot record has {stages or 'no requests'} (script, kernel, image, overlays)")
     if not re.search(r"tftp://\S+\.ipxe\.\.\. ok", console):
         problems.append("its console does not show the TFTP first step (the per-node iPXE script)")
     if report.get("hostname") != node_id:
@@ -121,16 +120,17 @@ def main(argv=None):
 
     step(f"starting serve (HTTP {host}:{settings.http_port}, TFTP {settings.tftp_bind}:{settings.tftp_port})")
     failures = {}
-    reports = {}
+    reports, recorded = {}, {}
     try:
         cluster.start_serve()
         step(f"booting {len(nodes)} nodes at once in QEMU: " + ", ".join(f"{n.name} ({n.mac})" for n in nodes))
-        with StageWatcher(cluster) as watcher, NodeGroup(nodes) as group:
+        with NodeGroup(nodes) as group:
             try:
                 reports = group.wait_booted(args.timeout)
             except NodeTimeout as e:
                 failures["boot"] = str(e)
         served = cluster.bytes_served()
+        recorded = {node.name: cluster.boot_record(node.name) for node in nodes}
     finally:
         cluster.stop_serve()
 
@@ -139,14 +139,15 @@ def main(argv=None):
         report = reports.get(node.name)
         if report is None:
             continue
-        problems = check_node(node.name, report, kernel_args[node.name], node.console())
+        boot = (recorded.get(node.name) or {}).get("boot")
+        problems = check_node(node.name, report, kernel_args[node.name], node.console(), boot)
         if problems:
             failures[node.name] = "; ".join(problems)
         print(f"  {node.name} ({node.mac}): booted in {report['seconds']:.1f} s; hostname {report.get('hostname')}; "
               f"runtime overlay: {report['markers'].get('runtime', '-')}")
         print(f"      kernel: {report.get('cmdline', '')}")
-        print(f"      TFTP: iPXE script; HTTP stages seen in /status: "
-              f"{' > '.join(boot_stages(watcher.seen.get(node.name, [])))}")
+        for line in boot_lines("      serve's record of its boot", boot):
+            print("    " + line if line.startswith("  ") else line)
     booted = len(reports) - sum(1 for n in reports if n in failures)
     print(f"\ndemo: {booted}/{len(nodes)} nodes booted; {served / 1e6:.1f} MB served over HTTP; "
           f"total {time.monotonic() - started:.0f} s")

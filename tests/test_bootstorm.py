@@ -48,6 +48,9 @@ def test_storm_of_50_nodes_boots_every_node_and_both_views_agree(tmp_path):
     for stack, stack_views in doc["details"]["views"].items():
         for v in stack_views:
             assert v["agree"] == v["nodes"] == 50, (stack, v)
+    # wwfast's view is its boot records (/status?node=ID), compared request by request for every node
+    for v in doc["details"]["views"]["wwfast"]:
+        assert v["records_compared"] == 50 and "boot records" in v["source"], v
     assert "failed nodes" in {m["name"] for m in doc["measures"]}
 
 

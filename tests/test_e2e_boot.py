@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from helpers.cluster import Cluster, StageWatcher
+from helpers.cluster import Cluster, boot_of, booted_requests
 from helpers.netns import PrivateNet
 from helpers.qemu_nodes import NodeGroup, NodeTimeout, QemuNode
 from wwfast.build import demo_image, ipxe
@@ -192,18 +192,19 @@ def assert_node_report(name, report, generation=None):
 @pytest.fixture(scope="module")
 def first_boot(cluster):
     """Boot at once: three zst nodes, a gz node, a node with its asset key, one with a wrong asset tag,
-    and an undefined MAC. Returns (reports of the nodes that booted, group, stage watcher)."""
+    and an undefined MAC. Returns the reports of the nodes that booted, the group, and the boot records
+    serve kept of those nodes (read once they booted: a node prints its marker only after its runtime
+    overlay arrived, and serve records a transfer's end before the node can read its last byte)."""
     nodes = [user_node(cluster, n, mac) for n, mac in ZST_NODES.items()]
     nodes.append(user_node(cluster, *GZ_NODE))
     nodes.append(user_node(cluster, KEY_GOOD[0], KEY_GOOD[1], asset=KEY_GOOD[2]))
     refused = user_node(cluster, KEY_BAD[0], KEY_BAD[1], asset="tag-wrong")
     unknown = user_node(cluster, "unknown", UNKNOWN_MAC)
     booting = nodes[:]
-    with StageWatcher(cluster) as watcher, NodeGroup(nodes + [refused, unknown]) as group:
+    with NodeGroup(nodes + [refused, unknown]) as group:
         reports = group.wait_booted(BOOT_TIMEOUT, nodes=booting)
-        # Let the agents' refreshes show in /status, then read what the refused/unknown nodes did.
-        time.sleep(1)
-        yield {"reports": reports, "group": group, "watcher": watcher, "refused": refused,
+        records = {node.name: cluster.boot_record(node.name) for node in booting}
+        yield {"reports": reports, "group": group, "records": records, "refused": refused,
                "unknown": unknown, "status": cluster.status()}
 
 
@@ -221,40 +222,46 @@ def test_a_node_with_an_infiniband_device_boots_by_its_ethernet_mac(first_boot, 
     assert first_boot["status"]["unserved"] == {}
 
 
-def test_status_shows_each_nodes_stages_in_order(first_boot, cluster):
-    watcher, status = first_boot["watcher"], first_boot["status"]
+def test_boot_records_show_each_nodes_stages_in_order(first_boot, cluster):
+    """Every step of each boot is in serve's record: the script over TFTP, then kernel, image and overlays
+    over HTTP, each whole (bytes sent = length), one generation, and the boot's start and end."""
     for name in list(ZST_NODES) + [GZ_NODE[0], KEY_GOOD[0]]:
-        seen = watcher.seen.get(name, [])
-        # The node agent re-fetches /runtime afterwards: the boot itself is everything up to the first runtime.
-        boot = seen[:seen.index("runtime") + 1] if "runtime" in seen else seen
-        positions = [STAGE_ORDER.index(s) for s in boot]
-        assert positions == sorted(positions), (name, seen)
-        assert boot and boot[0] in ("ipxe", "kernel") and boot[-1] == "runtime", (name, seen)
-        rec = status["nodes"][name]
-        assert rec["boot start"] and rec["boot end"] >= rec["boot start"], rec
+        record = first_boot["records"][name]
+        boot = record["boot"]
+        done = booted_requests(boot)
+        assert [r["stage"] for r in done] == list(STAGE_ORDER), (name, boot)
+        assert [r["protocol"] for r in done] == ["tftp"] + ["http"] * 4, (name, boot)
+        assert all(r["bytes"] == r["length"] > 0 and r["client"] == "127.0.0.1" for r in done), (name, boot)
+        assert {r["generation"] for r in done} == {boot["generation"]}, (name, boot)
+        assert boot["start"] == done[0]["start"] and boot["end"] == done[-1]["end"] > boot["start"], (name, boot)
+        assert (record["boot start"], record["boot end"]) == (boot["start"], boot["end"]), record
     # each node's first step, its script by MAC over TFTP, counts in /metrics too
     fetched = cluster.metrics().get('wwfast_tftp_requests_total{stage="ipxe",result="ok"}', 0)
     assert fetched >= len(ZST_NODES) + 2, fetched
 
 
 def test_both_encodings_boot(first_boot):
-    sent = first_boot["watcher"].sent
+    records = first_boot["records"]
     assert_node_report(GZ_NODE[0], first_boot["reports"][GZ_NODE[0]])
-    gz_files = [f for stage, f in sent[GZ_NODE[0]] if stage in ("image", "system", "runtime")]
-    assert gz_files and all(f.endswith(".gz") for f in gz_files), sent[GZ_NODE[0]]
+    gz = [(r["encoding"], r["file"]) for r in booted_requests(records[GZ_NODE[0]]["boot"])
+          if r["stage"] in ("image", "system", "runtime")]
+    assert len(gz) == 3 and all(enc == "gz" and f.endswith(".cpio.gz") for enc, f in gz), gz
     for name in ZST_NODES:
-        files = [f for stage, f in sent[name] if stage in ("image", "system")]
-        assert files and all(f.endswith(".zst") for f in files), sent[name]
+        zst = [(r["encoding"], r["file"]) for r in booted_requests(records[name]["boot"])
+               if r["stage"] in ("image", "system", "runtime")]
+        assert len(zst) == 3 and all(enc == "zst" and f.endswith(".cpio.zst") for enc, f in zst), zst
 
 
 def test_asset_key_right_boots_wrong_is_refused(first_boot, cluster):
     assert_node_report(KEY_GOOD[0], first_boot["reports"][KEY_GOOD[0]])
     refused = first_boot["refused"]
-    rec = first_boot["status"]["nodes"][KEY_BAD[0]]
-    assert rec["sent"] == "BAD_ASSET", rec
     # iPXE shows the 401 as "Permission denied" on the kernel fetch, retries, and never boots.
     first_boot["group"].wait_for("Permission denied", 60, nodes=[refused])
     assert "WWFAST-NODE" not in refused.console()
+    # the console showed the 401, so serve had recorded the refusal before answering it
+    requests = cluster.boot_record(KEY_BAD[0])["boot"]["requests"]
+    kernel = [(r["result"], r["reason"], r["code"]) for r in requests if r["stage"] == "kernel"]
+    assert kernel and set(kernel) == {("refused", "BAD_ASSET", 401)}, requests
     first_boot["group"].assert_never_shows("WWFAST-NODE", 3, nodes=[refused])
     code, _ = cluster.get(f"/kernel/{KEY_BAD[1]}?assetkey=tag-wrong")
     assert code == 401
@@ -280,15 +287,15 @@ def test_missed_deadline_fails_with_the_console_log(first_boot):
     assert unknown.mac in message and "iPXE" in message and str(unknown.log_path) in message
 
 
-def boot_events(watcher, name):
-    """(stage, file, generation) of the node's boot: from its kernel request to its first runtime."""
-    events = watcher.events.get(name, [])
-    starts = [i for i, e in enumerate(events) if e[0] == "kernel"]
-    if not starts:
-        return []
-    boot = events[starts[0]:]
-    ends = [i for i, e in enumerate(boot) if e[0] == "runtime"]
-    return boot[:ends[0] + 1] if ends else boot
+def asked_for_image(cluster, name, since):
+    """Whether the node's boot started after `since` has an image request in serve's record."""
+    boot = boot_of(cluster.boot_record(name), since)
+    return bool(boot) and any(r["stage"] == "image" for r in boot["requests"])
+
+
+def serving(cluster, generation):
+    code, body = cluster.get("/healthz")
+    return code == 200 and f"generation={generation}".encode() in body
 
 
 def test_publish_while_nodes_boot_gives_each_a_whole_consistent_set(cluster, first_boot, demo_tree):
@@ -299,22 +306,30 @@ def test_publish_while_nodes_boot_gives_each_a_whole_consistent_set(cluster, fir
     cluster.import_image(demo_tree["B"], IMAGE)
     set_generation(cluster.conf, "B")
     nodes = [user_node(cluster, n, mac, slow_ms=SLOW_LINK_MS) for n, mac in ZST_NODES.items()]
-    with StageWatcher(cluster) as watcher, NodeGroup(nodes) as group:
+    launched = time.time()
+    with NodeGroup(nodes) as group:
         deadline = time.monotonic() + BOOT_TIMEOUT
-        # Publish once every node asked for its image: the long image download is the window.
-        while not all("image" in [e[0] for e in boot_events(watcher, n)] for n in ZST_NODES):
+        # Publish once every node asked for its image (a request serve recorded and keeps, so this waits
+        # for a fact, not a passing state): the long image download is the window.
+        while not all(asked_for_image(cluster, n, launched) for n in ZST_NODES):
             if time.monotonic() > deadline:
                 group.wait_booted(0)    # fails with the consoles
             time.sleep(0.1)
         cluster.publish()
+        after = cluster.manifest()["generation"]
+        while not serving(cluster, after):
+            assert time.monotonic() < deadline, "serve never switched to the new manifest"
+            time.sleep(0.1)
+        swapped = time.time()           # serve answered from the new manifest by then
         reports = group.wait_booted(BOOT_TIMEOUT)
-        time.sleep(0.5)
-    after = cluster.manifest()["generation"]
     assert after != before
-    boots = {n: boot_events(watcher, n) for n in ZST_NODES}
-    # Not vacuous: the new manifest went live after a node asked for its image, before it asked for the rest.
-    straddled = [n for n, events in boots.items()
-                 if ("image", before) in [(e[0], e[2]) for e in events] and events[-1][2] == after]
+    boots = {n: booted_requests(boot_of(cluster.boot_record(n), launched)) for n in ZST_NODES}
+    for name, done in boots.items():
+        # the whole boot came from the generation its script came from, though B went live during it
+        assert [r["stage"] for r in done] == list(STAGE_ORDER), (name, done)
+        assert {r["generation"] for r in done} == {before}, (name, done)
+    # Not vacuous: a node asked for the rest of its boot after serve switched to the new manifest.
+    straddled = [n for n, done in boots.items() if done[-1]["start"] > swapped]
     assert straddled, f"the publish did not land mid-boot: {boots}"
     for name in ZST_NODES:
         markers = reports[name]["markers"]
@@ -354,19 +369,23 @@ def test_secure_mode_runtime_overlay_reaches_the_node_through_the_agent(secure_c
     marker reaches the console."""
     name, mac, ipaddr = SECURE_NODE
     node = QemuNode(name, mac, secure_cluster.state / "consoles", netns=secure_cluster.net.name, tap="tap0")
-    with StageWatcher(secure_cluster) as watcher, NodeGroup([node]) as group:
+    with NodeGroup([node]) as group:
         try:
             reports = group.wait_booted(BOOT_TIMEOUT)
         except NodeTimeout as e:
             raise NodeTimeout(f"{e}\n--- dnsmasq:\n{secure_cluster.net.dnsmasq_output()[-2000:]}\n--- serve:\n"
                               f"{secure_cluster.serve_output()}") from None
     assert_node_report(name, reports[name], generation="S")
-    # iPXE fetched no runtime overlay (it cannot use a privileged port); the agent's gz fetch came after.
-    stages = [stage for stage, _ in watcher.sent[name]]
-    boot = stages[:stages.index("runtime")] if "runtime" in stages else stages
-    assert boot and boot[0] in ("ipxe", "kernel") and "runtime" not in boot, watcher.sent[name]
-    runtime = [f for stage, f in watcher.sent[name] if stage == "runtime"]
-    assert runtime and runtime[0].endswith(".cpio.gz"), watcher.sent[name]
+    # Serve's record of the boot: script, kernel, image and system overlay over HTTP; iPXE got no runtime
+    # overlay (it cannot use a privileged port: refused, if asked); the agent's gz fetch was served.
+    requests = secure_cluster.boot_record(name)["boot"]["requests"]
+    done = booted_requests({"requests": requests})
+    assert [r["stage"] for r in done] == list(STAGE_ORDER), requests
+    assert all(r["bytes"] == r["length"] > 0 and r["client"] == ipaddr for r in done), requests
+    first_runtime = requests.index(done[-1])
+    assert all((r["result"], r["reason"]) == ("refused", "BAD_PORT")
+               for r in requests[:first_runtime] if r["stage"] == "runtime"), requests
+    assert done[-1]["encoding"] == "gz" and done[-1]["file"].endswith(".cpio.gz"), requests
     # The rule itself, from the node's own address now that the node is off: port >= 1024 refused.
     net = secure_cluster.net
     subprocess.run(net.exec_args() + ["ip", "addr", "add", f"{ipaddr}/32", "dev", "br0"], check=True)

@@ -109,7 +109,7 @@ def provisioning(tmp_path_factory, kernel_path, kernel_modules):
     base = tmp_path_factory.mktemp("provisioning")
     tftproot = base / "tftp"
     confs = {"cluster": (base / "conf", "dnsmasq", True), "dnsmasq": (base / "conf-dnsmasq", "dnsmasq", False),
-             "dhcpd": (base / "conf-dhcpd", "dhcpd", True)}
+             "dhcpd": (base / "conf-dhcpd", "dhcpd", True), "dhcpd-ipxe": (base / "conf-dhcpd-ipxe", "dhcpd", False)}
     for conf, template, grubboot in confs.values():
         write_conf(conf, template, grubboot, tftproot)
     tree = base / "tree"
@@ -124,7 +124,7 @@ def provisioning(tmp_path_factory, kernel_path, kernel_modules):
         tftp = cluster.wwfast("configure", "tftp")
         shutil.copyfile(base / "grubx64.efi", tftproot / "shim.efi")   # the site's first stage: GRUB itself
         configs = {}
-        for kind in ("dnsmasq", "dhcpd"):
+        for kind in ("dnsmasq", "dhcpd", "dhcpd-ipxe"):
             configs[kind] = base / f"{kind}.conf"
             cluster.wwfast("--conf", str(confs[kind][0]), "configure", "dhcp", "--output", str(configs[kind]))
         cluster.start_serve()
@@ -228,6 +228,13 @@ def test_option_93_boot_file_per_architecture_with_dnsmasq(provisioning):
     check_architectures(net, "dnsmasq")
 
 
+def test_option_93_boot_file_per_architecture_with_isc_dhcpd(provisioning):
+    """Without grubboot, dhcpd sends every architecture its iPXE binary as dnsmasq does (the plain iPXE path)."""
+    net = provisioning["net"]
+    net.start_dhcpd(provisioning["configs"]["dhcpd-ipxe"])
+    check_architectures(net, "dhcpd")
+
+
 def test_option_93_boot_file_per_architecture_with_isc_dhcpd_for_the_grub_chain(provisioning):
     """grubboot: x86-64 UEFI firmware (7, 9) gets shim.efi, every other architecture its iPXE binary."""
     net = provisioning["net"]
@@ -243,6 +250,8 @@ def test_isc_dhcpd_boots_a_bios_node_and_a_uefi_node_through_grub(provisioning):
         reports = wait_or_explain(group, provisioning, [bios, grub])
     assert_booted(reports[BIOS[0]], BIOS[0])
     assert_booted(reports[GRUBNODE[0]], GRUBNODE[0])
+    # the BIOS node took the plain iPXE path: its ROM (user class iPXE) got the script URL from dhcpd
+    assert f"/ipxe/{BIOS[1].replace(':', '-')}" in bios.console(), bios.console()
     console = grub.console()
     # the firmware's PXE took GRUB from our TFTP root; GRUB read its node's grub.cfg from /efiboot/grub.cfg
     assert "NBP filename is shim.efi" in console and "NBP file downloaded successfully" in console, console

@@ -5,11 +5,12 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 
-from serve_helpers import ROOT, free_port, make_node, publish, running_server, store_bytes, wait_port
+from serve_helpers import ROOT, free_port, make_node, publish, running_server, store_bytes, wait_log, wait_port
 from wwfast import fsutil
 
 MAC1 = "52:54:00:00:00:01"
@@ -33,6 +34,25 @@ def wait_for(predicate, timeout=5.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def held_download(port, path):
+    """A GET whose reader stops after the first bytes: the transfer stays in flight (socket buffers
+    hold a few MB of a 16 MiB body) until `finish()` reads the rest. Returns finish()."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    s.connect(("127.0.0.1", port))
+    s.settimeout(30)
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    got = bytearray(s.recv(1 << 16))
+    assert got.startswith(b"HTTP/1.1 200"), bytes(got[:100])
+
+    def finish():
+        while chunk := s.recv(1 << 20):
+            got.extend(chunk)
+        s.close()
+        return bytes(got).split(b"\r\n\r\n", 1)[1]
+    return finish
+
+
 def test_publish_mid_download_old_bytes_finish_new_requests_get_new_bytes(tmp_path):
     state = str(tmp_path)
     old_image, new_image = os.urandom(16 << 20), os.urandom(1 << 20)
@@ -41,10 +61,8 @@ def test_publish_mid_download_old_bytes_finish_new_requests_get_new_bytes(tmp_pa
     old_bytes = store_bytes(state, old_entry)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    with running_server(state, port):
-        slow = subprocess.Popen(["curl", "-sS", "--limit-rate", "5M", "-o", str(tmp_path / "old.out"),
-                                 f"{base}/image/{MAC1}"])
-        wait_for(lambda: b"wwfast_http_transfers_in_flight 1" in get(f"{base}/metrics"), what="download start")
+    with running_server(state, port) as proc:
+        finish = held_download(port, f"/image/{MAC1}")      # in flight until we read on
         new = publish(state, {"n001": make_node(state, "n001", MAC1, new_image, tag=b"v2")}, "gen-2")
         # the compress stage may clean old store files: the download in flight keeps its open file
         os.unlink(os.path.join(state, "store", old_entry["file"]))
@@ -52,16 +70,21 @@ def test_publish_mid_download_old_bytes_finish_new_requests_get_new_bytes(tmp_pa
         new_entry = new["nodes"]["n001"]["artifacts"]["image"]["zst"]
         assert sha(get(f"{base}/image/{MAC1}")) == new_entry["sha256"]
         assert get(f"{base}/ipxe/{MAC1}").endswith(b"v2")
-        assert slow.poll() is None, "the slow download should still be running across the swap"
-        assert slow.wait(30) == 0
-        assert sha((tmp_path / "old.out").read_bytes()) == sha(old_bytes)
-        # a broken manifest is refused and the last good one stays in service
+        assert sha(finish()) == sha(old_bytes)
+        # serve's record: the old download ran across the swap (it ended after the new one began) and
+        # sent every byte of the old file
+        requests = json.loads(get(f"{base}/status?node=n001"))["last boot"]["requests"]
+        images = [r for r in requests if r["stage"] == "image"]
+        assert [(r["generation"], r["file"], r["bytes"], r["result"]) for r in images] == [
+            ("gen-1", old_entry["file"], old_entry["size"], "ok"),
+            ("gen-2", new_entry["file"], new_entry["size"], "ok")], requests
+        assert images[0]["end"] > images[1]["start"], images
+        # a broken manifest is refused (serve logs it) and the last good one stays in service
+        log_at = os.path.getsize(os.path.join(state, "serve.log"))
         fsutil.atomic_write(os.path.join(state, "publish", "manifest.json"), "{not json")
-        time.sleep(1.5)
+        wait_log(os.path.join(state, "serve.log"), "manifest not loaded", proc, offset=log_at)
         assert b"gen-2" in get(f"{base}/healthz")
         assert sha(get(f"{base}/image/{MAC1}")) == new_entry["sha256"]
-    log = open(os.path.join(state, "serve.log")).read()
-    assert "manifest not loaded" in log and "manifest.json" in log
 
 
 def test_status_survives_a_restart_and_sigterm_is_clean(tmp_path):
@@ -74,15 +97,19 @@ def test_status_survives_a_restart_and_sigterm_is_clean(tmp_path):
         for stage in ("ipxe", "kernel", "image", "system", "runtime"):
             get(f"{base}/{stage}/{MAC1}")
         before = json.loads(get(f"{base}/status"))["nodes"]
+        record = json.loads(get(f"{base}/status?node=n001"))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
     saved = json.load(open(os.path.join(state, "serve", "status.json")))["nodes"]
-    assert saved["n001"] == before["n001"]
+    assert {k: v for k, v in saved["n001"].items() if k not in ("boot", "last boot")} == before["n001"]
+    assert saved["n001"]["boot"] == record["boot"]        # the boot record is saved too
+    assert [r["stage"] for r in record["boot"]["requests"]] == ["ipxe", "kernel", "image", "system", "runtime"]
     assert saved["n001"]["stage"] == "runtime" and saved["n001"]["boot end"] >= saved["n001"]["boot start"] > 0
     with running_server(state, port):
         after = json.loads(get(f"{base}/status"))["nodes"]
         assert after["n001"] == before["n001"]
         assert after["n002"]["stage"] == "" and after["n002"]["last seen"] == 0
+        assert json.loads(get(f"{base}/status?node=n001"))["boot"] == record["boot"]
 
 
 def test_settings_file_configures_and_flags_override(tmp_path):

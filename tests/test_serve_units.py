@@ -14,6 +14,8 @@ from tftp_support import ServerThread, client_socket, rrq, twin_params
 from wwfast.server import loops
 from wwfast.server.catalog import Catalog, CatalogWatcher, ManifestError, normalise_mac
 from wwfast.server.conditional import parse_range
+from wwfast import fsutil
+from wwfast.server.bootrecord import CAP
 from wwfast.server.ledger import BootLedger
 from wwfast.server.provision import Provisioner, script_mac
 from wwfast.server.metrics import Metrics
@@ -197,23 +199,34 @@ def test_metrics_text_format():
 def test_status_book_boot_times_and_debounced_atomic_save(tmp_path):
     state = str(tmp_path)
     clock = [1000.0]
-    book = StatusBook(state, debounce=0.05, clock=lambda: clock[0])
+    ledger = BootLedger(state, status_debounce=0.05, clock=lambda: clock[0])
+    book = ledger.status
 
     async def scenario():
-        book.attach(asyncio.get_running_loop())
-        book.requested("n001", "ipxe", "a.ipxe", "10.0.0.1")
+        ledger.attach(asyncio.get_running_loop())
+        ledger.began("n001", "ipxe", "a.ipxe", "10.0.0.1", length=10)
         clock[0] = 1010.0
-        book.requested("n001", "kernel", "k.kernel", "10.0.0.1")
-        book.requested("n001", "runtime", "BAD_ASSET", "10.0.0.1", ok=False)
+        ledger.began("n001", "kernel", "k.kernel", "10.0.0.1", length=10)
+        ledger.refused("n001", "runtime", "BAD_ASSET", "10.0.0.1")
+        runtime = ledger.began("n001", "runtime", "r.cpio.zst", "10.0.0.1", length=10)
+        again = ledger.began("n001", "runtime", "r.cpio.zst", "10.0.0.1", length=10)
         clock[0] = 1030.0
-        assert book.completed("n001", "runtime") == 30.0
-        assert book.completed("n001", "runtime") is None     # agent refreshes do not end a boot again
-        await asyncio.sleep(0.3)
+        ledger.ended(runtime, 10, True)
+        assert book.nodes["n001"]["boot end"] == 1030.0
+        ledger.ended(again, 10, True)       # agent refreshes do not end a boot again
+        assert ledger.metrics.boot.count == 1
+        ledger.refused("n001", "runtime", "BAD_ASSET", "10.0.0.1")
+        # the debounced save runs on its own (in a thread): wait for the file to say so (a backstop
+        # deadline for a loaded machine, not a guess of how long the save takes)
+        deadline = time.monotonic() + 30
+        while read_status(state)["nodes"].get("n001", {}).get("sent") != "BAD_ASSET":
+            assert time.monotonic() < deadline, "the debounced save never happened"
+            await asyncio.sleep(0.02)
         saved = read_status(state)["nodes"]["n001"]
         assert (saved["boot start"], saved["boot end"], saved["sent"]) == (1000.0, 1030.0, "BAD_ASSET")
         clock[0] = 1100.0
-        book.requested("n001", "kernel", "k.kernel", "10.0.0.1")    # a kernel fetch after a finished boot
-        await book.close()
+        ledger.began("n001", "kernel", "k.kernel", "10.0.0.1")    # a kernel fetch after a finished boot
+        await ledger.close()
 
     loops.run(scenario())
     rec = StatusBook(state).nodes["n001"]
@@ -222,3 +235,40 @@ def test_status_book_boot_times_and_debounced_atomic_save(tmp_path):
         f.write("{broken")
     assert StatusBook(state).nodes == {}                  # a damaged file never stops the server...
     assert open(os.path.join(state, "serve", "status.json.damaged")).read() == "{broken"   # ...nor is lost
+
+
+def test_boot_records_are_bounded_and_survive_a_restart(tmp_path):
+    """At most CAP requests per boot (the first CAP-1 and the latest; `dropped` counts the others), the
+    boot before kept as "last boot", and a transfer in flight at shutdown reads back as cut short."""
+    state = str(tmp_path)
+    clock = [1000.0]
+    ledger = BootLedger(state, clock=lambda: clock[0])
+    ledger.ended(ledger.began("n001", "ipxe", "a.ipxe", "10.0.0.1", length=5, generation="g1"), 5, True)
+    first_boot = ledger.status.nodes["n001"]["boot"]
+    ledger.began("n001", "ipxe", "b.ipxe", "10.0.0.1", length=5, generation="g2")   # a second boot
+    for i in range(CAP + 20):
+        clock[0] += 1
+        t = ledger.began("n001", "runtime", f"{i}.cpio.zst", "10.0.0.1", length=7, generation="g2")
+        ledger.ended(t, 7 if i % 2 else 3, bool(i % 2))
+    in_flight = ledger.began("n001", "runtime", "last.cpio.gz", "10.0.0.1", length=9, generation="g2")
+    rec = ledger.status.nodes["n001"]
+    boot = rec["boot"]
+    assert rec["last boot"] is first_boot and boot["generation"] == "g2"
+    assert len(boot["requests"]) == CAP and boot["dropped"] == (1 + CAP + 20 + 1) - CAP
+    assert [r["file"] for r in boot["requests"][:3]] == ["b.ipxe", "0.cpio.zst", "1.cpio.zst"]
+    assert boot["requests"][-1]["file"] == "last.cpio.gz" and boot["requests"][-1]["encoding"] == "gz"
+    assert boot["requests"][1]["result"] == "cut short" and boot["requests"][1]["bytes"] == 3
+    assert boot["requests"][2]["result"] == "ok" and boot["end"] == boot["requests"][2]["end"]
+    assert in_flight.seq == boot["requests"][-1]["seq"]
+    loops.run(ledger.close())
+    again = StatusBook(state).nodes["n001"]
+    assert again["last boot"] == first_boot
+    last = again["boot"]["requests"][-1]
+    assert (last["result"], last["reason"]) == ("cut short", "server stopped")
+    # a damaged record in the saved file never stops the server
+    doc = json.load(open(os.path.join(state, "serve", "status.json")))
+    doc["nodes"]["n001"]["boot"] = {"requests": "nope"}
+    doc["nodes"]["n001"]["last boot"]["requests"].append(7)
+    fsutil.atomic_write(os.path.join(state, "serve", "status.json"), json.dumps(doc))
+    damaged = StatusBook(state).nodes["n001"]
+    assert damaged["boot"] is None and len(damaged["last boot"]["requests"]) == 1

@@ -10,7 +10,8 @@
     STATE/store/<sha256>.<suffix>                content-addressed published files (compress)
     STATE/publish/manifest.json                  node -> artifacts, the commit point (compress)
     STATE/serve/status.json                      node status kept by serve
-    STATE/stages/<stage>.stamp, <stage>.lock     the stage runner's record and lock per stage
+    STATE/stages/<stage>.stamp, <stage>.lock     the stage runner's record and lock per stage (image changes
+                                                 take build's to swap trees)
     STATE/.make-all.lock                         one `make all` / `wwfast all` at a time
 """
 import os
@@ -57,6 +58,12 @@ def build_dir(state_dir):
 
 def build_json(state_dir):
     return _join(state_dir, "build", "build.json")
+
+
+def build_lock(state_dir):
+    """The build stage's lock (held by a build run); image changes (import, exec, rename, delete) take it
+    to swap trees."""
+    return stage_lock(state_dir, "build")
 
 
 def build_images_dir(state_dir):

@@ -10,7 +10,6 @@ import pathlib
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -129,6 +128,12 @@ class Cluster:
         assert code == 200, (code, body)
         return json.loads(body)
 
+    def boot_record(self, node_id):
+        """The node's /status?node=ID document: its status and boot records ("boot", "last boot")."""
+        code, body = self.get(f"/status?node={node_id}")
+        assert code == 200, (node_id, code, body)
+        return json.loads(body)
+
     def metrics(self):
         """{'name{labels}': value} of the Prometheus text at /metrics."""
         code, body = self.get("/metrics")
@@ -145,47 +150,23 @@ class Cluster:
                        and ("sent" in k or "tftp" in k)))
 
 
-class StageWatcher:
-    """Poll /status in a thread and record, per node, the sequence of distinct stages it showed.
+def boot_of(record, since=0.0):
+    """The node's boot (a boot record dict) that started at or after `since` (time.time()), or None."""
+    for key in ("boot", "last boot"):
+        boot = record.get(key)
+        if boot and boot["start"] >= since:
+            return boot
+    return None
 
-    `seen[node]` is the list of stage names in the order they appeared; `sent[node]` the matching
-    (stage, file sent) pairs, so a test can tell which encoding a node was given; `events[node]` the
-    same with the manifest generation being served when the stage was first seen.
-    """
 
-    def __init__(self, cluster, period=0.1):
-        self.cluster = cluster
-        self.period = period
-        self.seen = {}
-        self.sent = {}
-        self.events = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.poll()
-            self._stop.wait(self.period)
-
-    def poll(self):
-        try:
-            doc = self.cluster.status()
-        except (OSError, AssertionError, ValueError):
-            return
-        for node_id, rec in doc.get("nodes", {}).items():
-            stage, sent = rec.get("stage", ""), rec.get("sent", "")
-            pairs = self.sent.setdefault(node_id, [])
-            if stage and (not pairs or pairs[-1] != (stage, sent)):
-                pairs.append((stage, sent))
-                self.events.setdefault(node_id, []).append((stage, sent, doc.get("generation", "")))
-            seen = self.seen.setdefault(node_id, [])
-            if stage and (not seen or seen[-1] != stage):
-                seen.append(stage)
+def booted_requests(boot):
+    """The successful requests of a boot, from its first one up to its first whole runtime overlay
+    (what the node agent fetches later is left out)."""
+    out = []
+    for r in (boot or {}).get("requests", []):
+        if r["result"] != "ok" or r["method"] != "GET" or r["code"] not in (200, 206):
+            continue
+        out.append(r)
+        if r["stage"] == "runtime" and r["code"] == 200:
+            break
+    return out

@@ -25,7 +25,7 @@ from wwfast.build.layers import LayerError, apply_layer, open_layer_stream
 IMAGE_FORMAT = 1
 NAME_RE = re.compile(r"^[\w\-.:]+$")   # Warewulf's image name rule
 EXCLUDES_FILE = "etc/warewulf/excludes"
-_TMP_MARK = ".import-"
+_TMP_MARK = ".work-"     # STORE/.<name>.work-XXXX: the temp tree of an import, exec or copy of <name>
 
 
 class ImageError(UsageError):
@@ -159,48 +159,106 @@ def detect_kind(source):
     return "tar"
 
 
-def import_image(source, name, state_dir, update=False, log=print):
-    """Import `source` as image `name`; returns the image.json dict."""
+def import_image(source, name, state_dir, update=False, log=print, pull=None):
+    """Import `source` as image `name`; returns the image.json dict. A `docker://` or `docker-daemon:`
+    source is pulled first (registry.pull, with `pull` = registry.PullOptions) into the import's
+    temp directory, so a failed pull leaves nothing behind either."""
+    from wwfast.build import registry
     check_name(name)
-    source = os.path.abspath(source)
-    store = images_dir(state_dir)
-    os.makedirs(store, exist_ok=True)
+    remote = registry.is_remote(source)
+    if not remote:
+        source = os.path.abspath(source)
     dest = image_dir(state_dir, name)
-    with fsutil.locked(os.path.join(store, f".{name}.lock"), wait=False, what=f"another import of {name}"):
+    with image_lock(state_dir, name):
         if os.path.exists(dest) and not update:
             raise ImageError(f"image {name!r} already exists; add --update to re-import it")
-        _remove_stale(store, name)
-        kind = detect_kind(source)
-        tmp = tempfile.mkdtemp(prefix=f".{name}{_TMP_MARK}", dir=store)
+        kind = "registry" if remote else detect_kind(source)
+        tmp = work_dir(state_dir, name)
         try:
             rootfs = os.path.join(tmp, "rootfs")
             os.mkdir(rootfs, 0o755)
-            log(f"importing {source} ({kind}) as {name}")
-            layers = _fill(kind, source, rootfs)
-            fingerprint, entries, size = tree_digest(rootfs)
-            info = {
-                "format": IMAGE_FORMAT,
-                "name": name,
-                "source": source,
-                "kind": kind,
-                "layers": layers,
-                "imported": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "fingerprint": fingerprint,
-                "entries": entries,
-                "bytes": size,
-            }
-            fsutil.atomic_write(os.path.join(tmp, "image.json"),
-                                json.dumps(info, sort_keys=True, indent=1) + "\n")
-            os.chmod(tmp, 0o755)
-            _install(tmp, dest)
+            info = {"format": IMAGE_FORMAT, "name": name, "source": source, "kind": kind}
+            if remote:
+                download = os.path.join(tmp, "download")
+                pulled = registry.pull(source, download, pull or registry.PullOptions(), tmp, log=log)
+                info.update(platform=pulled["platform"], manifest=pulled["manifest"])
+                log(f"importing {source} ({pulled['platform']}, {pulled['blobs']} blobs checked) as {name}")
+                info["layers"] = _fill("oci-dir", download, rootfs, what=source)
+                for leftover in os.listdir(tmp):   # the download, skopeo's temp files, the auth file
+                    if leftover != "rootfs":
+                        _remove_path(os.path.join(tmp, leftover))
+            else:
+                log(f"importing {source} ({kind}) as {name}")
+                info["layers"] = _fill(kind, source, rootfs)
+            info["imported"] = now_utc()
+            write_info(tmp, info)
+            commit(state_dir, tmp, dest, log=log)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    log(f"image {name}: {entries} entries, {size} bytes, fingerprint {fingerprint[:16]}")
+    log(f"image {name}: {info['entries']} entries, {info['bytes']} bytes, fingerprint {info['fingerprint'][:16]}")
     return info
 
 
-def _fill(kind, source, rootfs):
+def _remove_path(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def now_utc():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_info(tree, info):
+    """Recompute the content fingerprint of tree/rootfs into `info` and write tree/image.json."""
+    info["fingerprint"], info["entries"], info["bytes"] = tree_digest(os.path.join(tree, "rootfs"))
+    fsutil.atomic_write(os.path.join(tree, "image.json"), json.dumps(info, sort_keys=True, indent=1) + "\n")
+    return info
+
+
+# ---- locks and the swap into place ----------------------------------------------------------------
+
+@contextlib.contextmanager
+def image_lock(state_dir, name):
+    """One operation on an image at a time (import, exec, copy, rename, delete); stale temp trees of
+    a killed operation are removed once we hold it (nobody else can be using them)."""
+    store = images_dir(state_dir)
+    os.makedirs(store, exist_ok=True)
+    with fsutil.locked(os.path.join(store, f".{name}.lock"), wait=False,
+                       what=f"another operation on image {name}"):
+        _remove_stale(store, name)
+        yield
+
+
+def work_dir(state_dir, name):
+    """A fresh temp directory beside the store for a new tree of `name` (caller holds image_lock)."""
+    return tempfile.mkdtemp(prefix=f".{name}{_TMP_MARK}", dir=images_dir(state_dir))
+
+
+@contextlib.contextmanager
+def build_locked(state_dir, log=print):
+    """The build stage's lock: a build never reads a tree while it is being swapped or removed.
+    Waits for a running build (and says so)."""
+    path = layout.build_lock(state_dir)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(fsutil.locked(path, wait=False))
+        except fsutil.LockBusy:
+            log(f"image: waiting for the build run holding {path} to finish")
+            stack.enter_context(fsutil.locked(path, what="a build run"))
+        yield
+
+
+def commit(state_dir, tmp, dest, log=print):
+    """Swap the finished tree `tmp` into `dest` atomically, under the build lock."""
+    os.chmod(tmp, 0o755)
+    with build_locked(state_dir, log=log):
+        _install(tmp, dest)
+
+
+def _fill(kind, source, rootfs, what=None):
     """Put the image tree into rootfs; returns the number of layers applied."""
     try:
         if kind == "dir":
@@ -218,7 +276,7 @@ def _fill(kind, source, rootfs):
             count += 1
         return count
     except LayerError as e:
-        raise ImageError(f"{source}: {e}") from None
+        raise ImageError(f"{what or source}: {e}") from None
 
 
 def _copy_dir(source, rootfs):

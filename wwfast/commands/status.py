@@ -3,16 +3,21 @@
 Asks the running server's /status; when none answers, reads the copy it saves in
 STATE/serve/status.json. A row is marked stale when the node has not been seen
 for the node agent's update interval + 5 s, and STALE after twice the interval.
+`wwfast status NODE...` also prints each named node's boot records (/status?node=ID,
+or the saved copy): every request of its current and last boot.
 """
 import json
 import os
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 
 from wwfast.define import settings
 from wwfast.server.catalog import Catalog, ManifestError
 from wwfast.server.status import blank, read_status
+from wwfast.commands.bootview import record_lines
 from wwfast.commands.listing import print_table
 
 DISPLAY = {"ipxe": "IPXE", "kernel": "KERNEL", "image": "IMAGE", "system": "SYSTEM OVERLAY",
@@ -30,7 +35,8 @@ def register(subparsers):
     p.add_argument("-l", "--last", action="store_true", help="sort by last seen")
     p.add_argument("-r", "--reverse", action="store_true", help="reverse the order")
     p.add_argument("-u", "--unknown", action="store_true", help="only nodes never seen")
-    p.add_argument("--json", action="store_true", help="print the status document as JSON")
+    p.add_argument("--json", action="store_true", help="print the status document as JSON (with NODE: each "
+                                                        "node's boot records)")
     p.set_defaults(func=cmd_status)
 
 
@@ -63,6 +69,25 @@ def fetch(args):
         return doc, os.path.join(args.state, "serve", "status.json") + " (no server answered at " + url + ")"
 
 
+def fetch_records(args, node_ids, doc, source):
+    """{node id: its /status?node=ID document, or None when no such node}, from where `doc` came."""
+    out = {}
+    for node_id in node_ids:
+        if source.startswith("http"):
+            url = server_url(args) + "/status?node=" + urllib.parse.quote(node_id)
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    out[node_id] = json.load(r)
+            except urllib.error.HTTPError as e:
+                if e.code != 404:
+                    raise
+                out[node_id] = None
+            continue
+        rec = doc["nodes"].get(node_id)        # the saved copy keeps the boot records beside the summary
+        out[node_id] = dict(rec, node=node_id) if rec is not None else None
+    return out
+
+
 def rows(doc, args, now):
     interval = doc.get("update interval") or 60
     out = []
@@ -90,10 +115,15 @@ def rows(doc, args, now):
 
 
 def show(args, out=print):
+    """Print the table (and with NODE names their boot records); False when a named node is unknown."""
     doc, source = fetch(args)
+    records = fetch_records(args, args.nodes, doc, source) if args.nodes and not args.watch else {}
+    for rec in doc["nodes"].values():      # the table never shows records (the saved copy has them)
+        rec.pop("boot", None)
+        rec.pop("last boot", None)
     if args.json:
-        out(json.dumps(doc, sort_keys=True, indent=1))
-        return
+        out(json.dumps({**doc, "records": records} if records else doc, sort_keys=True, indent=1))
+        return all(records.values())
     now = doc.get("now") or time.time()
     table = rows(doc, args, now)
     lines = []
@@ -108,12 +138,19 @@ def show(args, out=print):
         if not args.nodes or node_id in args.nodes:
             out(f"# {node_id} is not served: {reason}")
     out(f"# {len(table)} nodes, generation {doc.get('generation', '?')}, from {source}")
+    for node_id, record in records.items():
+        out("")
+        if record is None:
+            out(f"{node_id}: no such node (not in the published manifest, never seen)")
+        else:
+            for line in record_lines(record):
+                out(line)
+    return all(records.values())
 
 
 def cmd_status(args):
     if not args.watch:
-        show(args)
-        return 0
+        return 0 if show(args) else 1
     try:
         while True:
             sys.stdout.write("\033[H\033[2J")

@@ -1,9 +1,12 @@
 """Write a configuration file only when its content changes, say what changed, restart its service.
 
 Every write is atomic (temp file + rename, wwfast.fsutil) and keeps the file's mode; a file the admin
-also edits (/etc/hosts) gets a backup of the previous content first.
+also edits (/etc/hosts) gets a backup of the previous content first. A file that is a mount point (a
+container's /etc/hosts is bind-mounted into it) cannot be renamed over: it is rewritten in place, after
+its backup, and the command says so.
 """
 import difflib
+import errno
 import os
 import shutil
 import stat
@@ -30,6 +33,7 @@ class Change:
     def __init__(self, path, old, new, written=False, backup=None):
         self.path, self.old, self.new = path, old, new
         self.written, self.backup = written, backup
+        self.in_place = False       # rewritten in place: the file is a mount point
 
     @property
     def changed(self):
@@ -53,6 +57,8 @@ class Change:
                                                   else f" ({added} lines)")
         if self.backup:
             head += f"; previous content in {self.backup}"
+        if self.in_place:
+            head += " (in place: the file is a mount point, so it cannot be replaced by a rename)"
         out = [head]
         if self.old is not None:
             out += ["  " + line for line in lines[:limit]]
@@ -73,17 +79,37 @@ def write_if_changed(path, new, backup=False):
         if backup:
             change.backup = path + BACKUP_SUFFIX
             fsutil.atomic_write(change.backup, old, perms=mode)
-    fsutil.atomic_write(path, new, perms=mode)
+    try:
+        fsutil.atomic_write(path, new, perms=mode)
+    except OSError as e:
+        if e.errno != errno.EBUSY or old is None:
+            raise
+        _write_in_place(path, new)
+        change.in_place = True
     change.written = True
     return change
 
 
+def _write_in_place(path, text):
+    """For a bind-mounted file (EBUSY on rename): truncate and write it, then fsync."""
+    with open(path, "r+", encoding="utf-8") as f:
+        f.truncate(0)
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def restart_command(unit):
+    return ["systemctl", "restart", unit]
+
+
 def restart_service(unit):
     """`systemctl restart UNIT`; returns (ok, message)."""
-    systemctl = shutil.which("systemctl")
+    command = restart_command(unit)
+    systemctl = shutil.which(command[0])
     if systemctl is None:
         return False, f"cannot restart {unit}: systemctl not found (restart it by hand)"
-    out = subprocess.run([systemctl, "restart", unit], capture_output=True, text=True)
+    out = subprocess.run([systemctl, *command[1:]], capture_output=True, text=True)
     if out.returncode != 0:
         detail = (out.stderr or out.stdout).strip()
         return False, f"systemctl restart {unit} failed (exit {out.returncode}): {detail}"

@@ -259,9 +259,8 @@ class Connection(asyncio.Protocol):
             reply.file.on_done = self.server.counted(reply.file.on_done, stage, reply.code)
             self.out.append(reply.file)
         else:
-            if reply.file is not None:      # HEAD: nothing was in flight
-                reply.file.on_done = None
-                reply.file.close(complete=False)
+            if reply.file is not None:      # HEAD: no body was due (its boot record says 0 of 0 bytes)
+                reply.file.close(complete=True)
             self.out.append(head if head_only or reply.code == 304 else head + reply.body)
             if not head_only:
                 metrics.sent(stage, reply.code, len(reply.body))

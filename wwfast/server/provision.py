@@ -12,6 +12,7 @@ handler sets another). Node routes resolve the node with `self.node_for(req, sta
 """
 import errno
 import hmac
+import json
 import logging
 import os
 import stat
@@ -31,6 +32,7 @@ STAGE_ALIASES = {"container": "image", "overlay-system": "system", "overlay-runt
 ENCODING_NAMES = {"zst": "zst", "zstd": "zst", "gz": "gz", "gzip": "gz", "none": "none"}
 CONTENT_TYPES = {"ipxe": "text/plain; charset=utf-8", "grub": "text/plain; charset=utf-8"}
 ROUTES = {}          # first path segment -> Provisioner method
+KEEP_GENERATIONS = 3  # previous generations whose blobs stay reachable (store files outlive them by publish's grace)
 
 
 def route(*names):
@@ -62,8 +64,12 @@ class Refusal(Exception):
 
 
 class Provisioner:
-    def __init__(self, watcher, ledger, secure=False, follow_manifest_secure=True, arp=arp_lookup, tls_port=None):
+    def __init__(self, watcher, ledger, secure=False, follow_manifest_secure=True, arp=arp_lookup, tls_port=None,
+                 scaleout=None):
         self.watcher = watcher        # wwfast.server.catalog.CatalogWatcher: the current manifest
+        # wwfast.server.scaleout.ScaleOut with a cache tier: what a node's script header says (None: one server)
+        self.scaleout = scaleout
+        self.previous = []            # the generations served before this one, newest first (for /blob)
         self.ledger = ledger          # wwfast.server.ledger.BootLedger
         # Secure mode: ours, or the manifest's copy of the settings unless a flag decided explicitly.
         self.secure = secure
@@ -75,6 +81,14 @@ class Provisioner:
     @property
     def catalog(self):
         return self.watcher.current
+
+    def catalog_swapped(self, old):
+        """A new generation is current: keep the last few for blobs that booting nodes still ask for."""
+        if old is not None and old.nodes:
+            self.previous = [old] + [c for c in self.previous if c is not old][:KEEP_GENERATIONS - 1]
+
+    def recent_catalogs(self):
+        return [self.catalog] + self.previous
 
     # -- dispatch ------------------------------------------------------------------------------
     def answer(self, method, url, headers, peer, tls=False):
@@ -155,16 +169,16 @@ class Provisioner:
             return text_reply(404, f"no node has MAC {mac}")
         if node.asset_key and not hmac.compare_digest(req.query.get("assetkey", "").encode(),
                                                       node.asset_key.encode()):
-            self.ledger.refused(node.id, stage, "BAD_ASSET", host)
+            self.ledger.refused(node.id, stage, "BAD_ASSET", host, **recorded(req, catalog, 401))
             log.warning("%s: wrong asset key for %s (%s)", host, node.id, stage)
             return text_reply(401, f"asset key required for {node.id}")
         if stage == "runtime" and self.tls_port and not req.tls:
-            self.ledger.refused(node.id, stage, "NOT_TLS", host)
+            self.ledger.refused(node.id, stage, "NOT_TLS", host, **recorded(req, catalog, 403))
             log.warning("%s: the runtime overlay of %s asked over plain HTTP while TLS is on", host, node.id)
             return text_reply(403, f"TLS is on: the runtime overlay is served over HTTPS only (port {self.tls_port})")
         if stage == "runtime" and (self.secure or (self.follow_manifest_secure and catalog.secure)):
             if req.peer[1] >= 1024 or (node.addresses and host not in node.addresses):
-                self.ledger.refused(node.id, stage, "BAD_PORT", host)
+                self.ledger.refused(node.id, stage, "BAD_PORT", host, **recorded(req, catalog, 403))
                 log.warning("%s:%d: secure mode refuses the runtime overlay of %s", host, req.peer[1], node.id)
                 return text_reply(403, "secure mode: the runtime overlay is served only to the node's own "
                                        "address from a privileged port (< 1024)")
@@ -180,10 +194,30 @@ class Provisioner:
         else:
             artifact = node.artifact(stage, encoding)
         if artifact is None:
-            self.ledger.refused(node.id, stage, "NOT_FOUND", host)
+            self.ledger.refused(node.id, stage, "NOT_FOUND", host, **recorded(req, catalog, 404))
             what = f"{encoding} encoding of " if encoding else ""
             return text_reply(404, f"no {what}{stage} published for {node.id}")
-        return self.file_reply(artifact, req, stage, node)
+        if stage == "ipxe" and self.scaleout is not None:
+            return self.script_reply(artifact, req, node, catalog)
+        return self.file_reply(artifact, req, stage, node, catalog)
+
+    def script_reply(self, artifact, req, node, catalog):
+        """A node's script with the cache tier's header (its sources right now): built per request, never
+        cached, so no validators."""
+        try:
+            with open(artifact.path, "rb") as f:
+                script = f.read()
+        except OSError as e:
+            log.error("store file of %s ipxe is missing: %s", node.id, e)
+            self.ledger.refused(node.id, "ipxe", "NOT_FOUND", req.peer[0], **recorded(req, catalog, 404))
+            return text_reply(404, "ipxe file missing from the store")
+        body = self.scaleout.script(script, node, catalog.generation)
+        log.info("%s:%d %s %s ipxe %s (+ cache tier header) -> 200", req.peer[0], req.peer[1], req.method, node.id,
+                 artifact.name)
+        transfer = self.ledger.began(node.id, "ipxe", artifact.name, req.peer[0], length=len(body),
+                                     **recorded(req, catalog))
+        self.ledger.ended(transfer, len(body), True)        # a small body: out with the headers
+        return Reply(200, body, [("Content-Type", CONTENT_TYPES["ipxe"]), ("Cache-Control", "no-store")])
 
     def requested_mac(self, req):
         """The node's MAC: in the path, as ?wwid=, or from the ARP cache; raises Refusal (400)."""
@@ -207,7 +241,7 @@ class Provisioner:
         return encoding
 
     # -- store files ---------------------------------------------------------------------------------
-    def file_reply(self, artifact, req, stage, node):
+    def file_reply(self, artifact, req, stage, node, catalog=None):
         """The reply sending a store file, with validators and ranges; recorded in the ledger."""
         try:
             # O_NOFOLLOW + regular-file check: a link planted in the store never leads outside it
@@ -218,10 +252,10 @@ class Provisioner:
         except OSError as e:
             log.error("store file of %s %s is missing: %s", node.id if node else "unknown", stage, e)
             if node:
-                self.ledger.refused(node.id, stage, "NOT_FOUND", "")
+                self.ledger.refused(node.id, stage, "NOT_FOUND", req.peer[0], **recorded(req, catalog, 404))
             return text_reply(404, f"{stage} file missing from the store")
         try:
-            reply = self.ranged(fd, os.fstat(fd), artifact, req, stage, node)
+            reply = self.ranged(fd, os.fstat(fd), artifact, req, stage, node, catalog or self.catalog)
         except BaseException:
             os.close(fd)
             raise
@@ -229,13 +263,14 @@ class Provisioner:
             os.close(fd)
         return reply
 
-    def ranged(self, fd, st, artifact, req, stage, node):
+    def ranged(self, fd, st, artifact, req, stage, node, catalog):
         size = st.st_size
         etag = f'"{artifact.sha256}"'
         headers = [("Content-Type", CONTENT_TYPES.get(stage, "application/octet-stream")),
                    ("ETag", etag), ("Last-Modified", http_date(st.st_mtime)), ("Accept-Ranges", "bytes")]
         h = req.headers
         if not_modified(h, etag, st.st_mtime):
+            self.record_bodiless(node, stage, artifact, req, catalog, 304)
             return Reply(304, headers=headers)
         start, end = 0, size
         code = 200
@@ -243,6 +278,7 @@ class Provisioner:
         if rng and if_range_ok(h.get("if-range"), etag, st.st_mtime):
             parsed = parse_range(rng, size)
             if parsed == "unsatisfiable":
+                self.record_bodiless(node, stage, artifact, req, catalog, 416)
                 return Reply(416, b"", headers=[("Content-Range", f"bytes */{size}")] + headers[1:])
             if parsed is not None:
                 start, end = parsed
@@ -253,16 +289,34 @@ class Provisioner:
                  artifact.name, code)
         on_done = None
         if node:
-            transfer = self.ledger.began(node.id, stage, artifact.name, host, code=code, length=end - start)
+            transfer = self.ledger.began(node.id, stage, artifact.name, host, code=code,
+                                         length=0 if req.method == "HEAD" else end - start,
+                                         **recorded(req, catalog))
             on_done = lambda sent, complete: self.ledger.ended(transfer, sent, complete)  # noqa: E731
         return Reply(code, headers=headers, file=FileBody(fd, start, end - start, on_done))
+
+    def record_bodiless(self, node, stage, artifact, req, catalog, code):
+        """A 304 or 416 answer: in the node's boot record too (begun and ended at once, no body)."""
+        if node:
+            transfer = self.ledger.began(node.id, stage, artifact.name, req.peer[0], code=code,
+                                         **recorded(req, catalog))
+            self.ledger.ended(transfer, 0, True)
 
     # -- service routes --------------------------------------------------------------------------
     @route("status")
     def status_route(self, req):
         if req.args:
             return no_such_route(req)
-        return json_reply(self.ledger.status_json(self.catalog))
+        node_id = req.query.get("node")
+        if node_id is None and self.scaleout is not None:      # every server's boot records too (etcd)
+            doc = self.scaleout.merge_status(self.ledger.status_document(self.catalog))
+            return json_reply((json.dumps(doc, sort_keys=True, indent=1) + "\n").encode())
+        if node_id is None:
+            return json_reply(self.ledger.status_json(self.catalog))
+        doc = self.ledger.node_document(self.catalog, node_id)
+        if doc is None:
+            return text_reply(404, f"no node {node_id!r}: not in the published manifest and never seen")
+        return json_reply((json.dumps(doc, sort_keys=True, indent=1) + "\n").encode())
 
     @route("metrics")
     def metrics_route(self, req):
@@ -298,10 +352,13 @@ class Provisioner:
             return None
         try:
             with open(artifact.path, "rb") as f:
-                return f.read()
+                script = f.read()
         except OSError as e:
             log.error("TFTP %s: store file missing: %s", path, e)
             return None
+        if node is not None and self.scaleout is not None:
+            script = self.scaleout.script(script, node, catalog.generation)
+        return script
 
     def tftp_requested(self, path, client, result, nbytes):
         """The TFTP server's on_request: every read request counts in /metrics; a node's script fetched
@@ -318,7 +375,22 @@ class Provisioner:
             log.info("%s:%d TFTP %s: no node script of MAC %s sent", client[0], client[1], path, mac)
             return
         log.info("%s:%d TFTP %s ipxe %s", client[0], client[1], node.id, artifact.name)
-        self.ledger.began(node.id, "ipxe", artifact.name, client[0], length=nbytes)
+        return self.ledger.began(node.id, "ipxe", artifact.name, client[0], length=nbytes, protocol="tftp",
+                                 generation=self.ledger.pinned(mac, self.catalog).generation)
+
+    def tftp_ended(self, transfer, result, nbytes):
+        """The TFTP server's on_end: how a script transfer `tftp_requested` recorded ended (`nbytes`
+        acknowledged by the client; `result` "ok" or why it was cut short)."""
+        self.ledger.ended(transfer, nbytes, result == "ok" and nbytes == transfer.length, reason=result)
+
+
+def recorded(req, catalog, code=None):
+    """What a boot record keeps of an HTTP request besides node, stage, file and client."""
+    out = {"generation": catalog.generation if catalog is not None else "",
+           "protocol": "https" if req.tls else "http", "method": req.method}
+    if code is not None:
+        out["code"] = code
+    return out
 
 
 def no_such_route(req):
@@ -343,4 +415,4 @@ def script_mac(path):
 
 
 # Route modules register on import (kept last: they import this module's route table).
-from wwfast.server import efiboot  # noqa: E402,F401  /grub, /efiboot
+from wwfast.server import blobs, efiboot  # noqa: E402,F401  /blob; /grub, /efiboot

@@ -17,6 +17,7 @@ from wwfast.server.http import HttpServer, Limits
 from wwfast.server.https import HttpsServer
 from wwfast.server.ledger import BootLedger
 from wwfast.server.provision import Provisioner
+from wwfast.server.scaleout import ScaleOut, wanted as scaleout_wanted
 
 log = logging.getLogger("wwfast.serve")
 
@@ -35,6 +36,7 @@ class ServeOptions:
         self.send_mode, self.loop = send_mode, loop
         self.limits = limits or Limits()
         self.secure_flag = False        # --secure/--no-secure given: it wins over the manifest's copy
+        self.settings = None            # the Settings, for the scale-out block (`cluster:`)
 
     @classmethod
     def from_settings(cls, settings, state_dir, args):
@@ -61,6 +63,7 @@ class ServeOptions:
         opts.send_mode = args.send_mode
         opts.loop = args.loop
         opts.limits = Limits(header_timeout=args.header_timeout, idle_timeout=args.idle_timeout)
+        opts.settings = settings
         return opts
 
 
@@ -109,6 +112,20 @@ def _tftp_class():
     return TftpServer
 
 
+def mirror_boot_records(ledger, scaleout):
+    """Every event the ledger applies (this process's, or forwarded by a worker) also goes to etcd: the
+    node's status summary, batched by the mirror (latest per node)."""
+    from wwfast.server.status import summary
+    apply = ledger.apply
+
+    def apply_and_mirror(event):
+        apply(event)
+        rec = ledger.status.nodes.get(event[1]) if event[1] else None
+        if rec is not None:
+            scaleout.record(event[1], summary(rec))
+    ledger.apply = apply_and_mirror
+
+
 async def serve_forever(opts):
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -117,20 +134,29 @@ async def serve_forever(opts):
     ledger = BootLedger(opts.state_dir)
     watcher = CatalogWatcher(opts.state_dir)
     ssl_context = tls.server_context(opts.conf_dir) if opts.tls else None   # a missing key: say so first
+    scaleout = None
+    if opts.settings is not None and scaleout_wanted(opts.settings):
+        # a pointer switch (a thread) has the catalog reloaded at once rather than at the next poll
+        scaleout = ScaleOut(opts.settings, opts.state_dir,
+                            on_switch=lambda _pointer: loop.call_soon_threadsafe(watcher.check))
+        mirror_boot_records(ledger, scaleout)
     provisioner = Provisioner(watcher, ledger, secure=opts.secure, follow_manifest_secure=not opts.secure_flag,
-                              tls_port=opts.tls_port if opts.tls else None)
+                              tls_port=opts.tls_port if opts.tls else None, scaleout=scaleout)
     http = HttpServer(provisioner, opts.http_bind, opts.http_port, send_mode=opts.send_mode, limits=opts.limits)
     https = HttpsServer(provisioner, opts.http_bind, opts.tls_port, ssl_context, limits=opts.limits) \
         if opts.tls else None
 
-    def swapped(_old, new):
+    def swapped(old, new):
         ledger.manifest_swapped()
+        provisioner.catalog_swapped(old)
         for server in (http, https):
             if server is not None:
                 server.maps.keep_only(new)
     watcher.on_swap = swapped
     ledger.attach(loop)
     watcher.start(loop)
+    if scaleout is not None:
+        scaleout.start()
     tftp = None
     try:
         async with contextlib.AsyncExitStack() as listeners:
@@ -143,7 +169,8 @@ async def serve_forever(opts):
                     log.warning("TFTP is enabled but wwfast.server.tftp is not available; HTTP only")
                 else:
                     tftp = cls(opts.tftp_root, opts.tftp_bind, opts.tftp_port,
-                               resolve=provisioner.tftp_resolve, on_request=provisioner.tftp_requested)
+                               resolve=provisioner.tftp_resolve, on_request=provisioner.tftp_requested,
+                               on_end=provisioner.tftp_ended)
                     await tftp.start()
                     log.info("TFTP on %s:%d from %s", opts.tftp_bind, opts.tftp_port, opts.tftp_root)
             try:
@@ -154,6 +181,8 @@ async def serve_forever(opts):
                     await tftp.close()
     finally:
         watcher.stop()
+        if scaleout is not None:
+            await loop.run_in_executor(None, scaleout.stop)
         await ledger.close()
     log.info("stopped")
 

@@ -2,9 +2,11 @@
 
 Per node: the last stage and file sent (or a marker such as BAD_ASSET), the
 client address, when it was last seen, and when its current boot started (an
-/ipxe request) and ended (its first complete /runtime after that). Warewulf
-keeps this only in memory; we save it atomically, at most once per
-`debounce` seconds, from a worker thread so a slow disk never stalls the loop.
+/ipxe request) and ended (its first complete /runtime after that); and its boot
+records (wwfast.server.bootrecord): every request of the current boot ("boot")
+and of the one before ("last boot"). Warewulf keeps this only in memory; we save
+it atomically, at most once per `debounce` seconds, from a worker thread so a
+slow disk never stalls the loop.
 """
 import json
 import logging
@@ -12,11 +14,13 @@ import os
 import time
 
 from wwfast import fsutil, layout
+from wwfast.server import bootrecord
 
 log = logging.getLogger("wwfast.serve")
 
 FORMAT = 1
 FIELDS = ("node name", "stage", "sent", "ipaddr", "last seen", "boot start", "boot end")
+BOOTS = ("boot", "last boot")       # boot records: the current one and the one before
 
 
 def status_path(state_dir):
@@ -55,6 +59,11 @@ def blank(node_id):
             "boot start": 0, "boot end": 0}
 
 
+def summary(rec):
+    """A node's entry without its boot records (what /status lists for every node)."""
+    return {k: v for k, v in rec.items() if k not in BOOTS}
+
+
 class StatusBook:
     def __init__(self, state_dir, debounce=1.0, clock=time.time):
         self.state_dir = state_dir
@@ -65,6 +74,8 @@ class StatusBook:
         for node_id, rec in read_status(state_dir, set_aside_damaged=True)["nodes"].items():
             if isinstance(rec, dict):
                 self.nodes[node_id] = {**blank(node_id), **{k: rec[k] for k in FIELDS if k in rec}}
+                for key in BOOTS:
+                    self.nodes[node_id][key] = bootrecord.loaded(rec.get(key))
         self._loop = None
         self._timer = None
         self._saving = None
@@ -75,31 +86,61 @@ class StatusBook:
             rec = self.nodes[node_id] = blank(node_id)
         return rec
 
-    def requested(self, node_id, stage, sent, ipaddr, ok=True):
-        """A node asked for `stage`; `sent` is the file name, or an error marker when not `ok`."""
-        now = self.clock()
+    # -- events (plain values: a worker process can forward them) ---------------------------
+    def began(self, node_id, request):
+        """A request of `node_id` is being answered: `request` is a boot record request (see
+        wwfast.server.bootrecord) with result None. A script, or a kernel outside a boot, starts a boot."""
+        now = request["start"]
         rec = self._record(node_id)
         boot_open = rec["boot start"] and not rec["boot end"]
-        if ok and (stage == "ipxe" or (stage == "kernel" and not boot_open)):
+        if request["stage"] == "ipxe" or (request["stage"] == "kernel" and not boot_open):
             rec["boot start"], rec["boot end"] = now, 0
-        rec.update({"stage": stage, "sent": sent, "ipaddr": ipaddr, "last seen": now})
+            rec["last boot"], rec["boot"] = rec.get("boot"), bootrecord.new_boot(now, request["generation"])
+        self._add(rec, request)
+        rec.update({"stage": request["stage"], "sent": request["file"], "ipaddr": request["client"],
+                    "last seen": now})
         self._dirty()
 
-    def completed(self, node_id, stage):
-        """A file body was sent in full; returns the boot duration when this ends a boot."""
-        now = self.clock()
+    def refused(self, node_id, request):
+        """A request of `node_id` was refused: `request["reason"]` (BAD_ASSET, ...) shows as sent."""
         rec = self._record(node_id)
-        rec["last seen"] = now
+        self._add(rec, request)
+        rec.update({"stage": request["stage"], "sent": request["reason"], "ipaddr": request["client"],
+                    "last seen": request["start"]})
+        self._dirty()
+
+    def ended(self, node_id, seq, at, sent, complete, reason="", finishes=False):
+        """Request `seq` of `node_id` ended at `at` with `sent` bytes out, `complete` or cut short
+        (`reason`). `finishes`: it was a whole runtime overlay, which ends an open boot. Returns the
+        boot duration when it did."""
+        rec = self._record(node_id)
+        rec["last seen"] = at
+        request = bootrecord.find(rec.get("boot"), seq) or bootrecord.find(rec.get("last boot"), seq)
+        if request is not None:
+            request.update({"end": at, "bytes": sent, "result": "ok" if complete else "cut short",
+                            "reason": "" if complete else reason})
         duration = None
-        if stage == "runtime" and rec["boot start"] and not rec["boot end"]:
-            rec["boot end"] = now
-            duration = now - rec["boot start"]
+        if finishes and rec["boot start"] and not rec["boot end"]:
+            rec["boot end"] = at
+            duration = at - rec["boot start"]
+            if rec.get("boot") and rec["boot"]["start"] == rec["boot start"]:
+                rec["boot"]["end"] = at
         self._dirty()
         return duration
 
+    def _add(self, rec, request):
+        if rec.get("boot") is None:     # requests before any boot start was seen (e.g. an agent refresh)
+            rec["boot"] = bootrecord.new_boot(0, request["generation"])
+        bootrecord.add(rec["boot"], request)
+
+    def record(self, node_id):
+        """The node's whole entry, boot records included (copied), or None when never seen."""
+        rec = self.nodes.get(node_id)
+        return json.loads(json.dumps(rec)) if rec is not None else None
+
     def snapshot(self, node_ids=()):
-        """Every known node (those in the manifest included, even if never seen)."""
-        out = {node_id: dict(rec) for node_id, rec in self.nodes.items()}
+        """Every known node (those in the manifest included, even if never seen), without boot records."""
+        out = {node_id: summary(rec) for node_id, rec in self.nodes.items()}
         for node_id in node_ids:
             out.setdefault(node_id, blank(node_id))
         return {"format": FORMAT, "nodes": dict(sorted(out.items()))}
@@ -124,8 +165,12 @@ class StatusBook:
         if self._saving is not None and not self._saving.done():
             self._dirty()     # a save is still running; try again later
             return
-        data = json.dumps(self.snapshot(), sort_keys=True, indent=1) + "\n"
+        data = self._saved_text()
         self._saving = self._loop.run_in_executor(None, self._write, data)
+
+    def _saved_text(self):
+        """The whole book, boot records included, as saved (dumped in the loop: no copy needed)."""
+        return json.dumps({"format": FORMAT, "nodes": self.nodes}, sort_keys=True, indent=1) + "\n"
 
     def _write(self, data):
         try:
@@ -140,4 +185,4 @@ class StatusBook:
             self._timer = None
         if self._saving is not None:
             await self._saving
-        self._write(json.dumps(self.snapshot(), sort_keys=True, indent=1) + "\n")
+        self._write(self._saved_text())

@@ -1,0 +1,81 @@
+"""A node's boot record: every request of its current and its last boot, as plain JSON values.
+
+Kept by the status book (wwfast.server.status) inside each node's status entry, saved with it in
+STATE/serve/status.json and answered by /status?node=ID. One boot:
+
+    {"start": 1700000000.1, "end": 1700000012.9 (0 while booting), "generation": "...",
+     "requests": [request, ...], "dropped": 0}
+
+One request (HTTP or TFTP, answered or refused):
+
+    {"seq": 17, "stage": "kernel", "file": "<sha256>.kernel", "encoding": "raw", "method": "GET",
+     "code": 200, "length": 9000000, "bytes": 9000000, "start": ..., "end": ..., "result": "ok",
+     "reason": "", "generation": "...", "client": "10.0.2.15", "protocol": "http"}
+
+`result`: "ok" (every byte of `length` went out; for TFTP every block was acknowledged), "cut short"
+(the transfer ended early: `bytes` is what went out, `reason` why, e.g. a TFTP "expired"), "refused"
+(`reason` the marker: BAD_ASSET, BAD_PORT, NOT_TLS, NOT_FOUND), or null while in flight. `bytes` is
+what the transport actually sent (HTTP: handed to the kernel; TFTP: acknowledged by the client).
+
+Bounded: at most CAP requests per boot, the first CAP-1 and the latest (a node agent refreshing
+its runtime overlay for days keeps replacing the last one); `dropped` counts those replaced.
+"""
+
+CAP = 64
+ENCODINGS = ((".cpio.zst", "zst"), (".cpio.gz", "gz"))
+RESULTS = ("ok", "cut short", "refused", None)
+
+
+def encoding_of(file_name):
+    """The content encoding a store file name says ("zst", "gz"; "raw" for kernels, scripts, ...)."""
+    for suffix, name in ENCODINGS:
+        if file_name.endswith(suffix):
+            return name
+    return "raw"
+
+
+def new_boot(start, generation):
+    return {"start": start, "end": 0, "generation": generation, "requests": [], "dropped": 0}
+
+
+def add(boot, request):
+    """Append `request` to `boot`, keeping the first CAP-1 requests and the latest one."""
+    requests = boot["requests"]
+    if len(requests) >= CAP:
+        requests[-1] = request
+        boot["dropped"] += 1
+    else:
+        requests.append(request)
+
+
+def find(boot, seq):
+    """The request numbered `seq` in `boot` (searched from the newest), or None."""
+    if boot:
+        for request in reversed(boot["requests"]):
+            if request.get("seq") == seq:
+                return request
+    return None
+
+
+def loaded(boot):
+    """A boot read back from the saved file, checked; None when it is not one. Requests still in
+    flight when the server stopped are marked cut short (their end was never seen)."""
+    if not isinstance(boot, dict) or not isinstance(boot.get("requests"), list):
+        return None
+    out = new_boot(_number(boot.get("start")), str(boot.get("generation", "")))
+    out["end"] = _number(boot.get("end"))
+    out["dropped"] = int(_number(boot.get("dropped")))
+    for request in boot["requests"][:CAP]:
+        if not isinstance(request, dict):
+            continue
+        request = dict(request)
+        if request.get("result") not in RESULTS:
+            request["result"] = "cut short"
+        if request.get("result") is None:
+            request["result"], request["reason"] = "cut short", "server stopped"
+        out["requests"].append(request)
+    return out
+
+
+def _number(value):
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
