@@ -31,7 +31,7 @@ from wwfast.build import debian_image  # noqa: E402
 
 NODES = [("deb1", "52:54:00:de:b0:01", "10.0.2.41", "tmpfs"),
          ("deb2", "52:54:00:de:b0:02", "10.0.2.42", "initramfs")]
-BOOT_TIMEOUT = 600
+BOOT_TIMEOUT = 900
 UPDATE_TIMEOUT = 120
 
 
@@ -133,6 +133,7 @@ def main(argv=None):
         if problems:
             failures[name] = "; ".join(problems)
         print(f"  {name} ({mac}, root {root}): multi-user in {report['seconds']:.0f} s; systemd {report.get('system')}")
+        print(f"      {report.get('analyze')}")
         print(f"      network: {report.get('netdev')}  networkd: {report.get('networkd', '').strip()}")
         print(f"      agent: {report.get('agent')}; runtime: {report['markers'].get('runtime')}; "
               f"generation B arrived {updates.get(name, float('nan')):.0f} s after the publish")

@@ -27,6 +27,7 @@ state=$(systemctl is-system-running --wait 2>&1)
 say system "$state"
 [ "$state" = running ] || say failed-units $(systemctl --failed --plain --no-legend | cut -d' ' -f1)
 say target "$(systemctl is-active multi-user.target)"
+say analyze "$(systemd-analyze time 2>&1 | head -1)"
 say hostname "$(uname -n)"
 . /wwinit/config
 for d in /sys/class/net/*; do
