@@ -25,7 +25,7 @@ from helpers.qemu_nodes import NodeGroup, NodeTimeout, QemuNode  # noqa: E402
 from wwfast.build import demo_image  # noqa: E402
 from wwfast import layout, records  # noqa: E402
 from wwfast.define import settings as wwsettings  # noqa: E402
-from wwfast.cli import add_dir_arguments  # noqa: E402
+from wwfast.dirs import add_dir_arguments  # noqa: E402
 from wwfast.commands.bootview import boot_lines  # noqa: E402
 
 IMAGE_NAME = "demo"

@@ -20,7 +20,7 @@ from wwfast.build import efiboot, image_archives as build_images, ipxe, overlay_
 from wwfast.define import settings
 from wwfast.errors import ConfigError
 from wwfast.fsutil import LockBusy, write_if_changed
-from wwfast.cli import add_dir_arguments
+from wwfast.dirs import add_dir_arguments
 
 BUILD_FORMAT = 1
 

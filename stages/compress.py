@@ -19,7 +19,7 @@ from wwfast.publish import publisher as publish
 from wwfast.define import settings as settings_mod
 from wwfast.errors import ConfigError
 from wwfast.fsutil import LockBusy
-from wwfast.cli import add_dir_arguments
+from wwfast.dirs import add_dir_arguments
 
 EXIT_BUSY = 75   # EX_TEMPFAIL: cron may simply try again next time
 

@@ -23,7 +23,7 @@ from wwfast.configure.plan import range_warnings
 from wwfast.define import nodes, settings, shrink
 from wwfast.errors import ConfigError
 from wwfast.fsutil import LockBusy
-from wwfast.cli import add_dir_arguments
+from wwfast.dirs import add_dir_arguments
 
 def dhcp_range_key(conf):
     """The settings the DHCP range check reads (the define stage warns about the range)."""

@@ -5,12 +5,15 @@ import base64
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 
 import pytest
 
 from helpers.busybox_tree import make_busybox_tree
+from helpers.processes import descendants as _descendants, wait_gone as _wait_gone
 from helpers.registry import Layout, Registry, tar_layer, tree_layer
 from helpers.trees import snapshot
 from wwfast import layout
@@ -55,6 +58,16 @@ def plain(oci, tmp_path_factory):
 @pytest.fixture(scope="session")
 def secured(oci, tmp_path_factory):
     reg = Registry(tmp_path_factory.mktemp("secured"), tls=True, users={USER: PASSWORD}).start()
+    try:
+        reg.push(f"oci:{oci}:latest", "site/bb:1")
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="session")
+def tokened(oci, tmp_path_factory):
+    reg = Registry(tmp_path_factory.mktemp("tokened"), token_users={USER: PASSWORD}).start()
     try:
         reg.push(f"oci:{oci}:latest", "site/bb:1")
         yield reg
@@ -175,6 +188,32 @@ def test_auth_with_flags_files_and_stdin(secured, tmp_path):
         assert read(state, name, "etc/marker") == "amd64 image\n"
 
 
+def test_bearer_token_auth(tokened, tmp_path):
+    """The registry answers 401 with a Bearer realm; the token server checks the password and grants
+    the scope; the record shows the pull went through it as alice asking to pull site/bb."""
+    state = tmp_path / "state"
+    ref = f"docker://{tokened.host}/site/bb:1"
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "REGISTRY_AUTH_FILE")}
+    env["HOME"] = str(tmp_path / "home")
+    seen = len(tokened.tokens.requests)
+    anon = wwfast(state, ref, "anon", "--tls-verify=false", env=env)
+    assert anon.returncode == 1 and "--username" in anon.stderr, anon.stderr
+    wrong = wwfast(state, ref, "wrong", "--tls-verify=false", "--username", USER, "--password", "nope", env=env)
+    assert wrong.returncode == 1
+    run = wwfast(state, ref, "tok", "--tls-verify=false", "--username", USER, "--password", PASSWORD, env=env)
+    assert run.returncode == 0, run.stderr
+    assert read(state, "tok", "etc/marker") == "amd64 image\n"
+    asked = tokened.tokens.requests[seen:]
+    assert {"user": None, "scopes": ["repository:site/bb:pull"], "service": "wwfast-test-registry"} in asked
+    assert {"user": False, "scopes": ["repository:site/bb:pull"], "service": "wwfast-test-registry"} in asked
+    assert {"user": USER, "scopes": ["repository:site/bb:pull"], "service": "wwfast-test-registry"} in asked
+    assert sorted(images_of(state)) == ["tok"]
+
+
+def images_of(state):
+    return [n for n in os.listdir(layout.images_dir(state)) if not n.startswith(".")]
+
+
 def test_unreachable_daemon_fails_cleanly(tmp_path):
     state = tmp_path / "state"
     env = dict(os.environ, DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock")
@@ -200,3 +239,29 @@ def test_layout_check_refuses_a_corrupt_blob(oci, tmp_path):
     victim.write_bytes(victim.read_bytes().replace(b"schemaVersion", b"schemaVersioN"))
     with pytest.raises(registry.PullError, match="does not match its digest"):
         registry.check_layout(str(copy), "t")
+
+
+def test_kill_9_during_a_pull_leaves_the_old_image(plain, tmp_path):
+    """A 'registry' that accepts and never answers holds skopeo mid-pull; wwfast is killed there."""
+    state = tmp_path / "state"
+    assert wwfast(state, f"docker://{plain.host}/bb:1", "bb", "--tls-verify=false").returncode == 0
+    before = snapshot(layout.image_root(state, "bb")), info(state, "bb")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent.settimeout(120)
+        proc = subprocess.Popen([sys.executable, "-m", "wwfast.cli", "--state", str(state), "image", "import",
+                                 f"docker://127.0.0.1:{silent.getsockname()[1]}/bb:1", "bb", "--update",
+                                 "--tls-verify=false"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        conn, _ = silent.accept()            # the record: skopeo is talking to the registry now
+        with conn:
+            under = _descendants(proc.pid)
+            assert under, "no skopeo under wwfast while it pulls"
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            assert all(_wait_gone(pid) for pid in under), "skopeo outlived wwfast"
+    assert (snapshot(layout.image_root(state, "bb")), info(state, "bb")) == before
+    assert len(leftovers(state)) == 1
+    again = wwfast(state, f"docker://{plain.host}/bb:1", "bb", "--update", "--tls-verify=false")
+    assert again.returncode == 0, again.stderr
+    assert leftovers(state) == []

@@ -238,8 +238,9 @@ def test_status_book_boot_times_and_debounced_atomic_save(tmp_path):
 
 
 def test_boot_records_are_bounded_and_survive_a_restart(tmp_path):
-    """At most CAP requests per boot (the first CAP-1 and the latest; `dropped` counts the others), the
-    boot before kept as "last boot", and a transfer in flight at shutdown reads back as cut short."""
+    """At most CAP requests per boot (the first CAP-1 and the latest), after a boot's end only the latest
+    AFTER (the agent's refreshes); `dropped` counts the others. The boot before is kept as "last boot",
+    and a transfer in flight at shutdown reads back as cut short."""
     state = str(tmp_path)
     clock = [1000.0]
     ledger = BootLedger(state, clock=lambda: clock[0])
@@ -249,20 +250,28 @@ def test_boot_records_are_bounded_and_survive_a_restart(tmp_path):
     for i in range(CAP + 20):
         clock[0] += 1
         t = ledger.began("n001", "runtime", f"{i}.cpio.zst", "10.0.0.1", length=7, generation="g2")
-        ledger.ended(t, 7 if i % 2 else 3, bool(i % 2))
+        ledger.ended(t, 7 if i % 2 else 3, bool(i % 2))     # the first whole one (i = 1) ends the boot
     in_flight = ledger.began("n001", "runtime", "last.cpio.gz", "10.0.0.1", length=9, generation="g2")
     rec = ledger.status.nodes["n001"]
     boot = rec["boot"]
     assert rec["last boot"] is first_boot and boot["generation"] == "g2"
-    assert len(boot["requests"]) == CAP and boot["dropped"] == (1 + CAP + 20 + 1) - CAP
-    assert [r["file"] for r in boot["requests"][:3]] == ["b.ipxe", "0.cpio.zst", "1.cpio.zst"]
-    assert boot["requests"][-1]["file"] == "last.cpio.gz" and boot["requests"][-1]["encoding"] == "gz"
+    files = [r["file"] for r in boot["requests"]]
+    assert files == ["b.ipxe", "0.cpio.zst", "1.cpio.zst"] + [f"{i}.cpio.zst" for i in (CAP + 17, CAP + 18, CAP + 19)] \
+        + ["last.cpio.gz"], files
+    assert boot["booted"] == 3 and boot["dropped"] == (1 + CAP + 20 + 1) - len(files)
     assert boot["requests"][1]["result"] == "cut short" and boot["requests"][1]["bytes"] == 3
     assert boot["requests"][2]["result"] == "ok" and boot["end"] == boot["requests"][2]["end"]
-    assert in_flight.seq == boot["requests"][-1]["seq"]
+    assert boot["requests"][-1]["encoding"] == "gz" and in_flight.seq == boot["requests"][-1]["seq"]
+    # a boot that never ends (every transfer cut short): the first CAP-1 requests and the latest
+    ledger.began("n002", "ipxe", "c.ipxe", "10.0.0.2", length=5)
+    for i in range(CAP + 10):
+        ledger.ended(ledger.began("n002", "kernel", f"{i}.kernel", "10.0.0.2", length=7), 1, False)
+    files = [r["file"] for r in ledger.status.nodes["n002"]["boot"]["requests"]]
+    assert files == ["c.ipxe"] + [f"{i}.kernel" for i in range(CAP - 2)] + [f"{CAP + 9}.kernel"]
+    assert ledger.status.nodes["n002"]["boot"]["dropped"] == 11
     loops.run(ledger.close())
     again = StatusBook(state).nodes["n001"]
-    assert again["last boot"] == first_boot
+    assert again["last boot"] == first_boot and again["boot"]["booted"] == 3
     last = again["boot"]["requests"][-1]
     assert (last["result"], last["reason"]) == ("cut short", "server stopped")
     # a damaged record in the saved file never stops the server

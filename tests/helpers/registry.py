@@ -9,9 +9,16 @@
 
 The registry writes its listen line to stderr once it serves; start() waits for that record (a
 thread drains the pipe), with a generous backstop.
+
+Registry(..., token_users={...}) puts the registry behind bearer tokens, as hosted registries do: a
+TokenServer on loopback checks basic credentials and signs a JWT (RS256, its certificate in the
+x5c header and in the registry's rootcertbundle) granting the scope asked; it records every
+request (user, scope, granted) so a test can tell the token flow really ran.
 """
+import base64
 import gzip
 import hashlib
+import http.server
 import io
 import json
 import os
@@ -20,6 +27,11 @@ import socket
 import subprocess
 import tarfile
 import threading
+import time
+import urllib.parse
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
 
 MT = 1_600_000_000
 
@@ -97,13 +109,88 @@ class Layout:
             json.dump({"schemaVersion": 2, "manifests": self.tags}, f)
 
 
+# ---- a token server --------------------------------------------------------------------------------
+
+def _b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TokenServer:
+    """GET /token?service=S&scope=repository:NAME:ACTIONS with basic auth -> {"token": JWT}."""
+
+    SERVICE, ISSUER = "wwfast-test-registry", "wwfast-test-issuer"
+
+    def __init__(self, root, users):
+        self.users = users
+        self.requests = []
+        key, self.cert = os.path.join(root, "token.key"), os.path.join(root, "token.crt")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", self.cert,
+                        "-days", "2", "-subj", "/CN=wwfast-test-token-issuer"], check=True, capture_output=True)
+        with open(key, "rb") as f:
+            self.key = serialization.load_pem_private_key(f.read(), None)
+        der = subprocess.run(["openssl", "x509", "-in", self.cert, "-outform", "DER"], check=True,
+                             capture_output=True).stdout
+        self.x5c = base64.b64encode(der).decode()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.answer(self)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.realm = f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def _user(self, header):
+        if not header or not header.startswith("Basic "):
+            return None
+        user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        return user if self.users.get(user) == password else False
+
+    def answer(self, handler):
+        query = urllib.parse.parse_qs(urllib.parse.urlparse(handler.path).query)
+        user = self._user(handler.headers.get("Authorization"))
+        scopes = [s for s in query.get("scope", []) if s.startswith("repository:")]
+        self.requests.append({"user": user, "scopes": scopes, "service": query.get("service", [None])[0]})
+        if user is False:
+            handler.send_response(401)
+            handler.end_headers()
+            return
+        access = []
+        for scope in scopes if user else []:       # anonymous: a token that grants nothing
+            _, name, actions = scope.split(":", 2)
+            access.append({"type": "repository", "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        claims = {"iss": self.ISSUER, "sub": user or "", "aud": self.SERVICE, "exp": now + 300, "nbf": now - 10,
+                  "iat": now, "jti": os.urandom(8).hex(), "access": access}
+        head = {"typ": "JWT", "alg": "RS256", "x5c": [self.x5c]}
+        signing_input = f"{_b64url(json.dumps(head).encode())}.{_b64url(json.dumps(claims).encode())}"
+        signature = self.key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+        token = f"{signing_input}.{_b64url(signature)}"
+        body = json.dumps({"token": token, "access_token": token, "expires_in": 300}).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 # ---- the registry ---------------------------------------------------------------------------------
 
 class Registry:
-    def __init__(self, root, tls=False, users=None):
+    def __init__(self, root, tls=False, users=None, token_users=None):
         self.root = str(root)
         self.tls = tls
         self.users = users or {}
+        self.token_users = token_users or {}
+        self.tokens = None
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.cert_dir = os.path.join(self.root, "certs")
@@ -131,6 +218,11 @@ class Registry:
                     f.write(subprocess.run(["htpasswd", "-Bbn", user, password], capture_output=True, text=True,
                                            check=True).stdout.strip() + "\n")
             lines += ["auth:", "  htpasswd:", "    realm: wwfast-test", f"    path: {htpasswd}"]
+        if self.token_users:
+            os.makedirs(self.root, exist_ok=True)
+            self.tokens = TokenServer(self.root, self.token_users)
+            lines += ["auth:", "  token:", f"    realm: {self.tokens.realm}", f"    service: {TokenServer.SERVICE}",
+                      f"    issuer: {TokenServer.ISSUER}", f"    rootcertbundle: {self.tokens.cert}"]
         path = os.path.join(self.root, "config.yml")
         with open(path, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -155,6 +247,9 @@ class Registry:
         self._ready.set()    # it exited: start() reports the log
 
     def stop(self):
+        if self.tokens:
+            self.tokens.stop()
+            self.tokens = None
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -171,8 +266,8 @@ class Registry:
 
     def push(self, source, repo_tag, all_platforms=False):
         creds = []
-        if self.users:
-            user, password = next(iter(self.users.items()))
+        if self.users or self.token_users:
+            user, password = next(iter((self.users or self.token_users).items()))
             creds = ["--dest-creds", f"{user}:{password}"]
         cmd = ["skopeo", "copy", "--quiet", *(["--all"] if all_platforms else []), *creds,
                *self.skopeo_tls("dest"), source, f"docker://{self.host}/{repo_tag}"]

@@ -18,12 +18,14 @@ ${XDG_RUNTIME_DIR}/containers/auth.json, $XDG_CONFIG_HOME/containers/auth.json, 
 ~/.docker/config.json, or --authfile FILE.
 """
 import base64
+import ctypes
 import dataclasses
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 
 from wwfast.errors import UsageError
@@ -31,6 +33,7 @@ from wwfast.errors import UsageError
 TRANSPORTS = ("docker://", "docker-daemon:")
 OCI_TAG = "wwfast"
 _CHUNK = 1 << 20
+_PR_SET_PDEATHSIG = 1
 
 
 class PullError(UsageError):
@@ -123,10 +126,15 @@ def pull(source, dest, opts, workdir, log=print):
     """Copy `source` into the OCI layout `dest`, check it; returns facts for image.json."""
     cmd = skopeo_command(source, dest, opts, workdir)
     log(f"pulling {source}" + (f" ({opts.platform})" if opts.platform else ""))
-    run = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    # skopeo dies with us: a kill -9 of wwfast never leaves it writing into a work tree.
+    run = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
     if run.returncode != 0:
         raise PullError(f"{source}: pull failed: {_skopeo_reason(run.stderr)}")
     return check_layout(dest, source, opts.platform)
+
+
+def _die_with_parent():
+    ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _skopeo_reason(stderr):

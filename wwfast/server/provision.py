@@ -77,6 +77,7 @@ class Provisioner:
         self.arp = arp
         # TLS on (its port): the runtime overlay carries secrets, so it goes out over HTTPS only
         self.tls_port = tls_port
+        self.worker = None            # serve --workers N: this process's slot, named by /healthz
 
     @property
     def catalog(self):
@@ -331,7 +332,8 @@ class Provisioner:
             return no_such_route(req)
         if not self.watcher.loaded:
             return text_reply(503, "no manifest published yet")
-        return text_reply(200, f"ok generation={self.catalog.generation}")
+        worker = "" if self.worker is None else f" worker={self.worker}"
+        return text_reply(200, f"ok generation={self.catalog.generation}{worker}")
 
     # -- TFTP: per-node iPXE scripts by MAC ----------------------------------------------------
     def tftp_resolve(self, path):
