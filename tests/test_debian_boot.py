@@ -30,6 +30,7 @@ NODES = [("deb1", "52:54:00:de:b0:01", "10.0.2.41", "tmpfs"),
 # here depending on the load (the kernel alone unpacks the 325 MB image for over a minute).
 BOOT_TIMEOUT = 900
 UPDATE_TIMEOUT = 120
+WORKER = r"(?:\[worker \d+\] )?"
 AGENT_SLACK = 10     # seconds: the agent's fetch + unpack + apply on a loaded TCG guest
 
 
@@ -135,11 +136,12 @@ def test_the_agent_fetched_the_new_runtime_overlay_within_its_interval(booted, c
     time on a slow TCG guest (it sleeps the interval after each update)."""
     _, after = booted["generations"]
     log = cluster.serve_log.read_text()
-    switched = stamp(re.search(rf"^(\S+ \S+) INFO serving manifest generation {after}\b", log, re.M))
+    # with serve workers each logs its own switch ("[worker N]"): the first one counts
+    switched = stamp(re.search(rf"^(\S+ \S+) INFO {WORKER}serving manifest generation {after}\b", log, re.M))
     for name, *_ in NODES:
         new_file = cluster.manifest()["nodes"][name]["artifacts"]["runtime"]["gz"]["file"]
-        fetches = [stamp(m) for m in re.finditer(rf"^(\S+ \S+) INFO \S+ GET {name} runtime {new_file} -> 200$",
-                                                   log, re.M)]
+        request = rf"^(\S+ \S+) INFO {WORKER}\S+ GET {name} runtime {new_file} -> 200$"
+        fetches = [stamp(m) for m in re.finditer(request, log, re.M)]
         assert fetches, f"no request of {name} for {new_file} in {cluster.serve_log}"
         assert 0 <= fetches[0] - switched <= debian_nodes.UPDATE_INTERVAL + AGENT_SLACK, (name, fetches[0] - switched)
 
