@@ -96,6 +96,50 @@ def test_exec_changes_the_image_and_leaves_no_mount_behind(site, tmp_path):
         assert str(state) not in f.read()
 
 
+def test_symlinked_resolv_conf_is_bound_inside_the_image(site, tmp_path):
+    """systemd-resolved images link /etc/resolv.conf to /run/...: the server's file is bound at the
+    link's target inside the image (on the run's /run tmpfs), never through the link on the server."""
+    state = site
+    root = layout.image_root(state, "bb")
+    with images.image_lock(state, "bb"):
+        os.symlink("/run/systemd/resolve/stub-resolv.conf", os.path.join(root, "etc/resolv.conf"))
+    before = image_state(state)
+    out = tmp_path / "out"
+    out.mkdir()
+    run = wwfast(state, "exec", "bb", "--bind", f"{out}:/out", "--", "sh", "-c",
+                 "busybox cat /etc/resolv.conf > /out/seen; busybox readlink /etc/resolv.conf > /out/link")
+    assert run.returncode == 0, run.stderr
+    host_resolv = open("/etc/resolv.conf").read() if os.path.exists("/etc/resolv.conf") else ""
+    assert (out / "seen").read_text() == host_resolv
+    assert (out / "link").read_text() == "/run/systemd/resolve/stub-resolv.conf\n"
+    after = image_state(state)
+    assert after[0] == before[0]             # no /run/systemd left, the link untouched
+    assert not os.path.exists(os.path.join(root, "run"))
+
+
+def test_next_build_repacks_after_exec(site, tmp_path, project_root):
+    state, conf = site, tmp_path / "conf"
+    conf.mkdir()
+    (conf / "nodes.yaml").write_text("nodes:\n  n1:\n    image name: bb\n")
+    env = dict(os.environ, PYTHONPATH=str(project_root))
+
+    def stage(name):
+        run = subprocess.run([sys.executable, "-m", f"stages.{name}", "--conf", str(conf), "--state", str(state)],
+                             capture_output=True, text=True, env=env, cwd=project_root, timeout=300)
+        assert run.returncode == 0, run.stdout + run.stderr
+        return run.stdout
+
+    stage("define")
+    assert "image bb: rebuilding (no previous build)" in stage("build")
+    assert "rebuilding" not in stage("build")    # unchanged inputs: nothing repacked
+    assert wwfast(state, "exec", "bb", "--", "sh", "-c", "echo repacked > /etc/marker").returncode == 0
+    out = stage("build")
+    assert "image bb: rebuilding (the image was re-imported (content fingerprint changed)" in out, out
+    listing = subprocess.run(["cpio", "-i", "--to-stdout", "etc/marker"], stdin=open(
+        os.path.join(layout.build_images_dir(state), "bb.cpio"), "rb"), capture_output=True)
+    assert listing.stdout == b"repacked\n"
+
+
 def test_failed_command_leaves_the_image_as_it_was(site):
     state = site
     before = image_state(state)

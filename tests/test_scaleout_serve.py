@@ -50,7 +50,8 @@ def one_server_state(state, tag=b""):
 def test_blobs_and_script_header_through_a_real_nginx_cache(tmp_path):
     state = str(tmp_path / "state")
     manifest = one_server_state(state)
-    port, cache_port = free_port(), free_port()
+    port = free_port()
+    cache_port = next(p for p in iter(free_port, None) if p != port)     # a just-freed port can come back
     n1 = manifest["nodes"]["n1"]["artifacts"]
     settings = (f"ipaddr: 127.0.0.1\nwarewulf:\n  secure: false\n  port: {port}\n"
                 f"cluster:\n  server url: http://127.0.0.1:{port}\n  caches: [http://127.0.0.1:{cache_port}]\n")

@@ -255,7 +255,9 @@ def commit(state_dir, tmp, dest, log=print):
     """Swap the finished tree `tmp` into `dest` atomically, under the build lock."""
     os.chmod(tmp, 0o755)
     with build_locked(state_dir, log=log):
-        _install(tmp, dest)
+        previous = _install(tmp, dest)
+    if previous:   # removed after the lock is released: a build waits only for the swap itself
+        shutil.rmtree(previous, ignore_errors=True)
 
 
 def _fill(kind, source, rootfs, what=None):
@@ -292,11 +294,13 @@ _RENAME_EXCHANGE = 2
 
 
 def _install(tmp, dest):
-    """Put the new image in place: an atomic swap when it replaces one (renameat2 RENAME_EXCHANGE)."""
+    """Put the new image in place: an atomic swap when it replaces one (renameat2 RENAME_EXCHANGE).
+    Returns the path now holding the previous image (inside the store's work-tree names, so a crash
+    before it is removed leaves it for the next operation to clean), or None."""
     if not os.path.exists(dest):
         os.rename(tmp, dest)
         fsutil.fsync_dir(os.path.dirname(dest))
-        return
+        return None
     libc = ctypes.CDLL(None, use_errno=True)
     at_fdcwd = -100
     swapped = hasattr(libc, "renameat2") and libc.renameat2(
@@ -307,7 +311,7 @@ def _install(tmp, dest):
         os.rename(tmp, dest)
         tmp = old
     fsutil.fsync_dir(os.path.dirname(dest))
-    shutil.rmtree(tmp, ignore_errors=True)   # now holds the previous image
+    return tmp      # now holds the previous image
 
 
 def _remove_stale(store, name):
