@@ -1,7 +1,7 @@
 """serve --workers N: real serve processes, curl and tftp-hpa's client.
 
 Which worker answers is chosen, not hoped for: the supervisor's BPF program gives a connection (or a
-TFTP request) to slot `source port % N`, so `curl --local-port` and `tftp -R` pick the worker, and
+TFTP request) to slot `reuseport.slot_of(source port, N)`, so `curl --local-port` and `tftp -R` pick the worker, and
 /healthz names the one that answered.
 """
 import hashlib
@@ -22,13 +22,13 @@ from wwfast.server import reuseport
 
 MAC1, MAC2 = "52:54:00:00:00:01", "52:54:00:00:00:02"
 STAGES = ("ipxe", "kernel", "image", "system", "runtime")
-_ports = iter(range(20000 + (os.getpid() % 400) * 20, 30000))
+_ports = iter(range(20000 + (os.getpid() % 200) * 40, 30000))
 
 
 def local_port(worker, workers=2):
-    """A free local port that the steering program gives to `worker` (source port % workers)."""
+    """A free local port that the steering program gives to `worker`."""
     for port in _ports:
-        if port % workers != worker:
+        if reuseport.slot_of(port, workers) != worker:
             continue
         with socket.socket() as s:
             try:
@@ -93,12 +93,14 @@ def served(tmp_path):
 
 
 def test_steering_program_picks_the_slot_by_source_port():
+    # connect() gets even ports on Linux: the hash still spreads them over both slots of two
+    assert {reuseport.slot_of(port, 2) for port in range(40000, 40040, 2)} == {0, 1}
     for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
         for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
             group = reuseport.bind_group(kind, host, 0, 3)
             port = group[0].getsockname()[1]
             try:
-                for source in range(3):
+                for _ in range(8):
                     with socket.socket(family, kind) as c:
                         c.bind((host, 0))
                         sport = c.getsockname()[1]
@@ -107,7 +109,7 @@ def test_steering_program_picks_the_slot_by_source_port():
                         else:
                             c.sendto(b"x", (host, port))
                         got = _arrivals(group, kind)
-                        assert got == [sport % 3], (host, kind, sport, got)
+                        assert got == [reuseport.slot_of(sport, 3)], (host, kind, sport, got)
             finally:
                 for s in group:
                     s.close()
@@ -143,6 +145,11 @@ def test_a_boot_spread_over_workers_is_one_whole_record(served):
     n1 = doc["nodes"]["n1"]
     assert n1["stage"] == "runtime" and n1["boot start"] and n1["boot end"] >= n1["boot start"]
     assert doc["nodes"]["n2"]["stage"] == ""
+    boot = json.loads(curl(f"{base}/status?node=n1", 1))["boot"]      # the node's record, from either worker
+    assert [(r["stage"], r["result"], r["generation"]) for r in boot["requests"]] == \
+        [(stage, "ok", "gen-1") for stage in STAGES]
+    assert boot["start"] == n1["boot start"] and boot["end"] == n1["boot end"]
+    assert len({r["seq"] for r in boot["requests"]}) == 5
     metrics = curl(f"{base}/metrics", 0)
     assert metric(metrics, "wwfast_boot_duration_seconds_count") == 1
     for stage in STAGES:
@@ -210,6 +217,9 @@ def test_kill_9_of_one_worker_mid_load_costs_the_others_nothing(tmp_path):
         assert after[1]["pid"] != before[1]["pid"] and after[1]["restarts"] == 1
         # the cut transfers are ended in the ledger: nothing is left in flight
         assert metric(curl(f"{base}/metrics", 0), "wwfast_http_transfers_in_flight") == 0
+        requests = json.loads(curl(f"{base}/status?node=n1", 0))["boot"]["requests"]
+        images = [(r["result"], r["reason"]) for r in requests if r["stage"] == "image"]
+        assert sorted(images) == [("cut short", "worker died")] * 3 + [("ok", "")] * 6
 
 
 @pytest.mark.twin
@@ -239,6 +249,9 @@ def test_tftp_on_every_worker_and_a_script_by_mac_starts_the_boot(tmp_path):
         assert sha(curl(f"{tbase}/kernel/{MAC1}", 0)) == sha(artifact_bytes(state, manifest, "n1", "kernel"))
         n1 = status(tbase)["nodes"]["n1"]
         assert n1["stage"] == "kernel" and n1["boot start"] and not n1["boot end"]
+        boot = json.loads(curl(f"{tbase}/status?node=n1", 0))["boot"]
+        assert [(r["stage"], r["protocol"], r["result"]) for r in boot["requests"]] == \
+            [("ipxe", "tftp", "ok"), ("kernel", "http", "ok")]
         metrics = curl(f"{tbase}/metrics", 1)
         assert metric(metrics, 'wwfast_tftp_requests_total{stage="file",result="ok"}') == 2
         assert metric(metrics, 'wwfast_tftp_requests_total{stage="ipxe",result="ok"}') == 1

@@ -159,10 +159,11 @@ def detect_kind(source):
     return "tar"
 
 
-def import_image(source, name, state_dir, update=False, log=print, pull=None):
+def import_image(source, name, state_dir, update=False, log=print, pull=None, syncuser_etc=None):
     """Import `source` as image `name`; returns the image.json dict. A `docker://` or `docker-daemon:`
     source is pulled first (registry.pull, with `pull` = registry.PullOptions) into the import's
-    temp directory, so a failed pull leaves nothing behind either."""
+    temp directory, so a failed pull leaves nothing behind either. syncuser_etc: align the tree's
+    UIDs/GIDs with the passwd/group there before it is installed (Warewulf's import --syncuser)."""
     from wwfast.build import registry
     check_name(name)
     remote = registry.is_remote(source)
@@ -190,6 +191,9 @@ def import_image(source, name, state_dir, update=False, log=print, pull=None):
             else:
                 log(f"importing {source} ({kind}) as {name}")
                 info["layers"] = _fill(kind, source, rootfs)
+            if syncuser_etc:
+                from wwfast.build import syncuser
+                syncuser.sync(rootfs, syncuser_etc, log=log)
             info["imported"] = now_utc()
             write_info(tmp, info)
             commit(state_dir, tmp, dest, log=log)
@@ -255,7 +259,9 @@ def commit(state_dir, tmp, dest, log=print):
     """Swap the finished tree `tmp` into `dest` atomically, under the build lock."""
     os.chmod(tmp, 0o755)
     with build_locked(state_dir, log=log):
-        _install(tmp, dest)
+        previous = _install(tmp, dest)
+    if previous:   # removed after the lock is released: a build waits only for the swap itself
+        shutil.rmtree(previous, ignore_errors=True)
 
 
 def _fill(kind, source, rootfs, what=None):
@@ -292,11 +298,13 @@ _RENAME_EXCHANGE = 2
 
 
 def _install(tmp, dest):
-    """Put the new image in place: an atomic swap when it replaces one (renameat2 RENAME_EXCHANGE)."""
+    """Put the new image in place: an atomic swap when it replaces one (renameat2 RENAME_EXCHANGE).
+    Returns the path now holding the previous image (inside the store's work-tree names, so a crash
+    before it is removed leaves it for the next operation to clean), or None."""
     if not os.path.exists(dest):
         os.rename(tmp, dest)
         fsutil.fsync_dir(os.path.dirname(dest))
-        return
+        return None
     libc = ctypes.CDLL(None, use_errno=True)
     at_fdcwd = -100
     swapped = hasattr(libc, "renameat2") and libc.renameat2(
@@ -307,7 +315,7 @@ def _install(tmp, dest):
         os.rename(tmp, dest)
         tmp = old
     fsutil.fsync_dir(os.path.dirname(dest))
-    shutil.rmtree(tmp, ignore_errors=True)   # now holds the previous image
+    return tmp      # now holds the previous image
 
 
 def _remove_stale(store, name):
