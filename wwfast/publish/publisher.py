@@ -146,6 +146,13 @@ def _build_inputs(build, path):
     return inputs
 
 
+def _gzip_needed(build):
+    """Archives (build-relative paths) of nodes whose kernel cannot unpack zstd: they are gzipped too."""
+    from wwfast.build.kernels import reads_zstd
+    return {entry[key] for entry in build["nodes"].values() if not reads_zstd(entry.get("kernel_version"))
+            for _, key in ARCHIVES}
+
+
 # ---- publishing ----
 
 class _HashingWriter:
@@ -175,13 +182,16 @@ class _Publisher:
         self.progress_enabled = progress_enabled
         self.encodings = ("zst", "gz") if settings.gzip else ("zst",)
         self.zstd = compress.ZstdEncoder(settings.zstd_level, settings.threads)
-        self.gzip = compress.GzipEncoder(compress.GZIP_LEVEL, settings.threads) if settings.gzip else None
+        # gzip also without `compression: gzip` for the archives of nodes whose kernel predates zstd
+        self.gzip = compress.GzipEncoder(compress.GZIP_LEVEL, settings.threads)
+        self.gzip_needed = set()
         self.compressed = 0      # store files written this run
         self.reused = 0
 
     def run(self, memory):
         build, _ = _read_build(self.state_dir)
         inputs = _build_inputs(build, os.path.join(self.base, "build.json"))
+        self.gzip_needed = _gzip_needed(build)
         known_inputs = memory.get("inputs", {}) if memory.get("version") == STAGE_VERSION else {}
         known_store = dict(memory.get("store", {}))
         previous = load_manifest(self.state_dir)
@@ -277,6 +287,8 @@ class _Publisher:
         for rel, kind in sorted(inputs.items()):
             sha = hashed[rel][1]
             encodings = self.encodings if kind == "archive" else (kind,)
+            if kind == "archive" and rel in self.gzip_needed and "gz" not in encodings:
+                encodings += ("gz",)
             entries[rel] = {}
             for enc in encodings:
                 name = sha + SUFFIXES[enc]
@@ -343,6 +355,9 @@ class _Publisher:
                 "asset_key": b["asset_key"],
                 "artifacts": artifacts,
             }
+            group = cache_group(node, self.settings)
+            if group:           # serve lists this group's caches first in the node's script (scale-out)
+                out_nodes[node_id]["cache_group"] = group
         manifest = {
             "format": FORMAT,
             "settings": {"secure": bool(self.settings.secure),
@@ -354,6 +369,15 @@ class _Publisher:
         digest = fsutil.sha256_bytes(canonjson.dumps(manifest).encode())
         manifest["generation"] = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + digest[:8]
         return manifest
+
+
+def cache_group(node, settings):
+    """The node's cache group with a cache tier: the value of its tag `cluster: cache group tag` ('' if none)."""
+    from wwfast.cluster.placement import node_group
+    from wwfast.define.cluster_settings import cache_tier
+    if not cache_tier(settings):
+        return ""
+    return node_group(node.tags, settings.cache_group_tag)
 
 
 def _entry(name, size, sha):
