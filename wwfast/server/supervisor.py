@@ -36,7 +36,11 @@ log = logging.getLogger("wwfast.serve")
 
 SEQ_RANGE = 10 ** 12       # request numbers per worker process (the supervisor's ledger keeps 1..)
 STOP_GRACE = 10.0          # seconds a worker gets to finish after SIGTERM
-SNAPSHOT_WAIT = 2.0        # seconds /metrics waits for the other workers' counts
+# /metrics waits for every live worker's counts (a worker that dies cancels its wait): this is only a
+# backstop for a worker that is alive but stuck, so it is generous (but under remote.CALL_TIMEOUT, the
+# asking worker's own wait). At 2 s a loaded machine's slow worker could make /metrics show stale counts
+# (a test asserting on a counter would fail at random).
+SNAPSHOT_WAIT = 6.0
 QUICK_DEATH = 5.0          # a worker dead this soon after starting is restarted after a growing pause
 
 
@@ -366,6 +370,8 @@ class Supervisor:
         if waiting:
             await asyncio.wait(waiting, timeout=SNAPSHOT_WAIT)
         for key in [k for k in self.waiters if k[1] == request]:
+            log.warning("worker %d did not send its counts within %g s: /metrics shows its last ones",
+                        key[0].index, SNAPSHOT_WAIT)
             self.waiters.pop(key).cancel()
         states = self.retired + [s.snapshot for s in self.slots if s.snapshot]
         self.ledger.metrics.take_sums(states)
