@@ -25,6 +25,15 @@ from wwfast.dirs import add_dir_arguments
 BUILD_FORMAT = 1
 
 
+def node_step(ctx):
+    """What compress needs of each node for the manifest, so it never reads the node database."""
+    result = build_images.StepResult()
+    for node_id, node in ctx.nodes.items():
+        result.nodes[node_id] = {"macs": list(node.macs), "addresses": list(node.addresses),
+                                 "asset_key": node.asset_key}
+    return result
+
+
 def image_step(ctx):
     return build_images.run_step(ctx.state_dir, ctx.nodes, ctx.settings, force=ctx.force, log=ctx.log,
                                  memory=ctx.memory.setdefault("images", {}))
@@ -45,13 +54,14 @@ def efiboot_step(ctx):
 
 # (name, function(ctx) -> build_images.StepResult). Later steps add their own fields to the same nodes.
 STEPS = [
+    ("node", node_step),
     ("images", image_step),
     ("overlays", overlay_step),
     ("ipxe", ipxe_step),
     ("grub", efiboot_step),     # only with warewulf: grubboot; its fields are optional
 ]
 # A node is published only when every step gave it its fields (publish needs them all).
-REQUIRED_FIELDS = ("image", "image_cpio", "kernel", "system", "runtime", "ipxe")
+REQUIRED_FIELDS = ("macs", "addresses", "asset_key", "image", "image_cpio", "kernel", "system", "runtime", "ipxe")
 
 
 def assemble(results, all_nodes, required=REQUIRED_FIELDS):

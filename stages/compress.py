@@ -45,7 +45,7 @@ def _collect_garbage(ctx):
 STAGE = runner.Stage(
     name="compress",
     run=_run,
-    inputs=lambda ctx: [layout.build_json(ctx.state_dir), layout.nodes_json(ctx.state_dir)],
+    inputs=lambda ctx: [layout.build_json(ctx.state_dir)],      # not nodes.json: build.json carries what it needs
     settings=lambda ctx: publish.settings_key(ctx.settings),
     code=("wwfast.publish", "wwfast.records", "wwfast.canonjson", "wwfast.layout", __file__),
     outputs=lambda ctx: [layout.manifest(ctx.state_dir)],

@@ -22,7 +22,7 @@ import os
 import tempfile
 import time
 
-from wwfast import canonjson, fsutil, layout, records
+from wwfast import canonjson, fsutil, layout
 from wwfast.publish import compress
 from wwfast.publish.progress import Progress
 
@@ -38,6 +38,8 @@ SUFFIXES = {"zst": ".cpio.zst", "gz": ".cpio.gz", "kernel": ".kernel", "ipxe": "
             "efi": ".efi"}
 # The GRUB chain (build.json fields only with grubboot): (manifest artifact, build.json field, store kind).
 BOOT_LOADERS = (("grub", "grub", "grub"), ("shim", "shim", "efi"), ("grubefi", "grubefi", "efi"))
+# What the manifest needs of a node, from build.json (the build stage copies it from nodes.json).
+NODE_FIELDS = ("macs", "addresses", "asset_key")
 TEMP_PREFIX = "."
 TEMP_SUFFIX = ".tmp"
 
@@ -144,6 +146,13 @@ def _build_inputs(build, path):
     return inputs
 
 
+def _gzip_needed(build):
+    """Archives (build-relative paths) of nodes whose kernel cannot unpack zstd: they are gzipped too."""
+    from wwfast.build.kernels import reads_zstd
+    return {entry[key] for entry in build["nodes"].values() if not reads_zstd(entry.get("kernel_version"))
+            for _, key in ARCHIVES}
+
+
 # ---- publishing ----
 
 class _HashingWriter:
@@ -173,15 +182,16 @@ class _Publisher:
         self.progress_enabled = progress_enabled
         self.encodings = ("zst", "gz") if settings.gzip else ("zst",)
         self.zstd = compress.ZstdEncoder(settings.zstd_level, settings.threads)
-        self.gzip = compress.GzipEncoder(compress.GZIP_LEVEL, settings.threads) if settings.gzip else None
+        # gzip also without `compression: gzip` for the archives of nodes whose kernel predates zstd
+        self.gzip = compress.GzipEncoder(compress.GZIP_LEVEL, settings.threads)
+        self.gzip_needed = set()
         self.compressed = 0      # store files written this run
         self.reused = 0
 
     def run(self, memory):
         build, _ = _read_build(self.state_dir)
-        _read_bytes(layout.nodes_json(self.state_dir), "define")    # says which stage to run when missing
-        db_nodes = records.read_nodes(layout.nodes_json(self.state_dir))
         inputs = _build_inputs(build, os.path.join(self.base, "build.json"))
+        self.gzip_needed = _gzip_needed(build)
         known_inputs = memory.get("inputs", {}) if memory.get("version") == STAGE_VERSION else {}
         known_store = dict(memory.get("store", {}))
         previous = load_manifest(self.state_dir)
@@ -194,7 +204,7 @@ class _Publisher:
             hashed[rel] = self._compress_unhashed(path, key, known_store)
         entries = self._fill_store(inputs, hashed, known_store)
         _sync_filesystem(self.store)   # every file the manifest will name is durable before it
-        manifest = self._manifest(build, db_nodes, entries)
+        manifest = self._manifest(build, entries)
         changed = previous is None or _body(previous) != _body(manifest)
         if changed:
             fsutil.atomic_write(manifest_path(self.state_dir), canonjson.dumps(manifest) + "\n")  # commit point
@@ -277,6 +287,8 @@ class _Publisher:
         for rel, kind in sorted(inputs.items()):
             sha = hashed[rel][1]
             encodings = self.encodings if kind == "archive" else (kind,)
+            if kind == "archive" and rel in self.gzip_needed and "gz" not in encodings:
+                encodings += ("gz",)
             entries[rel] = {}
             for enc in encodings:
                 name = sha + SUFFIXES[enc]
@@ -321,13 +333,15 @@ class _Publisher:
                         report(out.size)
         return _entry(name, out.size, out.hash.hexdigest())
 
-    def _manifest(self, build, db_nodes, entries):
+    def _manifest(self, build, entries):
+        """The manifest from build.json alone: what it needs of a node (MACs, addresses, asset key) comes
+        through the build's output, not from the node database."""
         out_nodes = {}
         for node_id, b in sorted(build["nodes"].items()):
-            node = db_nodes.get(node_id)
-            if node is None:
-                raise PublishError(f"build.json names node {node_id!r} that nodes.json does not define: "
-                                   f"run the build stage")
+            missing = [k for k in NODE_FIELDS if k not in b]
+            if missing:
+                raise PublishError(f"{layout.build_json(self.state_dir)}: node {node_id!r} lacks "
+                                   f"{', '.join(missing)}: run the build stage")
             artifacts = {"ipxe": {"raw": entries[b["ipxe"]]["ipxe"]},
                          "kernel": {"raw": entries[b["kernel"]]["kernel"]}}
             for artifact, key in ARCHIVES:
@@ -336,11 +350,14 @@ class _Publisher:
                 if b.get(key):
                     artifacts[artifact] = {"raw": entries[b[key]][kind]}
             out_nodes[node_id] = {
-                "macs": node.macs,
-                "addresses": node.addresses,
-                "asset_key": node.asset_key,
+                "macs": list(b["macs"]),
+                "addresses": list(b["addresses"]),
+                "asset_key": b["asset_key"],
                 "artifacts": artifacts,
             }
+            group = cache_group(node, self.settings)
+            if group:           # serve lists this group's caches first in the node's script (scale-out)
+                out_nodes[node_id]["cache_group"] = group
         manifest = {
             "format": FORMAT,
             "settings": {"secure": bool(self.settings.secure),
@@ -352,6 +369,15 @@ class _Publisher:
         digest = fsutil.sha256_bytes(canonjson.dumps(manifest).encode())
         manifest["generation"] = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + digest[:8]
         return manifest
+
+
+def cache_group(node, settings):
+    """The node's cache group with a cache tier: the value of its tag `cluster: cache group tag` ('' if none)."""
+    from wwfast.cluster.placement import node_group
+    from wwfast.define.cluster_settings import cache_tier
+    if not cache_tier(settings):
+        return ""
+    return node_group(node.tags, settings.cache_group_tag)
 
 
 def _entry(name, size, sha):
