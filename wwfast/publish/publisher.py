@@ -355,9 +355,8 @@ class _Publisher:
                 "asset_key": b["asset_key"],
                 "artifacts": artifacts,
             }
-            group = cache_group(node, self.settings)
-            if group:           # serve lists this group's caches first in the node's script (scale-out)
-                out_nodes[node_id]["cache_group"] = group
+            if b.get("cache_group"):   # serve lists this group's caches first in the node's script (scale-out)
+                out_nodes[node_id]["cache_group"] = str(b["cache_group"])
         manifest = {
             "format": FORMAT,
             "settings": {"secure": bool(self.settings.secure),
@@ -369,15 +368,6 @@ class _Publisher:
         digest = fsutil.sha256_bytes(canonjson.dumps(manifest).encode())
         manifest["generation"] = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + digest[:8]
         return manifest
-
-
-def cache_group(node, settings):
-    """The node's cache group with a cache tier: the value of its tag `cluster: cache group tag` ('' if none)."""
-    from wwfast.cluster.placement import node_group
-    from wwfast.define.cluster_settings import cache_tier
-    if not cache_tier(settings):
-        return ""
-    return node_group(node.tags, settings.cache_group_tag)
 
 
 def _entry(name, size, sha):
