@@ -18,7 +18,6 @@ import wwfast.data
 from wwfast import layout, records, runner
 from wwfast.build import efiboot, image_archives as build_images, ipxe, overlay_build
 from wwfast.define import settings
-from wwfast.define.cluster_settings import node_cache_group
 from wwfast.errors import ConfigError
 from wwfast.fsutil import LockBusy, write_if_changed
 from wwfast.dirs import add_dir_arguments
@@ -31,10 +30,7 @@ def node_step(ctx):
     result = build_images.StepResult()
     for node_id, node in ctx.nodes.items():
         result.nodes[node_id] = {"macs": list(node.macs), "addresses": list(node.addresses),
-                                 "asset_key": node.asset_key}
-        group = node_cache_group(node, ctx.settings)
-        if group:               # scale-out: serve puts this group's caches first in the node's script
-            result.nodes[node_id]["cache_group"] = group
+                                 "asset_key": node.asset_key, "tags": dict(node.tags)}
     return result
 
 

@@ -143,10 +143,3 @@ def cache_tier(settings):
     """True when nodes fetch kernel, image and system overlays from caches (static or announced in etcd)."""
     return bool(settings.caches or settings.etcd_endpoints)
 
-
-def node_cache_group(node, settings):
-    """A node's cache group with a cache tier: the value of its tag `cache group tag` ('' when none)."""
-    if not cache_tier(settings):
-        return ""
-    value = (node.tags or {}).get(settings.cache_group_tag, "") if settings.cache_group_tag else ""
-    return str(value or "")

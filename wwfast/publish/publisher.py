@@ -100,8 +100,10 @@ def _stat_key(st):
 
 
 def _settings_key(settings):
+    from wwfast.define.cluster_settings import cache_tier
     return {"zstd_level": settings.zstd_level, "gzip": bool(settings.gzip),
-            "secure": bool(settings.secure), "update_interval": settings.update_interval}
+            "secure": bool(settings.secure), "update_interval": settings.update_interval,
+            "cache_group_tag": getattr(settings, "cache_group_tag", ""), "cache_tier": cache_tier(settings)}
 
 
 def _read_bytes(path, what):
@@ -334,8 +336,8 @@ class _Publisher:
         return _entry(name, out.size, out.hash.hexdigest())
 
     def _manifest(self, build, entries):
-        """The manifest from build.json alone: what it needs of a node (MACs, addresses, asset key) comes
-        through the build's output, not from the node database."""
+        """The manifest from build.json alone: what it needs of a node (MACs, addresses, asset key, tags)
+        comes through the build's output, not from the node database."""
         out_nodes = {}
         for node_id, b in sorted(build["nodes"].items()):
             missing = [k for k in NODE_FIELDS if k not in b]
@@ -355,8 +357,9 @@ class _Publisher:
                 "asset_key": b["asset_key"],
                 "artifacts": artifacts,
             }
-            if b.get("cache_group"):   # serve lists this group's caches first in the node's script (scale-out)
-                out_nodes[node_id]["cache_group"] = str(b["cache_group"])
+            group = cache_group(b.get("tags", {}), self.settings)
+            if group:           # serve lists this group's caches first in the node's script (scale-out)
+                out_nodes[node_id]["cache_group"] = group
         manifest = {
             "format": FORMAT,
             "settings": {"secure": bool(self.settings.secure),
@@ -368,6 +371,17 @@ class _Publisher:
         digest = fsutil.sha256_bytes(canonjson.dumps(manifest).encode())
         manifest["generation"] = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + digest[:8]
         return manifest
+
+
+def cache_group(tags, settings):
+    """The node's cache group with a cache tier: the value of its tag `cluster: cache group tag` ('' if none).
+    `tags`: the node's tags as build.json carries them (or a records.Node)."""
+    tags = getattr(tags, "tags", tags)
+    from wwfast.cluster.placement import node_group
+    from wwfast.define.cluster_settings import cache_tier
+    if not cache_tier(settings):
+        return ""
+    return node_group(tags, settings.cache_group_tag)
 
 
 def _entry(name, size, sha):
