@@ -99,6 +99,34 @@ def _stat_key(st):
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
+def stale_items(state_dir, memory):
+    """The compress stage's own check beside the runner's (per item, against its memory): build outputs
+    whose stat moved since they were published, and store files the manifest names that are gone or
+    changed size. Returns reasons ([] = nothing)."""
+    reasons = []
+    base = build_dir(state_dir)
+    changed = []
+    for rel, known in sorted(memory.get("inputs", {}).items()):
+        try:
+            if _stat_key(os.stat(os.path.join(base, rel))) != known[:4]:
+                changed.append(rel)
+        except FileNotFoundError:
+            changed.append(rel + " (missing)")
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        reasons.append(f"{len(changed)} build output(s) changed: {shown}")
+    store = store_dir(state_dir)
+    for name, (size, _) in sorted(memory.get("store", {}).items()):
+        try:
+            if os.stat(os.path.join(store, name)).st_size != size:
+                reasons.append(f"store file {name} has the wrong size")
+                break
+        except FileNotFoundError:
+            reasons.append(f"store file {name} is missing")
+            break
+    return reasons
+
+
 def _settings_key(settings):
     from wwfast.define.cluster_settings import cache_tier
     return {"zstd_level": settings.zstd_level, "gzip": bool(settings.gzip),
