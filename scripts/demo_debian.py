@@ -133,7 +133,7 @@ def main(argv=None):
         if problems:
             failures[name] = "; ".join(problems)
         print(f"  {name} ({mac}, root {root}): multi-user in {report['seconds']:.0f} s; systemd {report.get('system')}")
-        print(f"      {report.get('analyze')}")
+        print(f"      {report.get('analyze')}; slowest units: {report.get('blame')}")
         print(f"      network: {report.get('netdev')}  networkd: {report.get('networkd', '').strip()}")
         print(f"      agent: {report.get('agent')}; runtime: {report['markers'].get('runtime')}; "
               f"generation B arrived {updates.get(name, float('nan')):.0f} s after the publish")

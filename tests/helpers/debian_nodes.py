@@ -28,6 +28,7 @@ say system "$state"
 [ "$state" = running ] || say failed-units $(systemctl --failed --plain --no-legend | cut -d' ' -f1)
 say target "$(systemctl is-active multi-user.target)"
 say analyze "$(systemd-analyze time 2>&1 | head -1)"
+say blame "$(systemd-analyze blame --no-pager 2>&1 | head -6 | tr -s ' ' | tr '\n' ';')"
 say hostname "$(uname -n)"
 . /wwinit/config
 for d in /sys/class/net/*; do

@@ -355,6 +355,8 @@ class _Publisher:
                 "asset_key": b["asset_key"],
                 "artifacts": artifacts,
             }
+            if b[ARCHIVES[0][1]] in self.gzip_needed:
+                out_nodes[node_id]["encoding"] = "gz"      # its kernel predates zstd initrds
         manifest = {
             "format": FORMAT,
             "settings": {"secure": bool(self.settings.secure),
