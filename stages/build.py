@@ -30,7 +30,7 @@ def node_step(ctx):
     result = build_images.StepResult()
     for node_id, node in ctx.nodes.items():
         result.nodes[node_id] = {"macs": list(node.macs), "addresses": list(node.addresses),
-                                 "asset_key": node.asset_key}
+                                 "asset_key": node.asset_key, "tags": dict(node.tags)}
     return result
 
 

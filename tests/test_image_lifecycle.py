@@ -17,7 +17,7 @@ from helpers.processes import descendants as _descendants, wait_gone as _wait_go
 from helpers.qemu import boot_until
 from helpers.trees import snapshot
 from wwfast import fsutil, layout
-from wwfast.build import images
+from wwfast.build import images, syncuser
 
 pytestmark = pytest.mark.skipif(shutil.which("unshare") is None, reason="util-linux unshare is missing")
 
@@ -407,3 +407,25 @@ def test_image_boots_after_a_killed_exec(tmp_path, kernel_path, project_root):
     console = boot_until(os.path.join(layout.build_images_dir(state), "bb.kernel"),
                          os.path.join(layout.build_images_dir(state), "bb.cpio"), "WWFAST-BOOT-MARKER")
     assert "WWFAST-BOOT-MARKER survived the kill" in console
+
+
+def test_import_syncuser(tmp_path):
+    """import with syncuser: the installed image already has the server's ids; a conflict imports nothing."""
+    src = make_busybox_tree(tmp_path / "src")
+    (src / "etc" / "passwd").write_text(IMAGE_PASSWD)
+    (src / "etc" / "group").write_text(IMAGE_GROUP)
+    os.chown(src / "etc" / "marker", 1001, 1001)
+    server = tmp_path / "server-etc"
+    server.mkdir()
+    (server / "passwd").write_text(SERVER_PASSWD)
+    (server / "group").write_text(SERVER_GROUP)
+    state = tmp_path / "state"
+    images.import_image(str(src), "synced", state, syncuser_etc=str(server), log=lambda *_: None)
+    root = layout.image_root(state, "synced")
+    assert owner(root, "etc/marker") == (2001, 2001)
+    assert image_state(state, "synced")[1]["fingerprint"] == images.tree_digest(root)[0]
+    with open(server / "passwd", "a") as f:
+        f.write("dave:x:1002:1002::/:/bin/sh\n")
+    with pytest.raises(syncuser.SyncError, match="id 1002"):
+        images.import_image(str(src), "conflict", state, syncuser_etc=str(server), log=lambda *_: None)
+    assert images.list_images(state) == ["synced"] and leftovers(state) == []

@@ -21,9 +21,13 @@ def _fill(urls, k):
     return [distinct[i % len(distinct)] for i in range(k)]
 
 
-def blob_sources(node_id, group, caches, servers, k=SLOTS):
-    """Base URLs (ending in /blob/sha256) the node tries in order: its caches, then servers."""
-    urls = [m.url for m in choose(node_id, caches, group, k)]
+def blob_sources(node_id, group, caches, servers, k=SLOTS, first=None):
+    """Base URLs (ending in /blob/sha256) the node tries in order: its caches, then servers. `first`: the
+    name of the cache bounded-load placement gave the node (placement.bounded_first); it goes first."""
+    chosen = choose(node_id, caches, group, len(caches) if first else k)
+    if first and not group:
+        chosen = [m for m in chosen if m.name == first] + [m for m in chosen if m.name != first]
+    urls = [m.url for m in chosen[:k]]
     urls += [m.url for m in rank(node_id, servers)]
     return [u + BLOB_PATH for u in _fill(urls, k)]
 

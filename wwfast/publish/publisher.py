@@ -99,9 +99,39 @@ def _stat_key(st):
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
+def stale_items(state_dir, memory):
+    """The compress stage's own check beside the runner's (per item, against its memory): build outputs
+    whose stat moved since they were published, and store files the manifest names that are gone or
+    changed size. Returns reasons ([] = nothing)."""
+    reasons = []
+    base = build_dir(state_dir)
+    changed = []
+    for rel, known in sorted(memory.get("inputs", {}).items()):
+        try:
+            if _stat_key(os.stat(os.path.join(base, rel))) != known[:4]:
+                changed.append(rel)
+        except FileNotFoundError:
+            changed.append(rel + " (missing)")
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        reasons.append(f"{len(changed)} build output(s) changed: {shown}")
+    store = store_dir(state_dir)
+    for name, (size, _) in sorted(memory.get("store", {}).items()):
+        try:
+            if os.stat(os.path.join(store, name)).st_size != size:
+                reasons.append(f"store file {name} has the wrong size")
+                break
+        except FileNotFoundError:
+            reasons.append(f"store file {name} is missing")
+            break
+    return reasons
+
+
 def _settings_key(settings):
+    from wwfast.define.cluster_settings import cache_tier
     return {"zstd_level": settings.zstd_level, "gzip": bool(settings.gzip),
-            "secure": bool(settings.secure), "update_interval": settings.update_interval}
+            "secure": bool(settings.secure), "update_interval": settings.update_interval,
+            "cache_group_tag": getattr(settings, "cache_group_tag", ""), "cache_tier": cache_tier(settings)}
 
 
 def _read_bytes(path, what):
@@ -334,8 +364,8 @@ class _Publisher:
         return _entry(name, out.size, out.hash.hexdigest())
 
     def _manifest(self, build, entries):
-        """The manifest from build.json alone: what it needs of a node (MACs, addresses, asset key) comes
-        through the build's output, not from the node database."""
+        """The manifest from build.json alone: what it needs of a node (MACs, addresses, asset key, tags)
+        comes through the build's output, not from the node database."""
         out_nodes = {}
         for node_id, b in sorted(build["nodes"].items()):
             missing = [k for k in NODE_FIELDS if k not in b]
@@ -357,6 +387,9 @@ class _Publisher:
             }
             if b[ARCHIVES[0][1]] in self.gzip_needed:
                 out_nodes[node_id]["encoding"] = "gz"      # its kernel predates zstd initrds
+            group = cache_group(b.get("tags", {}), self.settings)
+            if group:           # serve lists this group's caches first in the node's script (scale-out)
+                out_nodes[node_id]["cache_group"] = group
         manifest = {
             "format": FORMAT,
             "settings": {"secure": bool(self.settings.secure),
@@ -368,6 +401,17 @@ class _Publisher:
         digest = fsutil.sha256_bytes(canonjson.dumps(manifest).encode())
         manifest["generation"] = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + digest[:8]
         return manifest
+
+
+def cache_group(tags, settings):
+    """The node's cache group with a cache tier: the value of its tag `cluster: cache group tag` ('' if none).
+    `tags`: the node's tags as build.json carries them (or a records.Node)."""
+    tags = getattr(tags, "tags", tags)
+    from wwfast.cluster.placement import node_group
+    from wwfast.define.cluster_settings import cache_tier
+    if not cache_tier(settings):
+        return ""
+    return node_group(tags, settings.cache_group_tag)
 
 
 def _entry(name, size, sha):

@@ -75,7 +75,7 @@ class Artifact:
 
 
 class Node:
-    __slots__ = ("id", "macs", "addresses", "asset_key", "artifacts", "encoding")
+    __slots__ = ("id", "macs", "addresses", "asset_key", "artifacts", "encoding", "cache_group")
 
     def __init__(self, node_id, entry, store):
         where = f"nodes.{node_id}"
@@ -98,6 +98,7 @@ class Node:
         self.encoding = entry.get("encoding")
         if self.encoding not in (None, "zst", "gz"):
             raise ManifestError(f"{where}.encoding: {self.encoding!r} is not zst or gz")
+        self.cache_group = str(entry.get("cache_group") or "")     # scale-out: its caches come first
         self.artifacts = {}
         for stage, encodings in (entry.get("artifacts") or {}).items():
             if stage not in STAGES + BOOT_LOADER_STAGES or not isinstance(encodings, dict):

@@ -212,7 +212,7 @@ class Provisioner:
             log.error("store file of %s ipxe is missing: %s", node.id, e)
             self.ledger.refused(node.id, "ipxe", "NOT_FOUND", req.peer[0], **recorded(req, catalog, 404))
             return text_reply(404, "ipxe file missing from the store")
-        body = self.scaleout.script(script, node, catalog.generation)
+        body = self.scaleout.script(script, node, catalog)
         log.info("%s:%d %s %s ipxe %s (+ cache tier header) -> 200", req.peer[0], req.peer[1], req.method, node.id,
                  artifact.name)
         transfer = self.ledger.began(node.id, "ipxe", artifact.name, req.peer[0], length=len(body),
@@ -359,7 +359,7 @@ class Provisioner:
             log.error("TFTP %s: store file missing: %s", path, e)
             return None
         if node is not None and self.scaleout is not None:
-            script = self.scaleout.script(script, node, catalog.generation)
+            script = self.scaleout.script(script, node, catalog)
         return script
 
     def tftp_requested(self, path, client, result, nbytes):
