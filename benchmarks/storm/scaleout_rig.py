@@ -231,10 +231,11 @@ class ScaleOutRig:
         self.published2 = self.publish(self.state(0))
         return self.published2
 
-    def switch_times(self, generation):
-        """{server: time its log says it began serving `generation`} (log times are local, ms)."""
+    def switch_times(self, generation, needle="serving manifest generation {} "):
+        """{server: time its log says it began serving `generation`} (log times are local, ms); with
+        needle="pointer to generation {} seen": when the etcd pointer reached it."""
         out = {}
-        needle = f"serving manifest generation {generation} "
+        needle = needle.format(generation)
         for k in range(3):
             for line in self.log(f"serve{k}.log").splitlines():
                 if needle in line:
