@@ -49,6 +49,9 @@ def parse_args(argv=None):
     p.add_argument("--timeout", type=int, default=5, help="transfer timeout (settings cluster: transfer timeout)")
     p.add_argument("--stagger", type=float, default=0.0, help="power nodes on evenly over this many seconds")
     p.add_argument("--faults", default=",".join(FAULTS), help="storms to run, in order (the first: none)")
+    p.add_argument("--prestage-manifest", action="store_true",
+                   help="publish fault: the new manifest is copied to every server beforehand (as its files are), "
+                        "rather than pulled from the publishing server through its loaded link")
     p.add_argument("--work", type=pathlib.Path, default=WORK)
     harness.add_arguments(p, runs=1, warmup=0)
     args = p.parse_args(argv)
@@ -106,7 +109,8 @@ def main(argv=None):
                     fault = FAULTS[name]
                     if fault is not None and fault_free is None:
                         raise SystemExit("the fault-free storm comes first (--faults none,...)")
-                    rig = ScaleOutRig(topo, run_dir / f"{name}-{run}", state1, state2, transfer_timeout=args.timeout)
+                    rig = ScaleOutRig(topo, run_dir / f"{name}-{run}", state1, state2, transfer_timeout=args.timeout,
+                                      prestage_manifest=args.prestage_manifest)
                     try:
                         rig.start()
                         out = run_storm(rig, topo, nodes, runtime, run_dir / f"{name}-{run}" / "nodes",
