@@ -117,6 +117,22 @@ def _images(ctx):
     return sorted(ctx.memory.get("images", {}))
 
 
+def _missing_outputs(ctx):
+    """Per-node outputs the last run left that are gone (a stat each, as the steps did before the runner)."""
+    nodes = ctx.memory.get("overlays", {}).get("nodes", {})
+    missing = []
+    for node_id in sorted(nodes):
+        for path in (layout.overlay_archive(ctx.state_dir, node_id, "system"),
+                     layout.overlay_archive(ctx.state_dir, node_id, "runtime"),
+                     layout.ipxe_script(ctx.state_dir, node_id)):
+            if not os.path.exists(path):
+                missing.append(os.path.relpath(path, layout.build_dir(ctx.state_dir)))
+    if not missing:
+        return []
+    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    return [f"{len(missing)} build output(s) missing: {shown}"]
+
+
 def _image_outputs(ctx):
     out = layout.build_images_dir(ctx.state_dir)
     return [os.path.join(out, name) for meta in ctx.memory.get("images", {}).values()
@@ -135,6 +151,7 @@ STAGE = runner.Stage(
           "wwfast._cpio_common", "wwfast._cpio_walk", "wwfast._cpio?", __file__),
     outputs=lambda ctx: [layout.build_json(ctx.state_dir), layout.overlays_dir(ctx.state_dir),
                          layout.ipxe_dir(ctx.state_dir)] + _image_outputs(ctx),
+    check=_missing_outputs,
 )
 
 

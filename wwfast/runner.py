@@ -102,7 +102,7 @@ def _file_entry(path, old):
     if stat.S_ISDIR(st.st_mode):
         return [0, 0, "dir"]
     key = [st.st_size, st.st_mtime_ns]
-    if old and old[:2] == key:
+    if isinstance(old, list) and old[:2] == key:
         return old
     return key + [fsutil.sha256_file(path)]
 
@@ -254,9 +254,13 @@ def read_stamp(state_dir, name):
     try:
         with open(layout.stage_stamp(state_dir, name), "rb") as f:
             stamp = json.loads(f.read())
-        return stamp if isinstance(stamp, dict) else {}
     except (OSError, ValueError):
         return {}
+    # a stamp edited by hand or cut short: no record (the stage reruns), never a crash
+    fields = ("settings", "facts", "code", "files", "trees", "found", "outputs", "memory")
+    if not isinstance(stamp, dict) or not all(isinstance(stamp.get(k, {}), dict) for k in fields):
+        return {}
+    return stamp
 
 
 def write_stamp(state_dir, name, stamp):

@@ -385,6 +385,8 @@ class _Publisher:
                 "asset_key": b["asset_key"],
                 "artifacts": artifacts,
             }
+            if b[ARCHIVES[0][1]] in self.gzip_needed:
+                out_nodes[node_id]["encoding"] = "gz"      # its kernel predates zstd initrds
             group = cache_group(b.get("tags", {}), self.settings)
             if group:           # serve lists this group's caches first in the node's script (scale-out)
                 out_nodes[node_id]["cache_group"] = group
