@@ -12,6 +12,7 @@ setup(
     ext_modules=cythonize(
         extensions,
         language_level=3,
-        compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
+        compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True,
+                             "embedsignature": True},   # help() and inspect see the signatures
     ),
 )

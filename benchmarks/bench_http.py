@@ -199,11 +199,12 @@ def prepare(workdir, size_mb):
     return state, conf, name
 
 
-def start_ours(workdir, state, conf, mode):
+def start_ours(workdir, state, conf, mode, workers=None):
     port = free_port()
+    extra = ["--workers", str(workers)] if workers else []     # default: serve's own (one worker per core)
     proc = subprocess.Popen([sys.executable, "-m", "stages.serve", "--conf", conf, "--state", state,
                              "--bind", "127.0.0.1", "--http-port", str(port), "--no-tftp", "--quiet",
-                             "--send-mode", mode], cwd=ROOT)
+                             "--send-mode", mode, *extra], cwd=ROOT)
     wait_listen(port, proc)
     return proc, port, f"/image/{MAC}"
 
@@ -271,6 +272,8 @@ def main():
     ap.add_argument("--size-mb", type=int, help="image size (default 100; quick 50)")
     ap.add_argument("--modes", default="sendfile", help="our send modes to run: sendfile,mmap")
     ap.add_argument("--client-procs", type=int, default=2)
+    ap.add_argument("--serve-workers", type=int, default=None,
+                    help="serve --workers N (default: serve's default, one per core); peak RSS sums them all")
     ap.add_argument("--nginx-1worker", action=argparse.BooleanOptionalAction, default=True,
                     help="also run nginx with worker_processes 1")
     harness.add_arguments(ap, runs=3, warmup=1)
@@ -292,7 +295,7 @@ def main():
                 if label.startswith("nginx"):
                     proc, port, path = start_nginx(workdir, state, name, "1" if label == "nginx-1worker" else "auto")
                 else:
-                    proc, port, path = start_ours(workdir, state, conf, label.split("-", 1)[1])
+                    proc, port, path = start_ours(workdir, state, conf, label.split("-", 1)[1], args.serve_workers)
                 try:
                     for conns in conns_list:
                         r = measure(proc, port, path, conns, args.seconds, args.client_procs, size)

@@ -159,17 +159,18 @@ def main():
         for run in range(args.runs):
             state = fresh_state(base, f"ours{run}")
             cpu0, started = cpu_seconds(), time.perf_counter()
-            result = build_overlays(conf, state, settings, all_nodes, workers=args.workers)
+            memory = {}    # the build stage keeps it in its stamp between runs
+            result = build_overlays(conf, state, settings, all_nodes, workers=args.workers, memory=memory)
             ours.append(time.perf_counter() - started)
             ours_cpu.append(cpu_seconds() - cpu0)
             assert len(result.rebuilt) == args.nodes
             started = time.perf_counter()
-            again = build_overlays(conf, state, settings, all_nodes, workers=args.workers)
+            again = build_overlays(conf, state, settings, all_nodes, workers=args.workers, memory=memory)
             rerun.append(time.perf_counter() - started)
             assert not again.rebuilt
             all_nodes["n00007"] = edit_node(all_nodes["n00007"], lambda doc: doc["tags"].update(bench=str(run)))
             started = time.perf_counter()
-            changed = build_overlays(conf, state, settings, all_nodes, workers=args.workers)
+            changed = build_overlays(conf, state, settings, all_nodes, workers=args.workers, memory=memory)
             one.append(time.perf_counter() - started)
             assert changed.rebuilt == ["n00007"], changed.rebuilt[:5]
             size = sum(f.stat().st_size for f in (state / "build" / "overlays").glob("n0000*/*.cpio"))

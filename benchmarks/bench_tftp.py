@@ -13,7 +13,8 @@ medians are printed with the ratio to tftp-hpa.
     .venv/bin/python benchmarks/bench_tftp.py [--clients 200,1000] [--runs 3] [--quick]
 
 Contenders: "serve" is the serve stage as a user runs it (`python -m stages.serve`, HTTP beside
-TFTP; "serve-2w" with --workers 2 once serve has it), "wwfast" the standalone TFTP server
+TFTP) in one process (--workers 1); "serve-2w" with --workers 2 (a supervisor and two workers sharing
+the ports; serve's default on a 2-core machine), "wwfast" the standalone TFTP server
 (`python -m wwfast.server.tftp`, "wwfast-2w" two SO_REUSEPORT processes). Server CPU comes from
 each server's control group (benchmarks/accounting.py), so in.tftpd's forked children count too.
 Goal (issue 13), on the stage as a user runs it: serve >= 2.5x in.tftpd's aggregate at 200 and
@@ -80,8 +81,8 @@ def start_servers(ns, tmp, root, wanted):
         # the serve stage as a user runs it (HTTP beside TFTP in one process, or --workers N)
         "serve": [str(PYTHON), "-m", "stages.serve", "--conf", str(tmp / "conf"), "--state", str(tmp / "state"),
                   "--bind", "127.0.0.1", "--http-port", "6905", "--tftp-port", str(PORTS["serve"]),
-                  "--tftp-root", str(root), "--quiet"],
-        "serve-2w": [str(PYTHON), "-m", "stages.serve", "--conf", str(tmp / "conf"), "--state", str(tmp / "state"),
+                  "--tftp-root", str(root), "--quiet", "--workers", "1"],
+        "serve-2w": [str(PYTHON), "-m", "stages.serve", "--conf", str(tmp / "conf"), "--state", str(tmp / "state-2w"),
                      "--bind", "127.0.0.1", "--http-port", "6907", "--tftp-port", str(PORTS["serve-2w"]),
                      "--tftp-root", str(root), "--quiet", "--workers", "2"],
         "tftp-hpa": ["in.tftpd", "-L", "-a", f"127.0.0.1:{PORTS['tftp-hpa']}", "-s", str(root), "-u", "root"],
@@ -92,6 +93,7 @@ def start_servers(ns, tmp, root, wanted):
     }
     (tmp / "conf").mkdir(exist_ok=True)
     (tmp / "state").mkdir(exist_ok=True)
+    (tmp / "state-2w").mkdir(exist_ok=True)
     serve_help = subprocess.run([str(PYTHON), "-m", "stages.serve", "--help"], cwd=ROOT, capture_output=True, text=True)
     for name in wanted:
         if name == "serve-2w" and "--workers" not in serve_help.stdout:

@@ -25,7 +25,7 @@ from helpers.qemu_nodes import NodeGroup, NodeTimeout, QemuNode  # noqa: E402
 from wwfast.build import demo_image  # noqa: E402
 from wwfast import layout, records  # noqa: E402
 from wwfast.define import settings as wwsettings  # noqa: E402
-from wwfast.cli import add_dir_arguments  # noqa: E402
+from wwfast.dirs import add_dir_arguments  # noqa: E402
 from wwfast.commands.bootview import boot_lines  # noqa: E402
 
 IMAGE_NAME = "demo"
@@ -120,7 +120,7 @@ def main(argv=None):
 
     step(f"starting serve (HTTP {host}:{settings.http_port}, TFTP {settings.tftp_bind}:{settings.tftp_port})")
     failures = {}
-    reports, records = {}, {}
+    reports, recorded = {}, {}
     try:
         cluster.start_serve()
         step(f"booting {len(nodes)} nodes at once in QEMU: " + ", ".join(f"{n.name} ({n.mac})" for n in nodes))
@@ -130,7 +130,7 @@ def main(argv=None):
             except NodeTimeout as e:
                 failures["boot"] = str(e)
         served = cluster.bytes_served()
-        records = {node.name: cluster.boot_record(node.name) for node in nodes}
+        recorded = {node.name: cluster.boot_record(node.name) for node in nodes}
     finally:
         cluster.stop_serve()
 
@@ -139,7 +139,7 @@ def main(argv=None):
         report = reports.get(node.name)
         if report is None:
             continue
-        boot = (records.get(node.name) or {}).get("boot")
+        boot = (recorded.get(node.name) or {}).get("boot")
         problems = check_node(node.name, report, kernel_args[node.name], node.console(), boot)
         if problems:
             failures[node.name] = "; ".join(problems)

@@ -2,31 +2,37 @@
 
 Runs its steps in order; each returns per-node fields for build.json (and top-level keys), and
 build.json is assembled from them and written last, atomically, only when every step succeeded
-(otherwise the previous build.json stays and the stage exits 1). Steps skip the work whose
-inputs are unchanged and say why they redo the rest.
+(otherwise the previous build.json stays and the stage exits 1). Runs through wwfast.runner: the
+stage is current when nothing it reads changed (node database, settings, overlay and template
+sources, the images it packs, its code); otherwise each step redoes only the images and nodes whose
+own inputs changed (their records are the stamp's memory) and says why.
 
     python -m stages.build --conf conf --state var [--force]
 """
 import argparse
 import json
+import os
 import sys
 
-from wwfast import layout, records
+import wwfast.data
+from wwfast import layout, records, runner
 from wwfast.build import efiboot, image_archives as build_images, ipxe, overlay_build
 from wwfast.define import settings
 from wwfast.errors import ConfigError
-from wwfast.fsutil import LockBusy, atomic_write, locked
-from wwfast.cli import add_dir_arguments
+from wwfast.fsutil import LockBusy, write_if_changed
+from wwfast.dirs import add_dir_arguments
 
 BUILD_FORMAT = 1
 
 
 def image_step(ctx):
-    return build_images.run_step(ctx.state_dir, ctx.nodes, ctx.settings, force=ctx.force, log=ctx.log)
+    return build_images.run_step(ctx.state_dir, ctx.nodes, ctx.settings, force=ctx.force, log=ctx.log,
+                                 memory=ctx.memory.setdefault("images", {}))
 
 
 def overlay_step(ctx):
-    return overlay_build.run_step(ctx.conf_dir, ctx.state_dir, ctx.nodes, ctx.settings, force=ctx.force, log=ctx.log)
+    return overlay_build.run_step(ctx.conf_dir, ctx.state_dir, ctx.nodes, ctx.settings, force=ctx.force, log=ctx.log,
+                                  memory=ctx.memory.setdefault("overlays", {}), add_inputs=ctx.add_inputs)
 
 
 def ipxe_step(ctx):
@@ -48,16 +54,6 @@ STEPS = [
 REQUIRED_FIELDS = ("image", "image_cpio", "kernel", "system", "runtime", "ipxe")
 
 
-class Context:
-    def __init__(self, conf_dir, state_dir, force, log):
-        self.conf_dir = conf_dir
-        self.state_dir = state_dir
-        self.force = force
-        self.log = log
-        self.settings = settings.load(conf_dir)
-        self.nodes = records.read_nodes(layout.nodes_json(state_dir))
-
-
 def assemble(results, all_nodes, required=REQUIRED_FIELDS):
     """build.json from the steps' results; returns (document, names of nodes left out)."""
     doc = {"format": BUILD_FORMAT, "nodes": {}}
@@ -76,38 +72,65 @@ def assemble(results, all_nodes, required=REQUIRED_FIELDS):
     return doc, left_out
 
 
+def _run(ctx):
+    ctx.nodes = records.read_nodes(layout.nodes_json(ctx.state_dir))
+    results, errors = [], []
+    for name, step in STEPS:
+        result = step(ctx)
+        for warning in result.warnings:
+            ctx.log(f"build: warning: {warning}")
+        errors += [f"{name}: {e}" for e in result.errors]
+        results.append(result)
+    if errors:
+        for error in errors:
+            print(f"build: error: {error}", file=sys.stderr)
+        print("build: build.json not updated", file=sys.stderr)
+        return 1
+    doc, left_out = assemble(results, ctx.nodes)
+    if left_out:  # e.g. a node with no image name: it cannot boot, so it is not published
+        ctx.log(f"build: warning: left out of build.json (incomplete): {', '.join(left_out)}")
+    path = layout.build_json(ctx.state_dir)
+    text = json.dumps(doc, sort_keys=True, indent=1) + "\n"
+    if write_if_changed(path, text):
+        ctx.log(f"build: wrote {path} ({len(doc['nodes'])} nodes)")
+    else:
+        ctx.log(f"build: build.json current ({len(doc['nodes'])} nodes)")
+    return 0
+
+
+# The settings compress alone reads: a change there leaves the build current.
+COMPRESS_ONLY = {"zstd_level", "gzip", "threads", "path", "digest"}
+
+
+def _images(ctx):
+    """The images the last run packed (a node file naming another image changes nodes.json anyway)."""
+    return sorted(ctx.memory.get("images", {}))
+
+
+def _image_outputs(ctx):
+    out = layout.build_images_dir(ctx.state_dir)
+    return [os.path.join(out, name) for meta in ctx.memory.get("images", {}).values()
+            for name in [meta["cpio"]["file"]] + sorted(set(meta["kernel_files"].values()))]
+
+
+STAGE = runner.Stage(
+    name="build",
+    run=_run,
+    inputs=lambda ctx: [layout.nodes_json(ctx.state_dir)] + [layout.image_info(ctx.state_dir, i) for i in _images(ctx)],
+    trees=lambda ctx: [os.path.join(ctx.conf_dir, d) for d in ("overlays", "ipxe", "grub")]
+    + [os.path.dirname(wwfast.data.__file__)] + [layout.image_root(ctx.state_dir, i) for i in _images(ctx)],
+    settings=lambda ctx: {k: v for k, v in ctx.settings.as_dict().items() if k not in COMPRESS_ONLY},
+    facts=lambda ctx: {"SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "")},
+    code=("wwfast.build", "wwfast.records", "wwfast.layout", "wwfast.fsutil", "wwfast.cpio", "wwfast._cpio_py",
+          "wwfast._cpio_common", "wwfast._cpio_walk", "wwfast._cpio?", __file__),
+    outputs=lambda ctx: [layout.build_json(ctx.state_dir), layout.overlays_dir(ctx.state_dir),
+                         layout.ipxe_dir(ctx.state_dir)] + _image_outputs(ctx),
+)
+
+
 def run(conf_dir, state_dir, force=False, out=print):
     """Returns the exit code."""
-    with locked(layout.build_lock(state_dir), what="another build run"):
-        ctx = Context(conf_dir, state_dir, force, out)
-        results, errors = [], []
-        for name, step in STEPS:
-            result = step(ctx)
-            for warning in result.warnings:
-                out(f"build: warning: {warning}")
-            errors += [f"{name}: {e}" for e in result.errors]
-            results.append(result)
-        if errors:
-            for error in errors:
-                print(f"build: error: {error}", file=sys.stderr)
-            print("build: build.json not updated", file=sys.stderr)
-            return 1
-        doc, left_out = assemble(results, ctx.nodes)
-        if left_out:  # e.g. a node with no image name: it cannot boot, so it is not published
-            out(f"build: warning: left out of build.json (incomplete): {', '.join(left_out)}")
-        path = layout.build_json(state_dir)
-        text = json.dumps(doc, sort_keys=True, indent=1) + "\n"
-        try:
-            with open(path, encoding="utf-8") as f:
-                unchanged = f.read() == text
-        except OSError:
-            unchanged = False
-        if unchanged:
-            out(f"build: build.json current ({len(doc['nodes'])} nodes)")
-        else:
-            atomic_write(path, text)
-            out(f"build: wrote {path} ({len(doc['nodes'])} nodes)")
-        return 0
+    return runner.run(STAGE, conf_dir, state_dir, settings.load(conf_dir), force=force, log=out).code
 
 
 def main(argv=None):

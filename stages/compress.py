@@ -1,51 +1,80 @@
 """compress stage: STATE/build/* -> STATE/store/<sha256>.* and STATE/publish/manifest.json.
 
 Compresses every built archive (zstd, and gzip when the settings ask), stores kernels and iPXE scripts,
-then commits the manifest atomically. Skips when current and says why it reruns. On a terminal it
+then commits the manifest atomically. Runs through wwfast.runner (current when build.json, nodes.json,
+every build output it read, its settings and code are unchanged and its outputs are in place; says why
+it reruns), holding the build lock too so the build cannot change its inputs mid-run. On a terminal it
 talks and draws a progress bar; elsewhere (cron) it prints only errors. Exit codes: 0 done or current,
 1 error (the published manifest is untouched), 75 another run holds the lock and --no-wait was given.
 
     python -m stages.compress --conf conf --state var [--no-wait] [--force] [--grace SECONDS]
 """
 import argparse
+import os
 import sys
 import time
 
+from wwfast import layout, runner
 from wwfast.publish import publisher as publish
 from wwfast.define import settings as settings_mod
 from wwfast.errors import ConfigError
 from wwfast.fsutil import LockBusy
-from wwfast.cli import add_dir_arguments
+from wwfast.dirs import add_dir_arguments
 
 EXIT_BUSY = 75   # EX_TEMPFAIL: cron may simply try again next time
 
 
-def run(conf_dir, state_dir, force=False, wait=True, grace=publish.GRACE_SECONDS, say=print):
-    settings = settings_mod.load(conf_dir)
+def _run(ctx):
     started = time.monotonic()
-    with publish.lock(state_dir, wait=wait, on_wait=lambda m: say(f"compress: {m}")):
-        result = publish.run(state_dir, settings, force=force, grace=grace)
-    if not result.reasons:
-        say(f"compress: current (generation {result.generation})")
-    else:
-        say(f"compress: ran because {'; '.join(result.reasons)}")
-        state = "published" if result.changed else "unchanged"
-        say(f"compress: {state} generation {result.generation}: "
+    result = publish.run(ctx.state_dir, ctx.settings, ctx.memory)
+    ctx.add_inputs(result.inputs)
+    ctx.add_outputs(os.path.join(layout.store_dir(ctx.state_dir), name) for name in publish.manifest_files(result.manifest))
+    state = "published" if result.changed else "unchanged"
+    ctx.log(f"compress: {state} generation {result.generation}: "
             f"{len(result.manifest['nodes'])} nodes, {result.compressed} store files written, "
             f"{result.reused} reused, in {time.monotonic() - started:.2f} s")
-    if settings.etcd_endpoints and result.generation:
+    return 0
+
+
+def _collect_garbage(ctx):
+    """Every run, current or not: store files unreferenced for the grace period go, and temp files."""
+    ctx.removed = publish.collect_garbage(ctx.state_dir, ctx.memory.get("store", {}), ctx.memory,
+                                          ctx.params["grace"])
+
+
+STAGE = runner.Stage(
+    name="compress",
+    run=_run,
+    inputs=lambda ctx: [layout.build_json(ctx.state_dir), layout.nodes_json(ctx.state_dir)],
+    settings=lambda ctx: publish.settings_key(ctx.settings),
+    code=("wwfast.publish", "wwfast.records", "wwfast.canonjson", "wwfast.layout", __file__),
+    outputs=lambda ctx: [layout.manifest(ctx.state_dir)],
+    locks=("build",),            # build's outputs are our inputs: no build runs while we read them
+    housekeeping=_collect_garbage,
+    version=publish.STAGE_VERSION,
+)
+
+
+def run(conf_dir, state_dir, force=False, wait=True, grace=publish.GRACE_SECONDS, say=print):
+    settings = settings_mod.load(conf_dir)
+    outcome = runner.run(STAGE, conf_dir, state_dir, settings, force=force, wait=wait, log=say, grace=grace)
+    if outcome.code:
+        return outcome.code
+    removed = outcome.ctx.removed
+    generation = runner.read_stamp(state_dir, "compress").get("memory", {}).get("generation")
+    if settings.etcd_endpoints and generation:
         # several servers (settings cluster: etcd): the cluster follows once this transaction lands
         from wwfast.cluster import pointer
         try:
             published = pointer.publish_from_settings(settings, state_dir)
         except RuntimeError as e:      # etcd unreachable, or another publish moved the pointer first
             print(f"compress: error: {e}", file=sys.stderr)
-            print(f"compress: generation {result.generation} is published on this server only; "
+            print(f"compress: generation {generation} is published on this server only; "
                   "run compress again to point the cluster at it", file=sys.stderr)
             return 1
         say(f"compress: cluster points at generation {published['generation']}")
-    if result.removed:
-        say(f"compress: removed {len(result.removed)} store files unreferenced for {grace} s")
+    if removed:
+        say(f"compress: removed {len(removed)} store files unreferenced for {grace} s")
     return 0
 
 

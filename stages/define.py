@@ -1,8 +1,9 @@
 """define stage: conf/nodes.yaml (or nodes.conf) -> STATE/define/nodes.json.
 
 Every node with its profiles merged and hostlists expanded, canonical and
-sorted, written atomically. Skips with a reason when its inputs (node file,
-code, image and overlay names) are unchanged. On any error: a message naming
+sorted, written atomically. Runs through wwfast.runner: skips with a reason
+when its inputs (node file, code, image and overlay names, the DHCP range
+settings) are unchanged. On any error: a message naming
 file, line and field, exit 1, nothing written. A run that would drop every node of
 the previous nodes.json, or more than half of them, is refused (exit 1, nothing
 written) unless --allow-shrink says it is meant.
@@ -12,116 +13,74 @@ written) unless --allow-shrink says it is meant.
 import argparse
 import contextlib
 import glob
-import json
 import os
 import sys
 import time
 
-import hashlib
-
-from wwfast import __version__, layout, records
+from wwfast import layout, records, runner
 from wwfast.build import inventory
 from wwfast.configure.plan import range_warnings
 from wwfast.define import nodes, settings, shrink
 from wwfast.errors import ConfigError
-from wwfast.fsutil import sha256_file
-from wwfast.fsutil import LockBusy, atomic_write, locked
-from wwfast.cli import add_dir_arguments
-
-DESCRIBE = {
-    "nodes file": "the node file is a different file",
-    "nodes digest": "the node file changed",
-    "code": "the define code changed",
-    "images": "the imported images changed",
-    "overlays": "the available overlays changed",
-    "format": "the output format changed",
-    "dhcp range": "the DHCP range or the server's address changed",
-}
-
+from wwfast.fsutil import LockBusy
+from wwfast.dirs import add_dir_arguments
 
 def dhcp_range_key(conf):
     """The settings the DHCP range check reads (the define stage warns about the range)."""
     return [conf.address, conf.netmask, conf.dhcp_range_start, conf.dhcp_range_end]
 
 
-_CODE_MODULES = ("define/nodes", "define/merge", "define/schema", "define/yamlfile", "define/hostlist", "errors",
-                 "records")
+# The modules that shape nodes.json (their source is part of the stage's fingerprint).
+CODE = ("wwfast.define.nodes", "wwfast.define.merge", "wwfast.define.schema", "wwfast.define.yamlfile",
+        "wwfast.define.hostlist", "wwfast.errors", "wwfast.records")
 
 
-def code_version():
-    """sha256 over the source of the modules that shape nodes.json."""
-    h = hashlib.sha256(__version__.encode())
-    here = os.path.dirname(os.path.abspath(nodes.__file__))
-    for name in _CODE_MODULES:
-        with open(os.path.join(os.path.dirname(here), name + ".py"), "rb") as f:
-            h.update(f.read())
-    return h.hexdigest()
-
-
-def inputs_fingerprint(conf_dir, state_dir, images, overlays):
-    """What the define stage reads: the node file's digest, the code, and the image/overlay names."""
-    path = nodes.nodes_file(conf_dir)
-    return {
-        "format": nodes.DB_FORMAT,
-        "nodes file": os.path.abspath(path),
-        "nodes digest": sha256_file(path) if os.path.exists(path) else "",
-        "code": code_version(),
-        "images": images,
-        "overlays": overlays,
-    }
-
-
-def why_rerun(state_dir, fingerprint):
-    """None when the output is current, else the reason to run."""
-    inputs_path = os.path.join(layout.define_dir(state_dir), "inputs.json")
-    if not os.path.exists(nodes.db_path(state_dir)):
-        return "no nodes.json yet"
-    try:
-        with open(inputs_path) as f:
-            previous = json.load(f)
-    except (OSError, ValueError):
-        return "no record of the previous run's inputs"
-    changed = [DESCRIBE.get(k, k) for k in fingerprint if previous.get(k) != fingerprint[k]]
-    return ", ".join(changed) if changed else None
+def _facts(ctx):
+    """The names define checks nodes against (computed once per call, kept for the run)."""
+    ctx.images, ctx.overlays = inventory.image_names(ctx.state_dir), inventory.overlay_names(ctx.conf_dir)
+    return {"the imported images": ctx.images, "the available overlays": ctx.overlays,
+            "the node file's format": nodes.DB_FORMAT}
 
 
 def _remove_stale_temp_files(out_dir):
     """Temp files a killed run left (fsutil's `.NAME.*.tmp`); under the lock no other run is writing."""
-    for name in ("nodes.json", "inputs.json"):
-        for path in glob.glob(os.path.join(glob.escape(out_dir), f".{name}.*.tmp")):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+    for path in glob.glob(os.path.join(glob.escape(out_dir), ".nodes.json.*.tmp")):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _run(ctx):
+    started = time.monotonic()
+    _remove_stale_temp_files(layout.define_dir(ctx.state_dir))
+    warnings = []
+    resolved = nodes.define(ctx.conf_dir, ctx.images, ctx.overlays, warnings)
+    db = nodes.db_path(ctx.state_dir)
+    shrink.check(shrink.previous_ids(db), resolved, db, allow=ctx.params.get("allow_shrink", False))
+    conf = ctx.settings
+    if conf.dhcp_range_start:
+        warnings += range_warnings(conf, {nid: records.Node.from_json(n) for nid, n in resolved.items()})
+    for warning in warnings:
+        ctx.log(f"define: warning: {warning}")
+    path = nodes.write_db(ctx.state_dir, resolved)
+    ctx.log(f"define: wrote {len(resolved)} nodes to {path} in {time.monotonic() - started:.2f} s")
+    return 0
+
+
+STAGE = runner.Stage(
+    name="define",
+    run=_run,
+    inputs=lambda ctx: [nodes.nodes_file(ctx.conf_dir)],
+    settings=lambda ctx: {"dhcp range": dhcp_range_key(ctx.settings)},
+    facts=_facts,
+    code=CODE,
+    outputs=lambda ctx: [layout.nodes_json(ctx.state_dir)],
+)
 
 
 def run(conf_dir, state_dir, force=False, out=print, allow_shrink=False):
     """Returns the exit code."""
-    out_dir = layout.define_dir(state_dir)
-    with locked(os.path.join(out_dir, ".lock"), what="another define run"):
-        _remove_stale_temp_files(out_dir)
-        images, overlays = inventory.image_names(state_dir), inventory.overlay_names(conf_dir)
-        conf = settings.load(conf_dir)
-        fingerprint = dict(inputs_fingerprint(conf_dir, state_dir, images, overlays),
-                           **{"dhcp range": dhcp_range_key(conf)})
-        reason = "forced" if force else why_rerun(state_dir, fingerprint)
-        if reason is None:
-            out("define: current (inputs unchanged)")
-            return 0
-        out(f"define: running ({reason})")
-        started = time.monotonic()
-        warnings = []
-        resolved = nodes.define(conf_dir, images, overlays, warnings)
-        db = nodes.db_path(state_dir)
-        shrink.check(shrink.previous_ids(db), resolved, db, allow=allow_shrink)
-        if conf.dhcp_range_start:
-            warnings += range_warnings(conf, {nid: records.Node.from_json(n) for nid, n in resolved.items()})
-        for warning in warnings:
-            out(f"define: warning: {warning}")
-        path = nodes.write_db(state_dir, resolved)
-        # Recorded after nodes.json: a crash in between only causes one extra rerun.
-        atomic_write(os.path.join(out_dir, "inputs.json"),
-                     json.dumps(fingerprint, sort_keys=True, indent=1) + "\n")
-        out(f"define: wrote {len(resolved)} nodes to {path} in {time.monotonic() - started:.2f} s")
-        return 0
+    conf = settings.load(conf_dir)
+    return runner.run(STAGE, conf_dir, state_dir, conf, force=force, log=out, allow_shrink=allow_shrink).code
 
 
 def main(argv=None):

@@ -9,7 +9,7 @@ import sys
 from wwfast.define import settings
 from wwfast.errors import ConfigError, UsageError
 from wwfast.server import service
-from wwfast.cli import add_dir_arguments
+from wwfast.dirs import add_dir_arguments
 
 
 def main(argv=None):

@@ -11,6 +11,7 @@ import pathlib
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,13 +21,12 @@ import urllib.request
 import pytest
 
 from helpers.busybox_tree import make_busybox_tree
-from serve_helpers import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MAC = "52:54:00:a5:00:01"
 ADMIN_HOSTS = "127.0.0.1\tlocalhost\n10.1.1.1\tstorage01\n"
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def readme_steps():
@@ -70,6 +70,12 @@ nodes:
 """
 
 
+def free_port(kind):
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def get(url):
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:
@@ -107,7 +113,7 @@ def test_readme_three_steps_take_a_new_server_to_serving_its_nodes(tmp_path, ker
         ["wwfast configure --all", "make all serve"], steps
     conf, state = tmp_path / "conf", tmp_path / "var"
     conf.mkdir()
-    http_port, tftp_port = free_port(), free_port()
+    http_port, tftp_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
     # step 1: the settings and the nodes (and an image, as the README's preamble says)
     (conf / "wwfast.yaml").write_text(settings(tmp_path, http_port, tftp_port))
     (conf / "nodes.yaml").write_text(NODES)
@@ -125,7 +131,7 @@ def test_readme_three_steps_take_a_new_server_to_serving_its_nodes(tmp_path, ker
     out = subprocess.run(in_own_etc(etc, hosts, steps[1]), cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     dnsmasq_conf = etc / "dnsmasq.d" / "wwfast.conf"
-    assert f"dhcp (dnsmasq, 1 hosts): /etc/dnsmasq.d/wwfast.conf created" in out.stdout, out.stdout
+    assert "dhcp (dnsmasq, 1 hosts): /etc/dnsmasq.d/wwfast.conf created" in out.stdout, out.stdout
     assert f"dhcp-host={MAC},set:wwfast-node,10.9.0.11,a1" in dnsmasq_conf.read_text().splitlines()
     check = subprocess.run(["dnsmasq", "--test", f"--conf-file={dnsmasq_conf}"], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr

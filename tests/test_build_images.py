@@ -71,7 +71,7 @@ def test_outputs_and_build_json(site):
     assert b"sbin/init" in names and b"boot/vmlinuz-6.1.0-21-amd64" in names
     assert b"usr/share/GeoIP" not in names and b"var/cache" not in names    # both kinds of excludes
     assert {m.mtime for m in read_newc((out / "images/img.cpio").read_bytes())} == {1700000000, 0}
-    meta = json.loads((out / "images/img.meta.json").read_text())
+    meta = json.loads((state / "stages/build.stamp").read_text())["memory"]["images"]["img"]
     assert meta["cpio"]["size"] == (out / "images/img.cpio").stat().st_size
 
 
@@ -81,7 +81,7 @@ def test_skip_when_unchanged_and_say_why(site):
     cpio_path = state / "build/images/img.cpio"
     first = cpio_path.stat().st_ino
     again = stage("build")
-    assert "image img: current (inputs unchanged)" in again.stdout and cpio_path.stat().st_ino == first
+    assert "build: current (inputs unchanged)" in again.stdout and cpio_path.stat().st_ino == first
     (state / "images/img/rootfs/sbin/init").write_bytes(b"#!/bin/sh\necho changed\n")
     changed = stage("build")
     assert "rebuilding (the image tree changed since the last build)" in changed.stdout
@@ -90,7 +90,14 @@ def test_skip_when_unchanged_and_say_why(site):
     assert "rebuilding (the excludes changed)" in ex.stdout
     cpio_path.unlink()
     gone = stage("build")
+    assert "output build/images/img.cpio missing" in gone.stdout
     assert "rebuilding (output img.cpio is missing)" in gone.stdout
+    rebuilt = cpio_path.stat().st_ino
+    (conf / "overlays" / "hostname" / "etc").mkdir(parents=True)    # a site overlay: the images stay
+    (conf / "overlays" / "hostname" / "etc" / "hostname.j2").write_text("site-{{ node.id }}\n")
+    site = stage("build")
+    assert "build: running (1 tree(s) changed: overlays)" in site.stdout
+    assert "image img: current (inputs unchanged)" in site.stdout and cpio_path.stat().st_ino == rebuilt
 
 
 def test_missing_image_fails_and_keeps_previous_build_json(site):

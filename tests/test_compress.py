@@ -12,13 +12,12 @@ import pty
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 import zstandard
 
 from wwfast.publish import compress, publisher as publish
-from wwfast import cpio, fsutil
+from wwfast import cpio, fsutil, runner
 from wwfast.publish.progress import Progress
 
 from compress_support import BuildTree, check_published, run_stage, write_settings
@@ -205,7 +204,7 @@ def test_unchanged_inputs_are_not_compressed_again(cluster):
     tree.write_image()      # rewritten with the same bytes: a new inode, the same content
     result = ok(run_stage(conf, state, "-v"))
     # image + kernel + n0002's system, runtime, ipxe + unknown.ipxe were rewritten (new inodes)
-    assert "6 build output(s) changed: images/demo.cpio, images/demo.kernel" in result.stdout
+    assert "6 input(s) changed: build/images/demo.cpio, build/images/demo.kernel" in result.stdout
     assert "2 store files written" in result.stdout             # the new runtime's .zst and .gz
     after = store_state(state)
     assert {n: v for n, v in after.items() if n in before} == before   # nothing rewritten
@@ -235,7 +234,7 @@ def test_unreferenced_store_files_outlive_the_grace_period(cluster):
     store = pathlib.Path(publish.store_dir(str(state)))
     retired = [old["zst"]["file"], old["gz"]["file"]]
     assert all((store / name).exists() for name in retired)      # a node may be downloading them
-    memory = json.loads(pathlib.Path(publish.memory_path(str(state))).read_text())
+    memory = json.loads((state / "stages" / "compress.stamp").read_text())["memory"]
     assert set(retired) <= set(memory["retired"])
     ok(run_stage(conf, state, "--grace", "3600"))                   # current: still kept
     assert all((store / name).exists() for name in retired)
@@ -258,20 +257,25 @@ def test_leftover_temp_files_are_removed(cluster):
 def test_lock_no_wait_exits_with_a_message_and_wait_waits(cluster):
     conf, state, tree = cluster
     tree.bump_runtime("n0001")
-    with publish.lock(str(state)):
+    with runner.stage_locks(str(state), ["build", "compress"]):
         busy = run_stage(conf, state, "--no-wait")
         assert busy.returncode == 75
-        assert f"another run (pid {os.getpid()}) holds" in busy.stderr and "--no-wait" in busy.stderr
+        assert f"another build run (pid {os.getpid()}) holds" in busy.stderr and "--no-wait" in busy.stderr
         assert publish.load_manifest(str(state)) is None
         waiting = subprocess.Popen([sys.executable, "-m", "stages.compress", "--conf", str(conf),
                                     "--state", str(state), "-v"], cwd=pathlib.Path(__file__).parent.parent,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(1.5)
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        # The stage says it waits before it blocks on the lock: read that line (no sleep-and-hope).
+        said = ""
+        while "waiting for it to finish" not in said:
+            line = waiting.stdout.readline()
+            assert line, f"compress ended without saying it waits: {said}{waiting.stderr.read()}"
+            said += line
         assert waiting.poll() is None              # blocked on the lock, not interleaving
         assert publish.load_manifest(str(state)) is None
     out, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 0, err
-    assert "waiting for it to finish" in out
     check_published(state)
 
 

@@ -251,7 +251,7 @@ def test_define_stage_warns_about_the_range_and_reruns_when_it_changes(site, cap
     (conf / "wwfast.yaml").write_text(SETTINGS.format(extra="").replace("192.168.77.100", "192.168.77.10"))
     assert define_stage.run(str(conf), str(state)) == 0
     out = capsys.readouterr().out
-    assert "running (the DHCP range or the server's address changed)" in out
+    assert "define: running (settings changed: dhcp range" in out and "'192.168.77.10', '192.168.77.150']" in out
     assert ("dhcp range 192.168.77.10-192.168.77.150 holds 2 node static address(es): n1 default 192.168.77.11, "
             "n2 default 192.168.77.12") in out
     # outside the server's network
@@ -305,6 +305,17 @@ def test_hosts_block_keeps_the_admins_lines_with_a_backup(site, tmp_path, capsys
     assert wwfast(conf, state, "configure", "hosts", "--output", str(hosts)) == 0
     assert "unchanged; nothing written" in capsys.readouterr().out
     assert os.stat(hosts).st_ino == before.st_ino
+
+
+def test_a_mistyped_conf_dir_configures_nothing(site, tmp_path, capsys):
+    """Not an empty cluster: `/etc/hosts` would lose every node's name."""
+    _, state = site
+    hosts = tmp_path / "hosts"
+    hosts.write_text(ADMIN_HOSTS)
+    for args in (["hosts", "--output", str(hosts)], ["dhcp", "--output", str(tmp_path / "d.conf")]):
+        assert wwfast(tmp_path / "nonexistent", state, "configure", *args) != 0
+        assert f"{tmp_path / 'nonexistent'}: the configuration directory does not exist" in capsys.readouterr().err
+    assert hosts.read_text() == ADMIN_HOSTS and not (tmp_path / "d.conf").exists()
 
 
 def test_hosts_with_broken_markers_is_left_alone(site, tmp_path, capsys):

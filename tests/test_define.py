@@ -192,7 +192,7 @@ def test_stage_writes_canonical_db_then_skips_when_current(tmp_path, capsys):
     conf, state = make_conf(tmp_path, GOOD), tmp_path / "var"
     out = run_stage(conf, state)  # the real entry point once
     assert out.returncode == 0, out.stderr
-    assert "define: running (no nodes.json yet)" in out.stdout
+    assert "define: running (no record of a previous run)" in out.stdout
     raw = (state / "define" / "nodes.json").read_bytes()
     db = json.loads(raw)
     assert db["format"] == 1 and list(db["nodes"]) == ["n1", "n2"]
@@ -204,12 +204,14 @@ def test_stage_writes_canonical_db_then_skips_when_current(tmp_path, capsys):
 
     (conf / "nodes.yaml").write_text(GOOD.replace("10.0.2.22", "10.0.2.29"))
     assert define_stage.main(["--conf", str(conf), "--state", str(state)]) == 0
-    assert "define: running (the node file changed)" in capsys.readouterr().out
+    assert "define: running (1 input(s) changed: nodes.yaml)" in capsys.readouterr().out
     assert read_db(state)["nodes"]["n2"]["network devices"]["default"]["ipaddr"] == "10.0.2.29"
 
     fake_import(state, "demo")
     assert define_stage.main(["--conf", str(conf), "--state", str(state)]) == 0
-    assert "the imported images changed" in capsys.readouterr().out
+    assert "define: running (the imported images changed)" in capsys.readouterr().out
+    stamp = json.loads((state / "stages" / "define.stamp").read_text())
+    assert stamp["ok"] and stamp["facts"]["the imported images"] == ["demo"]
 
     assert define_stage.main(["--conf", str(conf), "--state", str(state), "--force"]) == 0
     assert "define: running (forced)" in capsys.readouterr().out

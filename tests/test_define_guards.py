@@ -135,12 +135,14 @@ sys.exit(define.main(sys.argv[2:]))
 """
 
 
-@pytest.mark.parametrize("target", ["nodes.json", "inputs.json"])
+@pytest.mark.parametrize("target", ["nodes.json", "define.stamp"])
 def test_kill_9_inside_a_define_run_leaves_the_previous_database(site, target):
     """Killed with nodes.json's new content written but not renamed in: the old database is whole. Killed
-    after nodes.json but before the run's record (inputs.json): the new database is whole, and the next run
-    redoes the work instead of calling it current."""
+    after nodes.json but before the run's record (the runner's stamp): the new database is whole, and the next
+    run redoes the work instead of calling it current."""
     conf, state, before = site
+    stamp = state / "stages" / "define.stamp"
+    stamp_before = stamp.read_bytes()
     (conf / "nodes.yaml").write_text(node_file(5))
     child = subprocess.Popen([sys.executable, "-c", STOP_AT_RENAME, target, "--conf", str(conf), "--state", str(state)],
                              cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -150,7 +152,8 @@ def test_kill_9_inside_a_define_run_leaves_the_previous_database(site, target):
             line = child.stdout.readline()
             assert line, f"the child ended without reaching the rename of {target} (exit {child.wait()})"
         tmp = pathlib.Path(line.split(" ", 1)[1].strip())
-        assert tmp.parent == state / "define" and tmp.is_file()     # the new content exists, beside it
+        assert tmp.parent == stamp.parent if target == "define.stamp" else state / "define"
+        assert tmp.is_file()     # the new content exists, beside it
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
@@ -161,11 +164,11 @@ def test_kill_9_inside_a_define_run_leaves_the_previous_database(site, target):
     if target == "nodes.json":
         assert after == before
     else:
-        assert node_ids(state) == ["n1", "n2", "n3", "n4", "n5"] and after["inputs.json"] == before["inputs.json"]
+        assert node_ids(state) == ["n1", "n2", "n3", "n4", "n5"] and stamp.read_bytes() == stamp_before
     out = stage(conf, state)                       # the next run cleans up after itself and finishes the job
     assert out.returncode == 0 and "define: running" in out.stdout, out.stdout
     assert node_ids(state) == ["n1", "n2", "n3", "n4", "n5"]
-    assert not list((state / "define").glob(".*.tmp"))
+    assert not list((state / "define").glob(".*.tmp")) and not list(stamp.parent.glob(".*.tmp"))
 
 
 def test_previous_node_ids_scan_agrees_with_parsing_the_database(tmp_path):

@@ -103,7 +103,8 @@ def test_build_renders_each_nodes_grub_cfg_and_takes_shim_and_grub_from_the_imag
     assert f'"${{base}}/runtime/{MAC1}?${{query}}"' in cfg
     assert "set default=halt" in (state / "build/grub/g2.cfg").read_text()     # the GrubMenuEntry tag
     assert "GRUB configurations: 2 written" in grub_cluster.output
-    again = grub_cluster.stage("build")
+    assert "build: current (inputs unchanged)" in grub_cluster.stage("build")
+    again = grub_cluster.stage("build", "--force")     # rerun: each unchanged grub.cfg is left as it is
     assert "GRUB configurations: 0 written, 2 current" in again
     manifest = grub_cluster.manifest()
     assert set(manifest["nodes"]["g1"]["artifacts"]) >= {"grub", "shim", "grubefi"}

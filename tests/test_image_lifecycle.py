@@ -2,6 +2,7 @@
 nothing of the mounts stays in the image, and a failure or kill -9 leaves the old image whole."""
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -12,6 +13,7 @@ import threading
 import pytest
 
 from helpers.busybox_tree import make_busybox_tree
+from helpers.processes import descendants as _descendants, wait_gone as _wait_gone
 from helpers.qemu import boot_until
 from helpers.trees import snapshot
 from wwfast import fsutil, layout
@@ -116,35 +118,6 @@ def test_shell_keeps_changes_of_a_shell_that_exits(site):
     assert open(os.path.join(layout.image_root(state, "bb"), "etc/shelled")).read() == "from-shell\n"
 
 
-def _descendants(pid):
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def _wait_gone(pid, timeout=60):
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([fd], [], [], timeout)[0])
-    finally:
-        os.close(fd)
-
-
 def _kill_during_exec(state, tmp_path):
     """Start an exec that changes the image, wait until its command says it changed it, kill -9 wwfast;
     returns the pids that were running under it."""
@@ -182,22 +155,193 @@ def test_kill_9_during_exec_leaves_the_previous_image(site, tmp_path):
     assert image_state(state)[0] == before[0]
 
 
-def test_commit_waits_for_a_running_build(site):
+WAITERS = {
+    "exec": (["exec", "bb", "--", "sh", "-c", "echo during-build > /etc/marker"],
+             lambda st: open(os.path.join(layout.image_root(st, "bb"), "etc/marker")).read() == "during-build\n"),
+    "copy": (["copy", "bb", "bb3"], lambda st: os.path.isdir(layout.image_root(st, "bb3"))),
+    "rename": (["rename", "bb", "bb2"], lambda st: os.path.isdir(layout.image_root(st, "bb2"))
+               and not os.path.exists(layout.image_dir(st, "bb"))),
+    "delete": (["delete", "bb", "--yes"], lambda st: not os.path.exists(layout.image_dir(st, "bb"))),
+}
+
+
+@pytest.mark.parametrize("action", sorted(WAITERS))
+def test_changes_wait_for_a_running_build(site, action):
+    """The build lock is held: each change does its work, says it waits, and swaps only after."""
     state = site
+    argv, done = WAITERS[action]
+    before = image_state(state)
     with fsutil.locked(layout.build_lock(state)):
-        proc = subprocess.Popen([sys.executable, "-m", "wwfast.cli", "--state", str(state), "image", "exec", "bb",
-                                 "--", "sh", "-c", "echo during-build > /etc/marker"],
+        proc = subprocess.Popen([sys.executable, "-m", "wwfast.cli", "--state", str(state), "--conf",
+                                 str(state / "no-conf"), "image", *argv],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=dict(os.environ, PYTHONUNBUFFERED="1"))
         lines = []
         reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")))
-        first = proc.stdout.readline()     # the exec says it waits: the command ran, the swap has not
+        first = proc.stdout.readline()     # the record that it waits: the swap has not happened
         assert "waiting for the build run" in first, first
-        assert open(os.path.join(layout.image_root(state, "bb"), "etc/marker")).read() == "original image\n"
+        assert image_state(state) == before and not done(state)
         reader.start()
-    assert proc.wait(timeout=120) == 0
+    assert proc.wait(timeout=120) == 0, lines
     reader.join()
-    assert open(os.path.join(layout.image_root(state, "bb"), "etc/marker")).read() == "during-build\n"
+    assert done(state)
+
+
+NODE_FILE = """\
+# site nodes: this comment must survive a rename
+nodeprofiles:
+  default:
+    image name: bb    # the base image
+nodes:
+  n1:
+    profiles: [default]
+  n2:
+    image name: other
+"""
+
+
+def test_copy_show_rename_delete(site, tmp_path, project_root):
+    state, conf = site, tmp_path / "conf"
+    conf.mkdir()
+    (conf / "nodes.yaml").write_text(NODE_FILE)
+
+    def image(*args):
+        return subprocess.run([sys.executable, "-m", "wwfast.cli", "--state", str(state), "--conf", str(conf),
+                               "image", *args], capture_output=True, text=True, timeout=300)
+
+    assert image("copy", "bb", "other").returncode == 0
+    original, copied = image_state(state, "bb"), image_state(state, "other")
+    assert copied[0] == original[0]
+    assert copied[1]["fingerprint"] == original[1]["fingerprint"] and copied[1]["copied_from"] == "bb"
+    again = image("copy", "bb", "other")
+    assert again.returncode == 1 and "already exists" in again.stderr
+
+    show = image("show", "bb")
+    assert show.stdout.strip() == os.path.abspath(layout.image_root(state, "bb"))
+    doc = json.loads(image("show", "bb", "--json").stdout)
+    assert doc["used_by"] == ["node n1", "profile default"]
+    assert doc["kernel"] == {"version": "6.1.0-13", "path": "/boot/vmlinuz-6.1.0-13-amd64"}
+    assert doc["built"] is None and doc["bytes"] == original[1]["bytes"]
+
+    refused = image("delete", "bb")
+    assert refused.returncode == 1 and "used by node n1, profile default" in refused.stderr
+    assert image_state(state, "bb") == original
+
+    run = image("rename", "bb", "bb2")
+    assert run.returncode == 0, run.stderr
+    assert not os.path.exists(layout.image_dir(state, "bb"))
+    assert image_state(state, "bb2")[0] == original[0] and image_state(state, "bb2")[1]["name"] == "bb2"
+    text = (conf / "nodes.yaml").read_text()
+    assert re.search(r"image name: bb2 +# the base image", text) and text.startswith("# site nodes")
+    assert "image name: other" in text
+
+    env = dict(os.environ, PYTHONPATH=str(project_root))
+    define = subprocess.run([sys.executable, "-m", "stages.define", "--conf", str(conf), "--state", str(state)],
+                            capture_output=True, text=True, env=env, cwd=project_root, timeout=300)
+    assert define.returncode == 0, define.stderr
+    listing = image("list").stdout.splitlines()
+    assert listing[0].split()[:6] == ["IMAGE", "KERNEL", "ENTRIES", "SIZE", "BUILT", "NODES"]
+    rows = {line.split()[0]: line.split() for line in listing[1:]}
+    assert rows["bb2"][1] == "6.1.0-13" and rows["bb2"][6] == "1" and rows["other"][6] == "1"
+
+    refused = image("delete", "other")
+    assert refused.returncode == 1 and "node n2" in refused.stderr
+    forced = image("delete", "other", "--force")
+    assert forced.returncode == 0 and "still used by node n2" in forced.stdout
+    assert images.list_images(state) == ["bb2"] and leftovers(state) == []
+
+
+# ---- syncuser ----------------------------------------------------------------------------------
+
+SERVER_PASSWD = "root:x:0:0:root:/root:/bin/sh\nalice:x:2001:2001::/home/alice:/bin/sh\n" \
+                "x:x:1600:1600::/:/bin/sh\ny:x:1500:1500::/:/bin/sh\ncarol:x:2002:2002::/:/bin/sh\n"
+SERVER_GROUP = "root:x:0:\nalice:x:2001:\nx:x:1600:\ny:x:1500:\ncarol:x:2002:\n"
+IMAGE_PASSWD = "root:x:0:0:root:/root:/bin/sh\nalice:x:1001:1001::/home/alice:/bin/sh\n" \
+               "x:x:1500:1500::/:/bin/sh\ny:x:1600:1600::/:/bin/sh\n+::::::\nbob:x:1002:1002::/:/bin/sh\n"
+IMAGE_GROUP = "root:x:0:\nalice:x:1001:\nx:x:1500:\ny:x:1600:\nbob:x:1002:\n"
+
+
+@pytest.fixture
+def ids_site(site, tmp_path):
+    """The server's passwd/group in a directory of their own, and an image whose ids differ."""
+    server = tmp_path / "server-etc"
+    server.mkdir()
+    (server / "passwd").write_text(SERVER_PASSWD)
+    (server / "group").write_text(SERVER_GROUP)
+    with images.image_lock(site, "bb"):
+        root = layout.image_root(site, "bb")
+        with open(os.path.join(root, "etc/passwd"), "w") as f:
+            f.write(IMAGE_PASSWD)
+        with open(os.path.join(root, "etc/group"), "w") as f:
+            f.write(IMAGE_GROUP)
+        os.makedirs(os.path.join(root, "home/alice"))
+        for rel, uid, gid, mode in (("home/alice", 1001, 1001, 0o750), ("home/alice/tool", 1001, 1001, 0o4755),
+                                    ("etc/x-file", 1500, 1600, 0o644), ("etc/bob-file", 1002, 1002, 0o600)):
+            path = os.path.join(root, rel)
+            if not os.path.exists(path):
+                open(path, "w").close()
+            os.chown(path, uid, gid)
+            os.chmod(path, mode)
+        host_file = tmp_path / "host-owned"
+        host_file.write_text("outside the image\n")
+        os.chown(host_file, 1001, 1001)
+        os.symlink(str(host_file), os.path.join(root, "etc/out-link"))
+        os.lchown(os.path.join(root, "etc/out-link"), 1001, 1001)
+    return site, server, host_file
+
+
+def owner(root, rel):
+    st = os.lstat(os.path.join(root, rel))
+    return st.st_uid, st.st_gid
+
+
+def test_syncuser_aligns_ids_by_warewulfs_rules(ids_site):
+    state, server, host_file = ids_site
+    root = layout.image_root(state, "bb")
+    before = image_state(state)
+    dry = wwfast(state, "syncuser", "bb", "--write=false", "--server-etc", str(server))
+    assert dry.returncode == 0 and "alice 1001 -> 2001" in dry.stdout and "--write=false" in dry.stdout
+    assert image_state(state) == before
+    run = wwfast(state, "syncuser", "bb", "--server-etc", str(server))
+    assert run.returncode == 0, run.stderr
+    assert owner(root, "home/alice") == (2001, 2001) and owner(root, "home/alice/tool") == (2001, 2001)
+    assert os.lstat(os.path.join(root, "home/alice/tool")).st_mode & 0o7777 == 0o4755   # setuid kept
+    assert owner(root, "etc/x-file") == (1600, 1500)          # x and y swapped their ids
+    assert owner(root, "etc/bob-file") == (1002, 1002)        # only in the image: kept
+    assert owner(root, "etc/out-link") == (2001, 2001)        # the link itself ...
+    assert (os.stat(host_file).st_uid, os.stat(host_file).st_gid) == (1001, 1001)   # ... never its target
+    passwd = open(os.path.join(root, "etc/passwd")).read()
+    assert passwd == SERVER_PASSWD + "bob:x:1002:1002::/:/bin/sh\n"
+    assert open(os.path.join(root, "etc/group")).read() == SERVER_GROUP + "bob:x:1002:\n"
+    info = image_state(state)[1]
+    assert info["fingerprint"] == images.tree_digest(root)[0] != before[1]["fingerprint"]
+    again = wwfast(state, "syncuser", "bb", "--write=false", "--server-etc", str(server))
+    assert "already in sync" in again.stdout
+
+
+def test_syncuser_conflict_changes_nothing(ids_site):
+    state, server, _ = ids_site
+    with open(server / "passwd", "a") as f:
+        f.write("dave:x:1002:1002::/:/bin/sh\n")      # the server gives bob's image id to another name
+    before = image_state(state)
+    run = wwfast(state, "syncuser", "bb", "--server-etc", str(server))
+    assert run.returncode == 1 and "id 1002 is 'dave' on the server but 'bob' in the image" in run.stderr
+    assert image_state(state) == before and leftovers(state) == []
+
+
+def test_exec_syncuser_after_a_package_adds_a_user(ids_site):
+    state, server, _ = ids_site
+    from wwfast.build import image_exec
+    with open(server / "passwd", "a") as f:
+        f.write("eve:x:4000:4000::/:/bin/sh\n")
+    status = image_exec.run_in_image(
+        state, "bb", ["sh", "-c", "echo eve:x:3000:3000::/:/bin/sh >> /etc/passwd; echo e > /etc/eve-file; "
+                                  "busybox chown 3000 /etc/eve-file"],
+        syncuser=True, server_etc=str(server), log=lambda *_: None)
+    assert status == 0
+    root = layout.image_root(state, "bb")
+    assert owner(root, "etc/eve-file")[0] == 4000 and owner(root, "home/alice")[0] == 2001
+    assert "eve:x:4000:4000" in open(os.path.join(root, "etc/passwd")).read()
 
 
 @pytest.mark.qemu

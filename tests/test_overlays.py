@@ -40,9 +40,13 @@ def dirs(tmp_path):
     return conf, state
 
 
+MEMORY = {}   # per state dir: what the build stage's stamp keeps between runs
+
+
 def build(dirs, nodes=None, **kw):
     conf, state = dirs
-    return build_overlays(conf, state, kw.pop("settings", fixture_settings()), nodes or fixture_nodes(), **kw)
+    return build_overlays(conf, state, kw.pop("settings", fixture_settings()), nodes or fixture_nodes(),
+                          memory=MEMORY.setdefault(str(state), {}), **kw)
 
 
 def read(state, node, context):
@@ -319,6 +323,18 @@ def test_real_ssh_keys_generated_once(tmp_path):
     build((conf, state), nodes=nodes, force=True)
     assert key.read_bytes() == content
     assert content.decode() in listing(read(state, "k1", "system"))
+
+
+def test_relative_state_dir_still_finds_the_ssh_keys(tmp_path, monkeypatch):
+    """`--state var` from the project directory (as make runs it): the key templates read STATE/ssh,
+    not a path relative to the conf directory."""
+    make_images(tmp_path / "state")
+    fake_ssh_keys(tmp_path / "state")
+    (tmp_path / "conf").mkdir()
+    monkeypatch.chdir(tmp_path)
+    build((pathlib.Path("conf"), pathlib.Path("state")), nodes={"k1": make_node("k1")})
+    key = (tmp_path / "state" / "ssh" / "ssh_host_ed25519_key").read_text()
+    assert key and key in listing(read(tmp_path / "state", "k1", "system"))
 
 
 def _wwfast(args, conf, state):

@@ -14,6 +14,8 @@ from tftp_support import ServerThread, client_socket, rrq, twin_params
 from wwfast.server import loops
 from wwfast.server.catalog import Catalog, CatalogWatcher, ManifestError, normalise_mac
 from wwfast.server.conditional import parse_range
+from wwfast import fsutil
+from wwfast.server.bootrecord import CAP
 from wwfast.server.ledger import BootLedger
 from wwfast.server.provision import Provisioner, script_mac
 from wwfast.server.metrics import Metrics
@@ -214,7 +216,12 @@ def test_status_book_boot_times_and_debounced_atomic_save(tmp_path):
         ledger.ended(again, 10, True)       # agent refreshes do not end a boot again
         assert ledger.metrics.boot.count == 1
         ledger.refused("n001", "runtime", "BAD_ASSET", "10.0.0.1")
-        await asyncio.sleep(0.3)
+        # the debounced save runs on its own (in a thread): wait for the file to say so (a backstop
+        # deadline for a loaded machine, not a guess of how long the save takes)
+        deadline = time.monotonic() + 30
+        while read_status(state)["nodes"].get("n001", {}).get("sent") != "BAD_ASSET":
+            assert time.monotonic() < deadline, "the debounced save never happened"
+            await asyncio.sleep(0.02)
         saved = read_status(state)["nodes"]["n001"]
         assert (saved["boot start"], saved["boot end"], saved["sent"]) == (1000.0, 1030.0, "BAD_ASSET")
         clock[0] = 1100.0
@@ -228,3 +235,49 @@ def test_status_book_boot_times_and_debounced_atomic_save(tmp_path):
         f.write("{broken")
     assert StatusBook(state).nodes == {}                  # a damaged file never stops the server...
     assert open(os.path.join(state, "serve", "status.json.damaged")).read() == "{broken"   # ...nor is lost
+
+
+def test_boot_records_are_bounded_and_survive_a_restart(tmp_path):
+    """At most CAP requests per boot (the first CAP-1 and the latest), after a boot's end only the latest
+    AFTER (the agent's refreshes); `dropped` counts the others. The boot before is kept as "last boot",
+    and a transfer in flight at shutdown reads back as cut short."""
+    state = str(tmp_path)
+    clock = [1000.0]
+    ledger = BootLedger(state, clock=lambda: clock[0])
+    ledger.ended(ledger.began("n001", "ipxe", "a.ipxe", "10.0.0.1", length=5, generation="g1"), 5, True)
+    first_boot = ledger.status.nodes["n001"]["boot"]
+    ledger.began("n001", "ipxe", "b.ipxe", "10.0.0.1", length=5, generation="g2")   # a second boot
+    for i in range(CAP + 20):
+        clock[0] += 1
+        t = ledger.began("n001", "runtime", f"{i}.cpio.zst", "10.0.0.1", length=7, generation="g2")
+        ledger.ended(t, 7 if i % 2 else 3, bool(i % 2))     # the first whole one (i = 1) ends the boot
+    in_flight = ledger.began("n001", "runtime", "last.cpio.gz", "10.0.0.1", length=9, generation="g2")
+    rec = ledger.status.nodes["n001"]
+    boot = rec["boot"]
+    assert rec["last boot"] is first_boot and boot["generation"] == "g2"
+    files = [r["file"] for r in boot["requests"]]
+    assert files == ["b.ipxe", "0.cpio.zst", "1.cpio.zst"] + [f"{i}.cpio.zst" for i in (CAP + 17, CAP + 18, CAP + 19)] \
+        + ["last.cpio.gz"], files
+    assert boot["booted"] == 3 and boot["dropped"] == (1 + CAP + 20 + 1) - len(files)
+    assert boot["requests"][1]["result"] == "cut short" and boot["requests"][1]["bytes"] == 3
+    assert boot["requests"][2]["result"] == "ok" and boot["end"] == boot["requests"][2]["end"]
+    assert boot["requests"][-1]["encoding"] == "gz" and in_flight.seq == boot["requests"][-1]["seq"]
+    # a boot that never ends (every transfer cut short): the first CAP-1 requests and the latest
+    ledger.began("n002", "ipxe", "c.ipxe", "10.0.0.2", length=5)
+    for i in range(CAP + 10):
+        ledger.ended(ledger.began("n002", "kernel", f"{i}.kernel", "10.0.0.2", length=7), 1, False)
+    files = [r["file"] for r in ledger.status.nodes["n002"]["boot"]["requests"]]
+    assert files == ["c.ipxe"] + [f"{i}.kernel" for i in range(CAP - 2)] + [f"{CAP + 9}.kernel"]
+    assert ledger.status.nodes["n002"]["boot"]["dropped"] == 11
+    loops.run(ledger.close())
+    again = StatusBook(state).nodes["n001"]
+    assert again["last boot"] == first_boot and again["boot"]["booted"] == 3
+    last = again["boot"]["requests"][-1]
+    assert (last["result"], last["reason"]) == ("cut short", "server stopped")
+    # a damaged record in the saved file never stops the server
+    doc = json.load(open(os.path.join(state, "serve", "status.json")))
+    doc["nodes"]["n001"]["boot"] = {"requests": "nope"}
+    doc["nodes"]["n001"]["last boot"]["requests"].append(7)
+    fsutil.atomic_write(os.path.join(state, "serve", "status.json"), json.dumps(doc))
+    damaged = StatusBook(state).nodes["n001"]
+    assert damaged["boot"] is None and len(damaged["last boot"]["requests"]) == 1

@@ -1,6 +1,7 @@
 """HTTPS: `wwfast configure tls`, the certificate the wwinit overlay carries, and the node agent that
 trusts only that certificate (real curl, busybox sh)."""
 import io
+import json
 import os
 import pathlib
 import shutil
@@ -171,6 +172,14 @@ def test_serve_https_runtime_only_over_tls_rest_over_http(tmp_path, pki):
         assert got.stdout.rsplit(b"\n", 1)[1] == b"200"
         got = curl(f"https://127.0.0.1:{tls_port}/runtime/{mac}", "--cacert", str(forged / "tls" / "wwfast.crt"))
         assert got.returncode != 0 and b"certificate" in got.stderr
+        # the node's boot record says which came over HTTPS, whole, and which was refused on plain HTTP
+        got = curl(f"http://127.0.0.1:{http_port}/status?node=n001")
+        record = json.loads(got.stdout.rsplit(b"\n", 1)[0])
+        requests = record["last boot"]["requests"] + record["boot"]["requests"]    # the kernel began a boot
+        assert [(r["stage"], r["protocol"], r["code"], r["result"], r["reason"]) for r in requests] == [
+            ("runtime", "https", 200, "ok", ""), ("image", "https", 200, "ok", ""),
+            ("runtime", "http", 403, "refused", "NOT_TLS"), ("kernel", "http", 200, "ok", "")], requests
+        assert requests[1]["bytes"] == entry["image"]["zst"]["size"]
 
     no_key = tmp_path / "nokey"            # TLS on, no `wwfast configure tls` yet: a message, no listener
     no_key.mkdir()

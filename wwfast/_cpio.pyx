@@ -28,7 +28,8 @@ from libc.stdlib cimport malloc, realloc, free, qsort
 from libc.string cimport memcpy, memset, strcmp, strlen, strerror
 
 from wwfast._cpio_common import (
-    BLOCK, MAX_FILE_SIZE, TRAILER_NAME, CpioError, FileTooLarge, archive_name, clamp_u32, as_excludes)
+    BLOCK, MAX_FILE_SIZE, TRAILER_NAME, CpioError, FileTooLarge, archive_name, clamp_u32)
+from wwfast._cpio_common import as_excludes as _as_excludes   # a helper, not the twin's API
 
 
 cdef extern from "<sys/types.h>":
@@ -471,7 +472,7 @@ cdef class NewcWriter:
                 raise CpioError(f"{os.fsdecode(root)}: not a directory")
             walker = _Walker()
             walker.tree = &tree
-            walker.matcher = as_excludes(excludes)
+            walker.matcher = _as_excludes(excludes)
             walker.use_matcher = bool(walker.matcher)
             walker.one_fs = bool(one_file_system)
             walker.root_dev = st.st_dev

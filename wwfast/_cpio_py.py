@@ -12,13 +12,13 @@ import stat
 
 from wwfast._cpio_common import (
     BLOCK, MAX_FILE_SIZE, TRAILER_NAME, CpioError, FileTooLarge, archive_name, clamp_u32)
-from wwfast._cpio_walk import link_groups, scan_tree
+from wwfast._cpio_walk import link_groups as _link_groups, scan_tree as _scan_tree  # helpers, not the API
 
 # Bodies are read into one reused 1 MiB buffer (os.readv: no new bytes object per read) and leave
 # through a 1 MiB output buffer. copy_file_range for large bodies was measured slower here (see
 # _cpio.pyx): 1.35 s against 1.2 s of CPU on the benchmark tree.
-FLUSH_AT = 1 << 20          # output buffer size: one write() per MiB, not per entry
-SCRATCH = 1 << 20           # reused read buffer for file bodies
+_FLUSH_AT = 1 << 20          # output buffer size: one write() per MiB, not per entry
+_SCRATCH = 1 << 20           # reused read buffer for file bodies
 _FILE_TYPES = (io.FileIO, io.BufferedWriter, io.BufferedRandom)
 _HEADER = b"070701" + b"%08X" * 13
 _ZEROS = b"\0" * 4
@@ -81,8 +81,8 @@ class NewcWriter:
     def add_tree(self, root, excludes=(), one_file_system=True):
         """Archive everything under `root` (not `root` itself); returns the number of entries."""
         self._check_open()
-        entries = scan_tree(root, excludes, one_file_system)
-        links = link_groups(entries)
+        entries = _scan_tree(root, excludes, one_file_system)
+        links = _link_groups(entries)
         link_ino = {}
         fixed = self._mtime
         for i, (rel, path, st) in enumerate(entries):
@@ -114,7 +114,7 @@ class NewcWriter:
                 rdev = st.st_rdev
                 self._header(rel, self._next_ino(), mode, st.st_uid, st.st_gid, 1, mtime, 0,
                              os.major(rdev), os.minor(rdev))
-            if len(self._buf) >= FLUSH_AT:
+            if len(self._buf) >= _FLUSH_AT:
                 self._flush()
         return len(entries)
 
@@ -162,7 +162,7 @@ class NewcWriter:
         self._buf += _ZEROS[:-size & 3]
 
     def _maybe_flush(self):
-        if len(self._buf) >= FLUSH_AT:
+        if len(self._buf) >= _FLUSH_AT:
             self._flush()
 
     def _flush(self):
@@ -194,16 +194,16 @@ class NewcWriter:
 
     def _copy_read(self, src, size, path):
         if self._scratch is None:
-            self._scratch = memoryview(bytearray(SCRATCH))
+            self._scratch = memoryview(bytearray(_SCRATCH))
         scratch = self._scratch
         left = size
         while left:
-            n = os.readv(src, [scratch[:min(left, SCRATCH)]])
+            n = os.readv(src, [scratch[:min(left, _SCRATCH)]])
             if n == 0:
                 raise CpioError(f"{os.fsdecode(path)}: file shrank while being archived")
             self._buf += scratch[:n]
             left -= n
-            if len(self._buf) >= FLUSH_AT:
+            if len(self._buf) >= _FLUSH_AT:
                 self._flush()
 
 

@@ -19,8 +19,8 @@ from wwfast._tftp_codec import (  # noqa: F401  (re-exported: the facade's API)
     MIN_BLKSIZE, MODES, OACK, RRQ, WRQ, Request, TftpError, build_ack, build_data, build_error,
     build_oack, negotiate, parse_request, to_netascii)
 
-WHEEL_SLOTS = 4096          # power of two; deadlines beyond one lap wait for their lap
-MAX_BACKOFF = 3             # a retry waits timeout << min(retries, 3)
+_WHEEL_SLOTS = 4096          # power of two; deadlines beyond one lap wait for their lap
+_MAX_BACKOFF = 3             # a retry waits timeout << min(retries, 3)
 _HEADER = struct.Struct("!HH")
 _UNKNOWN_TID = build_error(ERR_UNKNOWN_TID, "unknown transfer ID")
 _ILLEGAL = build_error(ERR_ILLEGAL, "illegal TFTP operation")
@@ -49,7 +49,7 @@ class SessionTable:
         self._by_key = {}            # caller's key (peer, file) -> sid: a retransmitted RRQ is no new transfer
         self._free = list(range(capacity - 1, -1, -1))
         self._capacity = capacity
-        self._wheel = [set() for _ in range(WHEEL_SLOTS)]
+        self._wheel = [set() for _ in range(_WHEEL_SLOTS)]
         self._now_tick = self._clock()
         self._stats = dict.fromkeys(STAT_NAMES, 0)
         self._ended = []             # (tag, result, bytes acknowledged) of tagged transfers that ended
@@ -139,10 +139,10 @@ class SessionTable:
         now = self._clock()
         fired = 0
         first = self._now_tick + 1
-        if now - first >= WHEEL_SLOTS:
-            first = now - WHEEL_SLOTS + 1
+        if now - first >= _WHEEL_SLOTS:
+            first = now - _WHEEL_SLOTS + 1
         for t in range(first, now + 1):
-            slot = self._wheel[t & (WHEEL_SLOTS - 1)]
+            slot = self._wheel[t & (_WHEEL_SLOTS - 1)]
             if not slot:
                 continue
             for sid in [sid for sid in slot if self._sessions[sid].deadline <= now]:
@@ -250,8 +250,8 @@ class SessionTable:
         if s.slot >= 0:
             self._wheel[s.slot].discard(s.sid)
         # Exponential backoff (1, 2, 4, then 8 timeouts): an overloaded path gets room.
-        s.deadline = self._clock() + (s.timeout << min(s.retries, MAX_BACKOFF))
-        s.slot = s.deadline & (WHEEL_SLOTS - 1)
+        s.deadline = self._clock() + (s.timeout << min(s.retries, _MAX_BACKOFF))
+        s.slot = s.deadline & (_WHEEL_SLOTS - 1)
         self._wheel[s.slot].add(s.sid)
 
     def _end(self, s, result):

@@ -9,6 +9,7 @@ import os
 import sys
 
 from wwfast import __version__
+from wwfast.dirs import add_dir_arguments
 from wwfast.errors import ConfigError, UsageError
 from wwfast.fsutil import LockBusy
 
@@ -17,7 +18,7 @@ COMMAND_MODULES = [
     "wwfast.commands.node",
     "wwfast.commands.profile",
     "wwfast.commands.warewulf",
-    "wwfast.commands.serve",
+    "wwfast.commands.stages",
     "wwfast.commands.status",
     "wwfast.commands.overlay",
     "wwfast.commands.upgrade",
@@ -26,18 +27,6 @@ COMMAND_MODULES = [
     "wwfast.commands.cluster",
     "wwfast.commands.power",
 ]
-
-
-def add_dir_arguments(parser, default=True):
-    """--conf/--state with their defaults ($WWFAST_CONF/$WWFAST_STATE, else conf/var), for the `wwfast`
-    command and every stage. Subcommands get them with SUPPRESS so they never undo the global value."""
-    try:
-        parser.add_argument("--conf", metavar="DIR", help="configuration directory (default: conf, $WWFAST_CONF)",
-                            default=os.environ.get("WWFAST_CONF", "conf") if default else argparse.SUPPRESS)
-        parser.add_argument("--state", metavar="DIR", help="state directory (default: var, $WWFAST_STATE)",
-                            default=os.environ.get("WWFAST_STATE", "var") if default else argparse.SUPPRESS)
-    except argparse.ArgumentError:  # the module defined them itself
-        pass
 
 
 def _subparsers(parser):
@@ -61,6 +50,14 @@ def build_parser():
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    from wwfast.commands import stages
+    verb = stages.split_stage_argv(argv)
+    if verb is not None:       # a stage: its own parser and output, nothing else of the command tree loaded
+        try:
+            return stages.run(*verb)
+        except KeyboardInterrupt:
+            return 130
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0

@@ -92,6 +92,20 @@ def atomic_write(path, data, perms=0o644, fsync=True):
         f.write(data)
 
 
+def write_if_changed(path, data, fsync=False):
+    """Write `data` (str or bytes) atomically unless the file already holds it; True when written. Per-file
+    incremental output: an unchanged file keeps its inode and mtime, so the next stage sees it unchanged."""
+    data = data.encode() if isinstance(data, str) else data
+    try:
+        with open(path, "rb") as f:
+            if f.read() == data:
+                return False
+    except OSError:
+        pass
+    atomic_write(path, data, fsync=fsync)
+    return True
+
+
 def sha256_file(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -4,14 +4,14 @@
     STATE/images/<image>/rootfs/, image.json     imported images (wwfast image import)
     STATE/ssh/                                   cluster SSH keys, made once (build)
     STATE/build/build.json                       what build produced, per node (build)
-    STATE/build/.lock                            held by a build; image changes take it to swap trees
     STATE/build/images/<image>.cpio.zst|.gz      image archives, packed straight into the compressors
     STATE/build/overlays/<node>/<context>.cpio   system and runtime overlays
     STATE/build/ipxe/<node>.ipxe, unknown.ipxe   iPXE scripts
     STATE/store/<sha256>.<suffix>                content-addressed published files (compress)
     STATE/publish/manifest.json                  node -> artifacts, the commit point (compress)
     STATE/serve/status.json                      node status kept by serve
-    STATE/stages/<stage>.stamp, <stage>.lock     the stage runner's record and lock per stage
+    STATE/stages/<stage>.stamp, <stage>.lock     the stage runner's record and lock per stage (image changes
+                                                 take build's to swap trees)
     STATE/.make-all.lock                         one `make all` / `wwfast all` at a time
 """
 import os
@@ -61,8 +61,9 @@ def build_json(state_dir):
 
 
 def build_lock(state_dir):
-    """Held by a build run; image changes (import, exec, rename, delete) take it to swap trees."""
-    return _join(state_dir, "build", ".lock")
+    """The build stage's lock (held by a build run); image changes (import, exec, rename, delete) take it
+    to swap trees."""
+    return stage_lock(state_dir, "build")
 
 
 def build_images_dir(state_dir):

@@ -49,12 +49,14 @@ def kernel_path():
 class ClusterSpec:
     """Parameters that make a different published state (the cache key)."""
 
-    def __init__(self, nodes, image_mb, secure, addresses, server_address, nbp):
+    def __init__(self, nodes, image_mb, secure, addresses, server_address, nbp, cluster_block=""):
         self.nodes, self.image_mb, self.secure = nodes, image_mb, secure
         self.addresses, self.server_address, self.nbp = addresses, server_address, nbp
+        self.cluster_block = cluster_block      # a `cluster:` settings block: scripts get the cache-tier branch
 
     def key(self):
-        return f"n{self.nodes}-img{self.image_mb:g}-{'secure' if self.secure else 'open'}-{self.server_address}"
+        return (f"n{self.nodes}-img{self.image_mb:g}-{'secure' if self.secure else 'open'}-{self.server_address}"
+                + ("-cachetier" if self.cluster_block else ""))
 
 
 def write_conf(conf, spec, tftp_root):
@@ -76,7 +78,7 @@ compression:
   zstd level: 3
   gzip: true
   threads: 0
-""")
+""" + spec.cluster_block)
     lines = ["nodeprofiles:", "  default:", f"    image name: {IMAGE}",
              "    kernel:", "      args: [console=ttyS0, quiet]",
              "    system overlay: [wwinit, hostname, hosts, network, ssh.host_keys, issue, resolv, fstab]",

@@ -20,7 +20,7 @@ SLACK = 0.005
 # ($msec, millisecond resolution) after the response is sent, so the same holds for its log.
 END_SLACK = 0.25
 FETCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fetch_status.py")
-# Field names of a boot record request (TEAM.md's contract; docs/formats.md once serve has them)
+# Field names of a boot record request (docs/formats.md, "Node status and boot records")
 RECORD = {"stage": "stage", "file": "file", "bytes": "bytes", "start": "start", "end": "end",
           "result": "result", "client": "client", "protocol": "protocol"}
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 from wwfast import fsutil
-from wwfast.cli import add_dir_arguments
+from wwfast.dirs import add_dir_arguments
 
 BUSYBOX = "/bin/busybox"
 CONSOLE_TAG = "WWFAST-NODE"

@@ -2,8 +2,8 @@
 
 For each image named by a node: STATE/build/images/<image>.cpio (the rootfs as newc, excludes
 applied: the image's own etc/warewulf/excludes plus the settings' 'image excludes'),
-<image>.kernel (the default kernel, Warewulf's discovery) and <image>.meta.json (what was built,
-from which inputs). A node whose kernel.version picks another kernel gets
+<image>.kernel (the default kernel, Warewulf's discovery). What was built from which inputs is kept
+per image in the caller's `memory` dict (the build stage's stamp, wwfast.runner). A node whose kernel.version picks another kernel gets
 <image>@<version>.kernel. An image whose inputs are unchanged is not rebuilt; otherwise the step
 says why it rebuilds.
 
@@ -13,13 +13,12 @@ excludes, the settings this step reads, the fixed mtime (SOURCE_DATE_EPOCH) and 
 step versions.
 """
 import dataclasses
-import json
 import os
 import re
 import shutil
 import time
 
-from wwfast import cpio, fsutil, layout
+from wwfast import cpio, fsutil, layout, runner
 from wwfast.build import images, kernels
 
 STEP_VERSION = 1
@@ -79,7 +78,7 @@ def fingerprint(state_dir, image, excludes, mtime, wanted_kernels):
     rootfs = images.image_root(state_dir, image)
     return {
         "image": info.get("fingerprint", ""),
-        "tree": images.tree_digest(rootfs, content=False)[0],
+        "tree": runner.tree_stamp(rootfs),   # the same walk the runner made to decide the stage reruns
         "excludes": list(excludes),
         "mtime": mtime,
         "kernels": sorted(wanted_kernels),
@@ -88,12 +87,9 @@ def fingerprint(state_dir, image, excludes, mtime, wanted_kernels):
     }
 
 
-def _why(meta_path, fp, out):
+def _why(meta, fp, out):
     """None when current, else the reason to rebuild."""
-    try:
-        with open(meta_path, "rb") as f:
-            meta = json.loads(f.read())
-    except (OSError, ValueError):
+    if not meta:
         return "no previous build"
     if meta.get("format") != META_FORMAT:
         return "no previous build in this format"
@@ -112,8 +108,10 @@ def _copy_kernel(src, dest):
         shutil.copyfileobj(fsrc, fdst, 1 << 20)
 
 
-def build_image(state_dir, image, node_ids, nodes, settings_excludes, mtime, force=False, log=print):
-    """Build one image; returns ({node id: build.json fields}, meta)."""
+def build_image(state_dir, image, node_ids, nodes, settings_excludes, mtime, force=False, log=print, memory=None):
+    """Build one image; returns ({node id: build.json fields}, meta). `memory`: {image: meta} of the
+    previous builds, updated in place."""
+    memory = {} if memory is None else memory
     rootfs = images.require_image(state_dir, image)
     out = out_dir(state_dir)
     excludes = list(settings_excludes) + images.read_excludes(rootfs)
@@ -134,13 +132,12 @@ def build_image(state_dir, image, node_ids, nodes, settings_excludes, mtime, for
     for k in [default] + list(node_kernel.values()):
         kernel_files.setdefault(k.path, _kernel_file(image, k, default))
     fp = fingerprint(state_dir, image, excludes, mtime, kernel_files)
-    meta_path = os.path.join(out, f"{image}.meta.json")
-    reason = "forced" if force else _why(meta_path, fp, out)
+    reason = "forced" if force else _why(memory.get(image), fp, out)
     if reason is None:
         log(f"build: image {image}: current (inputs unchanged)")
-        with open(meta_path, "rb") as f:
-            meta = json.loads(f.read())
+        meta = memory[image]
     else:
+        memory.pop(image, None)   # forgotten until this build finished: never a stale skip
         log(f"build: image {image}: rebuilding ({reason})")
         started = time.monotonic()
         cpio_name = f"{image}.cpio"
@@ -161,8 +158,7 @@ def build_image(state_dir, image, node_ids, nodes, settings_excludes, mtime, for
             "compiled_writer": cpio.COMPILED,
             "seconds": round(time.monotonic() - started, 3),
         }
-        # Written last: a crash before it means "no previous build" next time, never a stale skip.
-        fsutil.atomic_write(meta_path, json.dumps(meta, sort_keys=True, indent=1) + "\n")
+        memory[image] = meta
         log(f"build: image {image}: {entries} entries, {meta['cpio']['size']} bytes, kernel "
             f"{default.version or default.path} in {meta['seconds']:.2f} s")
     fields = {}
@@ -177,9 +173,11 @@ def build_image(state_dir, image, node_ids, nodes, settings_excludes, mtime, for
     return fields, meta
 
 
-def run_step(state_dir, nodes, settings, force=False, log=print, mtime=None):
-    """The images step over all nodes: a StepResult (errors are collected, not raised)."""
+def run_step(state_dir, nodes, settings, force=False, log=print, mtime=None, memory=None):
+    """The images step over all nodes: a StepResult (errors are collected, not raised). `memory`:
+    {image: what was built from which inputs}, updated in place; images no longer used are dropped."""
     result = StepResult()
+    memory = {} if memory is None else memory
     excludes = list(getattr(settings, "image_excludes", []) or [])
     if mtime is None:
         mtime = cpio.source_date_epoch()
@@ -190,8 +188,11 @@ def run_step(state_dir, nodes, settings, force=False, log=print, mtime=None):
     os.makedirs(out_dir(state_dir), exist_ok=True)
     for image, node_ids in images_used(nodes).items():
         try:
-            fields, _meta = build_image(state_dir, image, node_ids, nodes, excludes, mtime, force=force, log=log)
+            fields, _meta = build_image(state_dir, image, node_ids, nodes, excludes, mtime, force=force, log=log,
+                                        memory=memory)
             result.nodes.update(fields)
         except (BuildError, images.ImageError, kernels.KernelError) as e:
             result.errors.append(str(e) if "node" in str(e) else f"{e} (used by {', '.join(node_ids)})")
+    for image in set(memory) - set(images_used(nodes)):
+        del memory[image]
     return result

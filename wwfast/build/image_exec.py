@@ -84,12 +84,6 @@ def _die_with_parent():
     ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def _copy_tree(src, dest):
-    run = subprocess.run(["cp", "-a", "--reflink=auto", "--", src, dest], capture_output=True, text=True)
-    if run.returncode != 0:
-        raise images.ImageError(f"cannot copy the image for the run: {run.stderr.strip()}")
-
-
 def _remove_mount_points(record, log):
     """Remove what the run created to mount on, deepest first, if it is still an empty stand-in, and
     put back the mtime of the directories they were made in (unless the command changed them too)."""
@@ -130,52 +124,56 @@ def _mounts_under(path):
     return found
 
 
-def run_in_image(state_dir, name, argv, binds=(), shell=False, log=print):
+def run_in_image(state_dir, name, argv, binds=(), shell=False, syncuser=False, server_etc="/etc", log=print):
     """Run argv (or the image's shell) inside image `name`; returns the command's exit status.
     The image is replaced by the changed copy when the command succeeded (a shell: whenever it
-    exited by itself, whatever its status), else left as it was."""
-    images.check_name(name)
-    images.require_image(state_dir, name)
+    exited by itself, whatever its status), else left as it was. syncuser: when the run changed
+    /etc/passwd or /etc/group, align the ids with the server's before the swap (as Warewulf)."""
+    from wwfast.build import image_admin, syncuser as sync_ids
     mounts = system_mounts() + [parse_bind(b) for b in binds]
-    dest = images.image_dir(state_dir, name)
-    with images.image_lock(state_dir, name):
-        info = images.load_info(state_dir, name)
-        tmp = images.work_dir(state_dir, name)
-        try:
-            rootfs = os.path.join(tmp, "rootfs")
-            _copy_tree(images.image_root(state_dir, name), rootfs)
-            if shell:
-                argv = shell_argv(rootfs)
-            if not argv:
-                raise images.ImageError("no command given (wwfast image exec NAME -- CMD ...)")
-            spec = {"root": rootfs, "mounts": mounts, "argv": list(argv), "env": command_env(name),
-                    "exit_scripts": EXIT_SCRIPTS, "record": os.path.join(tmp, "mountpoints.json"),
-                    "outcome": os.path.join(tmp, "outcome.json")}
-            fsutil.atomic_write(os.path.join(tmp, "spec.json"), json.dumps(spec) + "\n", perms=0o600)
-            status = _launch(os.path.join(tmp, "spec.json"))
-            outcome = _read_json(spec["outcome"])
-            if os.path.exists(spec["record"]):
-                _remove_mount_points(_read_json(spec["record"]) or {}, log)
-            leaked = _mounts_under(tmp)
-            if leaked:
-                raise images.ImageError(f"mounts of the run are visible outside it: {', '.join(leaked)}")
-            keep = outcome is not None and (outcome["status"] == 0 or (shell and outcome["signal"] is None))
-            if not keep:
-                log(f"image exec: {' '.join(argv)} failed (status {status}); image {name} is unchanged")
-                return status or 1
-            if outcome["status"] != 0:
-                log(f"image shell: the shell exited with status {outcome['status']}; keeping its changes")
-            for leftover in ("spec.json", "mountpoints.json", "outcome.json"):
-                os.unlink(os.path.join(tmp, leftover))
-            info["changed"] = images.now_utc()
-            info["last_exec"] = list(argv)
-            images.write_info(tmp, info)
-            images.commit(state_dir, tmp, dest, log=log)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    log(f"image {name}: changed; {info['entries']} entries, {info['bytes']} bytes, fingerprint "
-        f"{info['fingerprint'][:16]} (the next build repacks it)")
+    with image_admin.change(state_dir, name, log=log) as ch:
+        if shell:
+            argv = shell_argv(ch.rootfs)
+        if not argv:
+            raise images.ImageError("no command given (wwfast image exec NAME -- CMD ...)")
+        userdb = _userdb(ch.rootfs)
+        work = os.path.join(ch.tmp, "run")
+        os.mkdir(work, 0o700)
+        spec = {"root": ch.rootfs, "mounts": mounts, "argv": list(argv), "env": command_env(name),
+                "exit_scripts": EXIT_SCRIPTS, "record": os.path.join(work, "mountpoints.json"),
+                "outcome": os.path.join(work, "outcome.json")}
+        fsutil.atomic_write(os.path.join(work, "spec.json"), json.dumps(spec) + "\n", perms=0o600)
+        status = _launch(os.path.join(work, "spec.json"))
+        outcome = _read_json(spec["outcome"])
+        _remove_mount_points(_read_json(spec["record"]) or {}, log)
+        shutil.rmtree(work)
+        leaked = _mounts_under(ch.tmp)
+        if leaked:
+            raise images.ImageError(f"mounts of the run are visible outside it: {', '.join(leaked)}")
+        ch.keep = outcome is not None and (outcome["status"] == 0 or (shell and outcome["signal"] is None))
+        if not ch.keep:
+            log(f"image exec: {' '.join(argv)} failed (status {status}); image {name} is unchanged")
+            return status or 1
+        if outcome["status"] != 0:
+            log(f"image shell: the shell exited with status {outcome['status']}; keeping its changes")
+        if syncuser and _userdb(ch.rootfs) != userdb:
+            sync_ids.sync(ch.rootfs, server_etc, log=log)
+        ch.info["changed"] = images.now_utc()
+        ch.info["last_exec"] = list(argv)
+    log(f"image {name}: changed; {ch.info['entries']} entries, {ch.info['bytes']} bytes, fingerprint "
+        f"{ch.info['fingerprint'][:16]} (the next build repacks it)")
     return outcome["status"]
+
+
+def _userdb(rootfs):
+    out = []
+    for what in ("passwd", "group"):
+        try:
+            with open(fsutil.resolve_in_root(rootfs, f"/etc/{what}"), "rb") as f:
+                out.append(f.read())
+        except OSError:
+            out.append(None)
+    return out
 
 
 def _read_json(path):

@@ -157,31 +157,38 @@ def detect_kind(source):
     return "tar"
 
 
-def import_image(source, name, state_dir, update=False, log=print, source_label=None, extra_info=None):
-    """Import `source` as image `name`; returns the image.json dict. `source_label` is what
-    image.json records as the source (a registry reference when `source` is its download)."""
+def import_image(source, name, state_dir, update=False, log=print, pull=None):
+    """Import `source` as image `name`; returns the image.json dict. A `docker://` or `docker-daemon:`
+    source is pulled first (registry.pull, with `pull` = registry.PullOptions) into the import's
+    temp directory, so a failed pull leaves nothing behind either."""
+    from wwfast.build import registry
     check_name(name)
-    source = os.path.abspath(source)
+    remote = registry.is_remote(source)
+    if not remote:
+        source = os.path.abspath(source)
     dest = image_dir(state_dir, name)
     with image_lock(state_dir, name):
         if os.path.exists(dest) and not update:
             raise ImageError(f"image {name!r} already exists; add --update to re-import it")
-        kind = detect_kind(source)
+        kind = "registry" if remote else detect_kind(source)
         tmp = work_dir(state_dir, name)
         try:
             rootfs = os.path.join(tmp, "rootfs")
             os.mkdir(rootfs, 0o755)
-            log(f"importing {source} ({kind}) as {name}")
-            layers = _fill(kind, source, rootfs)
-            info = {
-                "format": IMAGE_FORMAT,
-                "name": name,
-                "source": source_label or source,
-                "kind": kind,
-                "layers": layers,
-                "imported": now_utc(),
-            }
-            info.update(extra_info or {})
+            info = {"format": IMAGE_FORMAT, "name": name, "source": source, "kind": kind}
+            if remote:
+                download = os.path.join(tmp, "download")
+                pulled = registry.pull(source, download, pull or registry.PullOptions(), tmp, log=log)
+                info.update(platform=pulled["platform"], manifest=pulled["manifest"])
+                log(f"importing {source} ({pulled['platform']}, {pulled['blobs']} blobs checked) as {name}")
+                info["layers"] = _fill("oci-dir", download, rootfs, what=source)
+                for leftover in os.listdir(tmp):   # the download, skopeo's temp files, the auth file
+                    if leftover != "rootfs":
+                        _remove_path(os.path.join(tmp, leftover))
+            else:
+                log(f"importing {source} ({kind}) as {name}")
+                info["layers"] = _fill(kind, source, rootfs)
+            info["imported"] = now_utc()
             write_info(tmp, info)
             commit(state_dir, tmp, dest, log=log)
         except BaseException:
@@ -189,6 +196,13 @@ def import_image(source, name, state_dir, update=False, log=print, source_label=
             raise
     log(f"image {name}: {info['entries']} entries, {info['bytes']} bytes, fingerprint {info['fingerprint'][:16]}")
     return info
+
+
+def _remove_path(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
 
 
 def now_utc():
@@ -239,10 +253,12 @@ def commit(state_dir, tmp, dest, log=print):
     """Swap the finished tree `tmp` into `dest` atomically, under the build lock."""
     os.chmod(tmp, 0o755)
     with build_locked(state_dir, log=log):
-        _install(tmp, dest)
+        previous = _install(tmp, dest)
+    if previous:   # removed after the lock is released: a build waits only for the swap itself
+        shutil.rmtree(previous, ignore_errors=True)
 
 
-def _fill(kind, source, rootfs):
+def _fill(kind, source, rootfs, what=None):
     """Put the image tree into rootfs; returns the number of layers applied."""
     # tar, zstd and friends only when importing (define and build read images without them)
     from wwfast.build.layers import LayerError, apply_layer, open_layer_stream
@@ -262,7 +278,7 @@ def _fill(kind, source, rootfs):
             count += 1
         return count
     except LayerError as e:
-        raise ImageError(f"{source}: {e}") from None
+        raise ImageError(f"{what or source}: {e}") from None
 
 
 def _copy_dir(source, rootfs):
@@ -278,11 +294,13 @@ _RENAME_EXCHANGE = 2
 
 
 def _install(tmp, dest):
-    """Put the new image in place: an atomic swap when it replaces one (renameat2 RENAME_EXCHANGE)."""
+    """Put the new image in place: an atomic swap when it replaces one (renameat2 RENAME_EXCHANGE).
+    Returns the path now holding the previous image (inside the store's work-tree names, so a crash
+    before it is removed leaves it for the next operation to clean), or None."""
     if not os.path.exists(dest):
         os.rename(tmp, dest)
         fsutil.fsync_dir(os.path.dirname(dest))
-        return
+        return None
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     at_fdcwd = -100
@@ -294,7 +312,7 @@ def _install(tmp, dest):
         os.rename(tmp, dest)
         tmp = old
     fsutil.fsync_dir(os.path.dirname(dest))
-    shutil.rmtree(tmp, ignore_errors=True)   # now holds the previous image
+    return tmp      # now holds the previous image
 
 
 def _remove_stale(store, name):

@@ -178,41 +178,31 @@ class IpxeRenderer:
         return self._render(name, data, None, go_data)
 
 
-def write_if_changed(path, text):
-    """Write `text` (str or bytes) atomically unless the file already holds it; True when written."""
-    data = text.encode() if isinstance(text, str) else text
-    try:
-        with open(path, "rb") as f:
-            if f.read() == data:
-                return False
-    except OSError:
-        pass
-    fsutil.atomic_write(path, data, fsync=False)
-    return True
+write_if_changed = fsutil.write_if_changed
 
 
 def build_ipxe(conf_dir, state_dir, settings, nodes):
-    """Write every node's script and unknown.ipxe; returns (changed node ids, removed file names)."""
+    """Write every node's script and unknown.ipxe; returns (changed node ids, removed file names). The
+    caller holds the build stage's lock."""
     renderer = IpxeRenderer(conf_dir, settings, state_dir)
     directory = out_dir(state_dir)
     os.makedirs(directory, exist_ok=True)
-    with fsutil.locked(os.path.join(directory, ".lock"), what="another iPXE build"):
-        ids = sorted(nodes)
-        for name in {nodes[n].ipxe_template for n in ids}:
-            renderer.template(name)   # compiled once, before the fork: every worker inherits it
+    ids = sorted(nodes)
+    for name in {nodes[n].ipxe_template for n in ids}:
+        renderer.template(name)   # compiled once, before the fork: every worker inherits it
 
-        def write_scripts(share):
-            return [n for n in share
-                    if write_if_changed(os.path.join(directory, f"{n}.ipxe"), renderer.node_script(nodes[n]))]
-        shares = fanout.map_split(write_scripts, ids, fanout.workers_for(len(ids)), errors=WORKER_ERRORS)
-        changed = sorted(n for share in shares for n in share)
-        write_if_changed(os.path.join(directory, f"{UNKNOWN}.ipxe"), renderer.unknown_script())
-        keep = {f"{n}.ipxe" for n in nodes} | {f"{UNKNOWN}.ipxe", ".lock"}
-        removed = sorted(f for f in os.listdir(directory) if f.endswith(".ipxe") and f not in keep)
-        for f in removed:
-            os.unlink(os.path.join(directory, f))
-        if changed:
-            syncfs(directory)
+    def write_scripts(share):
+        return [n for n in share
+                if write_if_changed(os.path.join(directory, f"{n}.ipxe"), renderer.node_script(nodes[n]))]
+    shares = fanout.map_split(write_scripts, ids, fanout.workers_for(len(ids)), errors=WORKER_ERRORS)
+    changed = sorted(n for share in shares for n in share)
+    write_if_changed(os.path.join(directory, f"{UNKNOWN}.ipxe"), renderer.unknown_script())
+    keep = {f"{n}.ipxe" for n in nodes} | {f"{UNKNOWN}.ipxe"}
+    removed = sorted(f for f in os.listdir(directory) if f.endswith(".ipxe") and f not in keep)
+    for f in removed:
+        os.unlink(os.path.join(directory, f))
+    if changed:
+        syncfs(directory)
     return changed, removed
 
 

@@ -8,7 +8,9 @@ node) are written once and hard-linked.
 
 Incremental: a fingerprint per node and context covers the node's data, the overlays' files, the
 settings, and (only for the templates that use them) all nodes, the node's image and the server files
-they include. Nodes whose fingerprints match and whose archives exist are left alone.
+they include. Nodes whose fingerprints match and whose archives exist are left alone. The fingerprints
+live in the caller's `memory` dict (the build stage keeps it in its stamp, wwfast.runner); the caller
+holds the build stage's lock.
 
 Outside secure mode a file that the runtime archive carries with the same bytes (e.g. /etc/hosts, which
 lists every node) is not repeated in the system archive: the kernel unpacks runtime after system, so the
@@ -27,7 +29,7 @@ from wwfast.build import fanout, overlays, sshkeys
 from wwfast.build.render import RenderError, Renderer
 
 CONTEXTS = ("system", "runtime")
-STATE_FORMAT = 1
+MEMORY_FORMAT = 1
 # Bumped when the bytes produced for the same inputs change (part of every fingerprint).
 BUILD_VERSION = 1
 # Fixed mtime: same inputs, same bytes, whatever the checkout time of the overlay files.
@@ -43,10 +45,6 @@ def out_dir(state_dir):
 
 def archive_path(state_dir, node_id, context):
     return layout.overlay_archive(state_dir, node_id, context)
-
-
-def _state_path(state_dir):
-    return os.path.join(out_dir(state_dir), "state.json")
 
 
 class Item:
@@ -95,6 +93,7 @@ class Result:
         self.current = []     # node ids left alone
         self.removed = []     # output dirs of nodes no longer defined
         self.reasons = {}     # node id -> why it was rebuilt
+        self.server_files = []  # files outside the overlays that the templates read (inputs of the build)
         self.seconds = 0.0
 
     def summary(self):
@@ -303,60 +302,65 @@ class OverlayBuilder:
         return self.deps
 
     # ------------------------------------------------------------------------------ the whole build
-    def run(self, force=False, log=None, only=None):
+    def run(self, force=False, log=None, only=None, memory=None):
         """Build what changed; `only` (a set of node ids) limits the build to those nodes, the others
-        keep their archives and recorded fingerprints."""
+        keep their archives and recorded fingerprints. `memory`: the previous run's record (a dict,
+        updated in place; None: no record, every node is built)."""
         started = time.monotonic()
         result = Result()
+        memory = {} if memory is None else memory
         os.makedirs(out_dir(self.state_dir), exist_ok=True)
-        with fsutil.locked(os.path.join(out_dir(self.state_dir), ".lock"), what="another overlay build"):
-            if any(n in node.system_overlay + node.runtime_overlay
-                   for node in self.nodes.values() for n in ("ssh.host_keys", "ssh.authorized_keys")):
-                made = sshkeys.ensure_keys(self.state_dir)
-                if made and log:
-                    log(f"build: overlays: generated ssh keys {', '.join(made)} in {sshkeys.ssh_dir(self.state_dir)}")
-            previous = _load_state(self.state_dir)
-            prev_nodes = previous.get("nodes", {})
-            prev_files = previous.get("server_files", [])
-            fps = self.fingerprints(prev_files)
-            todo = []
-            skipped = set(self.nodes) - set(only) if only is not None else set()
-            for node_id in sorted(self.nodes):
-                if node_id in skipped:
-                    continue
-                why = _why_rebuild(self.state_dir, node_id, fps[node_id], prev_nodes.get(node_id), force)
-                if why:
-                    todo.append(node_id)
-                    result.reasons[node_id] = why
-                else:
-                    result.current.append(node_id)
-            if todo:
-                # Shared parts first, in this process, so forked workers inherit them.
-                for node_id in todo:
-                    for context in CONTEXTS:
-                        self.plan(_overlay_list(self.nodes[node_id], context), node_id, context)
-                deps = self._build_parallel(todo) if len(todo) >= PARALLEL_MIN_NODES and self.workers > 1 \
-                    else self.build_nodes(todo)
-                syncfs(out_dir(self.state_dir))
+        if any(n in node.system_overlay + node.runtime_overlay
+               for node in self.nodes.values() for n in ("ssh.host_keys", "ssh.authorized_keys")):
+            made = sshkeys.ensure_keys(self.state_dir)
+            if made and log:
+                log(f"build: overlays: generated ssh keys {', '.join(made)} in {sshkeys.ssh_dir(self.state_dir)}")
+        previous = memory if memory.get("format") == MEMORY_FORMAT else {}
+        prev_nodes = dict(previous.get("nodes", {}))
+        prev_files = previous.get("server_files", [])
+        fps = self.fingerprints(prev_files)
+        todo = []
+        skipped = set(self.nodes) - set(only) if only is not None else set()
+        for node_id in sorted(self.nodes):
+            if node_id in skipped:
+                continue
+            why = _why_rebuild(self.state_dir, node_id, fps[node_id], prev_nodes.get(node_id), force)
+            if why:
+                todo.append(node_id)
+                result.reasons[node_id] = why
             else:
-                deps = set()
-            result.rebuilt = todo
-            for stale in sorted(set(os.listdir(out_dir(self.state_dir))) - set(self.nodes)):
-                path = os.path.join(out_dir(self.state_dir), stale)
-                if os.path.isdir(path) and not stale.startswith("."):
-                    shutil.rmtree(path)
-                    result.removed.append(stale)
-            files = sorted({d for d in deps | set(prev_files) if isinstance(d, str)})
-            if files != sorted(prev_files):
-                fps = self.fingerprints(files)  # as the next run will compute them, over the files read now
-            for node_id in skipped:  # not built now: keep what the last build recorded (none: built next time)
-                if node_id in prev_nodes:
-                    fps[node_id] = prev_nodes[node_id]
-                else:
-                    fps.pop(node_id, None)
-            new_state = {"format": STATE_FORMAT, "nodes": fps, "server_files": files}
-            if new_state != previous:  # a run that changed nothing leaves the state dir untouched
-                fsutil.atomic_write(_state_path(self.state_dir), json.dumps(new_state, sort_keys=True) + "\n")
+                result.current.append(node_id)
+        if todo:
+            # Forget what is about to be rewritten: a run that dies half way never leaves a record
+            # that matches an archive it did not finish.
+            rewriting = set(todo)
+            memory["nodes"] = {n: v for n, v in prev_nodes.items() if n not in rewriting}
+            # Shared parts first, in this process, so forked workers inherit them.
+            for node_id in todo:
+                for context in CONTEXTS:
+                    self.plan(_overlay_list(self.nodes[node_id], context), node_id, context)
+            deps = self._build_parallel(todo) if len(todo) >= PARALLEL_MIN_NODES and self.workers > 1 \
+                else self.build_nodes(todo)
+            syncfs(out_dir(self.state_dir))
+        else:
+            deps = set()
+        result.rebuilt = todo
+        for stale in sorted(set(os.listdir(out_dir(self.state_dir))) - set(self.nodes)):
+            path = os.path.join(out_dir(self.state_dir), stale)
+            if os.path.isdir(path) and not stale.startswith("."):
+                shutil.rmtree(path)
+                result.removed.append(stale)
+        files = sorted({d for d in deps | set(prev_files) if isinstance(d, str)})
+        if files != sorted(prev_files):
+            fps = self.fingerprints(files)  # as the next run will compute them, over the files read now
+        for node_id in skipped:  # not built now: keep what the last build recorded (none: built next time)
+            if node_id in prev_nodes:
+                fps[node_id] = prev_nodes[node_id]
+            else:
+                fps.pop(node_id, None)
+        memory.clear()
+        memory.update({"format": MEMORY_FORMAT, "nodes": fps, "server_files": files})
+        result.server_files = files
         result.seconds = time.monotonic() - started
         return result
 
@@ -468,15 +472,6 @@ def _image_digest(state_dir, image):
         return "no image.json"
 
 
-def _load_state(state_dir):
-    try:
-        with open(_state_path(state_dir)) as f:
-            state = json.load(f)
-        return state if state.get("format") == STATE_FORMAT else {}
-    except (OSError, ValueError):
-        return {}
-
-
 def _why_rebuild(state_dir, node_id, fps, previous, force):
     if force:
         return "forced"
@@ -505,19 +500,23 @@ def syncfs(path):
         os.sync()
 
 
-def build_overlays(conf_dir, state_dir, settings, nodes, force=False, workers=None, log=None, only=None):
+def build_overlays(conf_dir, state_dir, settings, nodes, force=False, workers=None, log=None, only=None,
+                   memory=None):
     """Build the overlays of every node in `nodes` ({id: node}), or of the ids in `only`; returns a
-    Result (rebuilt/current lists)."""
+    Result (rebuilt/current lists). `memory`: see OverlayBuilder.run."""
     builder = OverlayBuilder(conf_dir, state_dir, settings, nodes, workers=workers)
-    return builder.run(force=force, log=log, only=only)
+    return builder.run(force=force, log=log, only=only, memory=memory)
 
 
-def run_step(conf_dir, state_dir, nodes, settings, force=False, log=print):
-    """The build stage's overlays step: a build_images.StepResult with system/runtime paths per node."""
+def run_step(conf_dir, state_dir, nodes, settings, force=False, log=print, memory=None, add_inputs=None):
+    """The build stage's overlays step: a build_images.StepResult with system/runtime paths per node.
+    `add_inputs(paths)` is told the server files the templates read."""
     from wwfast.build.image_archives import StepResult
     result = StepResult()
     try:
-        built = build_overlays(conf_dir, state_dir, settings, nodes, force=force, log=log)
+        built = build_overlays(conf_dir, state_dir, settings, nodes, force=force, log=log, memory=memory)
+        if add_inputs is not None:
+            add_inputs(built.server_files)
     except (RenderError, overlays.OverlayError, OSError, RuntimeError) as e:
         result.errors.append(str(e))
         return result

@@ -468,7 +468,9 @@ class Renderer:
             "server": server_view(settings),
             "settings": settings.as_dict() if hasattr(settings, "as_dict") else {},
             "all_nodes": list(self.nodes.values()),
-            "paths": View(conf=self.conf_dir, state=self.state_dir, ssh=layout.ssh_dir(self.state_dir)),
+            # Absolute: templates include these paths, and a relative one would be read under the conf dir.
+            "paths": View(conf=os.path.abspath(self.conf_dir), state=os.path.abspath(self.state_dir),
+                          ssh=os.path.abspath(layout.ssh_dir(self.state_dir))),
         })
         self._compiled = {}
         self._image_roots = {}

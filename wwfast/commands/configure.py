@@ -14,7 +14,7 @@ from wwfast import fsutil, records
 from wwfast.build import inventory
 from wwfast.configure import dhcp, files, hostsfile, nginx_cache, plan, tftproot, tls
 from wwfast.define import nodes, settings
-from wwfast.errors import UsageError
+from wwfast.errors import ConfigError, UsageError
 
 
 def register(subparsers):
@@ -136,6 +136,9 @@ def cmd_configure(args):
         raise UsageError("say what to configure: wwfast configure dhcp|hosts|tftp|cache, or wwfast configure --all")
     if args.what is not None and args.all:
         raise UsageError("--all configures everything: give either --all or one service")
+    if not os.path.isdir(args.conf):
+        # a mistyped --conf would otherwise configure an empty cluster: /etc/hosts without its nodes
+        raise ConfigError(args.conf, None, "", "the configuration directory does not exist")
     conf = settings.load(args.conf)
     if args.what == "tftp":
         return configure_tftp(args, conf)

@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from wwfast import layout, records
+from wwfast import layout, records, runner
 from wwfast.build import overlays, sshkeys
 from wwfast.define import settings
 from wwfast.errors import UsageError
@@ -116,8 +116,10 @@ def cmd_show(args):
 def cmd_build(args):
     all_nodes = records.read_nodes(layout.nodes_json(args.state))
     only = set(select(args.patterns, sorted(all_nodes))) if args.patterns else None
-    result = build_overlays(args.conf, args.state, settings.load(args.conf), all_nodes,
-                            force=args.force, log=print, only=only)
+    # The build stage's lock and its overlay records (the stamp's memory): never beside a running build.
+    work = lambda ctx: build_overlays(ctx.conf_dir, ctx.state_dir, ctx.settings, all_nodes, force=args.force,  # noqa: E731
+                                      log=print, only=only, memory=ctx.memory.setdefault("overlays", {}))
+    result = runner.partial(runner.Stage("build", run=None), args.conf, args.state, settings.load(args.conf), work)
     for node_id in result.rebuilt[:20]:
         print(f"  {node_id}: {result.reasons[node_id]}")
     if len(result.rebuilt) > 20:

@@ -117,7 +117,7 @@ def rows(doc, args, now):
 def show(args, out=print):
     """Print the table (and with NODE names their boot records); False when a named node is unknown."""
     doc, source = fetch(args)
-    records = fetch_records(args, args.nodes, doc, source) if args.nodes and not args.watch else {}
+    records = fetch_records(args, args.nodes, doc, source) if args.nodes else {}
     for rec in doc["nodes"].values():      # the table never shows records (the saved copy has them)
         rec.pop("boot", None)
         rec.pop("last boot", None)

@@ -2,7 +2,10 @@
 
     STATE/store/<sha256 of the uncompressed input>.cpio.zst | .cpio.gz | .kernel | .ipxe
     STATE/publish/manifest.json     node -> artifacts (docs/formats.md); the commit point
-    STATE/publish/compress.json     this stage's memory: input fingerprints, store hashes, retired entries
+
+Whether to run at all is the stage runner's decision (wwfast.runner, stages/compress.py); this module
+publishes when called. Its memory between runs (input hashes by stat key, store hashes, retired store
+files) is a dict the caller keeps: the compress stage's stamp.
 
 Crash safety (kill -9 at any moment): store files appear only by rename of a whole temp file and are
 never rewritten, because a name is fixed by its input's content; the manifest is replaced atomically
@@ -55,10 +58,6 @@ def manifest_path(state_dir):
     return layout.manifest(state_dir)
 
 
-def memory_path(state_dir):
-    return os.path.join(publish_dir(state_dir), "compress.json")
-
-
 def build_dir(state_dir):
     return layout.build_dir(state_dir)
 
@@ -91,51 +90,7 @@ def manifest_files(manifest):
     return files
 
 
-@contextlib.contextmanager
-def lock(state_dir, wait=True, on_wait=None):
-    """Serialise runs: hold the build lock (so the build cannot change our inputs while we read
-    them) and the publish lock. Raises fsutil.LockBusy when `wait` is false and a run holds either.
-    `on_wait(message)` is called once if we have to wait.
-    """
-    paths = [os.path.join(build_dir(state_dir), ".lock"), os.path.join(publish_dir(state_dir), ".lock")]
-    with contextlib.ExitStack() as stack:
-        for path in paths:
-            try:
-                stack.enter_context(fsutil.locked(path, wait=False))
-            except fsutil.LockBusy:
-                message = f"another run (pid {_lock_holder(path)}) holds {path}"
-                if not wait:
-                    raise fsutil.LockBusy(message) from None
-                if on_wait:
-                    on_wait(message + "; waiting for it to finish")
-                stack.enter_context(fsutil.locked(path, wait=True))
-        yield
-
-
-def _lock_holder(path):
-    try:
-        with open(path) as f:
-            return f.read().strip() or "?"
-    except OSError:
-        return "?"
-
-
 # ---- what the stage remembers between runs ----
-
-def _load_memory(state_dir):
-    try:
-        with open(memory_path(state_dir), "rb") as f:
-            memory = json.loads(f.read())
-        if memory.get("format") == FORMAT:
-            return memory
-    except (OSError, ValueError):
-        pass
-    return {"format": FORMAT}
-
-
-def _save_memory(state_dir, memory):
-    fsutil.atomic_write(memory_path(state_dir), json.dumps(memory, sort_keys=True, separators=(",", ":")))
-
 
 def _stat_key(st):
     # A rebuilt file arrives by rename (new inode); an edit in place changes mtime and ctime.
@@ -189,68 +144,6 @@ def _build_inputs(build, path):
     return inputs
 
 
-# ---- is the published state current? ----
-
-def why_stale(state_dir, settings, memory=None):
-    """Reasons to rerun (empty list: the manifest is current and every file it names is in place)."""
-    memory = _load_memory(state_dir) if memory is None else memory
-    reasons = []
-    if memory.get("version") != STAGE_VERSION:
-        reasons.append("no record of a previous run by this stage version"
-                       if "version" not in memory else "the compress code changed")
-        return reasons
-    old, new = memory.get("settings", {}), _settings_key(settings)
-    changed = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in new if old.get(k) != new[k]]
-    if changed:
-        reasons.append("settings changed: " + ", ".join(changed))
-    build, build_digest = _read_build(state_dir)
-    nodes_digest = fsutil.sha256_bytes(_read_bytes(layout.nodes_json(state_dir), "define"))
-    if memory.get("build_json") != build_digest:
-        reasons.append("build.json changed")
-    if memory.get("nodes_json") != nodes_digest:
-        reasons.append("nodes.json changed")
-    changed = _changed_inputs(state_dir, _build_inputs(build, "build.json"), memory.get("inputs", {}))
-    if changed:
-        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
-        reasons.append(f"{len(changed)} build output(s) changed: {shown}")
-    reasons.extend(_manifest_problems(state_dir, memory))
-    return reasons
-
-
-def _changed_inputs(state_dir, inputs, known):
-    changed = []
-    base = build_dir(state_dir)
-    for rel in sorted(inputs):
-        try:
-            key = _stat_key(os.stat(os.path.join(base, rel)))
-        except FileNotFoundError:
-            changed.append(rel + " (missing)")
-            continue
-        if known.get(rel, [None])[:4] != key:
-            changed.append(rel)
-    return changed
-
-
-def _manifest_problems(state_dir, memory):
-    path = manifest_path(state_dir)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        return ["no manifest published yet"]
-    if fsutil.sha256_bytes(raw) != memory.get("manifest_sha256"):
-        return ["the manifest is not the one this stage wrote last"]
-    # memory["store"] lists what that manifest names (recorded with it): no need to parse it here
-    store = store_dir(state_dir)
-    for name, (size, _) in memory.get("store", {}).items():
-        try:
-            if os.stat(os.path.join(store, name)).st_size != size:
-                return [f"store file {name} has the wrong size"]
-        except FileNotFoundError:
-            return [f"store file {name} is missing"]
-    return []
-
-
 # ---- publishing ----
 
 class _HashingWriter:
@@ -285,11 +178,11 @@ class _Publisher:
         self.reused = 0
 
     def run(self, memory):
-        build, build_digest = _read_build(self.state_dir)
+        build, _ = _read_build(self.state_dir)
+        _read_bytes(layout.nodes_json(self.state_dir), "define")    # says which stage to run when missing
         db_nodes = records.read_nodes(layout.nodes_json(self.state_dir))
-        nodes_digest = fsutil.sha256_bytes(_read_bytes(layout.nodes_json(self.state_dir), "define"))
         inputs = _build_inputs(build, os.path.join(self.base, "build.json"))
-        known_inputs = memory.get("inputs", {})
+        known_inputs = memory.get("inputs", {}) if memory.get("version") == STAGE_VERSION else {}
         known_store = dict(memory.get("store", {}))
         previous = load_manifest(self.state_dir)
         if previous:
@@ -308,14 +201,12 @@ class _Publisher:
         else:
             manifest = previous
         memory.update({
-            "version": STAGE_VERSION, "settings": _settings_key(self.settings),
-            "build_json": build_digest, "nodes_json": nodes_digest,
+            "version": STAGE_VERSION,
             "inputs": {rel: hashed[rel][0] + [hashed[rel][1]] for rel in inputs},
             "store": {name: [size, sha] for name, (size, sha) in manifest_files(manifest).items()},
             "generation": manifest["generation"],
         })
-        with open(manifest_path(self.state_dir), "rb") as f:
-            memory["manifest_sha256"] = fsutil.sha256_bytes(f.read())
+        self.inputs = [os.path.join(self.base, rel) for rel in sorted(inputs)]
         return manifest, changed
 
     def _hash_inputs(self, inputs, known):
@@ -528,31 +419,24 @@ def collect_garbage(state_dir, referenced, memory, grace=GRACE_SECONDS, now=None
 
 
 class Result:
-    def __init__(self, reasons, changed, manifest, generation, compressed=0, reused=0, removed=()):
-        self.reasons = reasons          # why it ran ([] = it was current)
+    def __init__(self, changed, manifest, generation, compressed=0, reused=0, inputs=()):
         self.changed = changed          # a new manifest was committed
-        self.manifest = manifest        # the manifest published by this run (None when current)
+        self.manifest = manifest        # the manifest this run published (or found current)
         self.generation = generation
         self.compressed = compressed    # store files written
         self.reused = reused            # store files already present (same input content)
-        self.removed = list(removed)    # store files deleted after their grace period
+        self.inputs = list(inputs)      # the build outputs it read (paths)
 
 
-def run(state_dir, settings, force=False, grace=GRACE_SECONDS, progress=None):
-    """Publish when anything changed, then collect garbage. Call with lock() held.
+def run(state_dir, settings, memory, progress=None):
+    """Publish the build (the caller holds the stage's lock and decided it must run). `memory`: the
+    previous run's record, updated in place. `progress`: None = a bar when stderr is a terminal."""
+    publisher = _Publisher(state_dir, settings, progress)
+    manifest, changed = publisher.run(memory)
+    return Result(changed, manifest, manifest["generation"], publisher.compressed, publisher.reused,
+                  publisher.inputs)
 
-    `progress`: None = a bar when stderr is a terminal, True/False to force.
-    """
-    memory = _load_memory(state_dir)
-    reasons = ["forced"] if force else why_stale(state_dir, settings, memory)
-    if reasons:
-        publisher = _Publisher(state_dir, settings, progress)
-        manifest, changed = publisher.run(memory)
-        counts = {"compressed": publisher.compressed, "reused": publisher.reused}
-    else:
-        manifest, changed, counts = None, False, {}
-    retired_before = memory.get("retired", {})
-    removed = collect_garbage(state_dir, memory.get("store", {}), memory, grace)
-    if reasons or removed or memory["retired"] != retired_before:
-        _save_memory(state_dir, memory)
-    return Result(reasons, changed, manifest, memory.get("generation"), removed=removed, **counts)
+
+def settings_key(settings):
+    """The settings this stage reads."""
+    return _settings_key(settings)

@@ -17,11 +17,14 @@ One request (HTTP or TFTP, answered or refused):
 (`reason` the marker: BAD_ASSET, BAD_PORT, NOT_TLS, NOT_FOUND), or null while in flight. `bytes` is
 what the transport actually sent (HTTP: handed to the kernel; TFTP: acknowledged by the client).
 
-Bounded: at most CAP requests per boot, the first CAP-1 and the latest (a node agent refreshing
-its runtime overlay for days keeps replacing the last one); `dropped` counts those replaced.
+Bounded: at most CAP requests per boot, the first CAP-1 and the latest; once the boot has ended
+(`booted` = how many requests it took, up to and including the whole runtime overlay), only the
+latest AFTER requests after it are kept (the node agent refreshing its runtime overlay for months
+costs AFTER entries). `dropped` counts the requests left out.
 """
 
 CAP = 64
+AFTER = 4
 ENCODINGS = ((".cpio.zst", "zst"), (".cpio.gz", "gz"))
 RESULTS = ("ok", "cut short", "refused", None)
 
@@ -35,17 +38,28 @@ def encoding_of(file_name):
 
 
 def new_boot(start, generation):
-    return {"start": start, "end": 0, "generation": generation, "requests": [], "dropped": 0}
+    return {"start": start, "end": 0, "generation": generation, "requests": [], "booted": 0, "dropped": 0}
 
 
 def add(boot, request):
-    """Append `request` to `boot`, keeping the first CAP-1 requests and the latest one."""
+    """Append `request` to `boot`: the first CAP-1 requests and the latest, and after the boot's end
+    only the latest AFTER."""
     requests = boot["requests"]
     if len(requests) >= CAP:
         requests[-1] = request
         boot["dropped"] += 1
-    else:
-        requests.append(request)
+        return
+    if boot["booted"] and len(requests) - boot["booted"] >= AFTER:
+        del requests[boot["booted"]]
+        boot["dropped"] += 1
+    requests.append(request)
+
+
+def finish(boot, at, request):
+    """The boot ended at `at` with `request` (its whole runtime overlay): later requests are refreshes."""
+    boot["end"] = at
+    requests = boot["requests"]
+    boot["booted"] = next((i + 1 for i, r in enumerate(requests) if r is request), len(requests))
 
 
 def find(boot, seq):
@@ -65,6 +79,7 @@ def loaded(boot):
     out = new_boot(_number(boot.get("start")), str(boot.get("generation", "")))
     out["end"] = _number(boot.get("end"))
     out["dropped"] = int(_number(boot.get("dropped")))
+
     for request in boot["requests"][:CAP]:
         if not isinstance(request, dict):
             continue
@@ -74,6 +89,7 @@ def loaded(boot):
         if request.get("result") is None:
             request["result"], request["reason"] = "cut short", "server stopped"
         out["requests"].append(request)
+    out["booted"] = min(int(_number(boot.get("booted"))), len(out["requests"]))
     return out
 
 

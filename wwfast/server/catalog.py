@@ -126,6 +126,7 @@ class Catalog:
         if not isinstance(nodes, dict):
             raise ManifestError(f"{source}: nodes: expected an object")
         self.generation = str(manifest.get("generation", ""))
+        self.raw = None               # the manifest's bytes, when parsed from them
         settings = manifest.get("settings") if isinstance(manifest.get("settings"), dict) else {}
         self.secure = settings.get("secure") is True
         interval = settings.get("update_interval")
@@ -173,10 +174,22 @@ class Catalog:
         path = manifest_path(state_dir)
         try:
             with open(path, "rb") as f:
-                manifest = json.load(f)
-        except (OSError, ValueError) as e:
+                raw = f.read()
+        except OSError as e:
             raise ManifestError(f"{path}: {e}") from None
-        return cls(manifest, store_dir(state_dir), source=path)
+        return cls.parse(raw, store_dir(state_dir), path)
+
+    @classmethod
+    def parse(cls, raw, store, source):
+        """The catalog of manifest bytes `raw`; keeps them as `.raw` (serve's supervisor hands them to
+        its workers, so every worker indexes the very manifest the supervisor loaded)."""
+        try:
+            manifest = json.loads(raw)
+        except ValueError as e:
+            raise ManifestError(f"{source}: {e}") from None
+        catalog = cls(manifest, store, source=source)
+        catalog.raw = raw
+        return catalog
 
 
 def _identity(path):

@@ -363,12 +363,13 @@ class HttpServer:
     scheme = "HTTP"
     ssl = None
 
-    def __init__(self, provisioner, host="0.0.0.0", port=9873, send_mode="sendfile", limits=None):
+    def __init__(self, provisioner, host="0.0.0.0", port=9873, send_mode="sendfile", limits=None, sock=None):
         if send_mode not in ("sendfile", "mmap"):
             raise ValueError(f"send_mode must be sendfile or mmap, not {send_mode!r}")
         self.provisioner = provisioner
         self.metrics = provisioner.ledger.metrics
         self.host, self.port = host, port
+        self.sock = sock              # a listening socket to serve on (serve's workers share the port)
         self.send_mode = send_mode
         self.limits = limits or Limits()
         self.connections = set()
@@ -398,8 +399,12 @@ class HttpServer:
     async def start(self):
         self.loop = asyncio.get_running_loop()
         tls = {"ssl": self.ssl, "ssl_handshake_timeout": self.limits.header_timeout} if self.ssl else {}
-        self._server = await self.loop.create_server(lambda: self.protocol(self), self.host, self.port,
-                                                     reuse_address=True, backlog=4096, **tls)
+        if self.sock is not None:
+            self._server = await self.loop.create_server(lambda: self.protocol(self), sock=self.sock,
+                                                         backlog=4096, **tls)
+        else:
+            self._server = await self.loop.create_server(lambda: self.protocol(self), self.host, self.port,
+                                                         reuse_address=True, backlog=4096, **tls)
         self.port = self._server.sockets[0].getsockname()[1]
         self._sweeper = self.loop.call_later(0.5, self._sweep)
         log.info("%s on %s:%d (%s, %s)", self.scheme, self.host, self.port, self.send_mode,

@@ -93,8 +93,8 @@ class HttpsServer(HttpServer):
     protocol = TlsConnection
     scheme = "HTTPS"
 
-    def __init__(self, provisioner, host="0.0.0.0", port=9874, ssl_context=None, limits=None):
-        super().__init__(provisioner, host, port, send_mode="mmap", limits=limits)
+    def __init__(self, provisioner, host="0.0.0.0", port=9874, ssl_context=None, limits=None, sock=None):
+        super().__init__(provisioner, host, port, send_mode="mmap", limits=limits, sock=sock)
         if ssl_context is None:
             raise ValueError("HttpsServer needs an ssl context (wwfast.configure.tls.server_context)")
         self.ssl = ssl_context

@@ -50,6 +50,28 @@ class Metrics:
         self.tftp_requests = {}     # (stage, result) -> count
         self.tftp_bytes = {}        # stage -> bytes of the transfers started
 
+    # -- serve --workers N: each worker counts its own traffic; the supervisor renders the sum ------------
+    COUNTERS = ("requests", "bytes", "tftp_requests", "tftp_bytes")
+    GAUGES = ("in_flight", "connections")
+
+    def state(self):
+        """This process's traffic counters and gauges, as plain values."""
+        out = {name: dict(getattr(self, name)) for name in self.COUNTERS}
+        out.update((name, getattr(self, name)) for name in self.GAUGES)
+        return out
+
+    def take_sums(self, states):
+        """Replace the traffic counters and gauges with the sums of `states` (from `state()`); the boot
+        histogram and the reload count stay this object's own."""
+        for name in self.COUNTERS:
+            total = {}
+            for st in states:
+                for key, n in st.get(name, {}).items():
+                    total[key] = total.get(key, 0) + n
+            setattr(self, name, total)
+        for name in self.GAUGES:
+            setattr(self, name, sum(st.get(name, 0) for st in states))
+
     def tftp_request(self, stage, result, nbytes):
         """One TFTP read request: `stage` ipxe (a node's script), file (the TFTP root) or bad."""
         key = (stage, result)

@@ -56,5 +56,9 @@ class BootPins:
         for mac in [m for m, pin in self._pins.items() if now - pin[1] > self.hold]:
             del self._pins[mac]
 
+    def catalogs(self):
+        """The catalogs pins hold now (serve's supervisor keeps them for its workers)."""
+        return [pin[0] for pin in self._pins.values()]
+
     def __len__(self):
         return len(self._pins)

@@ -31,6 +31,7 @@ STAGE_ALIASES = {"container": "image", "overlay-system": "system", "overlay-runt
 ENCODING_NAMES = {"zst": "zst", "zstd": "zst", "gz": "gz", "gzip": "gz"}
 CONTENT_TYPES = {"ipxe": "text/plain; charset=utf-8", "grub": "text/plain; charset=utf-8"}
 ROUTES = {}          # first path segment -> Provisioner method
+KEEP_GENERATIONS = 3  # previous generations whose blobs stay reachable (store files outlive them by publish's grace)
 
 
 def route(*names):
@@ -62,8 +63,12 @@ class Refusal(Exception):
 
 
 class Provisioner:
-    def __init__(self, watcher, ledger, secure=False, follow_manifest_secure=True, arp=arp_lookup, tls_port=None):
+    def __init__(self, watcher, ledger, secure=False, follow_manifest_secure=True, arp=arp_lookup, tls_port=None,
+                 scaleout=None):
         self.watcher = watcher        # wwfast.server.catalog.CatalogWatcher: the current manifest
+        # wwfast.server.scaleout.ScaleOut with a cache tier: what a node's script header says (None: one server)
+        self.scaleout = scaleout
+        self.previous = []            # the generations served before this one, newest first (for /blob)
         self.ledger = ledger          # wwfast.server.ledger.BootLedger
         # Secure mode: ours, or the manifest's copy of the settings unless a flag decided explicitly.
         self.secure = secure
@@ -71,10 +76,19 @@ class Provisioner:
         self.arp = arp
         # TLS on (its port): the runtime overlay carries secrets, so it goes out over HTTPS only
         self.tls_port = tls_port
+        self.worker = None            # serve --workers N: this process's slot, named by /healthz
 
     @property
     def catalog(self):
         return self.watcher.current
+
+    def catalog_swapped(self, old):
+        """A new generation is current: keep the last few for blobs that booting nodes still ask for."""
+        if old is not None and old.nodes:
+            self.previous = [old] + [c for c in self.previous if c is not old][:KEEP_GENERATIONS - 1]
+
+    def recent_catalogs(self):
+        return [self.catalog] + self.previous
 
     # -- dispatch ------------------------------------------------------------------------------
     def answer(self, method, url, headers, peer, tls=False):
@@ -173,7 +187,27 @@ class Provisioner:
             self.ledger.refused(node.id, stage, "NOT_FOUND", host, **recorded(req, catalog, 404))
             what = f"{encoding} encoding of " if encoding else ""
             return text_reply(404, f"no {what}{stage} published for {node.id}")
+        if stage == "ipxe" and self.scaleout is not None:
+            return self.script_reply(artifact, req, node, catalog)
         return self.file_reply(artifact, req, stage, node, catalog)
+
+    def script_reply(self, artifact, req, node, catalog):
+        """A node's script with the cache tier's header (its sources right now): built per request, never
+        cached, so no validators."""
+        try:
+            with open(artifact.path, "rb") as f:
+                script = f.read()
+        except OSError as e:
+            log.error("store file of %s ipxe is missing: %s", node.id, e)
+            self.ledger.refused(node.id, "ipxe", "NOT_FOUND", req.peer[0], **recorded(req, catalog, 404))
+            return text_reply(404, "ipxe file missing from the store")
+        body = self.scaleout.script(script, node, catalog.generation)
+        log.info("%s:%d %s %s ipxe %s (+ cache tier header) -> 200", req.peer[0], req.peer[1], req.method, node.id,
+                 artifact.name)
+        transfer = self.ledger.began(node.id, "ipxe", artifact.name, req.peer[0], length=len(body),
+                                     **recorded(req, catalog))
+        self.ledger.ended(transfer, len(body), True)        # a small body: out with the headers
+        return Reply(200, body, [("Content-Type", CONTENT_TYPES["ipxe"]), ("Cache-Control", "no-store")])
 
     def requested_mac(self, req):
         """The node's MAC: in the path, as ?wwid=, or from the ARP cache; raises Refusal (400)."""
@@ -264,6 +298,9 @@ class Provisioner:
         if req.args:
             return no_such_route(req)
         node_id = req.query.get("node")
+        if node_id is None and self.scaleout is not None:      # every server's boot records too (etcd)
+            doc = self.scaleout.merge_status(self.ledger.status_document(self.catalog))
+            return json_reply((json.dumps(doc, sort_keys=True, indent=1) + "\n").encode())
         if node_id is None:
             return json_reply(self.ledger.status_json(self.catalog))
         doc = self.ledger.node_document(self.catalog, node_id)
@@ -284,7 +321,8 @@ class Provisioner:
             return no_such_route(req)
         if not self.watcher.loaded:
             return text_reply(503, "no manifest published yet")
-        return text_reply(200, f"ok generation={self.catalog.generation}")
+        worker = "" if self.worker is None else f" worker={self.worker}"
+        return text_reply(200, f"ok generation={self.catalog.generation}{worker}")
 
     # -- TFTP: per-node iPXE scripts by MAC ----------------------------------------------------
     def tftp_resolve(self, path):
@@ -305,10 +343,13 @@ class Provisioner:
             return None
         try:
             with open(artifact.path, "rb") as f:
-                return f.read()
+                script = f.read()
         except OSError as e:
             log.error("TFTP %s: store file missing: %s", path, e)
             return None
+        if node is not None and self.scaleout is not None:
+            script = self.scaleout.script(script, node, catalog.generation)
+        return script
 
     def tftp_requested(self, path, client, result, nbytes):
         """The TFTP server's on_request: every read request counts in /metrics; a node's script fetched
@@ -365,4 +406,4 @@ def script_mac(path):
 
 
 # Route modules register on import (kept last: they import this module's route table).
-from wwfast.server import efiboot  # noqa: E402,F401  /grub, /efiboot
+from wwfast.server import blobs, efiboot  # noqa: E402,F401  /blob; /grub, /efiboot

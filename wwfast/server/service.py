@@ -7,16 +7,19 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import resource
 import signal
 
 from wwfast.server import loops
 from wwfast.server.catalog import CatalogWatcher
 from wwfast.configure import tls
+from wwfast.errors import UsageError
 from wwfast.server.http import HttpServer, Limits
 from wwfast.server.https import HttpsServer
 from wwfast.server.ledger import BootLedger
 from wwfast.server.provision import Provisioner
+from wwfast.server.scaleout import ScaleOut, wanted as scaleout_wanted
 
 log = logging.getLogger("wwfast.serve")
 
@@ -35,6 +38,9 @@ class ServeOptions:
         self.send_mode, self.loop = send_mode, loop
         self.limits = limits or Limits()
         self.secure_flag = False        # --secure/--no-secure given: it wins over the manifest's copy
+        self.settings = None            # the Settings, for the scale-out block (`cluster:`)
+        self.workers = 1                # processes sharing the ports (None: one per core)
+        self.log_levels = (logging.INFO, logging.INFO)   # root and wwfast.serve, handed to workers
 
     @classmethod
     def from_settings(cls, settings, state_dir, args):
@@ -61,6 +67,11 @@ class ServeOptions:
         opts.send_mode = args.send_mode
         opts.loop = args.loop
         opts.limits = Limits(header_timeout=args.header_timeout, idle_timeout=args.idle_timeout)
+        opts.settings = settings
+        opts.workers = args.workers
+        if opts.workers is not None and opts.workers < 1:
+            raise UsageError(f"--workers {opts.workers}: give at least 1")
+        opts.log_levels = (logging.getLogger().level, logging.getLogger("wwfast.serve").getEffectiveLevel())
         return opts
 
 
@@ -84,6 +95,10 @@ def add_arguments(parser):
                         help="seconds a client may take to send a request's headers (408 after)")
     parser.add_argument("--idle-timeout", type=float, default=75.0,
                         help="seconds an idle keep-alive connection stays open")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="processes sharing the HTTP and TFTP ports (SO_REUSEPORT) under one supervisor that "
+                             "keeps the boot ledger and restarts a worker that dies (default: one per core; "
+                             "1: a single process)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (requests are logged at info)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only (no line per request)")
 
@@ -109,54 +124,106 @@ def _tftp_class():
     return TftpServer
 
 
-async def serve_forever(opts):
-    loop = asyncio.get_running_loop()
+def mirror_boot_records(ledger, scaleout):
+    """Every event the ledger applies (this process's, or forwarded by a worker) also goes to etcd: the
+    node's status summary, batched by the mirror (latest per node)."""
+    from wwfast.server.status import summary
+    apply = ledger.apply
+
+    def apply_and_mirror(event):
+        apply(event)
+        rec = ledger.status.nodes.get(event[1]) if event[1] else None
+        if rec is not None:
+            scaleout.record(event[1], summary(rec))
+    ledger.apply = apply_and_mirror
+
+
+def stop_event(loop):
+    """An event SIGTERM and SIGINT set."""
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def serve_forever(opts):
+    """One process: HTTP, HTTPS and TFTP with the boot ledger and the manifest watcher beside them."""
+    loop = asyncio.get_running_loop()
+    stop = stop_event(loop)
     ledger = BootLedger(opts.state_dir)
     watcher = CatalogWatcher(opts.state_dir)
-    ssl_context = tls.server_context(opts.conf_dir) if opts.tls else None   # a missing key: say so first
-    provisioner = Provisioner(watcher, ledger, secure=opts.secure, follow_manifest_secure=not opts.secure_flag,
-                              tls_port=opts.tls_port if opts.tls else None)
-    http = HttpServer(provisioner, opts.http_bind, opts.http_port, send_mode=opts.send_mode, limits=opts.limits)
-    https = HttpsServer(provisioner, opts.http_bind, opts.tls_port, ssl_context, limits=opts.limits) \
-        if opts.tls else None
+    scaleout = None
+    if opts.settings is not None and scaleout_wanted(opts.settings):
+        # a pointer switch (a thread) has the catalog reloaded at once rather than at the next poll
+        scaleout = ScaleOut(opts.settings, opts.state_dir,
+                            on_switch=lambda _pointer: loop.call_soon_threadsafe(watcher.check))
+        mirror_boot_records(ledger, scaleout)
+    ledger.attach(loop)
 
-    def swapped(_old, new):
+    def ready():
+        watcher.start(loop)
+        if scaleout is not None:
+            scaleout.start()
+    try:
+        await serve_protocols(opts, watcher, ledger, stop, scaleout=scaleout, on_ready=ready)
+    finally:
+        watcher.stop()
+        if scaleout is not None:
+            await loop.run_in_executor(None, scaleout.stop)
+        await ledger.close()
+    log.info("stopped")
+
+
+async def serve_protocols(opts, watcher, ledger, stop, scaleout=None, socks=None, on_ready=None,
+                          on_listening=None, worker=None):
+    """Answer HTTP (HTTPS, TFTP) from `watcher`'s catalog with `ledger` until `stop` is set.
+
+    `socks`: {"http": ..., "https": ..., "tftp": ...} already bound (a worker of serve --workers N),
+    else each server binds its own. `on_ready()` runs once the servers exist (it may swap a catalog in),
+    `on_listening()` once they all listen.
+    """
+    ssl_context = tls.server_context(opts.conf_dir) if opts.tls else None   # a missing key: say so first
+    socks = socks or {}
+    provisioner = Provisioner(watcher, ledger, secure=opts.secure, follow_manifest_secure=not opts.secure_flag,
+                              tls_port=opts.tls_port if opts.tls else None, scaleout=scaleout)
+    provisioner.worker = worker
+    http = HttpServer(provisioner, opts.http_bind, opts.http_port, send_mode=opts.send_mode, limits=opts.limits,
+                      sock=socks.get("http"))
+    https = HttpsServer(provisioner, opts.http_bind, opts.tls_port, ssl_context, limits=opts.limits,
+                        sock=socks.get("https")) if opts.tls else None
+
+    def swapped(old, new):
         ledger.manifest_swapped()
+        provisioner.catalog_swapped(old)
         for server in (http, https):
             if server is not None:
                 server.maps.keep_only(new)
     watcher.on_swap = swapped
-    ledger.attach(loop)
-    watcher.start(loop)
+    if on_ready is not None:
+        on_ready()
     tftp = None
-    try:
-        async with contextlib.AsyncExitStack() as listeners:
-            await listeners.enter_async_context(http)
-            if https is not None:
-                await listeners.enter_async_context(https)
-            if opts.tftp_enabled:
-                cls = _tftp_class()
-                if cls is None:
-                    log.warning("TFTP is enabled but wwfast.server.tftp is not available; HTTP only")
-                else:
-                    tftp = cls(opts.tftp_root, opts.tftp_bind, opts.tftp_port,
-                               resolve=provisioner.tftp_resolve, on_request=provisioner.tftp_requested,
-                               on_end=provisioner.tftp_ended)
-                    await tftp.start()
-                    log.info("TFTP on %s:%d from %s", opts.tftp_bind, opts.tftp_port, opts.tftp_root)
-            try:
-                await stop.wait()
-            finally:
-                log.info("stopping")
-                if tftp is not None:
-                    await tftp.close()
-    finally:
-        watcher.stop()
-        await ledger.close()
-    log.info("stopped")
+    async with contextlib.AsyncExitStack() as listeners:
+        await listeners.enter_async_context(http)
+        if https is not None:
+            await listeners.enter_async_context(https)
+        if opts.tftp_enabled:
+            cls = _tftp_class()
+            if cls is None:
+                log.warning("TFTP is enabled but wwfast.server.tftp is not available; HTTP only")
+            else:
+                tftp = cls(opts.tftp_root, opts.tftp_bind, opts.tftp_port, sock=socks.get("tftp"),
+                           resolve=provisioner.tftp_resolve, on_request=provisioner.tftp_requested,
+                           on_end=provisioner.tftp_ended)
+                await tftp.start()
+                log.info("TFTP on %s:%d from %s", opts.tftp_bind, opts.tftp_port, opts.tftp_root)
+        if on_listening is not None:
+            on_listening()
+        try:
+            await stop.wait()
+        finally:
+            log.info("stopping")
+            if tftp is not None:
+                await tftp.close()
 
 
 def configure_logging(verbose=False, quiet=False):
@@ -166,10 +233,26 @@ def configure_logging(verbose=False, quiet=False):
         logging.getLogger("wwfast.serve").setLevel(logging.DEBUG)
 
 
+def default_workers():
+    """One worker per core this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def run(opts):
     if opts.tls:
         tls.server_context(opts.conf_dir)   # no key and certificate: say so before listening at all
     limit = raise_nofile_limit()
     log.info("open-file limit %d; event loop %s", limit, loops.loop_name(opts.loop))
+    workers = opts.workers or default_workers()
+    if workers > 1 and opts.settings is not None and scaleout_wanted(opts.settings):
+        # the scale-out part (etcd pointer, membership, mirror) runs once per server: not split yet
+        log.warning("serve: the cluster settings (caches, etcd) run in one process; --workers %d ignored", workers)
+        workers = 1
+    if workers > 1:
+        from wwfast.server.supervisor import Supervisor
+        return Supervisor(opts, workers).run()
     loops.run(serve_forever(opts), requested=opts.loop)
     return 0

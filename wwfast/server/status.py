@@ -6,7 +6,9 @@ client address, when it was last seen, and when its current boot started (an
 records (wwfast.server.bootrecord): every request of the current boot ("boot")
 and of the one before ("last boot"). Warewulf keeps this only in memory; we save
 it atomically, at most once per `debounce` seconds, from a worker thread so a
-slow disk never stalls the loop.
+slow disk never stalls the loop. Only nodes that changed are serialised again (each node's JSON
+is kept), and a save that took long spaces the next one out (at most ~10% of the time saving),
+so a large cluster whose agents refresh all day costs what changes, not what is kept.
 """
 import json
 import logging
@@ -79,6 +81,10 @@ class StatusBook:
         self._loop = None
         self._timer = None
         self._saving = None
+        self._json = {}                    # node id -> '"id":{entry}' as saved (compact JSON)
+        self._changed = set(self.nodes)    # nodes whose saved JSON is out of date
+        self._save_cost = 0.0              # seconds the last save took (serialising + writing)
+        self._saved_pieces()               # serialise what was loaded now, before serving
 
     def _record(self, node_id):
         rec = self.nodes.get(node_id)
@@ -99,7 +105,7 @@ class StatusBook:
         self._add(rec, request)
         rec.update({"stage": request["stage"], "sent": request["file"], "ipaddr": request["client"],
                     "last seen": now})
-        self._dirty()
+        self._dirty(node_id)
 
     def refused(self, node_id, request):
         """A request of `node_id` was refused: `request["reason"]` (BAD_ASSET, ...) shows as sent."""
@@ -107,7 +113,7 @@ class StatusBook:
         self._add(rec, request)
         rec.update({"stage": request["stage"], "sent": request["reason"], "ipaddr": request["client"],
                     "last seen": request["start"]})
-        self._dirty()
+        self._dirty(node_id)
 
     def ended(self, node_id, seq, at, sent, complete, reason="", finishes=False):
         """Request `seq` of `node_id` ended at `at` with `sent` bytes out, `complete` or cut short
@@ -124,8 +130,8 @@ class StatusBook:
             rec["boot end"] = at
             duration = at - rec["boot start"]
             if rec.get("boot") and rec["boot"]["start"] == rec["boot start"]:
-                rec["boot"]["end"] = at
-        self._dirty()
+                bootrecord.finish(rec["boot"], at, request)
+        self._dirty(node_id)
         return duration
 
     def _add(self, rec, request):
@@ -156,27 +162,38 @@ class StatusBook:
     def attach(self, loop):
         self._loop = loop
 
-    def _dirty(self):
+    def _dirty(self, node_id):
+        if node_id is not None:
+            self._changed.add(node_id)
         if self._loop is not None and self._timer is None:
-            self._timer = self._loop.call_later(self.debounce, self._flush)
+            self._timer = self._loop.call_later(max(self.debounce, 10 * self._save_cost), self._flush)
 
     def _flush(self):
         self._timer = None
         if self._saving is not None and not self._saving.done():
-            self._dirty()     # a save is still running; try again later
+            self._dirty(None)     # a save is still running; try again later
             return
-        data = self._saved_text()
-        self._saving = self._loop.run_in_executor(None, self._write, data)
+        began = time.monotonic()
+        pieces = self._saved_pieces()
+        self._saving = self._loop.run_in_executor(None, self._write, pieces, time.monotonic() - began)
 
-    def _saved_text(self):
-        """The whole book, boot records included, as saved (dumped in the loop: no copy needed)."""
-        return json.dumps({"format": FORMAT, "nodes": self.nodes}, sort_keys=True, indent=1) + "\n"
+    def _saved_pieces(self):
+        """The whole book, boot records included, as the saved file's pieces: the changed nodes serialised
+        again (in the loop, so no copy is needed), the others as they were; joined by the saving thread."""
+        for node_id in self._changed:
+            self._json[node_id] = (json.dumps(node_id) + ":"
+                                   + json.dumps(self.nodes[node_id], sort_keys=True, separators=(",", ":")))
+        self._changed.clear()
+        return [self._json[n] for n in sorted(self._json)]
 
-    def _write(self, data):
+    def _write(self, pieces, cost=0.0):
+        began = time.monotonic()
+        data = f'{{"format":{FORMAT},"nodes":{{\n' + ",\n".join(pieces) + "}}\n"
         try:
             fsutil.atomic_write(self.path, data)
         except OSError as e:
             log.error("cannot save node status to %s: %s", self.path, e)
+        self._save_cost = cost + time.monotonic() - began
 
     async def close(self):
         """Cancel the pending save and write the final state now."""
@@ -185,4 +202,4 @@ class StatusBook:
             self._timer = None
         if self._saving is not None:
             await self._saving
-        self._write(self._saved_text())
+        self._write(self._saved_pieces())

@@ -1,0 +1,374 @@
+"""`serve --workers N`: N worker processes on shared ports, one boot ledger, one manifest watcher.
+
+The supervisor binds every port once per worker slot (wwfast.server.reuseport) and starts a worker
+per slot (`python -m wwfast.server.worker`); a worker that dies is started again on the same
+sockets, and the others never notice. It keeps what must be one for the whole server:
+
+- the boot ledger (status, pins, boot records, the boot histogram): workers send their events over
+  their channel as they happen and call for what needs an answer (wwfast.server.remote). Before
+  answering any call the supervisor reads every worker's channel and applies the events first: an
+  event a node caused on one worker is already in that worker's channel when the node's next
+  request reaches another, so each node's record is in the order the node lived it.
+- the manifest: it alone watches manifest.json; each new one gets an epoch number and its bytes go
+  to every worker ahead of any reply naming it. /status lists each worker's generation.
+- /metrics: the sum of every worker's counters (asked fresh from each when /metrics is asked; a
+  dead worker's last counts are kept) with the ledger's boot histogram.
+"""
+import asyncio
+import copy
+import itertools
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import wwfast
+from wwfast.server import loops, reuseport
+from wwfast.server.catalog import CatalogWatcher
+from wwfast.server.channel import Channel, ChannelClosed
+from wwfast.server.ledger import BootLedger
+
+log = logging.getLogger("wwfast.serve")
+
+SEQ_RANGE = 10 ** 12       # request numbers per worker process (the supervisor's ledger keeps 1..)
+STOP_GRACE = 10.0          # seconds a worker gets to finish after SIGTERM
+SNAPSHOT_WAIT = 2.0        # seconds /metrics waits for the other workers' counts
+QUICK_DEATH = 5.0          # a worker dead this soon after starting is restarted after a growing pause
+
+
+class Slot:
+    """One worker place: its sockets stay, the process in it may change."""
+
+    def __init__(self, index):
+        self.index = index
+        self.proc = None
+        self.channel = None
+        self.started = 0.0
+        self.restarts = 0
+        self.quick_deaths = 0
+        self.ready = False
+        self.epoch = 0
+        self.generation = ""
+        self.snapshot = {}             # the worker's last traffic counters (wwfast.server.metrics.state)
+        self.open = {}                 # (node, request number) -> True: began, not ended yet
+
+
+class Supervisor:
+    def __init__(self, opts, workers):
+        self.opts = opts
+        self.worker_opts = copy.copy(opts)
+        self.worker_opts.settings = None       # the scale-out part is not split over workers (service.run)
+        self.n = workers
+        self.slots = [Slot(i) for i in range(workers)]
+        self.groups = {}
+        self.epochs = {}               # epoch -> catalog served now (current or pinned)
+        self.epoch_ids = itertools.count(1)
+        self.incarnations = itertools.count(1)     # each worker process numbers its requests from its own range
+        self.retired = []              # counters of workers that died
+        self.waiters = {}              # (slot, request) -> future of a /metrics snapshot
+        self.requests = itertools.count(1)
+        self.stopping = False
+        self.exit_code = 0
+        self.loop = None
+        self.ledger = None
+        self.watcher = None
+
+    # -- start and stop ------------------------------------------------------------------------
+    def bind(self):
+        opts = self.opts
+        self.groups["http"] = reuseport.bind_group(socket.SOCK_STREAM, opts.http_bind, opts.http_port, self.n)
+        if opts.tls:
+            self.groups["https"] = reuseport.bind_group(socket.SOCK_STREAM, opts.http_bind, opts.tls_port, self.n)
+        if opts.tftp_enabled:
+            self.groups["tftp"] = reuseport.bind_group(socket.SOCK_DGRAM, opts.tftp_bind, opts.tftp_port, self.n)
+
+    def run(self):
+        try:
+            self.bind()
+        except OSError as e:
+            log.error("serve: %s", e)
+            return 2
+        try:
+            loops.run(self.supervise(), requested=self.opts.loop)
+        finally:
+            for group in self.groups.values():
+                for sock in group:
+                    sock.close()
+        return self.exit_code
+
+    async def supervise(self):
+        self.loop = loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        self.stop = stop
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        self.ledger = BootLedger(self.opts.state_dir)
+        self.watcher = CatalogWatcher(self.opts.state_dir, on_swap=self.swapped)
+        self.watcher.current.epoch = 0
+        self.epochs[0] = self.watcher.current
+        self.ledger.attach(loop)
+        self.watcher.start(loop)
+        log.info("serve: %d workers on HTTP %s:%d%s", self.n, self.opts.http_bind,
+                 self.groups["http"][0].getsockname()[1],
+                 f", TFTP {self.opts.tftp_bind}:{self.groups['tftp'][0].getsockname()[1]}"
+                 if "tftp" in self.groups else "")
+        for slot in self.slots:
+            self.spawn(slot)
+        checker = loop.call_later(1.0, self._check)
+        try:
+            await stop.wait()
+        finally:
+            checker.cancel()
+            self.stopping = True
+            await self.stop_workers()
+            self.watcher.stop()
+            await self.ledger.close()
+        log.info("stopped")
+
+    def spawn(self, slot):
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fds = {name: group[slot.index].fileno() for name, group in self.groups.items()}
+        env = dict(os.environ)
+        top = os.path.dirname(os.path.dirname(os.path.abspath(wwfast.__file__)))
+        env["PYTHONPATH"] = top + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        try:
+            slot.proc = subprocess.Popen([sys.executable, "-m", "wwfast.server.worker", str(child.fileno())],
+                                         pass_fds=[child.fileno(), *fds.values()], stdin=subprocess.DEVNULL,
+                                         env=env, process_group=0)
+        except OSError as e:
+            log.error("cannot start worker %d: %s", slot.index, e)
+            parent.close()
+            child.close()
+            self.loop.call_later(1.0, self.spawn, slot)
+            return
+        child.close()
+        slot.channel = Channel(parent)
+        slot.started, slot.ready = time.monotonic(), False
+        slot.epoch, slot.generation = self.current.epoch, self.current.generation
+        slot.snapshot, slot.open = {}, {}
+        live = self.live_epochs()
+        slot.channel.send(("init", slot.index, self.worker_opts, fds,
+                           [(e, self.epochs[e].raw) for e in sorted(live) if e], self.current.epoch,
+                           next(self.incarnations) * SEQ_RANGE + 1))
+        self.loop.add_reader(slot.channel.fileno(), self.drain)
+        if slot.channel.pending:
+            self._want_write(slot)
+        log.info("worker %d started (pid %d)", slot.index, slot.proc.pid)
+
+    async def stop_workers(self):
+        for slot in self.slots:
+            if slot.proc is not None and slot.proc.poll() is None:
+                slot.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for slot in self.slots:
+            while slot.proc is not None and slot.proc.poll() is None and time.monotonic() < deadline:
+                self.drain()
+                await asyncio.sleep(0.05)
+            if slot.proc is not None and slot.proc.poll() is None:
+                log.warning("worker %d did not stop in %.0f s; killed", slot.index, STOP_GRACE)
+                slot.proc.kill()
+                slot.proc.wait()
+        self.drain()
+        for slot in self.slots:
+            if slot.channel is not None:
+                self.lost(slot)
+
+    # -- a worker ended ----------------------------------------------------------------------------
+    def lost(self, slot):
+        """The channel of `slot` closed: its worker is gone (or going). Its transfers end cut short."""
+        if slot.channel is None:
+            return
+        self.loop.remove_reader(slot.channel.fileno())
+        self.loop.remove_writer(slot.channel.fileno())
+        slot.channel.close()
+        slot.channel = None
+        now = time.time()
+        for node_id, seq in slot.open:
+            self._apply(self.ledger.apply, ("ended", node_id, seq, now, 0, False, "worker died", False))
+        slot.open = {}
+        counters = {k: v for k, v in slot.snapshot.items() if isinstance(v, dict)}
+        if counters:
+            self.retired.append(counters)
+        slot.snapshot = {}
+        for key in [k for k in self.waiters if k[0] is slot]:
+            self.waiters.pop(key).cancel()
+        self._reap(slot)
+
+    def _reap(self, slot):
+        proc = slot.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            if self.stopping:
+                return
+            self.loop.call_later(0.05, self._reap, slot)
+            return
+        how = f"killed by signal {signal.Signals(-proc.returncode).name}" if proc.returncode < 0 \
+            else f"exited with {proc.returncode}"
+        slot.proc = None
+        if self.stopping:
+            log.info("worker %d (pid %d) %s", slot.index, proc.pid, how)
+            return
+        if not slot.ready and slot.restarts == 0:
+            log.error("worker %d (pid %d) %s before it was ready; serve stops", slot.index, proc.pid, how)
+            self.exit_code = 1
+            self.stop.set()
+            return
+        lived = time.monotonic() - slot.started
+        slot.quick_deaths = slot.quick_deaths + 1 if lived < QUICK_DEATH else 0
+        pause = min(30.0, 0.5 * 2 ** (slot.quick_deaths - 1)) if slot.quick_deaths else 0.0
+        slot.restarts += 1
+        log.error("worker %d (pid %d) %s; restarting it%s", slot.index, proc.pid, how,
+                  f" in {pause:.1f} s" if pause else "")
+        self.loop.call_later(pause, self._respawn, slot)
+
+    def _respawn(self, slot):
+        if not self.stopping and slot.proc is None:
+            self.spawn(slot)
+
+    def _check(self):
+        """Backstop: a worker that exited without its channel noticing."""
+        for slot in self.slots:
+            if slot.proc is not None and slot.proc.poll() is not None and slot.channel is not None:
+                self.lost(slot)
+        if not self.stopping:
+            self.loop.call_later(1.0, self._check)
+
+    # -- the manifest --------------------------------------------------------------------------
+    @property
+    def current(self):
+        return self.watcher.current
+
+    def live_epochs(self):
+        return {self.current.epoch} | {c.epoch for c in self.ledger.pins.catalogs()}
+
+    def swapped(self, _old, new):
+        new.epoch = next(self.epoch_ids)
+        self.ledger.manifest_swapped()
+        live = self.live_epochs()
+        for epoch in [e for e in self.epochs if e not in live]:
+            del self.epochs[epoch]
+        self.epochs[new.epoch] = new
+        for slot in self.slots:
+            if slot.channel is not None:
+                self._send(slot, ("epoch", new.epoch, new.raw, True, sorted(live)))
+
+    # -- messages ------------------------------------------------------------------------------
+    def _send(self, slot, message):
+        try:
+            if not slot.channel.send(message):
+                self._want_write(slot)
+        except ChannelClosed:
+            self.lost(slot)
+
+    def _want_write(self, slot):
+        def writable():
+            if slot.channel is None:
+                return
+            try:
+                done = slot.channel.flush()
+            except ChannelClosed:
+                self.lost(slot)
+                return
+            if done:
+                self.loop.remove_writer(slot.channel.fileno())
+        self.loop.add_writer(slot.channel.fileno(), writable)
+
+    def drain(self):
+        """Read every worker's channel; apply all events, then answer the calls (see the module doc)."""
+        events, calls = [], []
+        for slot in self.slots:
+            if slot.channel is None:
+                continue
+            try:
+                messages = slot.channel.receive()
+            except ChannelClosed:
+                self.lost(slot)
+                continue
+            for message in messages:
+                (calls if message[0] == "call" else events).append((slot, message))
+        for slot, message in events:
+            self.event(slot, message)
+        for slot, message in calls:
+            if slot.channel is not None:
+                self.answer(slot, *message[1:])
+
+    def _apply(self, method, *args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except Exception:        # one bad record must never take the supervisor down
+            log.exception("ledger: %s failed", getattr(method, "__name__", method))
+            return None
+
+    def event(self, slot, message):
+        kind = message[0]
+        if kind == "event":                      # a BootLedger event (wwfast.server.ledger)
+            event = message[1]
+            if event[0] == "began":
+                slot.open[(event[1], event[2].get("seq"))] = True
+            elif event[0] == "ended":
+                slot.open.pop((event[1], event[2]), None)
+            self._apply(self.ledger.apply, event)
+        elif kind == "swapped":
+            slot.epoch, slot.generation = message[1], message[2]
+        elif kind == "snapshot":
+            slot.snapshot = message[2]
+            waiter = self.waiters.pop((slot, message[1]), None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        elif kind == "ready":
+            slot.ready = True
+            slot.quick_deaths = 0 if time.monotonic() - slot.started >= QUICK_DEATH else slot.quick_deaths
+        else:
+            log.warning("worker %d sent an unknown message %r", slot.index, kind)
+
+    def answer(self, slot, cid, name, args):
+        if name == "metrics_text":
+            slot.snapshot = args[0]
+            self.loop.create_task(self.metrics_reply(slot, cid))
+            return
+        try:
+            if name == "catalog_for":
+                value = self.ledger.catalog_for(args[0], args[1], self.current).epoch
+            elif name == "pinned":
+                value = self.ledger.pinned(args[0], self.current).epoch
+            elif name == "status_json":
+                value = self.status_json()
+            elif name == "node_document":
+                value = self.ledger.node_document(self.current, args[0])
+            else:
+                raise ValueError(f"unknown call {name!r}")
+        except Exception:
+            log.exception("worker %d: %s failed", slot.index, name)
+            value = None
+        self._send(slot, ("reply", cid, value))
+
+    # -- what the ledger answers -----------------------------------------------------------------
+    def status_json(self):
+        doc = self.ledger.status_document(self.current)
+        doc["workers"] = [{"worker": s.index, "pid": s.proc.pid if s.proc else 0, "ready": s.ready,
+                           "generation": s.generation, "restarts": s.restarts} for s in self.slots]
+        return (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode()
+
+    async def metrics_reply(self, asking, cid):
+        request = next(self.requests)
+        waiting = []
+        for slot in self.slots:
+            if slot is not asking and slot.channel is not None and slot.ready:
+                future = self.loop.create_future()
+                self.waiters[(slot, request)] = future
+                waiting.append(future)
+                self._send(slot, ("snapshot?", request))
+        if waiting:
+            await asyncio.wait(waiting, timeout=SNAPSHOT_WAIT)
+        for key in [k for k in self.waiters if k[1] == request]:
+            self.waiters.pop(key).cancel()
+        states = self.retired + [s.snapshot for s in self.slots if s.snapshot]
+        self.ledger.metrics.take_sums(states)
+        text = self._apply(self.ledger.metrics_text, self.current) or ""
+        if asking.channel is not None:
+            self._send(asking, ("reply", cid, text))
