@@ -9,9 +9,11 @@ once, are kept); goal at most 10 s wall on 2 cores. Also measured: the no-change
 output rewritten over the previous one).
 
 Each measure is a fresh process, timed from outside: wall seconds and the CPU seconds of the process and its
-children (the fan-out's workers). Rounds interleave the measures, after a warm-up round.
+children (the fan-out's workers). Rounds interleave the measures, after a warm-up round. With --baseline DIR
+(a checkout of earlier code, e.g. `git worktree add /tmp/base main`, its Cython modules built) the same
+stages of that checkout run in the same rounds, on their own state, as the peer: before/after on one load.
 
-    .venv/bin/python benchmarks/bench_stages.py [--nodes 10000] [--runs 3] [--warmup 1] [--quick]
+    .venv/bin/python benchmarks/bench_stages.py [--nodes 10000] [--runs 3] [--warmup 1] [--baseline DIR] [--quick]
 """
 import argparse
 import os
@@ -46,65 +48,87 @@ def make_build_conf(conf, count):
     (conf / "wwfast.yaml").write_text("ipaddr: 10.100.0.1\nnetmask: 255.255.0.0\nwarewulf:\n  port: 9873\n")
 
 
-def stage(name, conf, state, *extra):
-    """A stage as a process (its output checked); returns the harness sample of it."""
+def stage(name, conf, state, *extra, tree=ROOT):
+    """A stage of the checkout `tree` as a process (its output checked); returns the harness sample of it."""
     cmd = [sys.executable, "-m", f"stages.{name}", "--conf", str(conf), "--state", str(state), *extra]
 
     def run():
-        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        out = subprocess.run(cmd, cwd=tree, capture_output=True, text=True)
         if out.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stdout}{out.stderr}")
         return {"lines": out.stdout.count("\n")}
     return harness.timed(run)
 
 
+def measure_round(tree, define_conf, define_state, conf, state):
+    shutil.rmtree(state / "build", ignore_errors=True)
+    subprocess.run(["sync"], check=True)     # no writeback left over from the round before
+    return {"define": stage("define", define_conf, define_state, "--force", tree=tree),
+            "build": stage("build", conf, state, tree=tree),
+            "rerun": stage("build", conf, state, tree=tree),
+            "force": stage("build", conf, state, "--force", tree=tree)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, help="default 10000; quick 2000")
+    parser.add_argument("--baseline", type=pathlib.Path, help="a checkout of earlier code, measured as the peer")
     harness.add_arguments(parser, runs=3, warmup=1)
     args = harness.settle(parser.parse_args(), nodes=(10_000, 2_000))
+    trees = {"wwfast": ROOT}
+    if args.baseline:
+        trees["baseline"] = args.baseline.resolve()
     base = pathlib.Path(tempfile.mkdtemp(prefix="bench-stages-", dir=os.environ.get("BENCH_TMP", "/var/tmp")))
     try:
-        define_conf, define_state = base / "define-conf", base / "define-var"
+        define_conf, conf = base / "define-conf", base / "conf"
         define_conf.mkdir()
         make_define_conf(str(define_conf), args.nodes)
-        conf, state = base / "conf", base / "var"
         make_build_conf(conf, args.nodes)
         version = demo_image.make_demo_image(base / "tree")
-        images.import_image(base / "tree", "demo", state, log=lambda *_: None)
-        print(f"bench_stages: {args.nodes} nodes; demo image with kernel {version}; state in {base}", flush=True)
-        stage("define", conf, state)   # the build's node database (define's own measure uses its own conf)
-        samples = {k: [] for k in ("define", "build", "rerun", "force")}
+        dirs = {}
+        for who, tree in trees.items():
+            state = base / f"var-{who}"
+            images.import_image(base / "tree", "demo", state, log=lambda *_: None)
+            stage("define", conf, state, tree=tree)   # the build's node database
+            dirs[who] = (tree, define_conf, base / f"define-var-{who}", conf, state)
+        print(f"bench_stages: {args.nodes} nodes; demo image with kernel {version}; state in {base}; "
+              f"{', '.join(f'{k} = {v}' for k, v in trees.items())}", flush=True)
+        samples = {who: {k: [] for k in ("define", "build", "rerun", "force")} for who in trees}
         for round_no in range(args.warmup + args.runs):
-            shutil.rmtree(state / "build", ignore_errors=True)
-            subprocess.run(["sync"], check=True)     # no writeback left over from the round before
-            got = {"define": stage("define", define_conf, define_state, "--force"),
-                   "build": stage("build", conf, state),
-                   "rerun": stage("build", conf, state),
-                   "force": stage("build", conf, state, "--force")}
-            tag = "warm-up" if round_no < args.warmup else f"run {round_no - args.warmup + 1}"
-            print(f"  {tag:8s} " + "  ".join(f"{k} {s['wall']:.2f} s ({s['cpu']:.2f} cpu)" for k, s in got.items()),
-                  flush=True)
-            if round_no >= args.warmup:
-                for k, s in got.items():
-                    samples[k].append(s)
-        outputs = sum(1 for _ in (state / "build").rglob("*") if _.is_file())
+            order = list(trees)[round_no % len(trees):] + list(trees)[:round_no % len(trees)]
+            for who in order:
+                got = measure_round(*dirs[who])
+                tag = "warm-up" if round_no < args.warmup else f"run {round_no - args.warmup + 1}"
+                print(f"  {tag:8s} {who:9s} " + "  ".join(f"{k} {s['wall']:.2f} s ({s['cpu']:.2f} cpu)"
+                                                     for k, s in got.items()), flush=True)
+                if round_no >= args.warmup:
+                    for k, s in got.items():
+                        samples[who][k].append(s)
+        outputs = sum(1 for p in (dirs["wwfast"][4] / "build").rglob("*") if p.is_file())
     finally:
         shutil.rmtree(base, ignore_errors=True)
     full = args.nodes >= 10_000
     result = harness.Result("bench_stages", f"define and build as processes, {args.nodes} nodes (build: default "
                             "overlay lists, busybox demo image with the Debian kernel)",
                             params=harness.params_of(args), quick=args.quick)
-    result.add(f"python -m stages.define --force, {args.nodes} nodes / 20 nested profiles", samples["define"],
-               limit=1.0 if full else None)
-    result.add(f"python -m stages.build, first build, {args.nodes} nodes", samples["build"],
-               limit=10.0 if full else None)
-    result.add("python -m stages.build, no change", samples["rerun"])
-    result.add("python -m stages.build --force", samples["force"])
+    peer = samples.get("baseline")
+    peer_name = f"baseline {describe(args.baseline)}" if args.baseline else None
+    for key, measure, limit in (
+            ("define", f"python -m stages.define --force, {args.nodes} nodes / 20 nested profiles", 1.0),
+            ("build", f"python -m stages.build, first build, {args.nodes} nodes", 10.0),
+            ("rerun", "python -m stages.build, no change", None),
+            ("force", "python -m stages.build --force", None)):
+        result.add(measure, samples["wwfast"][key], peer[key] if peer else None, peer_name=peer_name,
+                   limit=limit if full and limit else None)
     result.detail("build_outputs", outputs)
     result.detail("load_note", "measured on a shared machine (several agents); wall stretches with its load, "
                   "CPU seconds less so")
     result.write(args.results)
+
+
+def describe(tree):
+    out = subprocess.run(["git", "-C", str(tree), "describe", "--always", "--dirty"], capture_output=True, text=True)
+    return out.stdout.strip() or str(tree)
 
 
 if __name__ == "__main__":
