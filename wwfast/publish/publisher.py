@@ -23,7 +23,7 @@ import tempfile
 import time
 
 from wwfast import canonjson, fsutil, layout, records
-from wwfast.publish import compress
+from wwfast.publish import compress, packed
 from wwfast.publish.progress import Progress
 
 FORMAT = 1
@@ -182,6 +182,9 @@ class _Publisher:
         _read_bytes(layout.nodes_json(self.state_dir), "define")    # says which stage to run when missing
         db_nodes = records.read_nodes(layout.nodes_json(self.state_dir))
         inputs = _build_inputs(build, os.path.join(self.base, "build.json"))
+        with _as_publish_error():
+            self.packs = packed.read(build, os.path.join(self.base, "build.json"))
+        inputs.update((rel, "packed") for rel in self.packs)   # packed by the build: linked, not compressed
         known_inputs = memory.get("inputs", {}) if memory.get("version") == STAGE_VERSION else {}
         known_store = dict(memory.get("store", {}))
         previous = load_manifest(self.state_dir)
@@ -206,7 +209,8 @@ class _Publisher:
             "store": {name: [size, sha] for name, (size, sha) in manifest_files(manifest).items()},
             "generation": manifest["generation"],
         })
-        self.inputs = [os.path.join(self.base, rel) for rel in sorted(inputs)]
+        self.inputs = [os.path.join(self.base, name) for rel in sorted(inputs)
+                       for name in (packed.files(self.packs[rel]).values() if rel in self.packs else [rel])]
         return manifest, changed
 
     def _hash_inputs(self, inputs, known):
@@ -214,6 +218,10 @@ class _Publisher:
         compressing); unchanged files keep their recorded hash."""
         hashed, todo, fused = {}, [], []
         for rel in sorted(inputs):
+            if inputs[rel] == "packed":   # the build recorded its content hash as it packed it
+                with _as_publish_error():
+                    hashed[rel] = (packed.stat_key(self.base, rel, self.packs[rel]), self.packs[rel]["sha256"])
+                continue
             path = os.path.join(self.base, rel)
             try:
                 key = _stat_key(os.stat(path))
@@ -276,7 +284,7 @@ class _Publisher:
         entries = {}
         for rel, kind in sorted(inputs.items()):
             sha = hashed[rel][1]
-            encodings = self.encodings if kind == "archive" else (kind,)
+            encodings = self.encodings if kind in ("archive", "packed") else (kind,)
             entries[rel] = {}
             for enc in encodings:
                 name = sha + SUFFIXES[enc]
@@ -296,13 +304,34 @@ class _Publisher:
         total = sum(hashed[rel][0][0] for rel, _, _ in work)
         progress = Progress(total, "compress", enabled=self.progress_enabled)
         for rel, enc, name in work:
-            entries[rel][enc] = self._store_one(rel, enc, name, hashed[rel][0], progress)
+            if inputs[rel] == "packed":
+                entries[rel][enc] = self._store_packed(rel, enc, name)
+            else:
+                entries[rel][enc] = self._store_one(rel, enc, name, hashed[rel], progress)
             self.compressed += 1
         progress.close()
         return entries
 
-    def _store_one(self, rel, enc, name, key, progress):
+    def _store_packed(self, rel, enc, name):
+        """Store a file the build packed: a link to it (a copy where links fail), its recorded entry."""
+        with _as_publish_error():
+            path, size, sha = packed.entry(self.base, rel, self.packs[rel], enc)
+            dest = os.path.join(self.store, name)
+            if not packed.link_into(path, dest, TEMP_PREFIX, TEMP_SUFFIX):
+                with fsutil.atomic_file(dest, fsync=False) as raw:
+                    packed.copy_into(path, raw)
+        return _entry(name, size, sha)
+
+    def _store_one(self, rel, enc, name, hashed, progress):
         path = os.path.join(self.base, rel)
+        key, content_sha = hashed
+        if enc == "kernel":   # stored as it is: a link to the build's copy, so the disk holds it once
+            with _as_publish_error():
+                linked = packed.link_into(path, os.path.join(self.store, name), TEMP_PREFIX, TEMP_SUFFIX,
+                                          expect=[key[0], key[1], key[3]])
+            if linked:
+                progress.advance(key[0])
+                return _entry(name, key[0], content_sha)
         start = progress.done
         with open(path, "rb", buffering=0) as src:
             if _stat_key(os.fstat(src.fileno())) != key:
@@ -352,6 +381,14 @@ class _Publisher:
         digest = fsutil.sha256_bytes(canonjson.dumps(manifest).encode())
         manifest["generation"] = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + digest[:8]
         return manifest
+
+
+@contextlib.contextmanager
+def _as_publish_error():
+    try:
+        yield
+    except packed.PackedError as e:
+        raise PublishError(str(e)) from None
 
 
 def _entry(name, size, sha):
