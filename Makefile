@@ -5,7 +5,7 @@ CONF  ?= $(or $(WWFAST_CONF),conf)
 STATE ?= $(or $(WWFAST_STATE),var)
 ARGS  = --conf $(CONF) --state $(STATE)
 
-.PHONY: setup define build compress all serve test bench demo clean
+.PHONY: setup define build compress all serve test bench demo demo-debian clean
 
 setup:
 	scripts/setup.sh
@@ -49,6 +49,10 @@ bench:
 
 demo: setup
 	$(PY) scripts/demo.py $(ARGS)
+
+# Two Debian 12 systemd nodes (image built once by mmdebstrap, cached in ~/.cache/wwfast/debian).
+demo-debian: setup
+	$(PY) scripts/demo_debian.py --state $(STATE)
 
 clean:
 	rm -rf $(STATE) build wwfast/_*.c wwfast/_*.so

@@ -25,6 +25,15 @@ from wwfast.dirs import add_dir_arguments
 BUILD_FORMAT = 1
 
 
+def node_step(ctx):
+    """What compress needs of each node for the manifest, so it never reads the node database."""
+    result = build_images.StepResult()
+    for node_id, node in ctx.nodes.items():
+        result.nodes[node_id] = {"macs": list(node.macs), "addresses": list(node.addresses),
+                                 "asset_key": node.asset_key, "tags": dict(node.tags)}
+    return result
+
+
 def image_step(ctx):
     return build_images.run_step(ctx.state_dir, ctx.nodes, ctx.settings, force=ctx.force, log=ctx.log,
                                  memory=ctx.memory.setdefault("images", {}))
@@ -45,13 +54,14 @@ def efiboot_step(ctx):
 
 # (name, function(ctx) -> build_images.StepResult). Later steps add their own fields to the same nodes.
 STEPS = [
+    ("node", node_step),
     ("images", image_step),
     ("overlays", overlay_step),
     ("ipxe", ipxe_step),
     ("grub", efiboot_step),     # only with warewulf: grubboot; its fields are optional
 ]
 # A node is published only when every step gave it its fields (publish needs them all).
-REQUIRED_FIELDS = ("image", "image_cpio", "kernel", "system", "runtime", "ipxe")
+REQUIRED_FIELDS = ("macs", "addresses", "asset_key", "image", "image_cpio", "kernel", "system", "runtime", "ipxe")
 
 
 def assemble(results, all_nodes, required=REQUIRED_FIELDS):
@@ -109,6 +119,22 @@ def _images(ctx):
     return sorted(ctx.memory.get("images", {}))
 
 
+def _missing_outputs(ctx):
+    """Per-node outputs the last run left that are gone (a stat each, as the steps did before the runner)."""
+    nodes = ctx.memory.get("overlays", {}).get("nodes", {})
+    missing = []
+    for node_id in sorted(nodes):
+        for path in (layout.overlay_archive(ctx.state_dir, node_id, "system"),
+                     layout.overlay_archive(ctx.state_dir, node_id, "runtime"),
+                     layout.ipxe_script(ctx.state_dir, node_id)):
+            if not os.path.exists(path):
+                missing.append(os.path.relpath(path, layout.build_dir(ctx.state_dir)))
+    if not missing:
+        return []
+    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    return [f"{len(missing)} build output(s) missing: {shown}"]
+
+
 def _image_outputs(ctx):
     out = layout.build_images_dir(ctx.state_dir)
     return [os.path.join(out, name) for meta in ctx.memory.get("images", {}).values()
@@ -128,6 +154,7 @@ STAGE = runner.Stage(
           "wwfast._cpio_common", "wwfast._cpio_walk", "wwfast._cpio?", __file__),
     outputs=lambda ctx: [layout.build_json(ctx.state_dir), layout.overlays_dir(ctx.state_dir),
                          layout.ipxe_dir(ctx.state_dir)] + _image_outputs(ctx),
+    check=_missing_outputs,
 )
 
 

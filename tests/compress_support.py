@@ -10,7 +10,7 @@ import pathlib
 import subprocess
 import sys
 
-from wwfast import cpio, fsutil
+from wwfast import cpio, fsutil, records
 from wwfast.define import nodes
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -98,10 +98,13 @@ class BuildTree:
         fsutil.atomic_write(self.build / "ipxe" / "unknown.ipxe", "#!ipxe\necho unknown\n", fsync=False)
 
     def write_build_json(self):
+        def node_fields(i, n):   # what the build stage copies from nodes.json for the manifest
+            node = records.Node.from_json(node_record(n, i + 1))
+            return {"macs": list(node.macs), "addresses": list(node.addresses), "asset_key": node.asset_key}
         doc = {"format": 1, "unknown_ipxe": "ipxe/unknown.ipxe", "nodes": {
             n: {"image": "demo", "kernel": "images/demo.kernel", "image_cpio": "images/demo.cpio",
                 "system": f"overlays/{n}/system.cpio", "runtime": f"overlays/{n}/runtime.cpio",
-                "ipxe": f"ipxe/{n}.ipxe"} for n in self.ids}}
+                "ipxe": f"ipxe/{n}.ipxe", **node_fields(i, n)} for i, n in enumerate(self.ids)}}
         fsutil.atomic_write(self.build / "build.json", json.dumps(doc, indent=1, sort_keys=True) + "\n",
                             fsync=False)
 

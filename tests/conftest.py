@@ -31,3 +31,15 @@ def kernel_modules(kernel_path):
     mods = kernel_path.parent.parent / "lib" / "modules" / version
     assert mods.is_dir(), mods
     return mods
+
+
+@pytest.fixture(scope="session")
+def debian_image():
+    """A Debian 12 systemd image tarball (mmdebstrap from the configured apt sources), built once and
+    cached under ~/.cache/wwfast/debian, keyed by its package list, options and apt sources."""
+    from wwfast.build import debian_image as builder
+    try:
+        path, _ = builder.build(log=lambda m: print(m, flush=True))
+    except builder.BuildError as e:
+        pytest.fail(f"cannot build the Debian image: {e}")
+    return path

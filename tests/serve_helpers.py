@@ -72,7 +72,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_port(port, proc, timeout=10, log_path=None):
+def wait_port(port, proc, timeout=60, log_path=None):
+    """Until the server listens (or exits); the timeout is a backstop for a loaded machine."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -84,8 +85,8 @@ def wait_port(port, proc, timeout=10, log_path=None):
     raise RuntimeError("server did not start listening")
 
 
-def wait_log(log_path, text, proc, offset=0, timeout=10):
-    """Wait until the server logs `text` past `offset` of its log file."""
+def wait_log(log_path, text, proc, offset=0, timeout=60):
+    """Wait until the server logs `text` past `offset` of its log file (the timeout: a backstop)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with open(log_path, errors="replace") as f:

@@ -108,6 +108,10 @@ def test_skip_when_unchanged_and_say_why(site):
     site = stage("build")
     assert "build: running (1 tree(s) changed: overlays)" in site.stdout
     assert "image img: current (inputs unchanged)" in site.stdout and cpio_path.stat().st_ino == rebuilt
+    (state / "build/overlays/n1/runtime.cpio").unlink()             # a per-node output gone
+    again = stage("build")
+    assert "build: running (1 build output(s) missing: overlays/n1/runtime.cpio)" in again.stdout
+    assert "n1 (no archive yet)" in again.stdout and (state / "build/overlays/n1/runtime.cpio").is_file()
 
 
 def test_missing_image_fails_and_keeps_previous_build_json(site):

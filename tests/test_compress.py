@@ -204,7 +204,7 @@ def test_unchanged_inputs_are_not_compressed_again(cluster):
     tree.write_image()      # rewritten with the same bytes: a new inode, the same content
     result = ok(run_stage(conf, state, "-v"))
     # image + kernel + n0002's system, runtime, ipxe + unknown.ipxe were rewritten (new inodes)
-    assert "6 input(s) changed: build/images/demo.cpio, build/images/demo.kernel" in result.stdout
+    assert "6 build output(s) changed: images/demo.cpio, images/demo.kernel" in result.stdout
     assert "2 store files written" in result.stdout             # the new runtime's .zst and .gz
     after = store_state(state)
     assert {n: v for n, v in after.items() if n in before} == before   # nothing rewritten
@@ -315,3 +315,19 @@ def test_large_archive_is_hashed_while_compressed(cluster):
     assert "0 store files written" in result.stdout, result.stdout
     assert store_state(state) == before              # the stored file was kept, the temp one dropped
     assert not [p for p in store.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_manifest_comes_from_build_json_alone(cluster):
+    """What the manifest needs of a node (MACs, addresses, asset key) travels in build.json: compress never
+    reads the node database."""
+    conf, state, tree = cluster
+    os.unlink(state / "define" / "nodes.json")
+    ok(run_stage(conf, state))
+    manifest = json.loads((state / "publish" / "manifest.json").read_text())
+    node = manifest["nodes"]["n0001"]
+    assert node["macs"] == ["52:54:00:00:00:01"] and node["addresses"] == ["10.0.0.1"] and node["asset_key"] == ""
+    build = json.loads((tree.build / "build.json").read_text())
+    del build["nodes"]["n0002"]["macs"]
+    (tree.build / "build.json").write_text(json.dumps(build))
+    result = run_stage(conf, state)
+    assert result.returncode == 1 and "node 'n0002' lacks macs: run the build stage" in result.stderr

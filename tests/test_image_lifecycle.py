@@ -17,7 +17,7 @@ from helpers.processes import descendants as _descendants, wait_gone as _wait_go
 from helpers.qemu import boot_until
 from helpers.trees import snapshot
 from wwfast import fsutil, layout
-from wwfast.build import images
+from wwfast.build import images, syncuser
 
 pytestmark = pytest.mark.skipif(shutil.which("unshare") is None, reason="util-linux unshare is missing")
 
@@ -94,6 +94,50 @@ def test_exec_changes_the_image_and_leaves_no_mount_behind(site, tmp_path):
     assert leftovers(state) == []
     with open("/proc/self/mountinfo") as f:
         assert str(state) not in f.read()
+
+
+def test_symlinked_resolv_conf_is_bound_inside_the_image(site, tmp_path):
+    """systemd-resolved images link /etc/resolv.conf to /run/...: the server's file is bound at the
+    link's target inside the image (on the run's /run tmpfs), never through the link on the server."""
+    state = site
+    root = layout.image_root(state, "bb")
+    with images.image_lock(state, "bb"):
+        os.symlink("/run/systemd/resolve/stub-resolv.conf", os.path.join(root, "etc/resolv.conf"))
+    before = image_state(state)
+    out = tmp_path / "out"
+    out.mkdir()
+    run = wwfast(state, "exec", "bb", "--bind", f"{out}:/out", "--", "sh", "-c",
+                 "busybox cat /etc/resolv.conf > /out/seen; busybox readlink /etc/resolv.conf > /out/link")
+    assert run.returncode == 0, run.stderr
+    host_resolv = open("/etc/resolv.conf").read() if os.path.exists("/etc/resolv.conf") else ""
+    assert (out / "seen").read_text() == host_resolv
+    assert (out / "link").read_text() == "/run/systemd/resolve/stub-resolv.conf\n"
+    after = image_state(state)
+    assert after[0] == before[0]             # no /run/systemd left, the link untouched
+    assert not os.path.exists(os.path.join(root, "run"))
+
+
+def test_next_build_repacks_after_exec(site, tmp_path, project_root):
+    state, conf = site, tmp_path / "conf"
+    conf.mkdir()
+    (conf / "nodes.yaml").write_text("nodes:\n  n1:\n    image name: bb\n")
+    env = dict(os.environ, PYTHONPATH=str(project_root))
+
+    def stage(name):
+        run = subprocess.run([sys.executable, "-m", f"stages.{name}", "--conf", str(conf), "--state", str(state)],
+                             capture_output=True, text=True, env=env, cwd=project_root, timeout=300)
+        assert run.returncode == 0, run.stdout + run.stderr
+        return run.stdout
+
+    stage("define")
+    assert "image bb: rebuilding (no previous build)" in stage("build")
+    assert "rebuilding" not in stage("build")    # unchanged inputs: nothing repacked
+    assert wwfast(state, "exec", "bb", "--", "sh", "-c", "echo repacked > /etc/marker").returncode == 0
+    out = stage("build")
+    assert "image bb: rebuilding (the image was re-imported (content fingerprint changed)" in out, out
+    listing = subprocess.run(["cpio", "-i", "--to-stdout", "etc/marker"], stdin=open(
+        os.path.join(layout.build_images_dir(state), "bb.cpio"), "rb"), capture_output=True)
+    assert listing.stdout == b"repacked\n"
 
 
 def test_failed_command_leaves_the_image_as_it_was(site):
@@ -363,3 +407,25 @@ def test_image_boots_after_a_killed_exec(tmp_path, kernel_path, project_root):
     console = boot_until(os.path.join(layout.build_images_dir(state), "bb.kernel"),
                          os.path.join(layout.build_images_dir(state), "bb.cpio"), "WWFAST-BOOT-MARKER")
     assert "WWFAST-BOOT-MARKER survived the kill" in console
+
+
+def test_import_syncuser(tmp_path):
+    """import with syncuser: the installed image already has the server's ids; a conflict imports nothing."""
+    src = make_busybox_tree(tmp_path / "src")
+    (src / "etc" / "passwd").write_text(IMAGE_PASSWD)
+    (src / "etc" / "group").write_text(IMAGE_GROUP)
+    os.chown(src / "etc" / "marker", 1001, 1001)
+    server = tmp_path / "server-etc"
+    server.mkdir()
+    (server / "passwd").write_text(SERVER_PASSWD)
+    (server / "group").write_text(SERVER_GROUP)
+    state = tmp_path / "state"
+    images.import_image(str(src), "synced", state, syncuser_etc=str(server), log=lambda *_: None)
+    root = layout.image_root(state, "synced")
+    assert owner(root, "etc/marker") == (2001, 2001)
+    assert image_state(state, "synced")[1]["fingerprint"] == images.tree_digest(root)[0]
+    with open(server / "passwd", "a") as f:
+        f.write("dave:x:1002:1002::/:/bin/sh\n")
+    with pytest.raises(syncuser.SyncError, match="id 1002"):
+        images.import_image(str(src), "conflict", state, syncuser_etc=str(server), log=lambda *_: None)
+    assert images.list_images(state) == ["synced"] and leftovers(state) == []

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from helpers.busybox_tree import make_busybox_tree
+from helpers.qemu import boot_until
 from helpers.processes import descendants as _descendants, wait_gone as _wait_gone
 from helpers.registry import Layout, Registry, tar_layer, tree_layer
 from helpers.trees import snapshot
@@ -265,3 +266,33 @@ def test_kill_9_during_a_pull_leaves_the_old_image(plain, tmp_path):
     again = wwfast(state, f"docker://{plain.host}/bb:1", "bb", "--update", "--tls-verify=false")
     assert again.returncode == 0, again.stderr
     assert leftovers(state) == []
+
+
+@pytest.mark.qemu
+def test_pull_exec_build_boot(plain, tmp_path, kernel_path, project_root):
+    """The issue's goal, nothing by hand: pull from the registry, change the image with exec, build,
+    and the kernel boots the built archive showing the change."""
+    tree = make_busybox_tree(tmp_path / "tree", marker="as pushed")
+    os.makedirs(tree / "boot")
+    shutil.copy(kernel_path, tree / "boot" / kernel_path.name)
+    lay = Layout(tmp_path / "layout")
+    lay.tag("boot", lay.image([tree_layer(tree)]))
+    plain.push(f"oci:{lay.root}:boot", "bootable:1")
+    state, conf = tmp_path / "state", tmp_path / "conf"
+    run = wwfast(state, f"docker://{plain.host}/bootable:1", "node-img", "--tls-verify=false")
+    assert run.returncode == 0, run.stderr
+    change = subprocess.run([sys.executable, "-m", "wwfast.cli", "--state", str(state), "image", "exec", "node-img",
+                             "--", "sh", "-c", "echo pulled-and-changed > /etc/marker"],
+                            capture_output=True, text=True, timeout=300)
+    assert change.returncode == 0, change.stderr
+    conf.mkdir()
+    (conf / "nodes.yaml").write_text("nodes:\n  n1:\n    image name: node-img\n")
+    env = dict(os.environ, PYTHONPATH=str(project_root))
+    for stage in ("define", "build"):
+        out = subprocess.run([sys.executable, "-m", f"stages.{stage}", "--conf", str(conf), "--state", str(state)],
+                             capture_output=True, text=True, env=env, cwd=project_root, timeout=300)
+        assert out.returncode == 0, out.stdout + out.stderr
+    built = layout.build_images_dir(state)
+    console = boot_until(os.path.join(built, "node-img.kernel"), os.path.join(built, "node-img.cpio"),
+                         "WWFAST-BOOT-MARKER")
+    assert "WWFAST-BOOT-MARKER pulled-and-changed" in console

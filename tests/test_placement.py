@@ -153,3 +153,23 @@ def test_cluster_settings_errors_name_file_line_field(text, line, field, message
         parse_settings(text, "conf/wwfast.yaml")
     err = e.value.errors[0] if hasattr(e.value, "errors") else e.value
     assert (err.file, err.line, err.field) == ("conf/wwfast.yaml", line, field) and message in err.message, str(err)
+
+
+def test_bounded_loads_balance_within_epsilon_and_keep_most_first_choices():
+    from collections import Counter
+    from wwfast.cluster.placement import bounded_first
+    members = [Member(f"c{i}", f"http://c{i}:9874") for i in range(3)]
+    ids = [f"n{i:05d}" for i in range(300)]
+    first = bounded_first(ids, members)
+    counts = Counter(first.values())
+    assert max(counts.values()) <= 102 and min(counts.values()) >= 96      # (1 + 0.02) x 100 at most
+    assert sum(1 for n in ids if rank(n, members)[0].name != first[n]) < 30
+    assert bounded_first(list(reversed(ids)), members) == first            # the same on every server
+    # weights: a cache of weight 2 takes twice the nodes
+    heavy = members[:2] + [Member("c2", "http://c2:9874", weight=2)]
+    counts = Counter(bounded_first(ids, heavy).values())
+    assert abs(counts["c2"] - 150) <= 3 and abs(counts["c0"] - 75) <= 6
+    # the node's sources start with its bounded choice, the rest in rank order
+    node = next(n for n in ids if rank(n, members)[0].name != first[n])
+    got = blob_sources(node, "", members, [], first=first[node])
+    assert got[0] == f"http://{first[node]}:9874/blob/sha256" and len(set(got)) == 3

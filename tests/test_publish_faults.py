@@ -1,20 +1,20 @@
-"""kill -9 the compress stage at random moments: what is published must stay whole, and the next run
-must recover on its own.
+"""kill -9 the compress (and build) stage inside a run: what is published must stay whole, and the next
+run must recover on its own.
 
-Each trial changes some build outputs (runtime overlays, sometimes the image), starts the stage, kills
-it with SIGKILL after a random delay spread over a whole run, then checks that the manifest parses and
-every file it names exists with the recorded size and sha256. A run to completion follows: it must
-succeed, publish exactly the current build, and leave no temp files or unreferenced store files
-(grace 0).
+Each trial changes some build outputs (runtime overlays, sometimes the image), runs the stage and kills
+its process group with SIGKILL when it reaches a named file-system commit, just before or just after it
+(tests/helpers/killpoints.py): for compress, one trial per kind of commit (POINTS); for build, a commit
+picked by a seeded rng from those a run on a copy of the state made. So every kill lands inside a run,
+at a named point, however loaded the machine is (it used to sleep a random time and hope). Then the manifest must parse and every
+file it names exist with the recorded size and sha256. A run to completion follows: it must succeed,
+publish exactly the current build, and leave no temp files or unreferenced store files (grace 0).
 """
+import glob
 import hashlib
 import os
 import pathlib
 import random
-import signal
 import subprocess
-import sys
-import time
 
 import zstandard
 
@@ -22,8 +22,8 @@ from wwfast import fsutil
 from wwfast.publish import publisher as publish
 
 from compress_support import ROOT, BuildTree, check_published, run_stage, write_settings
+from helpers import killpoints
 
-TRIALS = 24
 IMAGE_BYTES = 20 << 20      # above publish.FUSE_MIN: kills also land in the hash-while-compressing path
 
 
@@ -37,11 +37,6 @@ def image_payload(seed):
         if len(out) >= IMAGE_BYTES:
             break
     return bytes(out[:IMAGE_BYTES]) + f"seed {seed}\n".encode()
-
-
-def start_stage(conf, state):
-    return subprocess.Popen([sys.executable, "-m", "stages.compress", "--conf", str(conf), "--state", str(state),
-                             "--grace", "0"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def set_image(tree, seed):
@@ -83,7 +78,28 @@ def assert_publishes_current_build(state, tree):
     assert subprocess.run(["gzip", "-t", *gz], capture_output=True).returncode == 0
 
 
-def test_kill_9_at_random_moments_never_breaks_what_is_published(tmp_path):
+# Where compress is killed: one trial per point, each a commit every run of that trial makes (new store
+# files, the manifest, the removal of what it no longer names at grace 0, the stamp). Every trial gives some
+# nodes a runtime overlay no run has seen (so there are new store files); with_image: it rebuilds the image
+# too (its archive goes through the hash-while-compressing path, temp "unnamed", and the old image's store
+# files are removed).
+POINTS = [
+    ("before", "replace", "*unnamed*>*.cpio.zst", True),
+    ("after", "replace", "*unnamed*>*.cpio.zst", True),
+    ("before", "replace", "*>*.cpio.zst", False),
+    ("after", "replace", "*>*.cpio.zst", False),
+    ("before", "replace", "*>*.cpio.gz", True),
+    ("after", "replace", "*>*.cpio.gz", False),
+    ("before", "replace", "*>manifest.json", True),
+    ("after", "replace", "*>manifest.json", False),
+    ("before", "unlink", "*.cpio.*", True),
+    ("after", "unlink", "*.cpio.*", True),
+    ("before", "replace", "*>compress.stamp", False),
+    ("after", "replace", "*>compress.stamp", True),
+]
+
+
+def test_kill_9_inside_compress_runs_never_breaks_what_is_published(tmp_path):
     rng = random.Random(int(os.environ.get("WWFAST_FAULT_SEED", "5")))
     conf, state = tmp_path / "conf", tmp_path / "state"
     write_settings(conf)
@@ -92,38 +108,20 @@ def test_kill_9_at_random_moments_never_breaks_what_is_published(tmp_path):
     set_image(tree, 0)
     result = run_stage(conf, state, "--grace", "0")
     assert result.returncode == 0, result.stderr
-    # How long each kind of run takes (with and without a new image): kill points are spread over that.
-    durations = {}
-    for with_image in (True, False):
-        tree.bump_runtime(tree.ids[0])
-        if with_image:
-            set_image(tree, -1)
-        started = time.monotonic()
-        assert run_stage(conf, state, "--grace", "0").returncode == 0
-        durations[with_image] = time.monotonic() - started
 
-    killed_mid_run = 0
-    for trial in range(TRIALS):
-        for node_id in rng.sample(tree.ids, rng.randint(1, 8)):
-            tree.bump_runtime(node_id)
-        with_image = trial % 2 == 0
+    for trial, (when, op, pattern, with_image) in enumerate(POINTS):
+        bumped = rng.sample(tree.ids, rng.randint(1, 8))
+        for node_id in bumped:
+            tree.runtime_revision[node_id] = 1000 + trial
+        tree.write_overlays(bumped)
         if with_image:
             set_image(tree, trial + 1)
-        proc = start_stage(conf, state)
-        time.sleep(rng.uniform(0.0, 0.9 * durations[with_image]))
-        if proc.poll() is None:
-            killed_mid_run += 1
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-
-        check_published(state)               # whole and consistent, whatever the moment
+        at = killpoints.stop_at("stages.compress", ["--conf", conf, "--state", state, "--grace", "0"],
+                                when, op, pattern)
+        check_published(state)               # whole and consistent, wherever the run was stopped
         result = run_stage(conf, state, "--grace", "0")
-        assert result.returncode == 0, f"trial {trial}: the next run failed: {result.stderr}"
+        assert result.returncode == 0, f"trial {trial} (killed {when} {op} {at}): the next run failed: {result.stderr}"
         assert_publishes_current_build(state, tree)
-
-    print(f"{killed_mid_run} of {TRIALS} kills hit a running stage")
-    # The kills must have landed inside runs, or this test proves nothing.
-    assert killed_mid_run >= TRIALS // 2, f"only {killed_mid_run} of {TRIALS} kills hit a running stage"
 
 
 # ---- the real build stage in the loop ----
@@ -157,12 +155,19 @@ def test_kill_9_of_build_or_compress_with_the_real_stages(tmp_path, kernel_path,
     cluster.publish()
     build_tree = BuildTree(state, count=0)      # only for its paths in assert_publishes_current_build
 
-    def stage_seconds(name, *extra):
-        started = time.monotonic()
-        cluster.stage(name, *extra)
-        return time.monotonic() - started
+    def pick_point(module, label, *extra):
+        """One of the commits this run makes (recorded by a run on a copy of the state), stopped just before
+        or just after, by a seeded rng."""
+        copy = tmp_path / f"probe{label}"
+        subprocess.run(["cp", "-a", str(state), str(copy)], check=True)
+        calls = killpoints.run_logged(module, ["--conf", conf, "--state", copy, *extra], tmp_path / f"{label}.log")
+        subprocess.run(["rm", "-rf", str(copy)], check=True)
+        assert calls, f"{module} made no commit: nothing to kill it at"
+        op, name = rng.choice(calls)
+        pattern = glob.escape(name) if op in ("unlink", "remove") else "*>" + glob.escape(name)
+        return rng.choice(("before", "after")), op, pattern
 
-    killed_mid_run = 0
+    points = []
     for trial in range(BUILD_TRIALS):
         # a new runtime overlay for every node; every third trial the image archive is rebuilt too
         template.write_text(f"runtime overlay of {{{{ node.id }}}}, trial {trial}\n")
@@ -170,26 +175,12 @@ def test_kill_9_of_build_or_compress_with_the_real_stages(tmp_path, kernel_path,
         force = ["--force"] if trial % 3 == 0 else []
         if victim == "compress":
             cluster.stage("build", *force)
-        # how long the victim takes this time: measured on a copy of the state, then killed for real
-        probe = tmp_path / f"probe{trial}"
-        subprocess.run(["cp", "-a", str(state), str(probe)], check=True)
-        started = time.monotonic()
-        subprocess.run([sys.executable, "-m", f"stages.{victim}", "--conf", str(conf), "--state", str(probe),
-                        *force], cwd=ROOT, capture_output=True, check=True)
-        duration = time.monotonic() - started
-        subprocess.run(["rm", "-rf", str(probe)], check=True)
-
-        proc = subprocess.Popen([sys.executable, "-m", f"stages.{victim}", "--conf", str(conf), "--state",
-                                 str(state), *force], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.0, 0.9 * duration))
-        if proc.poll() is None:
-            killed_mid_run += 1
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        module = f"stages.{victim}"
+        point = pick_point(module, trial, *force)
+        points.append((victim, *point, killpoints.stop_at(module, ["--conf", conf, "--state", state, *force], *point)))
 
         check_published(state)
         cluster.publish()                      # define, build, compress: recover without help
         cluster.stage("compress", "--grace", "0")
         assert_publishes_current_build(state, build_tree)
-    print(f"{killed_mid_run} of {BUILD_TRIALS} kills hit a running build or compress stage")
-    assert killed_mid_run >= BUILD_TRIALS // 2, f"only {killed_mid_run} of {BUILD_TRIALS} kills hit a running stage"
+    print("killed at:", *points, sep="\n  ")

@@ -214,3 +214,34 @@ def test_three_servers_follow_the_pointer_share_members_and_boot_records(tmp_pat
         finally:
             for s in servers:
                 s.stop()
+
+
+def test_a_node_pinned_to_a_cache_group_gets_that_groups_cache_first(tmp_path):
+    import types
+    from wwfast import records
+    from wwfast.publish.publisher import cache_group
+    settings = types.SimpleNamespace(caches=[{"url": "http://a:1"}], etcd_endpoints=[], cache_group_tag="rack")
+    assert cache_group(records.Node(id="n1", tags={"rack": "r2"}), settings) == "r2"
+    assert cache_group(records.Node(id="n2", tags={}), settings) == ""
+    assert cache_group(records.Node(id="n1", tags={"rack": "r2"}), types.SimpleNamespace(
+        caches=[], etcd_endpoints=[], cache_group_tag="rack")) == ""          # no cache tier: no group
+    state = str(tmp_path / "state")
+    image = os.urandom(1000)
+    nodes = {"n1": make_node(state, "n1", MAC1, image), "n2": make_node(state, "n2", MAC2, image)}
+    nodes["n1"]["cache_group"] = "r2"
+    publish(state, nodes, "g1")
+    port = free_port()
+    caches = "".join(f"    - http://127.0.0.1:{9000 + i} r{i}\n" for i in range(1, 5))
+    settings_text = (f"ipaddr: 127.0.0.1\nwarewulf:\n  secure: false\n  port: {port}\n"
+                     f"cluster:\n  server url: http://127.0.0.1:{port}\n  caches:\n{caches}")
+    from wwfast.cluster import sources
+    from wwfast.cluster.placement import Member, bounded_first
+    members = [Member(f"127.0.0.1:{9000 + i}", f"http://127.0.0.1:{9000 + i}", f"r{i}") for i in range(1, 5)]
+    with running_server(state, port, settings=settings_text):
+        for mac, node_id, group in ((MAC1, "n1", "r2"), (MAC2, "n2", "")):
+            sets = header_sets(curl(f"http://127.0.0.1:{port}/ipxe/{mac}")[2])
+            first = None if group else bounded_first(["n2"], members).get(node_id)   # n2: the only one unpinned
+            want = sources.blob_sources(node_id, group, members, [], first=first)
+            assert [sets[f"wwfast-blob{i}".encode()].decode() for i in (1, 2, 3)] == want
+    first_n1 = sources.blob_sources("n1", "r2", members, [])[0]
+    assert first_n1 == "http://127.0.0.1:9002/blob/sha256"

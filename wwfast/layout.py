@@ -113,6 +113,11 @@ def manifest(state_dir):
     return _join(state_dir, "publish", "manifest.json")
 
 
+def publish_incoming(state_dir):
+    """Where a follower server stages the manifest it pulls (several servers, wwfast.cluster)."""
+    return _join(state_dir, "publish", "incoming")
+
+
 # ---- serve
 def serve_dir(state_dir):
     return _join(state_dir, "serve")

@@ -71,23 +71,29 @@ def run_storm(rig, topo, nodes, runtime, work, timeout=5, rounds=3, stagger=0.0,
         procs.append((subprocess.Popen(topo.exec_args(topo.rack_ns(k)) + [
             sys.executable, "-m", "storm.cachenode", str(path), str(out)], cwd=HERE, stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=f"{HERE}:{ROOT}")), out))
-    for p, _ in procs:
-        if p.stdout.readline().strip() != "ready":
-            raise RuntimeError("a node simulator did not start")
-    cpu0, origin0 = rig.cache_cpu(), rig.origin_blob_bytes()
-    t0 = time.time() + 0.5
-    for p, _ in procs:
-        p.stdin.write(f"go {t0}\n")
-        p.stdin.flush()
-    fault_time = None
-    if fault is not None:
-        time.sleep(max(0.0, t0 + fault_at - time.time()))
-        fault_time = time.time()
-        method, arg = fault
-        getattr(rig, method)(*(() if arg is None else (arg,)))
-    deadline = time.monotonic() + backstop
-    for p, _ in procs:
-        p.wait(max(1, deadline - time.monotonic()))
+    try:
+        for p, _ in procs:
+            if p.stdout.readline().strip() != "ready":
+                raise RuntimeError("a node simulator did not start")
+        cpu0, origin0 = rig.cache_cpu(), rig.origin_blob_bytes()
+        t0 = time.time() + 0.5
+        for p, _ in procs:
+            p.stdin.write(f"go {t0}\n")
+            p.stdin.flush()
+        fault_time = None
+        if fault is not None:
+            time.sleep(max(0.0, t0 + fault_at - time.time()))
+            fault_time = time.time()
+            method, arg = fault
+            getattr(rig, method)(*(() if arg is None else (arg,)))
+        deadline = time.monotonic() + backstop
+        for p, _ in procs:
+            p.wait(max(1, deadline - time.monotonic()))
+    finally:
+        for p, _ in procs:            # an error or SIGTERM: no simulator outlives its storm
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     cpu1, origin1 = rig.cache_cpu(), rig.origin_blob_bytes()
     records, sim_cpu = [], 0.0
     for p, out in procs:

@@ -1,7 +1,7 @@
 """Boot several QEMU nodes at once from the network and read what their consoles say.
 
-Each node is one `qemu-system-x86_64` (TCG, never KVM), its serial console written to a log file: BIOS
-nodes have an e1000 NIC whose iPXE ROM boots them; UEFI nodes run OVMF with a virtio NIC, so the
+Each node is one `qemu-system-x86_64` (TCG unless a test asks for KVM, see kvm_works()), its serial
+console written to a log file: BIOS nodes have an e1000 NIC whose iPXE ROM boots them; UEFI nodes run OVMF with a virtio NIC, so the
 firmware's own PXE fetches the iPXE binary by TFTP first. `NodeGroup` starts them together, waits for console markers with one deadline and always kills
 what it started; a node that misses its deadline fails the test with its console log.
 
@@ -25,6 +25,31 @@ DONE_LINE = CONSOLE_TAG + " done"
 # UEFI firmware from Debian's ovmf package: code read-only, a writable copy of the variable store per node.
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+
+
+def kvm_works(kernel, timeout=10):
+    """Whether KVM runs a guest here: /dev/kvm is usable and a kernel booted with it prints its banner
+    (on some nested hosts KVM exists but the guest hangs). WWFAST_ACCEL=tcg|kvm decides without asking."""
+    forced = os.environ.get("WWFAST_ACCEL")
+    if forced in ("tcg", "kvm"):
+        return forced == "kvm"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    cmd = [QEMU, "-accel", "kvm", "-m", "256", "-nographic", "-no-reboot", "-monitor", "none",
+           "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    out = b""
+    try:
+        deadline = time.monotonic() + timeout
+        os.set_blocking(proc.stdout.fileno(), False)
+        while time.monotonic() < deadline and b"Linux version" not in out and proc.poll() is None:
+            out += proc.stdout.read() or b""
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return b"Linux version" in out
 
 
 class NodeTimeout(AssertionError):
@@ -59,9 +84,11 @@ class QemuNode:
     """One QEMU guest booting from the network. Use through NodeGroup (or call stop() yourself)."""
 
     def __init__(self, name, mac, log_dir, bootfile=None, asset=None, netns=None, tap=None,
-                 memory=256, extra_args=(), firmware="bios"):
+                 memory=256, extra_args=(), firmware="bios", hostfwd=(), accel=None):
         """`firmware`: "bios" (SeaBIOS; the e1000's iPXE ROM boots it) or "uefi" (OVMF on q35; a virtio NIC
-        without option ROM, so the firmware's own network stack and PXE start the boot)."""
+        without option ROM, so the firmware's own network stack and PXE start the boot).
+        `hostfwd`: (host port on 127.0.0.1, guest address, guest port) TCP forwards of the user network;
+        `accel`: "kvm" (see kvm_works()) or None for TCG."""
         if firmware not in ("bios", "uefi"):
             raise ValueError(f"firmware {firmware!r}: bios or uefi")
         self.firmware = firmware
@@ -74,6 +101,8 @@ class QemuNode:
         self.tap = tap
         self.memory = memory
         self.extra_args = list(extra_args)
+        self.hostfwd = list(hostfwd)
+        self.accel = accel
         self.proc = None
         self.started_at = None
         self.finished_at = None
@@ -83,7 +112,10 @@ class QemuNode:
             netdev = f"tap,id=n0,ifname={self.tap},script=no,downscript=no"
         else:
             netdev = "user,id=n0" + (f",bootfile={self.bootfile}" if self.bootfile else "")
+            netdev += "".join(f",hostfwd=tcp:127.0.0.1:{h}-{g}:{p}" for h, g, p in self.hostfwd)
         cmd = [QEMU, "-m", str(self.memory), "-nographic", "-no-reboot", "-netdev", netdev]
+        if self.accel == "kvm":
+            cmd += ["-accel", "kvm", "-cpu", "host"]
         if self.firmware == "uefi":
             cmd += ["-machine", "q35",
                     "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",

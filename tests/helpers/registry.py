@@ -197,7 +197,6 @@ class Registry:
         self.storage = os.path.join(self.root, "storage")
         self.proc = None
         self.log = []
-        self._ready = threading.Event()
 
     def _config(self):
         os.makedirs(self.storage, exist_ok=True)
@@ -228,23 +227,29 @@ class Registry:
             f.write("\n".join(lines) + "\n")
         return path
 
-    def start(self, timeout=60):
-        config = self._config()
-        self.proc = subprocess.Popen(["docker-registry", "serve", config], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
-        threading.Thread(target=self._drain, daemon=True).start()
-        if not self._ready.wait(timeout) or self.proc.poll() is not None:
+    def start(self, timeout=60, tries=3):
+        for attempt in range(tries):
+            config = self._config()
+            self.log, ready = [], threading.Event()
+            self.proc = subprocess.Popen(["docker-registry", "serve", config], stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            threading.Thread(target=self._drain, args=(self.proc, self.log, ready), daemon=True).start()
+            if ready.wait(timeout) and self.proc.poll() is None:
+                return self
             self.stop()
-            raise AssertionError("docker-registry did not start:\n" + "".join(self.log))
+            if "address already in use" not in "".join(self.log) or attempt == tries - 1:
+                raise AssertionError("docker-registry did not start:\n" + "".join(self.log))
+            self.port = free_port()      # someone took the free port between our probe and its bind
+            self.host = f"127.0.0.1:{self.port}"
         return self
 
-    def _drain(self):
-        for line in self.proc.stdout:
-            self.log.append(line)
+    @staticmethod
+    def _drain(proc, log, ready):
+        for line in proc.stdout:
+            log.append(line)
             if "listening on" in line:
-                self._ready.set()
-        self._ready.set()    # it exited: start() reports the log
+                ready.set()
+        ready.set()    # it exited: start() reports the log
 
     def stop(self):
         if self.tokens:

@@ -16,7 +16,7 @@ import stat
 import subprocess
 import sys
 
-from wwfast import fsutil
+from wwfast import fsutil, layout
 from wwfast.dirs import add_dir_arguments
 
 BUSYBOX = "/bin/busybox"
@@ -172,7 +172,7 @@ def main(argv=None):
     if args.import_name:
         # The environment carries conf/state: every wwfast subcommand honours WWFAST_CONF / WWFAST_STATE.
         env = dict(os.environ, WWFAST_CONF=args.conf, WWFAST_STATE=args.state)
-        update = ["--update"] if os.path.exists(os.path.join(args.state, "images", args.import_name)) else []
+        update = ["--update"] if os.path.exists(layout.image_dir(args.state, args.import_name)) else []
         cmd = [sys.executable, "-m", "wwfast.cli", "image", "import", *update, args.dir, args.import_name]
         return subprocess.run(cmd, env=env).returncode
     return 0

@@ -163,6 +163,8 @@ def build_image(state_dir, image, node_ids, nodes, settings_excludes, mtime, for
             node_kernel[node_id] = kernels.select_kernel(rootfs, wanted) if wanted else default
         except kernels.KernelError as e:
             raise BuildError(f"image {image}, node {node_id}: {e}") from None
+    if "gz" not in pack["encodings"] and not all(kernels.reads_zstd(k.version) for k in node_kernel.values()):
+        pack = dict(pack, encodings=pack["encodings"] + ["gz"])   # a node's kernel unpacks only gzip
     kernel_files = {}
     for k in [default] + list(node_kernel.values()):
         kernel_files.setdefault(k.path, _kernel_file(image, k, default))

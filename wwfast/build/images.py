@@ -157,10 +157,11 @@ def detect_kind(source):
     return "tar"
 
 
-def import_image(source, name, state_dir, update=False, log=print, pull=None):
+def import_image(source, name, state_dir, update=False, log=print, pull=None, syncuser_etc=None):
     """Import `source` as image `name`; returns the image.json dict. A `docker://` or `docker-daemon:`
     source is pulled first (registry.pull, with `pull` = registry.PullOptions) into the import's
-    temp directory, so a failed pull leaves nothing behind either."""
+    temp directory, so a failed pull leaves nothing behind either. syncuser_etc: align the tree's
+    UIDs/GIDs with the passwd/group there before it is installed (Warewulf's import --syncuser)."""
     from wwfast.build import registry
     check_name(name)
     remote = registry.is_remote(source)
@@ -188,6 +189,9 @@ def import_image(source, name, state_dir, update=False, log=print, pull=None):
             else:
                 log(f"importing {source} ({kind}) as {name}")
                 info["layers"] = _fill(kind, source, rootfs)
+            if syncuser_etc:
+                from wwfast.build import syncuser
+                syncuser.sync(rootfs, syncuser_etc, log=log)
             info["imported"] = now_utc()
             write_info(tmp, info)
             commit(state_dir, tmp, dest, log=log)

@@ -2,7 +2,8 @@
 
 Templates: built-in wwfast/data/ipxe/<name>.ipxe, site CONF/ipxe/<name>.ipxe (shadows the built-in one).
 wwfast's own are Jinja2 with StrictUndefined and a small data set (id hostname fqdn cluster image ipxe
-hwaddr ipaddr port authority kernel_args kernel_version root secure tags netdevs). A template copied
+hwaddr ipaddr port authority kernel_args kernel_version root secure tags netdevs initrd_gzip: true when
+the node's kernel predates zstd initrds). A template copied
 from a Warewulf server (/etc/warewulf/ipxe/*.ipxe) is in Go's template language with Warewulf's iPXE
 data (.Id .Hwaddr .Authority .KernelArgs .NetDevs ..., reference A6) and sprig: a template is taken as
 Jinja2 when it uses Jinja2 statements or comments ({% %}, {# #}) or does not parse as a Go template.
@@ -58,7 +59,7 @@ def script_data(node, settings):
         "tags": view.tags, "netdevs": view.netdevs,
         # scale-out (settings `cluster:`): blobs from caches, with failover between sources
         "cache_tier": cache_tier(settings), "transfer_timeout_ms": settings.transfer_timeout * 1000,
-        "source_rounds": settings.source_rounds,
+        "source_rounds": settings.source_rounds, "initrd_gzip": False,
     }
 
 
@@ -157,6 +158,9 @@ class IpxeRenderer:
 
     def node_script(self, node):
         data = script_data(node, self.settings)
+        # a kernel before 5.9 cannot unpack zstd: its archives are asked for as gzip
+        from wwfast.build.kernels import reads_zstd
+        data["initrd_gzip"] = not reads_zstd(self.kernel_version(node))
 
         def go_data():
             from wwfast.build.wwtemplate.tstruct import ipxe_vars

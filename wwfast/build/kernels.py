@@ -61,6 +61,17 @@ def parse_version(path):
     return Version(release, pre)
 
 
+# Linux unpacks zstd-compressed initrds since 5.9; older kernels need gzip.
+ZSTD_SINCE = (5, 9)
+
+
+def reads_zstd(version):
+    """Whether a kernel of this version (text, as in build.json) unpacks zstd initrds; an unknown
+    version is taken to be a current kernel."""
+    v = parse_version(version or "")
+    return v is None or tuple(v.release[:2]) >= ZSTD_SINCE
+
+
 @dataclasses.dataclass(frozen=True)
 class Kernel:
     path: str           # absolute inside the image, e.g. /boot/vmlinuz-6.1.0-13-amd64

@@ -57,6 +57,30 @@ def choose(node_id, members, group="", k=3):
     return rank(node_id, members)[:k]
 
 
+def bounded_first(node_ids, members, epsilon=0.02):
+    """{node id: the name of its first cache}, rendezvous with bounded loads: each node takes its best-ranked
+    cache that still has room, a cache's room being (1 + epsilon) x its weighted share of the nodes.
+
+    Plain rendezvous spreads nodes as a multinomial draw (300 nodes on 3 caches: +-8% per cache, one sigma);
+    a storm ends when the busiest cache does, so the bound buys balance (within epsilon) at the price of
+    moving a few more nodes when a cache comes or goes. Every server computes the same answer from the same
+    nodes (the manifest) and members. Nodes are taken in name order."""
+    members = list(members)
+    if not members:
+        return {}
+    node_ids = sorted(node_ids)
+    total = sum(m.weight for m in members)
+    room = {m.name: math.ceil((1 + epsilon) * len(node_ids) * m.weight / total) for m in members}
+    out = {}
+    for node_id in node_ids:
+        for m in rank(node_id, members):
+            if room[m.name] > 0:
+                room[m.name] -= 1
+                out[node_id] = m.name
+                break
+    return out
+
+
 def node_group(tags, tag_name):
     """The cache group a node is pinned to: the value of its tag `tag_name` ('' when it has none)."""
     value = (tags or {}).get(tag_name, "") if tag_name else ""

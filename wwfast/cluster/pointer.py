@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.request
 
-from wwfast import fsutil
+from wwfast import fsutil, layout
 from wwfast.cluster.etcd import Etcd
 from wwfast.publish.publisher import manifest_files, manifest_path, store_dir
 
@@ -140,7 +140,7 @@ class PointerFollower:
 
     def _install(self, pointer):
         origins = pointer.get("origins") or []
-        incoming = os.path.join(self.state_dir, "publish", "incoming")
+        incoming = layout.publish_incoming(self.state_dir)
         os.makedirs(incoming, exist_ok=True)
         staged = os.path.join(incoming, f"{pointer['sha256']}.json")
         pulled = 0

@@ -21,9 +21,13 @@ def _fill(urls, k):
     return [distinct[i % len(distinct)] for i in range(k)]
 
 
-def blob_sources(node_id, group, caches, servers, k=SLOTS):
-    """Base URLs (ending in /blob/sha256) the node tries in order: its caches, then servers."""
-    urls = [m.url for m in choose(node_id, caches, group, k)]
+def blob_sources(node_id, group, caches, servers, k=SLOTS, first=None):
+    """Base URLs (ending in /blob/sha256) the node tries in order: its caches, then servers. `first`: the
+    name of the cache bounded-load placement gave the node (placement.bounded_first); it goes first."""
+    chosen = choose(node_id, caches, group, len(caches) if first else k)
+    if first and not group:
+        chosen = [m for m in chosen if m.name == first] + [m for m in chosen if m.name != first]
+    urls = [m.url for m in chosen[:k]]
     urls += [m.url for m in rank(node_id, servers)]
     return [u + BLOB_PATH for u in _fill(urls, k)]
 
@@ -38,8 +42,10 @@ def header(node, blob_urls, server_urls, generation=""):
     """The `set` lines for one node (a catalog node with .artifact(stage))."""
     lines = [f"set wwfast-blob{i} {u}" for i, u in enumerate(blob_urls, 1)]
     lines += [f"set wwfast-server{i} {u}" for i, u in enumerate(server_urls, 1)]
+    # the node's own encoding when the manifest gives one (gz: its kernel predates zstd initrds)
+    encoding = getattr(node, "encoding", None)
     for stage in STAGES:
-        artifact = node.artifact(stage)
+        artifact = node.artifact(stage, encoding) if encoding else node.artifact(stage)
         if artifact is not None:
             lines.append(f"set wwfast-{stage} {artifact.sha256}")
     if generation:

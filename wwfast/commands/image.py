@@ -24,6 +24,8 @@ def register(subparsers):
     p.add_argument("name", metavar="NAME", nargs="?",
                    help="image name (for a pull: the reference's last component and tag by default)")
     p.add_argument("--update", action="store_true", help="re-import over an existing image")
+    p.add_argument("--syncuser", action="store_true",
+                   help="align the image's UIDs/GIDs with this server's before installing it (Warewulf's rules)")
     pull = p.add_argument_group("pulling from a registry (skopeo does the transfer)")
     pull.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
                       help="the image to take from a multi-platform index (default: this machine's)")
@@ -70,7 +72,8 @@ def cmd_import(args):
         name = name or registry.default_name(args.source)
     elif name is None:
         raise images.ImageError(f"{args.source}: give the image name: wwfast image import SOURCE NAME")
-    images.import_image(args.source, name, args.state, update=args.update, pull=options)
+    images.import_image(args.source, name, args.state, update=args.update, pull=options,
+                        syncuser_etc="/etc" if args.syncuser else None)
     return 0
 
 

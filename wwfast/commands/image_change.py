@@ -9,9 +9,17 @@ from wwfast.build import image_admin, image_exec, images, syncuser
 from wwfast.commands.entries import confirmer
 
 
+EXEC_DESCRIPTION = (
+    "Run CMD inside image NAME, as root, in its own mount, PID and UTS namespaces: /run is a fresh tmpfs, /proc "
+    "a fresh procfs, /sys and /dev the server's, the server's /etc/resolv.conf bound in, plus each --bind. CMD "
+    "works on a copy of the image that replaces it only when CMD succeeds (exit 0): a failure, ^C or a kill "
+    "leaves the image as it was. Nothing of the mounts stays in the image, and the next build repacks it. "
+    "Example: wwfast image exec deb -- apt-get install -y curl")
+
+
 def register(sub):
     p = sub.add_parser("exec", help="run a command inside an image (its own namespaces; changes kept on success)",
-                       description=image_exec.__doc__.split("\n\n")[1].replace("\n", " "))
+                       description=EXEC_DESCRIPTION)
     _exec_options(p)
     p.add_argument("name", metavar="NAME", help="image name")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the command and its arguments")

@@ -7,13 +7,13 @@ for the node agent's update interval + 5 s, and STALE after twice the interval.
 or the saved copy): every request of its current and last boot.
 """
 import json
-import os
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 
+from wwfast import layout
 from wwfast.define import settings
 from wwfast.server.catalog import Catalog, ManifestError
 from wwfast.server.status import blank, read_status
@@ -66,7 +66,7 @@ def fetch(args):
                 doc["nodes"].setdefault(node_id, blank(node_id))
             doc["generation"], doc["update interval"] = catalog.generation, catalog.update_interval
             doc["unserved"] = dict(catalog.unserved)
-        return doc, os.path.join(args.state, "serve", "status.json") + " (no server answered at " + url + ")"
+        return doc, layout.status_json(args.state) + " (no server answered at " + url + ")"
 
 
 def fetch_records(args, node_ids, doc, source):

@@ -22,7 +22,7 @@ import os
 import tempfile
 import time
 
-from wwfast import canonjson, fsutil, layout, records
+from wwfast import canonjson, fsutil, layout
 from wwfast.publish import compress, packed
 from wwfast.publish.progress import Progress
 
@@ -38,6 +38,8 @@ SUFFIXES = {"zst": ".cpio.zst", "gz": ".cpio.gz", "kernel": ".kernel", "ipxe": "
             "efi": ".efi"}
 # The GRUB chain (build.json fields only with grubboot): (manifest artifact, build.json field, store kind).
 BOOT_LOADERS = (("grub", "grub", "grub"), ("shim", "shim", "efi"), ("grubefi", "grubefi", "efi"))
+# What the manifest needs of a node, from build.json (the build stage copies it from nodes.json).
+NODE_FIELDS = ("macs", "addresses", "asset_key")
 TEMP_PREFIX = "."
 TEMP_SUFFIX = ".tmp"
 
@@ -97,9 +99,39 @@ def _stat_key(st):
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
+def stale_items(state_dir, memory):
+    """The compress stage's own check beside the runner's (per item, against its memory): build outputs
+    whose stat moved since they were published, and store files the manifest names that are gone or
+    changed size. Returns reasons ([] = nothing)."""
+    reasons = []
+    base = build_dir(state_dir)
+    changed = []
+    for rel, known in sorted(memory.get("inputs", {}).items()):
+        try:
+            if _stat_key(os.stat(os.path.join(base, rel))) != known[:4]:
+                changed.append(rel)
+        except FileNotFoundError:
+            changed.append(rel + " (missing)")
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        reasons.append(f"{len(changed)} build output(s) changed: {shown}")
+    store = store_dir(state_dir)
+    for name, (size, _) in sorted(memory.get("store", {}).items()):
+        try:
+            if os.stat(os.path.join(store, name)).st_size != size:
+                reasons.append(f"store file {name} has the wrong size")
+                break
+        except FileNotFoundError:
+            reasons.append(f"store file {name} is missing")
+            break
+    return reasons
+
+
 def _settings_key(settings):
+    from wwfast.define.cluster_settings import cache_tier
     return {"zstd_level": settings.zstd_level, "gzip": bool(settings.gzip),
-            "secure": bool(settings.secure), "update_interval": settings.update_interval}
+            "secure": bool(settings.secure), "update_interval": settings.update_interval,
+            "cache_group_tag": getattr(settings, "cache_group_tag", ""), "cache_tier": cache_tier(settings)}
 
 
 def _read_bytes(path, what):
@@ -144,6 +176,13 @@ def _build_inputs(build, path):
     return inputs
 
 
+def _gzip_needed(build):
+    """Archives (build-relative paths) of nodes whose kernel cannot unpack zstd: they are gzipped too."""
+    from wwfast.build.kernels import reads_zstd
+    return {entry[key] for entry in build["nodes"].values() if not reads_zstd(entry.get("kernel_version"))
+            for _, key in ARCHIVES}
+
+
 # ---- publishing ----
 
 class _HashingWriter:
@@ -173,18 +212,19 @@ class _Publisher:
         self.progress_enabled = progress_enabled
         self.encodings = ("zst", "gz") if settings.gzip else ("zst",)
         self.zstd = compress.ZstdEncoder(settings.zstd_level, settings.threads)
-        self.gzip = compress.GzipEncoder(compress.GZIP_LEVEL, settings.threads) if settings.gzip else None
+        # gzip also without `compression: gzip` for the archives of nodes whose kernel predates zstd
+        self.gzip = compress.GzipEncoder(compress.GZIP_LEVEL, settings.threads)
+        self.gzip_needed = set()
         self.compressed = 0      # store files written this run
         self.reused = 0
 
     def run(self, memory):
         build, _ = _read_build(self.state_dir)
-        _read_bytes(layout.nodes_json(self.state_dir), "define")    # says which stage to run when missing
-        db_nodes = records.read_nodes(layout.nodes_json(self.state_dir))
         inputs = _build_inputs(build, os.path.join(self.base, "build.json"))
         with _as_publish_error():
             self.packs = packed.read(build, os.path.join(self.base, "build.json"))
         inputs.update((rel, "packed") for rel in self.packs)   # packed by the build: linked, not compressed
+        self.gzip_needed = _gzip_needed(build)
         known_inputs = memory.get("inputs", {}) if memory.get("version") == STAGE_VERSION else {}
         known_store = dict(memory.get("store", {}))
         previous = load_manifest(self.state_dir)
@@ -197,7 +237,7 @@ class _Publisher:
             hashed[rel] = self._compress_unhashed(path, key, known_store)
         entries = self._fill_store(inputs, hashed, known_store)
         _sync_filesystem(self.store)   # every file the manifest will name is durable before it
-        manifest = self._manifest(build, db_nodes, entries)
+        manifest = self._manifest(build, entries)
         changed = previous is None or _body(previous) != _body(manifest)
         if changed:
             fsutil.atomic_write(manifest_path(self.state_dir), canonjson.dumps(manifest) + "\n")  # commit point
@@ -284,7 +324,10 @@ class _Publisher:
         entries = {}
         for rel, kind in sorted(inputs.items()):
             sha = hashed[rel][1]
-            encodings = self.encodings if kind in ("archive", "packed") else (kind,)
+            archive = kind in ("archive", "packed")
+            encodings = self.encodings if archive else (kind,)
+            if archive and rel in self.gzip_needed and "gz" not in encodings:
+                encodings += ("gz",)
             entries[rel] = {}
             for enc in encodings:
                 name = sha + SUFFIXES[enc]
@@ -350,13 +393,15 @@ class _Publisher:
                         report(out.size)
         return _entry(name, out.size, out.hash.hexdigest())
 
-    def _manifest(self, build, db_nodes, entries):
+    def _manifest(self, build, entries):
+        """The manifest from build.json alone: what it needs of a node (MACs, addresses, asset key, tags)
+        comes through the build's output, not from the node database."""
         out_nodes = {}
         for node_id, b in sorted(build["nodes"].items()):
-            node = db_nodes.get(node_id)
-            if node is None:
-                raise PublishError(f"build.json names node {node_id!r} that nodes.json does not define: "
-                                   f"run the build stage")
+            missing = [k for k in NODE_FIELDS if k not in b]
+            if missing:
+                raise PublishError(f"{layout.build_json(self.state_dir)}: node {node_id!r} lacks "
+                                   f"{', '.join(missing)}: run the build stage")
             artifacts = {"ipxe": {"raw": entries[b["ipxe"]]["ipxe"]},
                          "kernel": {"raw": entries[b["kernel"]]["kernel"]}}
             for artifact, key in ARCHIVES:
@@ -365,11 +410,16 @@ class _Publisher:
                 if b.get(key):
                     artifacts[artifact] = {"raw": entries[b[key]][kind]}
             out_nodes[node_id] = {
-                "macs": node.macs,
-                "addresses": node.addresses,
-                "asset_key": node.asset_key,
+                "macs": list(b["macs"]),
+                "addresses": list(b["addresses"]),
+                "asset_key": b["asset_key"],
                 "artifacts": artifacts,
             }
+            if b[ARCHIVES[0][1]] in self.gzip_needed:
+                out_nodes[node_id]["encoding"] = "gz"      # its kernel predates zstd initrds
+            group = cache_group(b.get("tags", {}), self.settings)
+            if group:           # serve lists this group's caches first in the node's script (scale-out)
+                out_nodes[node_id]["cache_group"] = group
         manifest = {
             "format": FORMAT,
             "settings": {"secure": bool(self.settings.secure),
@@ -389,6 +439,17 @@ def _as_publish_error():
         yield
     except packed.PackedError as e:
         raise PublishError(str(e)) from None
+
+
+def cache_group(tags, settings):
+    """The node's cache group with a cache tier: the value of its tag `cluster: cache group tag` ('' if none).
+    `tags`: the node's tags as build.json carries them (or a records.Node)."""
+    tags = getattr(tags, "tags", tags)
+    from wwfast.cluster.placement import node_group
+    from wwfast.define.cluster_settings import cache_tier
+    if not cache_tier(settings):
+        return ""
+    return node_group(tags, settings.cache_group_tag)
 
 
 def _entry(name, size, sha):

@@ -349,8 +349,12 @@ class Connection(asyncio.Protocol):
         elif self.busy:
             if now - self.last_activity > limits.stall_timeout:
                 log.warning("%s: client stopped reading for %g s; closing", self.peer[0], limits.stall_timeout)
+                self.server.metrics.closed("stalled")
                 self.close()
         elif not self.queue and now - self.last_activity > limits.idle_timeout:
+            # recorded (log line and counter): what tests and operators check, not the moment of the close
+            log.info("%s:%d: keep-alive connection idle for %g s; closed", *self.peer, limits.idle_timeout)
+            self.server.metrics.closed("idle")
             self.close()
 
 

@@ -49,9 +49,10 @@ class Metrics:
         self.reloads = 0
         self.tftp_requests = {}     # (stage, result) -> count
         self.tftp_bytes = {}        # stage -> bytes of the transfers started
+        self.closes = {}            # reason (idle, stalled) -> connections serve closed by a limit
 
     # -- serve --workers N: each worker counts its own traffic; the supervisor renders the sum ------------
-    COUNTERS = ("requests", "bytes", "tftp_requests", "tftp_bytes")
+    COUNTERS = ("requests", "bytes", "tftp_requests", "tftp_bytes", "closes")
     GAUGES = ("in_flight", "connections")
 
     def state(self):
@@ -78,6 +79,9 @@ class Metrics:
         self.tftp_requests[key] = self.tftp_requests.get(key, 0) + 1
         if nbytes:
             self.tftp_bytes[stage] = self.tftp_bytes.get(stage, 0) + nbytes
+
+    def closed(self, reason):
+        self.closes[reason] = self.closes.get(reason, 0) + 1
 
     def request(self, stage, code):
         key = (stage, code)
@@ -108,6 +112,11 @@ class Metrics:
                 "# TYPE wwfast_tftp_bytes_total counter"]
         for stage, n in sorted(self.tftp_bytes.items()):
             out.append(f"wwfast_tftp_bytes_total{_labels(stage=stage)} {n}")
+        out += ["# HELP wwfast_http_connections_closed_total Connections serve closed by a limit (idle: keep-alive "
+                "with nothing to do past --idle-timeout; stalled: the client stopped reading).",
+                "# TYPE wwfast_http_connections_closed_total counter"]
+        for reason, n in sorted(self.closes.items()):
+            out.append(f"wwfast_http_connections_closed_total{_labels(reason=reason)} {n}")
         out += ["# HELP wwfast_http_transfers_in_flight File bodies being sent now.",
                 "# TYPE wwfast_http_transfers_in_flight gauge",
                 f"wwfast_http_transfers_in_flight {self.in_flight}",

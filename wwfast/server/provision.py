@@ -24,11 +24,12 @@ from wwfast.server.arp import arp_lookup
 from wwfast.server.catalog import STAGES, normalise_mac
 from wwfast.server.conditional import if_range_ok, not_modified, parse_range
 from wwfast.server.replies import FileBody, Reply, http_date, json_reply, text_reply
+from wwfast.server.uncompressed import RawUnavailable, raw_artifact
 
 log = logging.getLogger("wwfast.serve")
 
 STAGE_ALIASES = {"container": "image", "overlay-system": "system", "overlay-runtime": "runtime"}
-ENCODING_NAMES = {"zst": "zst", "zstd": "zst", "gz": "gz", "gzip": "gz"}
+ENCODING_NAMES = {"zst": "zst", "zstd": "zst", "gz": "gz", "gzip": "gz", "none": "none"}
 CONTENT_TYPES = {"ipxe": "text/plain; charset=utf-8", "grub": "text/plain; charset=utf-8"}
 ROUTES = {}          # first path segment -> Provisioner method
 KEEP_GENERATIONS = 3  # previous generations whose blobs stay reachable (store files outlive them by publish's grace)
@@ -182,7 +183,17 @@ class Provisioner:
                 log.warning("%s:%d: secure mode refuses the runtime overlay of %s", host, req.peer[1], node.id)
                 return text_reply(403, "secure mode: the runtime overlay is served only to the node's own "
                                        "address from a privileged port (< 1024)")
-        artifact = node.artifact(stage, encoding)
+        if encoding == "none":
+            artifact = node.artifact(stage, "raw") or node.artifact(stage)
+            if artifact is not None and artifact.name.endswith((".cpio.zst", ".cpio.gz")):
+                try:
+                    artifact = raw_artifact(artifact)       # decompressed once, kept in the store
+                except RawUnavailable as e:
+                    log.error("%s: %s of %s uncompressed: %s", host, stage, node.id, e)
+                    self.ledger.refused(node.id, stage, "NOT_FOUND", host)
+                    return text_reply(500, f"{stage} of {node.id} cannot be sent uncompressed")
+        else:
+            artifact = node.artifact(stage, encoding)
         if artifact is None:
             self.ledger.refused(node.id, stage, "NOT_FOUND", host, **recorded(req, catalog, 404))
             what = f"{encoding} encoding of " if encoding else ""
@@ -201,7 +212,7 @@ class Provisioner:
             log.error("store file of %s ipxe is missing: %s", node.id, e)
             self.ledger.refused(node.id, "ipxe", "NOT_FOUND", req.peer[0], **recorded(req, catalog, 404))
             return text_reply(404, "ipxe file missing from the store")
-        body = self.scaleout.script(script, node, catalog.generation)
+        body = self.scaleout.script(script, node, catalog)
         log.info("%s:%d %s %s ipxe %s (+ cache tier header) -> 200", req.peer[0], req.peer[1], req.method, node.id,
                  artifact.name)
         transfer = self.ledger.began(node.id, "ipxe", artifact.name, req.peer[0], length=len(body),
@@ -227,7 +238,7 @@ class Provisioner:
             return None
         encoding = ENCODING_NAMES.get(compress.lower())
         if encoding is None:
-            raise Refusal(text_reply(400, f"compress={compress} is not one of zst, gz"))
+            raise Refusal(text_reply(400, f"compress={compress} is not one of zst, gz, none"))
         return encoding
 
     # -- store files ---------------------------------------------------------------------------------
@@ -348,7 +359,7 @@ class Provisioner:
             log.error("TFTP %s: store file missing: %s", path, e)
             return None
         if node is not None and self.scaleout is not None:
-            script = self.scaleout.script(script, node, catalog.generation)
+            script = self.scaleout.script(script, node, catalog)
         return script
 
     def tftp_requested(self, path, client, result, nbytes):

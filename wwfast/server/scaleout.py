@@ -19,17 +19,19 @@ import urllib.parse
 from wwfast.cluster import boot_mirror, sources
 from wwfast.cluster.etcd import Etcd, EtcdUnavailable
 from wwfast.cluster.membership import Announcer, MemberView
-from wwfast.cluster.placement import Member
+from wwfast.cluster.placement import Member, bounded_first
 from wwfast.cluster.pointer import PointerFollower, read_pointer
+from wwfast.define import cluster_settings
 from wwfast.define.cluster_settings import server_name, server_url
 
 log = logging.getLogger("wwfast.serve")
 RETRY_SECONDS = 1.0
+SYNC_NODES = 2000       # bounded placement of this many nodes takes a few ms; more go to a thread
 
 
 def wanted(settings):
     """True when serve runs a scale-out part: caches listed, or etcd."""
-    return bool(getattr(settings, "caches", None) or getattr(settings, "etcd_endpoints", None))
+    return cluster_settings.scaleout_wanted(settings)
 
 
 class BootView:
@@ -76,6 +78,8 @@ class ScaleOut:
         self.follower = self.caches_view = self.servers_view = self.announcer = self.mirror = self.boots = None
         self._stop = threading.Event()
         self._starter = None
+        self._placement = (None, {})
+        self._placing, self._placing_lock = None, threading.Lock()
 
     # -- what a node's script says ----------------------------------------------------------------
     def caches(self):
@@ -95,13 +99,35 @@ class ScaleOut:
             return False
         return any(urllib.parse.urlsplit(m.url).hostname == address for m in self.servers_view.current())
 
-    def script(self, script, node, generation):
-        """The node's script with the header naming its sources now."""
-        servers = self.servers()
+    def script(self, script, node, catalog):
+        """The node's script (from `catalog`) with the header naming its sources now."""
+        servers, caches = self.servers(), self.caches()
         group = getattr(node, "cache_group", "") or ""
-        blob_urls = sources.blob_sources(node.id, group, self.caches(), servers)
-        header = sources.header(node, blob_urls, sources.server_order(node.id, self.url, servers), generation)
+        first = None if group else self.placement(catalog, caches).get(node.id)
+        blob_urls = sources.blob_sources(node.id, group, caches, servers, first=first)
+        header = sources.header(node, blob_urls, sources.server_order(node.id, self.url, servers), catalog.generation)
         return sources.inject(script, header)
+
+    def placement(self, catalog, caches):
+        """{node: first cache} by bounded-load rendezvous over the generation's nodes (those not pinned to a
+        group) and the live caches; recomputed when either changes. Past SYNC_NODES nodes it is computed in
+        a thread, plain rendezvous answering meanwhile."""
+        key = (catalog.generation, len(catalog.nodes), tuple((m.name, m.weight) for m in caches))
+        current = self._placement
+        if current[0] == key:
+            return current[1]
+        ids = [n.id for n in catalog.nodes.values() if not getattr(n, "cache_group", "")]
+        if len(ids) <= SYNC_NODES:
+            self._placement = (key, bounded_first(ids, caches))
+            return self._placement[1]
+        with self._placing_lock:
+            if self._placing != key:
+                self._placing = key
+
+                def compute():
+                    self._placement = (key, bounded_first(ids, caches))
+                threading.Thread(target=compute, name="placement", daemon=True).start()
+        return {}
 
     # -- boot records ---------------------------------------------------------------------------------
     def record(self, node_id, summary):

@@ -36,8 +36,13 @@ log = logging.getLogger("wwfast.serve")
 
 SEQ_RANGE = 10 ** 12       # request numbers per worker process (the supervisor's ledger keeps 1..)
 STOP_GRACE = 10.0          # seconds a worker gets to finish after SIGTERM
-SNAPSHOT_WAIT = 2.0        # seconds /metrics waits for the other workers' counts
-QUICK_DEATH = 5.0          # a worker dead this soon after starting is restarted after a growing pause
+# /metrics waits for every live worker's counts (a worker that dies cancels its wait): this is only a
+# backstop for a worker that is alive but stuck, so it is generous (but under remote.CALL_TIMEOUT, the
+# asking worker's own wait). At 2 s a loaded machine's slow worker could make /metrics show stale counts
+# (a test asserting on a counter would fail at random).
+SNAPSHOT_WAIT = 6.0
+QUICK_DEATH = 5.0
+LOST_GRACE = 5.0           # seconds a worker may outlive its channel before it is killed          # a worker dead this soon after starting is restarted after a growing pause
 
 
 class Slot:
@@ -51,6 +56,7 @@ class Slot:
         self.restarts = 0
         self.quick_deaths = 0
         self.ready = False
+        self.lost_at = 0.0
         self.epoch = 0
         self.generation = ""
         self.snapshot = {}             # the worker's last traffic counters (wwfast.server.metrics.state)
@@ -196,6 +202,7 @@ class Supervisor:
         slot.snapshot = {}
         for key in [k for k in self.waiters if k[0] is slot]:
             self.waiters.pop(key).cancel()
+        slot.lost_at = time.monotonic()
         self._reap(slot)
 
     def _reap(self, slot):
@@ -205,6 +212,9 @@ class Supervisor:
         if proc.poll() is None:
             if self.stopping:
                 return
+            if time.monotonic() - slot.lost_at > LOST_GRACE:     # alive without its channel: of no use
+                log.error("worker %d (pid %d) closed its channel but runs on; killed", slot.index, proc.pid)
+                proc.kill()
             self.loop.call_later(0.05, self._reap, slot)
             return
         how = f"killed by signal {signal.Signals(-proc.returncode).name}" if proc.returncode < 0 \
@@ -366,6 +376,8 @@ class Supervisor:
         if waiting:
             await asyncio.wait(waiting, timeout=SNAPSHOT_WAIT)
         for key in [k for k in self.waiters if k[1] == request]:
+            log.warning("worker %d did not send its counts within %g s: /metrics shows its last ones",
+                        key[0].index, SNAPSHOT_WAIT)
             self.waiters.pop(key).cancel()
         states = self.retired + [s.snapshot for s in self.slots if s.snapshot]
         self.ledger.metrics.take_sums(states)
