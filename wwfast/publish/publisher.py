@@ -99,6 +99,16 @@ def _stat_key(st):
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
+def _settled_key(path, key):
+    """The stat key to remember for an input read with `key`: the same, but with the ctime it has now
+    when only that moved (the store took a hard link to it), so the link is no change next time."""
+    try:
+        now = _stat_key(os.stat(path))
+    except FileNotFoundError:
+        return key
+    return now if [now[0], now[1], now[3]] == [key[0], key[1], key[3]] else key
+
+
 def stale_items(state_dir, memory):
     """The compress stage's own check beside the runner's (per item, against its memory): build outputs
     whose stat moved since they were published, and store files the manifest names that are gone or
@@ -243,9 +253,15 @@ class _Publisher:
             fsutil.atomic_write(manifest_path(self.state_dir), canonjson.dumps(manifest) + "\n")  # commit point
         else:
             manifest = previous
+        recorded = {rel: _settled_key(os.path.join(self.base, rel), hashed[rel][0]) + [hashed[rel][1]]
+                    for rel in inputs if inputs[rel] != "packed"}
+        for rel in self.packs:   # a packed archive is checked next time by its files
+            for enc, name in packed.files(self.packs[rel]).items():
+                path = os.path.join(self.base, name)
+                recorded[name] = _settled_key(path, _stat_key(os.stat(path))) + [self.packs[rel][enc]["sha256"]]
         memory.update({
             "version": STAGE_VERSION,
-            "inputs": {rel: hashed[rel][0] + [hashed[rel][1]] for rel in inputs},
+            "inputs": recorded,
             "store": {name: [size, sha] for name, (size, sha) in manifest_files(manifest).items()},
             "generation": manifest["generation"],
         })
