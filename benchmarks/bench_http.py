@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -174,6 +175,23 @@ def wait_listen(port, proc, timeout=20):
     raise SystemExit("server did not start")
 
 
+def wait_workers(port, proc, timeout=60):
+    """Until every worker of serve --workers N is up (its /status says so): the supervisor listens at once,
+    and a worker's start-up (imports) must not count in the measured run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as r:
+                if all(w["ready"] for w in json.load(r).get("workers", [])):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("serve's workers did not start")
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -206,6 +224,7 @@ def start_ours(workdir, state, conf, mode, workers=None):
                              "--bind", "127.0.0.1", "--http-port", str(port), "--no-tftp", "--quiet",
                              "--send-mode", mode, *extra], cwd=ROOT)
     wait_listen(port, proc)
+    wait_workers(port, proc)
     return proc, port, f"/image/{MAC}"
 
 

@@ -97,19 +97,20 @@ def main(argv=None):
     nodes = [QemuNode(name, mac, state / "consoles", memory=debian_nodes.MEMORY, accel=accel,
                       bootfile=f"tftp://10.0.2.2:{tftp_port}/${{mac:hexhyp}}.ipxe",
                       hostfwd=[(ssh_ports[name], ipaddr, 22)]) for name, mac, ipaddr, _ in NODES]
-    failures, reports, scanned, updates = {}, {}, {}, {}
+    failures, reports, scanned, updates, multi_user = {}, {}, {}, {}, {}
     cluster.start_serve()
     try:
         step(f"booting {len(nodes)} nodes at once ({'KVM' if accel else 'TCG'}, "
              f"{debian_nodes.MEMORY} MB each): " + ", ".join(f"{n.name} ({n.mac})" for n in nodes))
         with NodeGroup(nodes) as group:
             try:
+                multi_user = group.wait_for(re.compile(r"WWFAST-NODE system \w"), BOOT_TIMEOUT)   # boot finished
                 reports = group.wait_booted(BOOT_TIMEOUT)
                 scanned = {name: keyscan(port) for name, port in ssh_ports.items()}
                 step("publishing runtime overlay generation B while the nodes run")
                 debian_nodes.set_generation(conf, "B")
-                published = time.monotonic()
                 cluster.publish()
+                published = time.monotonic()      # the new manifest is in place
                 for node in nodes:
                     line = re.compile(rf"WWFAST-NODE runtime-update runtime overlay of {node.name} generation B")
                     group.wait_for(line, UPDATE_TIMEOUT, nodes=[node])
@@ -132,11 +133,12 @@ def main(argv=None):
             problems.append("the runtime overlay published while it ran did not reach it")
         if problems:
             failures[name] = "; ".join(problems)
-        print(f"  {name} ({mac}, root {root}): multi-user in {report['seconds']:.0f} s; systemd {report.get('system')}")
-        print(f"      {report.get('analyze')}")
+        print(f"  {name} ({mac}, root {root}): booted (systemd finished, multi-user) {multi_user[name]:.0f} s after "
+              f"QEMU started; systemd {report.get('system')}")
+        print(f"      {report.get('analyze')}; slowest units: {report.get('blame')}")
         print(f"      network: {report.get('netdev')}  networkd: {report.get('networkd', '').strip()}")
         print(f"      agent: {report.get('agent')}; runtime: {report['markers'].get('runtime')}; "
-              f"generation B arrived {updates.get(name, float('nan')):.0f} s after the publish")
+              f"generation B shown {updates.get(name, float('nan')):.0f} s after the publish")
         print(f"      / : {report.get('rootfs')}  pivot_root: {report.get('pivot_root')}")
         print(f"      ssh host key (console / ssh-keyscan): {report.get('hostkey')} / {scanned.get(name) or '-'}")
     booted = sum(1 for name, *_ in NODES if name in reports and name not in failures)

@@ -10,7 +10,6 @@ talks and draws a progress bar; elsewhere (cron) it prints only errors. Exit cod
     python -m stages.compress --conf conf --state var [--no-wait] [--force] [--grace SECONDS]
 """
 import argparse
-import os
 import sys
 import time
 
@@ -27,8 +26,6 @@ EXIT_BUSY = 75   # EX_TEMPFAIL: cron may simply try again next time
 def _run(ctx):
     started = time.monotonic()
     result = publish.run(ctx.state_dir, ctx.settings, ctx.memory)
-    ctx.add_inputs(result.inputs)
-    ctx.add_outputs(os.path.join(layout.store_dir(ctx.state_dir), name) for name in publish.manifest_files(result.manifest))
     state = "published" if result.changed else "unchanged"
     ctx.log(f"compress: {state} generation {result.generation}: "
             f"{len(result.manifest['nodes'])} nodes, {result.compressed} store files written, "
@@ -38,8 +35,10 @@ def _run(ctx):
 
 def _collect_garbage(ctx):
     """Every run, current or not: store files unreferenced for the grace period go, and temp files."""
+    retired = ctx.memory.get("retired", {})
     ctx.removed = publish.collect_garbage(ctx.state_dir, ctx.memory.get("store", {}), ctx.memory,
                                           ctx.params["grace"])
+    return ctx.removed or ctx.memory["retired"] != retired
 
 
 STAGE = runner.Stage(
@@ -49,6 +48,8 @@ STAGE = runner.Stage(
     settings=lambda ctx: publish.settings_key(ctx.settings),
     code=("wwfast.publish", "wwfast.records", "wwfast.canonjson", "wwfast.layout", __file__),
     outputs=lambda ctx: [layout.manifest(ctx.state_dir)],
+    # every build output it read and every store file it named: stat keys in its memory, checked per item
+    check=lambda ctx: publish.stale_items(ctx.state_dir, ctx.memory),
     locks=("build",),            # build's outputs are our inputs: no build runs while we read them
     housekeeping=_collect_garbage,
     version=publish.STAGE_VERSION,
@@ -61,7 +62,7 @@ def run(conf_dir, state_dir, force=False, wait=True, grace=publish.GRACE_SECONDS
     if outcome.code:
         return outcome.code
     removed = outcome.ctx.removed
-    generation = runner.read_stamp(state_dir, "compress").get("memory", {}).get("generation")
+    generation = outcome.ctx.memory.get("generation")
     if settings.etcd_endpoints and generation:
         # several servers (settings cluster: etcd): the cluster follows once this transaction lands
         from wwfast.cluster import pointer

@@ -204,7 +204,7 @@ def test_unchanged_inputs_are_not_compressed_again(cluster):
     tree.write_image()      # rewritten with the same bytes: a new inode, the same content
     result = ok(run_stage(conf, state, "-v"))
     # image + kernel + n0002's system, runtime, ipxe + unknown.ipxe were rewritten (new inodes)
-    assert "6 input(s) changed: build/images/demo.cpio, build/images/demo.kernel" in result.stdout
+    assert "6 build output(s) changed: images/demo.cpio, images/demo.kernel" in result.stdout
     assert "2 store files written" in result.stdout             # the new runtime's .zst and .gz
     after = store_state(state)
     assert {n: v for n, v in after.items() if n in before} == before   # nothing rewritten

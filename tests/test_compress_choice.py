@@ -140,3 +140,18 @@ def test_uncompressed_archive_is_kept_in_the_store_named_by_its_content(cluster,
                          capture_output=True, text=True, check=True)
     assert f'"{hashlib.sha256(data).hexdigest()}"' in out.stdout
     assert (tmp_path / "rt2").read_bytes() == data
+
+
+def test_manifest_names_the_old_kernels_encoding_for_cache_tier_scripts(cluster):
+    """With a cache tier the server writes each node's content addresses into its script: the old-kernel
+    node's are its gzip files (the manifest's node `encoding`), the new one's its zstd files."""
+    from wwfast import layout
+    from wwfast.cluster import sources
+    from wwfast.server.catalog import Catalog
+    manifest = cluster.manifest()
+    assert manifest["nodes"][OLD[0]]["encoding"] == "gz" and "encoding" not in manifest["nodes"][NEW[0]]
+    catalog = Catalog(manifest, layout.store_dir(cluster.state))
+    for (name, _), enc in ((OLD, "gz"), (NEW, "zst")):
+        header = sources.header(catalog.nodes[name], ["http://c/blob/sha256"] * 3, ["http://s"] * 3)
+        for stage in ("image", "system"):
+            assert f"set wwfast-{stage} {manifest['nodes'][name]['artifacts'][stage][enc]['sha256']}\n" in header

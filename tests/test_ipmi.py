@@ -201,6 +201,7 @@ def test_console_over_serial_over_lan(tmp_path):
     serial.listen(1)
     serial.settimeout(60)
     got = []
+    echoed = threading.Event()
 
     def node_side():
         conn, _ = serial.accept()   # the BMC connects at its start, before anyone opens SOL:
@@ -218,7 +219,7 @@ def test_console_over_serial_over_lan(tmp_path):
             data += chunk
         got.append(data)
         conn.sendall(b"echo from the node\r\n")
-        time.sleep(0.5)
+        echoed.wait(90)             # the console showed it (a record), not a 0.5 s guess; 90 s: a backstop
         conn.close()
 
     server = threading.Thread(target=node_side, daemon=True)
@@ -245,8 +246,10 @@ def test_console_over_serial_over_lan(tmp_path):
                 os.write(fd, b"typed\r")
                 typed = True
             if b"echo from the node" in screen and not quit_sent:
+                echoed.set()
                 os.write(fd, b"\r&.")
                 quit_sent = True
+        echoed.set()                # (also when it never came: let the node side end)
         if not quit_sent:
             os.kill(pid, 9)
         _, status = os.waitpid(pid, 0)

@@ -126,3 +126,13 @@ def test_build_reruns_when_its_rendering_code_changes(tmp_path):
     out = _stage(copy, "build", state, conf)
     assert "build: running (1 code file(s) changed: wwfast/build/render.py)" in out.stdout, out.stdout + out.stderr
     assert json.loads((state / "build" / "build.json").read_text())["nodes"]
+
+
+@pytest.mark.parametrize("text", ["{torn", "[]", '{"format": 1, "files": [1, 2]}', '{"format": 1, "ok": true, "code": {"x": 5}}'])
+def test_a_damaged_stamp_means_rerun_not_crash(tmp_path, text):
+    toy = Toy(tmp_path)
+    toy.go()
+    (toy.state / "stages" / "toy.stamp").write_text(text)
+    outcome = toy.go()
+    assert outcome.ran and outcome.code == 0
+    assert runner.read_stamp(toy.state, "toy")["ok"]

@@ -25,7 +25,8 @@ def sha(data):
     return hashlib.sha256(data).hexdigest()
 
 
-def wait_for(predicate, timeout=5.0, what="condition"):
+def wait_for(predicate, timeout=60.0, what="condition"):
+    """Until `predicate` holds: a state that stays once reached (the timeout is a backstop)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

@@ -18,12 +18,19 @@ class LossyRelay:
 
     RRQs reach the server intact (clients retry them only after seconds) but may be
     duplicated; every other packet, either way, is dropped or sent twice at random.
+
+    What happens to a packet is decided by the packet itself (direction, its first 4 bytes: opcode and
+    block, and how many times that one was seen), drawn from the seed: the same transfer meets the same
+    losses whatever the interleaving of DATA and ACKs on a loaded machine. (One rng drawn in arrival order
+    let the timing decide whether a low draw fell on a droppable packet, so "some packet was dropped"
+    could fail at random.)
     """
 
     def __init__(self, server_port, drop, duplicate, seed, drop_acks=True):
         self.server = ("127.0.0.1", server_port)
         self.drop, self.duplicate, self.drop_acks = drop, duplicate, drop_acks
-        self.random = random.Random(seed)
+        self.seed = seed
+        self.seen = {}         # (direction, packet head) -> times seen
         self.selector = selectors.DefaultSelector()
         self.front = self._socket(("front", None))
         self.port = self.front.getsockname()[1]
@@ -40,8 +47,10 @@ class LossyRelay:
         self.selector.register(s, selectors.EVENT_READ, route)
         return s
 
-    def _forward(self, sock, packet, addr, lossy=True):
-        roll = self.random.random()
+    def _forward(self, sock, packet, addr, lossy=True, direction=""):
+        key = (direction, packet[:4])
+        self.seen[key] = self.seen.get(key, 0) + 1
+        roll = random.Random(f"{self.seed}/{direction}/{packet[:4].hex()}/{self.seen[key]}").random()
         if lossy and roll < self.drop:
             self.counts["dropped"] += 1
             return
@@ -62,15 +71,15 @@ class LossyRelay:
                 if kind == "front":            # a request from a client
                     if addr not in self.upstream:
                         self.upstream[addr] = self._socket(("up", addr))
-                    self._forward(self.upstream[addr], packet, self.server, lossy=False)
+                    self._forward(self.upstream[addr], packet, self.server, lossy=False, direction="rrq")
                 elif kind == "up":              # from a server TID to client `arg`
                     route = (arg, addr)
                     if route not in self.downstream:
                         self.downstream[route] = self._socket(("down", route))
-                    self._forward(self.downstream[route], packet, arg)
+                    self._forward(self.downstream[route], packet, arg, direction="down")
                 else:                           # from the client to the server TID it talks to
                     client, tid = arg
-                    self._forward(self.upstream[client], packet, tid, lossy=self.drop_acks)
+                    self._forward(self.upstream[client], packet, tid, lossy=self.drop_acks, direction="up")
 
     def __enter__(self):
         self._thread.start()

@@ -154,6 +154,7 @@ cdef class SessionTable:
     cdef public int retries
     cdef public double tick
     cdef public object log
+    cdef object clock                   # None: CLOCK_MONOTONIC; else seconds from a callable (tests hold it)
     cdef int64_t tick_ns
     cdef int epfd
     cdef sockaddr_in6 bind_addr
@@ -188,8 +189,10 @@ cdef class SessionTable:
         self.epfd = -1
         self.recv_buf = NULL
 
-    def __init__(self, bind_host="0.0.0.0", timeout=1.0, retries=5, tick=0.01, capacity=1024, log=None):
+    def __init__(self, bind_host="0.0.0.0", timeout=1.0, retries=5, tick=0.01, capacity=1024, log=None,
+                 clock=None):
         self.bind_host = bind_host or "0.0.0.0"
+        self.clock = clock
         self.family = AF_INET6 if ":" in self.bind_host else AF_INET
         self.timeout = float(timeout)
         self.retries = int(retries)
@@ -338,6 +341,8 @@ cdef class SessionTable:
 
     # -- internals -------------------------------------------------------------------------
     cdef int64_t _clock(self) noexcept:
+        if self.clock is not None:
+            return <int64_t>(self.clock() * 1e9) // self.tick_ns
         return monotonic_ns() // self.tick_ns
 
     cdef socklen_t _sockaddr(self, host, port, sockaddr_in6 *out) except 0:

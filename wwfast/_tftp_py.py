@@ -36,8 +36,10 @@ class _Session:
 
 
 class SessionTable:
-    def __init__(self, bind_host="0.0.0.0", timeout=1.0, retries=5, tick=0.01, capacity=1024, log=None):
+    def __init__(self, bind_host="0.0.0.0", timeout=1.0, retries=5, tick=0.01, capacity=1024, log=None,
+                 clock=None):
         self.bind_host = bind_host or "0.0.0.0"
+        self.clock = clock or time.monotonic   # seconds; a test may hold it still (no session expires)
         self.family = socket.AF_INET6 if ":" in self.bind_host else socket.AF_INET
         self.timeout = float(timeout)
         self.retries = int(retries)
@@ -166,7 +168,7 @@ class SessionTable:
 
     # -- internals ---------------------------------------------------------------------------
     def _clock(self):
-        return int(time.monotonic() / self.tick)
+        return int(self.clock() / self.tick)
 
     def _on_packet(self, s, packet, addr):
         if _normal_peer(addr) != s.peer:

@@ -9,6 +9,7 @@ A stage (define, build, compress) declares, Snakemake/DVC style:
   code      the modules (or packages) whose source shapes its output
   outputs   what it writes; a missing or changed output is a reason to rerun
   locks     upstream stages whose outputs it reads: their locks are held too, so they cannot change mid-run
+  check     the stage's own per-item check against its memory, for inputs too many to list in the stamp
 While it runs, a stage may add inputs (`ctx.add_inputs`: files it discovered, stat-only) and outputs
 (`ctx.add_outputs`), and keep its per-item incremental memory (per node, per image) in `ctx.memory`,
 which the stamp carries to the next run. `housekeeping` runs on every call, current or not.
@@ -41,7 +42,9 @@ class Stage:
     code: tuple = ()                                # module or package names
     outputs: Callable = lambda ctx: []              # -> [path] (a directory: must exist)
     locks: tuple = ()                               # upstream stage names whose lock is held too
-    housekeeping: Callable = None                   # housekeeping(ctx), every call, under the lock
+    check: Callable = None                          # check(ctx) -> [reasons]: the stage's per-item check
+                                                    # against its memory (compress: every build output)
+    housekeeping: Callable = None                   # housekeeping(ctx) -> memory changed?, every call, locked
     version: str = "1"                              # bump when the same inputs give other bytes
 
 
@@ -90,6 +93,14 @@ def _stat_key(path):
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
+def _same_output(recorded, now):
+    """Size, mtime and inode unchanged. Not the ctime: it moves when a later stage hard-links the output
+    (compress links build's packed images and kernels into its store, so the disk holds them once)."""
+    if recorded is None or now is None or len(recorded) != 4:
+        return recorded == now
+    return [recorded[0], recorded[1], recorded[3]] == [now[0], now[1], now[3]]
+
+
 def _file_entry(path, old):
     """[size, mtime_ns, sha256] reusing the recorded hash when size and mtime did not move."""
     try:
@@ -99,7 +110,7 @@ def _file_entry(path, old):
     if stat.S_ISDIR(st.st_mode):
         return [0, 0, "dir"]
     key = [st.st_size, st.st_mtime_ns]
-    if old and old[:2] == key:
+    if isinstance(old, list) and old[:2] == key:
         return old
     return key + [fsutil.sha256_file(path)]
 
@@ -237,9 +248,11 @@ def why_rerun(stage, ctx, now, previous):
     if missing:
         reasons.append(f"output {', '.join(_describe(p, ctx) for p in missing)} missing")
     else:
-        moved = [p for p, key in previous.get("outputs", {}).items() if _stat_key(p) != key]
+        moved = [p for p, key in previous.get("outputs", {}).items() if not _same_output(key, _stat_key(p))]
         if moved:
             reasons.append(_listed("output(s)", moved, ctx).replace("changed", "changed since the last run"))
+    if stage.check is not None:
+        reasons += stage.check(ctx)
     return reasons
 
 
@@ -249,9 +262,13 @@ def read_stamp(state_dir, name):
     try:
         with open(layout.stage_stamp(state_dir, name), "rb") as f:
             stamp = json.loads(f.read())
-        return stamp if isinstance(stamp, dict) else {}
     except (OSError, ValueError):
         return {}
+    # a stamp edited by hand or cut short: no record (the stage reruns), never a crash
+    fields = ("settings", "facts", "code", "files", "trees", "found", "outputs", "memory")
+    if not isinstance(stamp, dict) or not all(isinstance(stamp.get(k, {}), dict) for k in fields):
+        return {}
+    return stamp
 
 
 def write_stamp(state_dir, name, stamp):
@@ -327,14 +344,18 @@ def _run(stage, conf_dir, state_dir, settings, force, wait, log, params, started
         code = 0
         if not reasons:
             log(f"{stage.name}: current (inputs unchanged)")
-            if now["files"] != previous.get("files") or now["code"] != previous.get("code"):
-                write_stamp(state_dir, stage.name, dict(previous, files=now["files"], code=now["code"]))
+            tidied = stage.housekeeping is not None and stage.housekeeping(ctx)   # True: memory changed
+            if tidied or now["files"] != previous.get("files") or now["code"] != previous.get("code"):
+                write_stamp(state_dir, stage.name, dict(previous, files=now["files"], code=now["code"],
+                                                        memory=ctx.memory))
         else:
             log(f"{stage.name}: running ({'; '.join(reasons)})")
             failed = True
             try:
                 code = stage.run(ctx) or 0
                 failed = code != 0
+                if not failed and stage.housekeeping is not None:
+                    stage.housekeeping(ctx)
             finally:
                 now["ok"] = not failed
                 _add_declared(stage, ctx, now)   # inputs named by the memory this run wrote (new images)
@@ -346,15 +367,6 @@ def _run(stage, conf_dir, state_dir, settings, force, wait, log, params, started
                 now["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
                 now["seconds"] = round(time.monotonic() - started, 3)
                 write_stamp(state_dir, stage.name, now)      # last: the record of a whole run
-        if stage.housekeeping is not None:
-            if not reasons:
-                ctx.memory = dict(previous.get("memory", {}))
-            before = json.dumps(ctx.memory, sort_keys=True)
-            stage.housekeeping(ctx)
-            if json.dumps(ctx.memory, sort_keys=True) != before:
-                stamp = read_stamp(state_dir, stage.name)
-                if stamp:
-                    write_stamp(state_dir, stage.name, dict(stamp, memory=ctx.memory))
     return Outcome(code, bool(reasons), reasons, time.monotonic() - started, ctx)
 
 

@@ -5,7 +5,7 @@ nodes), the nodes (static addresses, devices named `lan0` so the name comes from
 by MAC), and two site overlays:
 - `debian-report` (system overlay): a systemd service that waits for the boot to finish and prints, on
   the console, `WWFAST-NODE key value` lines (helpers.qemu_nodes.node_report reads them): systemd's
-  state, the hostname, the interface with the node's MAC and its address, what systemd-networkd says
+  state (the `system` line comes as soon as the boot is finished: its time is the boot time), the hostname, the interface with the node's MAC and its address, what systemd-networkd says
   of it (the .network file it applied), the node agent's service state, the SSH host key, the mounts
   of `/`, whether pivot_root works, and the marker files; then `WWFAST-NODE done`. A systemd path unit
   prints `WWFAST-NODE runtime-update <text>` each time the runtime marker changes: the record of the
@@ -52,6 +52,7 @@ fi
 for m in /etc/wwfast-markers/*; do
     [ -f "$m" ] && say marker "${m##*/} $(cat "$m")"
 done
+say blame "$(systemd-analyze blame --no-pager 2>&1 | head -6 | tr -s ' ' | tr '\n' ';')"
 say done
 """
 

@@ -42,8 +42,10 @@ def header(node, blob_urls, server_urls, generation=""):
     """The `set` lines for one node (a catalog node with .artifact(stage))."""
     lines = [f"set wwfast-blob{i} {u}" for i, u in enumerate(blob_urls, 1)]
     lines += [f"set wwfast-server{i} {u}" for i, u in enumerate(server_urls, 1)]
+    # the node's own encoding when the manifest gives one (gz: its kernel predates zstd initrds)
+    encoding = getattr(node, "encoding", None)
     for stage in STAGES:
-        artifact = node.artifact(stage)
+        artifact = node.artifact(stage, encoding) if encoding else node.artifact(stage)
         if artifact is not None:
             lines.append(f"set wwfast-{stage} {artifact.sha256}")
     if generation:

@@ -143,3 +143,8 @@ def cache_tier(settings):
     """True when nodes fetch kernel, image and system overlays from caches (static or announced in etcd)."""
     return bool(settings.caches or settings.etcd_endpoints)
 
+
+def scaleout_wanted(settings):
+    """True when serve runs a scale-out part: caches listed, or etcd (here, not in wwfast.server.scaleout,
+    so a serve without one never imports the etcd client)."""
+    return bool(getattr(settings, "caches", None) or getattr(settings, "etcd_endpoints", None))

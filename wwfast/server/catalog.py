@@ -75,7 +75,7 @@ class Artifact:
 
 
 class Node:
-    __slots__ = ("id", "macs", "addresses", "asset_key", "artifacts", "cache_group")
+    __slots__ = ("id", "macs", "addresses", "asset_key", "artifacts", "encoding", "cache_group")
 
     def __init__(self, node_id, entry, store):
         where = f"nodes.{node_id}"
@@ -93,6 +93,11 @@ class Node:
             self.macs.append(norm)
         self.addresses = [str(a) for a in entry.get("addresses") or []]
         self.asset_key = str(entry.get("asset_key") or "")
+        # "gz" for a node whose kernel cannot unpack zstd: the encoding its script names (a request
+        # without ?compress still gets zst, wwfast's default)
+        self.encoding = entry.get("encoding")
+        if self.encoding not in (None, "zst", "gz"):
+            raise ManifestError(f"{where}.encoding: {self.encoding!r} is not zst or gz")
         self.cache_group = str(entry.get("cache_group") or "")     # scale-out: its caches come first
         self.artifacts = {}
         for stage, encodings in (entry.get("artifacts") or {}).items():

@@ -21,6 +21,7 @@ from wwfast.cluster.etcd import Etcd, EtcdUnavailable
 from wwfast.cluster.membership import Announcer, MemberView
 from wwfast.cluster.placement import Member, bounded_first
 from wwfast.cluster.pointer import PointerFollower, read_pointer
+from wwfast.define import cluster_settings
 from wwfast.define.cluster_settings import server_name, server_url
 
 log = logging.getLogger("wwfast.serve")
@@ -30,7 +31,7 @@ SYNC_NODES = 2000       # bounded placement of this many nodes takes a few ms; m
 
 def wanted(settings):
     """True when serve runs a scale-out part: caches listed, or etcd."""
-    return bool(getattr(settings, "caches", None) or getattr(settings, "etcd_endpoints", None))
+    return cluster_settings.scaleout_wanted(settings)
 
 
 class BootView:

@@ -13,13 +13,12 @@ import signal
 
 from wwfast.server import loops
 from wwfast.server.catalog import CatalogWatcher
-from wwfast.configure import tls
 from wwfast.errors import UsageError
 from wwfast.server.http import HttpServer, Limits
 from wwfast.server.https import HttpsServer
 from wwfast.server.ledger import BootLedger
 from wwfast.server.provision import Provisioner
-from wwfast.server.scaleout import ScaleOut, wanted as scaleout_wanted
+from wwfast.define.cluster_settings import scaleout_wanted
 
 log = logging.getLogger("wwfast.serve")
 
@@ -155,6 +154,7 @@ async def serve_forever(opts):
     scaleout = None
     if opts.settings is not None and scaleout_wanted(opts.settings):
         # a pointer switch (a thread) has the catalog reloaded at once rather than at the next poll
+        from wwfast.server.scaleout import ScaleOut    # the etcd client: imported only for a scale-out
         scaleout = ScaleOut(opts.settings, opts.state_dir,
                             on_switch=lambda _pointer: loop.call_soon_threadsafe(watcher.check))
         mirror_boot_records(ledger, scaleout)
@@ -182,7 +182,7 @@ async def serve_protocols(opts, watcher, ledger, stop, scaleout=None, socks=None
     else each server binds its own. `on_ready()` runs once the servers exist (it may swap a catalog in),
     `on_listening()` once they all listen.
     """
-    ssl_context = tls.server_context(opts.conf_dir) if opts.tls else None   # a missing key: say so first
+    ssl_context = _tls_context(opts) if opts.tls else None   # a missing key: say so first
     socks = socks or {}
     provisioner = Provisioner(watcher, ledger, secure=opts.secure, follow_manifest_secure=not opts.secure_flag,
                               tls_port=opts.tls_port if opts.tls else None, scaleout=scaleout)
@@ -233,6 +233,11 @@ def configure_logging(verbose=False, quiet=False):
         logging.getLogger("wwfast.serve").setLevel(logging.DEBUG)
 
 
+def _tls_context(opts):
+    from wwfast.configure import tls    # cryptography: imported only when TLS is on (each worker saves ~10 MB)
+    return tls.server_context(opts.conf_dir)
+
+
 def default_workers():
     """One worker per core this process may run on."""
     try:
@@ -243,7 +248,7 @@ def default_workers():
 
 def run(opts):
     if opts.tls:
-        tls.server_context(opts.conf_dir)   # no key and certificate: say so before listening at all
+        _tls_context(opts)   # no key and certificate: say so before listening at all
     limit = raise_nofile_limit()
     log.info("open-file limit %d; event loop %s", limit, loops.loop_name(opts.loop))
     workers = opts.workers or default_workers()

@@ -42,6 +42,7 @@ STOP_GRACE = 10.0          # seconds a worker gets to finish after SIGTERM
 # (a test asserting on a counter would fail at random).
 SNAPSHOT_WAIT = 6.0
 QUICK_DEATH = 5.0          # a worker dead this soon after starting is restarted after a growing pause
+LOST_GRACE = 5.0           # seconds a worker may outlive its channel before it is killed
 
 
 class Slot:
@@ -55,6 +56,7 @@ class Slot:
         self.restarts = 0
         self.quick_deaths = 0
         self.ready = False
+        self.lost_at = 0.0
         self.epoch = 0
         self.generation = ""
         self.snapshot = {}             # the worker's last traffic counters (wwfast.server.metrics.state)
@@ -200,6 +202,7 @@ class Supervisor:
         slot.snapshot = {}
         for key in [k for k in self.waiters if k[0] is slot]:
             self.waiters.pop(key).cancel()
+        slot.lost_at = time.monotonic()
         self._reap(slot)
 
     def _reap(self, slot):
@@ -209,6 +212,9 @@ class Supervisor:
         if proc.poll() is None:
             if self.stopping:
                 return
+            if time.monotonic() - slot.lost_at > LOST_GRACE:     # alive without its channel: of no use
+                log.error("worker %d (pid %d) closed its channel but runs on; killed", slot.index, proc.pid)
+                proc.kill()
             self.loop.call_later(0.05, self._reap, slot)
             return
         how = f"killed by signal {signal.Signals(-proc.returncode).name}" if proc.returncode < 0 \

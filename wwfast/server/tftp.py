@@ -109,7 +109,7 @@ class TftpServer:
 
     def __init__(self, root, host="0.0.0.0", port=69, resolve=None, on_request=None, on_end=None, *, timeout=1.0,
                  retries=5, max_blksize=None, max_windowsize=None, reuse_port=False, core=None,
-                 cache_bytes=DEFAULT_CACHE_BYTES, tick=0.01, sock=None):
+                 cache_bytes=DEFAULT_CACHE_BYTES, tick=0.01, sock=None, clock=None):
         self.root = os.path.realpath(root)
         self.host = host
         self.port = port
@@ -124,6 +124,7 @@ class TftpServer:
         self.max_windowsize = max_windowsize or self.core.MAX_WINDOWSIZE
         self.reuse_port = reuse_port
         self.tick = tick
+        self.clock = clock                       # the core's timer clock (seconds); None: monotonic
         self.cache = FileCache(cache_bytes)
         self.table = None
         self.requests = collections.Counter()    # outcome -> count, for status/metrics
@@ -138,8 +139,10 @@ class TftpServer:
     async def start(self):
         raise_fd_limit()
         self._loop = asyncio.get_running_loop()
+        # clock only when given: a compiled core built before it had the argument still serves
+        held = {"clock": self.clock} if self.clock is not None else {}
         self.table = self.core.SessionTable(self.host, timeout=self.timeout, retries=self.retries,
-                                            tick=self.tick)
+                                            tick=self.tick, **held)
         if self.sock is not None:
             self._transport, _ = await self._loop.create_datagram_endpoint(lambda: _Listener(self), sock=self.sock)
         else:
