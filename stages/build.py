@@ -108,8 +108,10 @@ def _run(ctx):
     return 0
 
 
-# The settings compress alone reads: a change there leaves the build current.
-COMPRESS_ONLY = {"zstd_level", "gzip", "threads", "path", "digest"}
+# The settings compress alone reads: a change there leaves the build current. (The build packs images
+# straight into zstd/gzip, so the encodings and the zstd level are its settings too; the thread count
+# changes no byte.)
+COMPRESS_ONLY = {"threads", "path", "digest"}
 
 
 def _images(ctx):
@@ -136,7 +138,8 @@ def _missing_outputs(ctx):
 def _image_outputs(ctx):
     out = layout.build_images_dir(ctx.state_dir)
     return [os.path.join(out, name) for meta in ctx.memory.get("images", {}).values()
-            for name in [meta["cpio"]["file"]] + sorted(set(meta["kernel_files"].values()))]
+            for name in sorted(f["file"] for f in meta["cpio"].get("packed", {}).values())
+            + sorted(set(meta["kernel_files"].values()))]
 
 
 STAGE = runner.Stage(
