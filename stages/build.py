@@ -108,8 +108,10 @@ def _run(ctx):
     return 0
 
 
-# The settings compress alone reads: a change there leaves the build current.
-COMPRESS_ONLY = {"zstd_level", "gzip", "threads", "path", "digest"}
+# The settings compress alone reads: a change there leaves the build current. (The build packs images
+# straight into zstd/gzip, so the encodings and the zstd level are its settings too; the thread count
+# changes no byte.)
+COMPRESS_ONLY = {"threads", "path", "digest"}
 
 
 def _images(ctx):
@@ -117,10 +119,27 @@ def _images(ctx):
     return sorted(ctx.memory.get("images", {}))
 
 
+def _missing_outputs(ctx):
+    """Per-node outputs the last run left that are gone (a stat each, as the steps did before the runner)."""
+    nodes = ctx.memory.get("overlays", {}).get("nodes", {})
+    missing = []
+    for node_id in sorted(nodes):
+        for path in (layout.overlay_archive(ctx.state_dir, node_id, "system"),
+                     layout.overlay_archive(ctx.state_dir, node_id, "runtime"),
+                     layout.ipxe_script(ctx.state_dir, node_id)):
+            if not os.path.exists(path):
+                missing.append(os.path.relpath(path, layout.build_dir(ctx.state_dir)))
+    if not missing:
+        return []
+    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    return [f"{len(missing)} build output(s) missing: {shown}"]
+
+
 def _image_outputs(ctx):
     out = layout.build_images_dir(ctx.state_dir)
     return [os.path.join(out, name) for meta in ctx.memory.get("images", {}).values()
-            for name in [meta["cpio"]["file"]] + sorted(set(meta["kernel_files"].values()))]
+            for name in sorted(f["file"] for f in meta["cpio"].get("packed", {}).values())
+            + sorted(set(meta["kernel_files"].values()))]
 
 
 STAGE = runner.Stage(
@@ -135,6 +154,7 @@ STAGE = runner.Stage(
           "wwfast._cpio_common", "wwfast._cpio_walk", "wwfast._cpio?", __file__),
     outputs=lambda ctx: [layout.build_json(ctx.state_dir), layout.overlays_dir(ctx.state_dir),
                          layout.ipxe_dir(ctx.state_dir)] + _image_outputs(ctx),
+    check=_missing_outputs,
 )
 
 

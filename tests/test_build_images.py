@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import zstandard
 
 from helpers.newc import read_newc
 from wwfast.build import images
@@ -53,6 +54,12 @@ def site(tmp_path, project_root):
     return conf, state, stage
 
 
+def newc_bytes(path):
+    """The newc archive inside a zstd file."""
+    with open(path, "rb") as f:
+        return zstandard.ZstdDecompressor().stream_reader(f).read()
+
+
 def test_outputs_and_build_json(site):
     conf, state, stage = site
     run = stage("build")
@@ -67,18 +74,21 @@ def test_outputs_and_build_json(site):
     assert build["nodes"]["n2"]["kernel"] == "images/img@6.1.0-13.kernel"
     assert (out / "images/img.kernel").read_bytes() == b"new kernel"
     assert (out / "images/img@6.1.0-13.kernel").read_bytes() == b"old kernel"
-    names = {m.name for m in read_newc((out / "images/img.cpio").read_bytes())}
+    assert not (out / "images/img.cpio").exists()     # packed straight into zstd: no raw archive
+    archive = newc_bytes(out / "images/img.cpio.zst")
+    names = {m.name for m in read_newc(archive)}
     assert b"sbin/init" in names and b"boot/vmlinuz-6.1.0-21-amd64" in names
     assert b"usr/share/GeoIP" not in names and b"var/cache" not in names    # both kinds of excludes
-    assert {m.mtime for m in read_newc((out / "images/img.cpio").read_bytes())} == {1700000000, 0}
+    assert {m.mtime for m in read_newc(archive)} == {1700000000, 0}
     meta = json.loads((state / "stages/build.stamp").read_text())["memory"]["images"]["img"]
-    assert meta["cpio"]["size"] == (out / "images/img.cpio").stat().st_size
+    assert meta["cpio"]["size"] == len(archive)
+    assert meta["cpio"]["packed"]["zst"]["size"] == (out / "images/img.cpio.zst").stat().st_size
 
 
 def test_skip_when_unchanged_and_say_why(site):
     conf, state, stage = site
     assert stage("build").returncode == 0
-    cpio_path = state / "build/images/img.cpio"
+    cpio_path = state / "build/images/img.cpio.zst"
     first = cpio_path.stat().st_ino
     again = stage("build")
     assert "build: current (inputs unchanged)" in again.stdout and cpio_path.stat().st_ino == first
@@ -90,14 +100,18 @@ def test_skip_when_unchanged_and_say_why(site):
     assert "rebuilding (the excludes changed)" in ex.stdout
     cpio_path.unlink()
     gone = stage("build")
-    assert "output build/images/img.cpio missing" in gone.stdout
-    assert "rebuilding (output img.cpio is missing)" in gone.stdout
+    assert "output build/images/img.cpio.zst missing" in gone.stdout
+    assert "rebuilding (output img.cpio.zst is missing)" in gone.stdout
     rebuilt = cpio_path.stat().st_ino
     (conf / "overlays" / "hostname" / "etc").mkdir(parents=True)    # a site overlay: the images stay
     (conf / "overlays" / "hostname" / "etc" / "hostname.j2").write_text("site-{{ node.id }}\n")
     site = stage("build")
     assert "build: running (1 tree(s) changed: overlays)" in site.stdout
     assert "image img: current (inputs unchanged)" in site.stdout and cpio_path.stat().st_ino == rebuilt
+    (state / "build/overlays/n1/runtime.cpio").unlink()             # a per-node output gone
+    again = stage("build")
+    assert "build: running (1 build output(s) missing: overlays/n1/runtime.cpio)" in again.stdout
+    assert "n1 (no archive yet)" in again.stdout and (state / "build/overlays/n1/runtime.cpio").is_file()
 
 
 def test_missing_image_fails_and_keeps_previous_build_json(site):

@@ -10,10 +10,13 @@ file it names exist with the recorded size and sha256. A run to completion follo
 publish exactly the current build, and leave no temp files or unreferenced store files (grace 0).
 """
 import glob
+import hashlib
 import os
 import pathlib
 import random
 import subprocess
+
+import zstandard
 
 from wwfast import fsutil
 from wwfast.publish import publisher as publish
@@ -42,6 +45,18 @@ def set_image(tree, seed):
     tree.write_image()
 
 
+def content_sha256(build_dir, build, rel):
+    """sha256 of an archive's newc bytes: its file, or (packed by the build) its zstd copy decoded."""
+    packed = build.get("packed", {}).get(rel)
+    if packed is None:
+        return fsutil.sha256_file(build_dir / rel)
+    h = hashlib.sha256()
+    with open(build_dir / packed["zst"]["file"], "rb") as f:
+        for chunk in zstandard.ZstdDecompressor().read_to_iter(f):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def assert_publishes_current_build(state, tree):
     manifest = check_published(state)
     import json
@@ -49,7 +64,7 @@ def assert_publishes_current_build(state, tree):
     for node_id, b in build["nodes"].items():
         artifacts = manifest["nodes"][node_id]["artifacts"]
         for artifact, key in (("image", "image_cpio"), ("system", "system"), ("runtime", "runtime")):
-            want = fsutil.sha256_file(tree.build / b[key]) + ".cpio.zst"
+            want = content_sha256(tree.build, build, b[key]) + ".cpio.zst"
             assert artifacts[artifact]["zst"]["file"] == want, (node_id, artifact)
     store = pathlib.Path(publish.store_dir(str(state)))
     on_disk = {p.name for p in store.iterdir()}

@@ -289,3 +289,30 @@ def test_workers_flag(tmp_path):
                           "--workers", "0"], capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(
                               os.path.abspath(__file__))))
     assert out.returncode == 2 and "--workers 0" in out.stderr
+
+
+def _gone(pid):
+    """The process exited (a zombie waiting for its reaper counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+    except FileNotFoundError:
+        return True
+
+
+def test_workers_stop_when_the_supervisor_is_killed(tmp_path):
+    state = str(tmp_path)
+    two_nodes(state, "gen-1")
+    port = free_port()
+    with running_server(state, port, "--workers", "2") as proc:
+        pids = [w["pid"] for w in wait_generation(f"http://127.0.0.1:{port}", "gen-1")]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 30                      # a backstop: they stop at their channel's end
+        while not all(_gone(pid) for pid in pids):
+            assert time.monotonic() < deadline, "workers outlived their supervisor"
+            time.sleep(0.1)
+    with socket.socket() as s:                                # and nothing listens on the port any more
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        s.listen()

@@ -76,4 +76,5 @@ def test_compiled_signatures_are_embedded():
     """help() on a compiled function shows its arguments, not `(*args, **kwargs)`."""
     cpio = importlib.import_module("wwfast._cpio")
     assert cpio.NewcWriter.__doc__.startswith("NewcWriter(fileobj, mtime=None)")
-    assert cpio.NewcWriter.add_tree.__doc__.startswith("NewcWriter.add_tree(self, root, excludes=(), one_file_system=True)")
+    assert cpio.NewcWriter.add_tree.__doc__.startswith(
+        "NewcWriter.add_tree(self, root, excludes=(), one_file_system=True, planned=None)")

@@ -342,6 +342,15 @@ cdef inline size_t header_total(size_t name_len) noexcept nogil:
     return total + (4 - total % 4) % 4
 
 
+cdef uint64_t tree_bytes(Tree* t) noexcept nogil:
+    """Bytes the planned entries take: headers with names, bodies and symlink targets, padded."""
+    cdef uint64_t total = 0
+    cdef size_t i
+    for i in range(t.count):
+        total += header_total(t.entries[i].name_len) + ((t.entries[i].out_size + 3) & ~(<uint64_t>3))
+    return total
+
+
 cdef inline size_t put_header(char* p, const char* name, size_t name_len, uint64_t ino, uint64_t mode,
                               uint64_t uid, uint64_t gid, uint64_t nlink, uint64_t mtime, uint64_t size,
                               uint64_t rmajor, uint64_t rminor) noexcept nogil:
@@ -452,8 +461,11 @@ cdef class NewcWriter:
         self._append(t, len(t))
         self._pad(len(t))
 
-    def add_tree(self, root, excludes=(), one_file_system=True):
-        """Archive everything under `root` (not `root` itself); returns the number of entries."""
+    def add_tree(self, root, excludes=(), one_file_system=True, planned=None):
+        """Archive everything under `root` (not `root` itself); returns the number of entries.
+
+        `planned(nbytes)`, when given, is called once the tree is walked and before any of it is
+        written, with the bytes its entries take (a streaming compressor pledges the archive size)."""
         cdef Tree tree
         cdef stat_t st
         cdef int rootfd
@@ -482,7 +494,7 @@ cdef class NewcWriter:
                 raise os_error(root, "cannot list directory")
             walker.walk_dir(dirfd, b"")
             plan_links(&tree)
-            self._write_tree(&tree, rootfd, walker.root)
+            self._write_tree(&tree, rootfd, walker.root, planned)
             return tree.count
         finally:
             c_close(rootfd)
@@ -635,12 +647,14 @@ cdef class NewcWriter:
                     e.out_size = tlen
         return 0
 
-    cdef int _write_tree(self, Tree* t, int rootfd, bytes root) except -1:
+    cdef int _write_tree(self, Tree* t, int rootfd, bytes root, object planned) except -1:
         cdef size_t i
         cdef Entry* e
         cdef const char* name
         cdef unsigned int rmaj, rmin
         self._plan(t, rootfd, root)
+        if planned is not None:
+            planned(tree_bytes(t))
         for i in range(t.count):
             e = &t.entries[i]
             name = t.names + e.name_off

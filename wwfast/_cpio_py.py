@@ -78,11 +78,23 @@ class NewcWriter:
         self._pad(len(target))
         self._maybe_flush()
 
-    def add_tree(self, root, excludes=(), one_file_system=True):
-        """Archive everything under `root` (not `root` itself); returns the number of entries."""
+    def add_tree(self, root, excludes=(), one_file_system=True, planned=None):
+        """Archive everything under `root` (not `root` itself); returns the number of entries.
+
+        `planned(nbytes)`, when given, is called once the tree is walked and before any of it is
+        written, with the bytes its entries take (a streaming compressor pledges the archive size)."""
         self._check_open()
         entries = _scan_tree(root, excludes, one_file_system)
         links = _link_groups(entries)
+        targets = {}   # symlink targets, read once: their lengths are part of the plan
+        for i, (rel, path, st) in enumerate(entries):
+            if stat.S_ISLNK(st.st_mode):
+                try:
+                    targets[i] = os.readlink(path)
+                except OSError as e:
+                    raise CpioError(f"{os.fsdecode(path)}: cannot read link: {e.strerror}") from None
+        if planned is not None:
+            planned(_tree_bytes(entries, links, targets))
         link_ino = {}
         fixed = self._mtime
         for i, (rel, path, st) in enumerate(entries):
@@ -101,10 +113,7 @@ class NewcWriter:
                 if size:
                     self._body(path, size)
             elif stat.S_ISLNK(mode):
-                try:
-                    target = os.readlink(path)
-                except OSError as e:
-                    raise CpioError(f"{os.fsdecode(path)}: cannot read link: {e.strerror}") from None
+                target = targets[i]
                 self._header(rel, self._next_ino(), mode, st.st_uid, st.st_gid, 1, mtime, len(target), 0, 0)
                 self._buf += target
                 self._pad(len(target))
@@ -205,6 +214,21 @@ class NewcWriter:
             left -= n
             if len(self._buf) >= _FLUSH_AT:
                 self._flush()
+
+
+def _tree_bytes(entries, links, targets):
+    """Bytes add_tree writes for `entries`: padded headers and names, bodies (hard-link data once,
+    on the last link) and symlink targets."""
+    total = 0
+    for i, (rel, _path, st) in enumerate(entries):
+        total += (110 + len(rel) + 1 + 3) & ~3
+        if i in targets:
+            total += (len(targets[i]) + 3) & ~3
+        elif stat.S_ISREG(st.st_mode):
+            group = links.get(i)
+            if group is None or i == group[-1]:
+                total += (st.st_size + 3) & ~3
+    return total
 
 
 def _write_all(out, data):

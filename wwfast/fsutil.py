@@ -8,8 +8,8 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import itertools
 import os
-import tempfile
 import time
 
 HASH_CHUNK = 1 << 20
@@ -32,14 +32,13 @@ def atomic_file(path, mode="wb", perms=0o644, fsync=True):
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    fd, tmp = _create_temp(directory, os.path.basename(path), perms)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             if fsync:
                 os.fsync(f.fileno())
-        os.chmod(tmp, perms)
         os.replace(tmp, path)
         if fsync:
             fsync_dir(directory)
@@ -47,6 +46,42 @@ def atomic_file(path, mode="wb", perms=0o644, fsync=True):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+_temp_names = itertools.count()
+
+
+def _umask():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)   # no /proc: read it by setting it (at import, before any thread)
+    os.umask(old)
+    return old
+
+
+_UMASK = _umask()
+
+
+def _create_temp(directory, name, perms):
+    """A new temp file `.<name>.<pid>-<n>.tmp` in `directory` with exactly `perms`: (fd, path).
+
+    Created with its final mode (no separate chmod, unless the umask strips bits), one metadata
+    change less per file for stages that write ten thousand of them.
+    """
+    while True:
+        tmp = os.path.join(directory, f".{name}.{os.getpid()}-{next(_temp_names)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, perms)
+        except FileExistsError:   # left by a killed process that had our pid: take the next name
+            continue
+        if perms & _UMASK:
+            os.fchmod(fd, perms)
+        return fd, tmp
 
 
 def atomic_write(path, data, perms=0o644, fsync=True):

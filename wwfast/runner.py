@@ -93,6 +93,14 @@ def _stat_key(path):
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
+def _same_output(recorded, now):
+    """Size, mtime and inode unchanged. Not the ctime: it moves when a later stage hard-links the output
+    (compress links build's packed images and kernels into its store, so the disk holds them once)."""
+    if recorded is None or now is None or len(recorded) != 4:
+        return recorded == now
+    return [recorded[0], recorded[1], recorded[3]] == [now[0], now[1], now[3]]
+
+
 def _file_entry(path, old):
     """[size, mtime_ns, sha256] reusing the recorded hash when size and mtime did not move."""
     try:
@@ -240,7 +248,7 @@ def why_rerun(stage, ctx, now, previous):
     if missing:
         reasons.append(f"output {', '.join(_describe(p, ctx) for p in missing)} missing")
     else:
-        moved = [p for p, key in previous.get("outputs", {}).items() if _stat_key(p) != key]
+        moved = [p for p, key in previous.get("outputs", {}).items() if not _same_output(key, _stat_key(p))]
         if moved:
             reasons.append(_listed("output(s)", moved, ctx).replace("changed", "changed since the last run"))
     if stage.check is not None:

@@ -1,28 +1,31 @@
 """Build step 'images': the image archive and kernel of every image a node uses.
 
-For each image named by a node: STATE/build/images/<image>.cpio (the rootfs as newc, excludes
-applied: the image's own etc/warewulf/excludes plus the settings' 'image excludes'),
-<image>.kernel (the default kernel, Warewulf's discovery). What was built from which inputs is kept
+For each image named by a node: STATE/build/images/<image>.cpio.zst (and .cpio.gz when the settings
+ask for gzip): the rootfs as newc, excludes applied (the image's own etc/warewulf/excludes plus the
+settings' 'image excludes'), packed straight into the compressors (wwfast.build.image_pack): no raw
+archive is written, and build.json's "packed" tells the compress stage, which links these files into
+its store. <image>.kernel: the default kernel (Warewulf's discovery). What was built from which inputs is kept
 per image in the caller's `memory` dict (the build stage's stamp, wwfast.runner). A node whose kernel.version picks another kernel gets
 <image>@<version>.kernel. An image whose inputs are unchanged is not rebuilt; otherwise the step
 says why it rebuilds.
 
 Fingerprint of an image: its image.json content fingerprint, a stamp of the tree as it is now
 (paths, modes, owners, sizes, mtimes and ctimes: catches edits made after the import), the
-excludes, the settings this step reads, the fixed mtime (SOURCE_DATE_EPOCH) and the writer and
-step versions.
+excludes, the settings this step reads (the encodings and zstd level too), the fixed mtime
+(SOURCE_DATE_EPOCH) and the writer and step versions. A repack that gives the same archive keeps the
+files in place (and so the store's links to them); a kernel is rewritten only when its bytes change.
 """
+import contextlib
 import dataclasses
 import os
 import re
-import shutil
 import time
 
 from wwfast import cpio, fsutil, layout, runner
-from wwfast.build import images, kernels
+from wwfast.build import image_pack, images, kernels
 
-STEP_VERSION = 1
-META_FORMAT = 1
+STEP_VERSION = 2   # 2: packed straight into zstd/gzip (no raw <image>.cpio)
+META_FORMAT = 2   # 2: "cpio" records the packed files, not a raw archive
 
 REASONS = {
     "image": "the image was re-imported (content fingerprint changed)",
@@ -31,6 +34,7 @@ REASONS = {
     "mtime": "the fixed mtime (SOURCE_DATE_EPOCH) changed",
     "kernels": "the kernels the nodes ask for changed",
     "writer": "the cpio writer changed",
+    "packing": "the compression settings changed",
     "step": "the image build step changed",
 }
 
@@ -73,7 +77,13 @@ def _kernel_file(image, kernel, default):
     return f"{image}@{re.sub(r'[^A-Za-z0-9._+-]', '_', tag)}.kernel"
 
 
-def fingerprint(state_dir, image, excludes, mtime, wanted_kernels):
+def packing(settings):
+    """How images are packed: the encodings (gzip only when the settings ask) and the zstd level."""
+    return {"encodings": ["zst", "gz"] if getattr(settings, "gzip", False) else ["zst"],
+            "zstd_level": getattr(settings, "zstd_level", 3)}
+
+
+def fingerprint(state_dir, image, excludes, mtime, wanted_kernels, pack=None):
     info = images.load_info(state_dir, image)
     rootfs = images.image_root(state_dir, image)
     return {
@@ -83,6 +93,7 @@ def fingerprint(state_dir, image, excludes, mtime, wanted_kernels):
         "mtime": mtime,
         "kernels": sorted(wanted_kernels),
         "writer": cpio.WRITER_VERSION,
+        "packing": pack or packing(None),
         "step": STEP_VERSION,
     }
 
@@ -93,10 +104,11 @@ def _why(meta, fp, out):
         return "no previous build"
     if meta.get("format") != META_FORMAT:
         return "no previous build in this format"
-    for name in [meta.get("cpio", {}).get("file")] + list(meta.get("kernel_files", {}).values()):
+    packed = meta.get("cpio", {}).get("packed") or {"?": {"file": None}}
+    for name in [p["file"] for p in packed.values()] + list(meta.get("kernel_files", {}).values()):
         if not name or not os.path.isfile(os.path.join(out, name)):
             return f"output {name or '?'} is missing"
-    if os.path.getsize(os.path.join(out, meta["cpio"]["file"])) != meta["cpio"].get("size"):
+    if any(os.path.getsize(os.path.join(out, p["file"])) != p["size"] for p in packed.values()):
         return "the archive on disk is not the one recorded"
     previous = meta.get("fingerprint", {})
     changed = [REASONS.get(k, k) for k in fp if previous.get(k) != fp[k]]
@@ -104,13 +116,36 @@ def _why(meta, fp, out):
 
 
 def _copy_kernel(src, dest):
-    with open(src, "rb") as fsrc, fsutil.atomic_file(dest) as fdst:
-        shutil.copyfileobj(fsrc, fdst, 1 << 20)
+    """The kernel into the build, rewritten only when its bytes changed (the store links to it)."""
+    with open(src, "rb") as f:
+        fsutil.write_if_changed(dest, f.read(), fsync=True)
 
 
-def build_image(state_dir, image, node_ids, nodes, settings_excludes, mtime, force=False, log=print, memory=None):
+def _same_archive(out, previous):
+    """keep() for image_pack: the new archive is the recorded one, whose files are all in place."""
+    def keep(result):
+        old = (previous or {}).get("cpio", {})
+        if old.get("sha256") != result["sha256"] or set(old.get("packed", {})) != set(result["files"]):
+            return False
+        return all(old["packed"][enc] == f and os.path.isfile(os.path.join(out, f["file"]))
+                   and os.path.getsize(os.path.join(out, f["file"])) == f["size"]
+                   for enc, f in result["files"].items())
+    return keep
+
+
+def _remove_leftovers(out, image, keep):
+    """A raw archive an earlier version left, and encodings the settings no longer ask for."""
+    for name in (f"{image}.cpio", f"{image}.cpio.zst", f"{image}.cpio.gz"):
+        if name not in keep:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(out, name))
+
+
+def build_image(state_dir, image, node_ids, nodes, settings_excludes, mtime, force=False, log=print, memory=None,
+                pack=None, threads=0):
     """Build one image; returns ({node id: build.json fields}, meta). `memory`: {image: meta} of the
-    previous builds, updated in place."""
+    previous builds, updated in place. `pack`: packing(settings)."""
+    pack = pack or packing(None)
     memory = {} if memory is None else memory
     rootfs = images.require_image(state_dir, image)
     out = out_dir(state_dir)
@@ -128,30 +163,36 @@ def build_image(state_dir, image, node_ids, nodes, settings_excludes, mtime, for
             node_kernel[node_id] = kernels.select_kernel(rootfs, wanted) if wanted else default
         except kernels.KernelError as e:
             raise BuildError(f"image {image}, node {node_id}: {e}") from None
+    if "gz" not in pack["encodings"] and not all(kernels.reads_zstd(k.version) for k in node_kernel.values()):
+        pack = dict(pack, encodings=pack["encodings"] + ["gz"])   # a node's kernel unpacks only gzip
     kernel_files = {}
     for k in [default] + list(node_kernel.values()):
         kernel_files.setdefault(k.path, _kernel_file(image, k, default))
-    fp = fingerprint(state_dir, image, excludes, mtime, kernel_files)
+    fp = fingerprint(state_dir, image, excludes, mtime, kernel_files, pack)
     reason = "forced" if force else _why(memory.get(image), fp, out)
     if reason is None:
         log(f"build: image {image}: current (inputs unchanged)")
         meta = memory[image]
     else:
-        memory.pop(image, None)   # forgotten until this build finished: never a stale skip
+        previous = memory.pop(image, None)   # forgotten until this build finished: never a stale skip
         log(f"build: image {image}: rebuilding ({reason})")
         started = time.monotonic()
-        cpio_name = f"{image}.cpio"
         try:
-            entries = cpio.pack_tree(rootfs, os.path.join(out, cpio_name), excludes=excludes, mtime=mtime)
-        except cpio.CpioError as e:
+            packed = image_pack.pack_image(rootfs, out, image, encodings=pack["encodings"],
+                                           zstd_level=pack["zstd_level"], threads=threads, excludes=excludes,
+                                           mtime=mtime, keep=_same_archive(out, previous))
+        except image_pack.PackError as e:
             raise BuildError(f"image {image}: {e}") from None
+        _remove_leftovers(out, image, {f["file"] for f in packed["files"].values()})
         for path, name in kernel_files.items():
             _copy_kernel(kernels.Kernel(path, rootfs).full_path, os.path.join(out, name))
+        entries = packed["entries"]
         meta = {
             "format": META_FORMAT,
             "image": image,
             "fingerprint": fp,
-            "cpio": {"file": cpio_name, "size": os.path.getsize(os.path.join(out, cpio_name)), "entries": entries},
+            "cpio": {"file": f"{image}.cpio", "size": packed["size"], "sha256": packed["sha256"],
+                     "entries": entries, "packed": packed["files"]},
             "kernel": {"path": default.path, "version": default.version, "file": f"{image}.kernel"},
             "kernel_files": kernel_files,
             "kernel_versions": {path: kernels.Kernel(path, rootfs).version for path in kernel_files},
@@ -159,7 +200,9 @@ def build_image(state_dir, image, node_ids, nodes, settings_excludes, mtime, for
             "seconds": round(time.monotonic() - started, 3),
         }
         memory[image] = meta
-        log(f"build: image {image}: {entries} entries, {meta['cpio']['size']} bytes, kernel "
+        sizes = ", ".join(f"{enc} {f['size']}" for enc, f in packed["files"].items())
+        log(f"build: image {image}: {entries} entries, {meta['cpio']['size']} bytes ({sizes}"
+            f"{'; same archive, files kept' if packed['kept'] else ''}), kernel "
             f"{default.version or default.path} in {meta['seconds']:.2f} s")
     fields = {}
     for node_id in node_ids:
@@ -179,6 +222,7 @@ def run_step(state_dir, nodes, settings, force=False, log=print, mtime=None, mem
     result = StepResult()
     memory = {} if memory is None else memory
     excludes = list(getattr(settings, "image_excludes", []) or [])
+    pack, threads = packing(settings), getattr(settings, "threads", 0)
     if mtime is None:
         mtime = cpio.source_date_epoch()
     for node_id in sorted(nodes):
@@ -188,9 +232,13 @@ def run_step(state_dir, nodes, settings, force=False, log=print, mtime=None, mem
     os.makedirs(out_dir(state_dir), exist_ok=True)
     for image, node_ids in images_used(nodes).items():
         try:
-            fields, _meta = build_image(state_dir, image, node_ids, nodes, excludes, mtime, force=force, log=log,
-                                        memory=memory)
+            fields, meta = build_image(state_dir, image, node_ids, nodes, excludes, mtime, force=force, log=log,
+                                       memory=memory, pack=pack, threads=threads)
             result.nodes.update(fields)
+            archive = meta["cpio"]
+            result.top.setdefault("packed", {})[_rel(archive["file"])] = {
+                "size": archive["size"], "sha256": archive["sha256"],
+                **{enc: dict(f, file=_rel(f["file"])) for enc, f in archive["packed"].items()}}
         except (BuildError, images.ImageError, kernels.KernelError) as e:
             result.errors.append(str(e) if "node" in str(e) else f"{e} (used by {', '.join(node_ids)})")
     for image in set(memory) - set(images_used(nodes)):

@@ -7,7 +7,6 @@ root). Everything lands in a temp directory beside the store first and is rename
 end, so an import that fails, or is killed, never leaves a half image under the image's name.
 """
 import contextlib
-import ctypes
 import datetime
 import hashlib
 import json
@@ -20,7 +19,6 @@ import tempfile
 
 from wwfast import fsutil, layout
 from wwfast.errors import UsageError
-from wwfast.build.layers import LayerError, apply_layer, open_layer_stream
 
 IMAGE_FORMAT = 1
 NAME_RE = re.compile(r"^[\w\-.:]+$")   # Warewulf's image name rule
@@ -147,7 +145,7 @@ def detect_kind(source):
         raise ImageError(f"{source}: no such file or directory")
     if not os.path.isfile(source):
         raise ImageError(f"{source}: not a directory, tarball or container archive")
-    from wwfast.build.layers import outer_members
+    from wwfast.build.layers import LayerError, outer_members
     try:
         names = outer_members(source)
     except LayerError as e:
@@ -266,6 +264,8 @@ def commit(state_dir, tmp, dest, log=print):
 
 def _fill(kind, source, rootfs, what=None):
     """Put the image tree into rootfs; returns the number of layers applied."""
+    # tar, zstd and friends only when importing (define and build read images without them)
+    from wwfast.build.layers import LayerError, apply_layer, open_layer_stream
     try:
         if kind == "dir":
             _copy_dir(source, rootfs)
@@ -305,6 +305,7 @@ def _install(tmp, dest):
         os.rename(tmp, dest)
         fsutil.fsync_dir(os.path.dirname(dest))
         return None
+    import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     at_fdcwd = -100
     swapped = hasattr(libc, "renameat2") and libc.renameat2(

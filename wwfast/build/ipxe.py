@@ -19,6 +19,7 @@ import jinja2
 
 from wwfast import fsutil, layout
 from wwfast.define.cluster_settings import cache_tier
+from wwfast.build import fanout
 from wwfast.build.overlay_build import syncfs
 from wwfast.errors import ConfigError
 from wwfast.records import is_ethernet_mac
@@ -190,10 +191,15 @@ def build_ipxe(conf_dir, state_dir, settings, nodes):
     renderer = IpxeRenderer(conf_dir, settings, state_dir)
     directory = out_dir(state_dir)
     os.makedirs(directory, exist_ok=True)
-    changed = []
-    for node_id in sorted(nodes):
-        if write_if_changed(os.path.join(directory, f"{node_id}.ipxe"), renderer.node_script(nodes[node_id])):
-            changed.append(node_id)
+    ids = sorted(nodes)
+    for name in {nodes[n].ipxe_template for n in ids}:
+        renderer.template(name)   # compiled once, before the fork: every worker inherits it
+
+    def write_scripts(share):
+        return [n for n in share
+                if write_if_changed(os.path.join(directory, f"{n}.ipxe"), renderer.node_script(nodes[n]))]
+    shares = fanout.map_split(write_scripts, ids, fanout.workers_for(len(ids)), errors=WORKER_ERRORS)
+    changed = sorted(n for share in shares for n in share)
     write_if_changed(os.path.join(directory, f"{UNKNOWN}.ipxe"), renderer.unknown_script())
     keep = {f"{n}.ipxe" for n in nodes} | {f"{UNKNOWN}.ipxe"}
     removed = sorted(f for f in os.listdir(directory) if f.endswith(".ipxe") and f not in keep)
@@ -202,6 +208,11 @@ def build_ipxe(conf_dir, state_dir, settings, nodes):
     if changed:
         syncfs(directory)
     return changed, removed
+
+
+# Errors a worker hands back to the parent as they are: (class, its constructor arguments).
+WORKER_ERRORS = {RenderError: lambda e: (e.template, e.line, e.node, e.message),
+                 ConfigError: lambda e: (e.file, e.line, e.field, e.message)}
 
 
 def run_step(conf_dir, state_dir, nodes, settings, log=print):

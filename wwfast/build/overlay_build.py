@@ -20,13 +20,12 @@ import functools
 import hashlib
 import io
 import json
-import multiprocessing
 import os
 import shutil
 import time
 
 from wwfast import cpio, fsutil, layout
-from wwfast.build import overlays, sshkeys
+from wwfast.build import fanout, overlays, sshkeys
 from wwfast.build.render import RenderError, Renderer
 
 CONTEXTS = ("system", "runtime")
@@ -35,7 +34,7 @@ MEMORY_FORMAT = 1
 BUILD_VERSION = 1
 # Fixed mtime: same inputs, same bytes, whatever the checkout time of the overlay files.
 MTIME = 0
-PARALLEL_MIN_NODES = 400
+PARALLEL_MIN_NODES = fanout.MIN_ITEMS
 
 S_IFREG, S_IFDIR, S_IFLNK = 0o100000, 0o040000, 0o120000
 
@@ -117,6 +116,8 @@ class OverlayBuilder:
         self.deps = set()
         self._next_shared = 0
         self._plans = {}
+        self._uses_cache = {}
+        self._node_digests = {}
 
     # ------------------------------------------------------------------------------ inputs
     def source(self, name, node_id, context):
@@ -199,11 +200,15 @@ class OverlayBuilder:
         files_digest = hashlib.sha256(json.dumps(
             {p: _file_sig(p) for p in sorted(previous_server_files)}).encode()).hexdigest()
         base = f"{BUILD_VERSION}\0{cpio.WRITER_VERSION}\0{settings_digest}\0{self.conf_dir}\0{self.state_dir}\0"
-        uses_cache = {}
+        uses_cache = self._uses_cache
         image_digests = {}
+        node_digests = self._node_digests   # kept for the second call after a build read new server files
         out = {}
         for node_id, node in self.nodes.items():
-            node_digest = hashlib.sha256(json.dumps(node.to_json(), sort_keys=True).encode()).hexdigest()
+            node_digest = node_digests.get(node_id)
+            if node_digest is None:
+                node_digest = node_digests[node_id] = hashlib.sha256(
+                    json.dumps(node.to_json(), sort_keys=True).encode()).hexdigest()
             fps = {}
             for context in CONTEXTS:
                 names = _overlay_list(node, context)
@@ -360,33 +365,17 @@ class OverlayBuilder:
         return result
 
     def _build_parallel(self, todo):
-        chunks = [todo[i::self.workers] for i in range(self.workers)]
-        global _WORKER_BUILDER
-        _WORKER_BUILDER = self
-        ctx = multiprocessing.get_context("fork")
-        try:
-            with ctx.Pool(self.workers) as pool:
-                results = pool.map(_worker_build, chunks)
-        finally:
-            _WORKER_BUILDER = None
         deps = set()
-        for r in results:
-            if isinstance(r, tuple):  # (exception class, its constructor arguments) from a worker
-                raise r[0](*r[1])
-            deps |= r
+        for worker_deps in fanout.map_split(self.build_nodes, todo, self.workers, errors=WORKER_ERRORS):
+            deps |= worker_deps
         return deps
 
 
-_WORKER_BUILDER = None
-
-
-def _worker_build(node_ids):
-    try:
-        return _WORKER_BUILDER.build_nodes(node_ids)
-    except RenderError as e:
-        return (RenderError, (e.template, e.line, e.node, e.message))
-    except overlays.OverlayError as e:
-        return (overlays.OverlayError, (e.message, e.file, e.field))
+# Errors a worker hands back to the parent as they are: (class, its constructor arguments).
+WORKER_ERRORS = {
+    RenderError: lambda e: (e.template, e.line, e.node, e.message),
+    overlays.OverlayError: lambda e: (e.message, e.file, e.field),
+}
 
 
 def _overlay_list(node, context):
@@ -442,9 +431,19 @@ def _dedupe_key(context, merged):
 
 
 def _link_into_place(existing, path):
-    """Hard-link an identical archive written earlier in this run to `path`, atomically."""
+    """Hard-link an identical archive written earlier in this run to `path`, atomically.
+
+    A new name is linked straight in (a link appears whole); an existing one is replaced by rename.
+    """
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
+    try:
+        os.link(existing, path)
+        return True
+    except FileExistsError:
+        pass
+    except OSError:
+        return False
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.link")
     try:
         if os.path.lexists(tmp):

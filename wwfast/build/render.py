@@ -28,9 +28,8 @@ import jinja2
 import jinja2.nodes
 
 from wwfast import layout
-from wwfast.build.gotemplate import TemplateError
-from wwfast.build.wwtemplate.functions import read_block
-from wwfast.build.wwtemplate.render import WWRenderer
+# Warewulf's `.ww` templates (the Go template engine) are imported when a list names one: wwfast's own
+# overlays are Jinja, and a build that needs no Go templates does not pay for loading the engine.
 from wwfast.errors import ConfigError
 from wwfast.fsutil import resolve_in_root
 
@@ -245,6 +244,7 @@ def f_include_block(ctx, path, marker):
     st = _state(ctx)
     full = _server_path(st, path)
     st.deps.add(full)
+    from wwfast.build.wwtemplate.functions import read_block
     return read_block(full, marker)
 
 
@@ -482,11 +482,13 @@ class Renderer:
     # ---- Warewulf `.ww` templates (Go template language, wwfast.build.wwtemplate)
     def ww(self):
         if self._ww is None:
+            from wwfast.build.wwtemplate.render import WWRenderer
             self._ww = WWRenderer(self.conf_dir, self.state_dir, self.settings, self.raw_nodes, self.image_root,
                                   build_time=_build_time(self.state_dir))
         return self._ww
 
     def _ww_compile(self, path):
+        from wwfast.build.gotemplate import TemplateError
         try:
             return self.ww().compile(path)
         except TemplateError as e:
@@ -495,6 +497,7 @@ class Renderer:
             raise RenderError(path, None, None, f"template not readable: {e.strerror}") from None
 
     def _ww_render(self, path, out_rel, node, overlay, mode, uid, gid):
+        from wwfast.build.gotemplate import TemplateError
         ww = self.ww()
         if path not in ww.compiled:
             self._ww_compile(path)

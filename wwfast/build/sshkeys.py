@@ -20,36 +20,57 @@ def ssh_dir(state_dir):
     return layout.ssh_dir(state_dir)
 
 
-def _keygen(directory, name, key_type, comment):
+def _start_keygen(directory, name, key_type, comment):
+    """Start ssh-keygen for a missing key pair: (name, temp dir, process), or None when the pair exists."""
     final = os.path.join(directory, name)
     if os.path.exists(final) and os.path.exists(final + ".pub"):
-        return False
+        return None
     if shutil.which("ssh-keygen") is None:
         raise RuntimeError("ssh-keygen not found: install openssh-client (scripts/debian-packages.txt)")
     tmpdir = tempfile.mkdtemp(prefix=".keygen.", dir=directory)
+    proc = subprocess.Popen(["ssh-keygen", "-q", "-t", key_type, "-N", "", "-C", comment, "-f",
+                             os.path.join(tmpdir, "key")], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    return name, tmpdir, proc
+
+
+def _finish_keygen(directory, name, tmpdir, proc):
     try:
+        output = proc.communicate()[0]
+        if proc.returncode != 0:
+            raise subprocess.CalledProcessError(proc.returncode, proc.args, output)
         tmp = os.path.join(tmpdir, "key")
-        subprocess.run(["ssh-keygen", "-q", "-t", key_type, "-N", "", "-C", comment, "-f", tmp],
-                       check=True, capture_output=True, stdin=subprocess.DEVNULL)
         # public half first: the private key's presence marks the pair complete
-        os.replace(tmp + ".pub", final + ".pub")
-        os.replace(tmp, final)
-        fsutil.fsync_dir(directory)
+        os.replace(tmp + ".pub", os.path.join(directory, name) + ".pub")
+        os.replace(tmp, os.path.join(directory, name))
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
-    return True
 
 
 def ensure_keys(state_dir):
-    """Create whichever keys are missing; return the names made (empty when all existed)."""
+    """Create whichever keys are missing; return the names made (empty when all existed).
+
+    The missing keys are generated at once (an RSA key takes the longest; the others fit beside it)."""
     directory = ssh_dir(state_dir)
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    made = []
+    wanted = [(f"ssh_host_{t}_key", t, "wwfast cluster host key") for t in HOST_KEY_TYPES]
+    wanted.append((ADMIN_KEY, "ed25519", "wwfast admin"))
     with fsutil.locked(os.path.join(directory, ".lock"), what="another key generation"):
-        for key_type in HOST_KEY_TYPES:
-            name = f"ssh_host_{key_type}_key"
-            if _keygen(directory, name, key_type, "wwfast cluster host key"):
-                made.append(name)
-        if _keygen(directory, ADMIN_KEY, "ed25519", "wwfast admin"):
-            made.append(ADMIN_KEY)
-    return made
+        started = []
+        try:
+            for name, key_type, comment in wanted:
+                job = _start_keygen(directory, name, key_type, comment)
+                if job:
+                    started.append(job)
+        finally:
+            errors = []
+            for name, tmpdir, proc in started:
+                try:
+                    _finish_keygen(directory, name, tmpdir, proc)
+                except (OSError, subprocess.CalledProcessError) as e:
+                    errors.append(e)
+        if errors:
+            raise errors[0]
+        if started:
+            fsutil.fsync_dir(directory)
+    return [name for name, _, _ in started]

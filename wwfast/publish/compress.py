@@ -64,6 +64,12 @@ class ZstdEncoder:
     def __init__(self, level=3, threads=0):
         self.cctx = zstandard.ZstdCompressor(compression_params=zstd_params(level, threads))
 
+    def stream(self, dst, size):
+        """A writer whose input, `size` bytes written in pieces of any length, becomes one zstd frame
+        in `dst`; close() ends the frame. The bytes do not depend on how the input is cut."""
+        # The GIL is released inside write(), so the workers keep every core busy while we read.
+        return self.cctx.stream_writer(dst, size=size, write_size=WRITE_SIZE, closefd=False)
+
     def compress(self, src, dst, size, progress=None, tap=None):
         """Compress `size` bytes of `src` into one zstd frame written to `dst`; return bytes written.
 
@@ -74,8 +80,7 @@ class ZstdEncoder:
         """
         counter = _CountingWriter(dst)
         done = 0
-        # The GIL is released inside write(), so the workers keep every core busy while we read.
-        with self.cctx.stream_writer(counter, size=size, write_size=WRITE_SIZE, closefd=False) as writer:
+        with self.stream(counter, size) as writer:
             for chunk in _read_blocks(src, READ_SIZE):
                 writer.write(chunk)
                 if tap:
@@ -129,47 +134,70 @@ class GzipEncoder:
         self.level = level
         self.workers = resolve_threads(threads)
 
+    def stream(self, dst):
+        """A GzipStream into `dst` (input written in pieces; close() ends the member)."""
+        return GzipStream(dst, self.level, self.workers)
+
     def compress(self, src, dst, size=None, progress=None):
         """Compress `src` into one gzip member written to `dst`; return bytes written.
 
         `size` is not needed (gzip has no length up front); it keeps the call shape of zstd's.
         """
-        out = _CountingWriter(dst)
-        out.write(gzip_header(self.level))
-        blocks = _read_blocks(src, GZIP_BLOCK)
-        block = next(blocks, b"")
-        following = next(blocks, None)
-        if following is None:    # small input (most overlays): no threads to start
-            out.write(_deflate_block(block, b"", self.level, True))
-            crc, total = zlib.crc32(block), len(block)
+        stream = self.stream(dst)
+        for block in _read_blocks(src, GZIP_BLOCK):
+            stream.write(block)
             if progress:
-                progress(total)
-        else:
-            crc, total = self._parallel(block, following, blocks, out, progress)
-        out.write(struct.pack("<II", crc, total & 0xFFFFFFFF))
-        return out.written
+                progress(stream.total + len(stream.pending))
+        return stream.close()
 
-    def _parallel(self, block, following, blocks, out, progress):
-        crc = total = 0
-        tail = b""
-        pending = collections.deque()
-        with concurrent.futures.ThreadPoolExecutor(max_workers=self.workers) as pool:
-            while True:
-                last = following is None
-                pending.append(pool.submit(_deflate_block, block, tail, self.level, last))
-                crc = zlib.crc32(block, crc)             # zlib drops the GIL here too
-                total += len(block)
-                if progress:
-                    progress(total)
-                tail = block[-GZIP_DICT:]
-                while len(pending) > 2 * self.workers:   # bounded memory: a few blocks in flight
-                    out.write(pending.popleft().result())
-                if last:
-                    break
-                block, following = following, next(blocks, None)  # look-ahead tells which is last
-            while pending:
-                out.write(pending.popleft().result())
-        return crc, total
+
+class GzipStream:
+    """One gzip member of input written in pieces of any length: cut into GZIP_BLOCK blocks from the
+    start, so the bytes are GzipEncoder's for the same input however it arrives. A block is deflated
+    (by a thread) once the next one has begun: the look-ahead tells which block is the last."""
+
+    def __init__(self, dst, level=GZIP_LEVEL, workers=1):
+        self.out = _CountingWriter(dst)
+        self.level, self.workers = level, max(1, workers)
+        self.pending = bytearray()
+        self.crc = self.total = 0
+        self.tail = b""
+        self.jobs = collections.deque()
+        self.pool = None
+        self.out.write(gzip_header(level))
+
+    def write(self, data):
+        self.pending += data
+        while len(self.pending) > GZIP_BLOCK:
+            block = bytes(self.pending[:GZIP_BLOCK])
+            del self.pending[:GZIP_BLOCK]
+            self._submit(block, last=False)
+        return len(data)
+
+    def _submit(self, block, last):
+        if self.pool is None:
+            self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers)
+        self.jobs.append(self.pool.submit(_deflate_block, block, self.tail, self.level, last))
+        self.crc = zlib.crc32(block, self.crc)             # zlib drops the GIL here too
+        self.total += len(block)
+        self.tail = block[-GZIP_DICT:]
+        while len(self.jobs) > 2 * self.workers:          # bounded memory: a few blocks in flight
+            self.out.write(self.jobs.popleft().result())
+
+    def close(self):
+        """Deflate the last block, write the trailer; returns the bytes written (header included)."""
+        block = bytes(self.pending)
+        self.pending = bytearray()
+        if self.pool is None:    # one block (most overlays): no threads to start
+            self.out.write(_deflate_block(block, b"", self.level, True))
+            self.crc, self.total = zlib.crc32(block), len(block)
+        else:
+            self._submit(block, last=True)
+            while self.jobs:
+                self.out.write(self.jobs.popleft().result())
+            self.pool.shutdown()
+        self.out.write(struct.pack("<II", self.crc, self.total & 0xFFFFFFFF))
+        return self.out.written
 
 
 def compress_gzip(src, dst, size=None, level=GZIP_LEVEL, threads=0, progress=None):

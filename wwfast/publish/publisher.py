@@ -23,7 +23,7 @@ import tempfile
 import time
 
 from wwfast import canonjson, fsutil, layout
-from wwfast.publish import compress
+from wwfast.publish import compress, packed
 from wwfast.publish.progress import Progress
 
 FORMAT = 1
@@ -97,6 +97,16 @@ def manifest_files(manifest):
 def _stat_key(st):
     # A rebuilt file arrives by rename (new inode); an edit in place changes mtime and ctime.
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _settled_key(path, key):
+    """The stat key to remember for an input read with `key`: the same, but with the ctime it has now
+    when only that moved (the store took a hard link to it), so the link is no change next time."""
+    try:
+        now = _stat_key(os.stat(path))
+    except FileNotFoundError:
+        return key
+    return now if [now[0], now[1], now[3]] == [key[0], key[1], key[3]] else key
 
 
 def stale_items(state_dir, memory):
@@ -221,6 +231,9 @@ class _Publisher:
     def run(self, memory):
         build, _ = _read_build(self.state_dir)
         inputs = _build_inputs(build, os.path.join(self.base, "build.json"))
+        with _as_publish_error():
+            self.packs = packed.read(build, os.path.join(self.base, "build.json"))
+        inputs.update((rel, "packed") for rel in self.packs)   # packed by the build: linked, not compressed
         self.gzip_needed = _gzip_needed(build)
         known_inputs = memory.get("inputs", {}) if memory.get("version") == STAGE_VERSION else {}
         known_store = dict(memory.get("store", {}))
@@ -240,13 +253,20 @@ class _Publisher:
             fsutil.atomic_write(manifest_path(self.state_dir), canonjson.dumps(manifest) + "\n")  # commit point
         else:
             manifest = previous
+        recorded = {rel: _settled_key(os.path.join(self.base, rel), hashed[rel][0]) + [hashed[rel][1]]
+                    for rel in inputs if inputs[rel] != "packed"}
+        for rel in self.packs:   # a packed archive is checked next time by its files
+            for enc, name in packed.files(self.packs[rel]).items():
+                path = os.path.join(self.base, name)
+                recorded[name] = _settled_key(path, _stat_key(os.stat(path))) + [self.packs[rel][enc]["sha256"]]
         memory.update({
             "version": STAGE_VERSION,
-            "inputs": {rel: hashed[rel][0] + [hashed[rel][1]] for rel in inputs},
+            "inputs": recorded,
             "store": {name: [size, sha] for name, (size, sha) in manifest_files(manifest).items()},
             "generation": manifest["generation"],
         })
-        self.inputs = [os.path.join(self.base, rel) for rel in sorted(inputs)]
+        self.inputs = [os.path.join(self.base, name) for rel in sorted(inputs)
+                       for name in (packed.files(self.packs[rel]).values() if rel in self.packs else [rel])]
         return manifest, changed
 
     def _hash_inputs(self, inputs, known):
@@ -254,6 +274,10 @@ class _Publisher:
         compressing); unchanged files keep their recorded hash."""
         hashed, todo, fused = {}, [], []
         for rel in sorted(inputs):
+            if inputs[rel] == "packed":   # the build recorded its content hash as it packed it
+                with _as_publish_error():
+                    hashed[rel] = (packed.stat_key(self.base, rel, self.packs[rel]), self.packs[rel]["sha256"])
+                continue
             path = os.path.join(self.base, rel)
             try:
                 key = _stat_key(os.stat(path))
@@ -316,8 +340,9 @@ class _Publisher:
         entries = {}
         for rel, kind in sorted(inputs.items()):
             sha = hashed[rel][1]
-            encodings = self.encodings if kind == "archive" else (kind,)
-            if kind == "archive" and rel in self.gzip_needed and "gz" not in encodings:
+            archive = kind in ("archive", "packed")
+            encodings = self.encodings if archive else (kind,)
+            if archive and rel in self.gzip_needed and "gz" not in encodings:
                 encodings += ("gz",)
             entries[rel] = {}
             for enc in encodings:
@@ -338,13 +363,34 @@ class _Publisher:
         total = sum(hashed[rel][0][0] for rel, _, _ in work)
         progress = Progress(total, "compress", enabled=self.progress_enabled)
         for rel, enc, name in work:
-            entries[rel][enc] = self._store_one(rel, enc, name, hashed[rel][0], progress)
+            if inputs[rel] == "packed":
+                entries[rel][enc] = self._store_packed(rel, enc, name)
+            else:
+                entries[rel][enc] = self._store_one(rel, enc, name, hashed[rel], progress)
             self.compressed += 1
         progress.close()
         return entries
 
-    def _store_one(self, rel, enc, name, key, progress):
+    def _store_packed(self, rel, enc, name):
+        """Store a file the build packed: a link to it (a copy where links fail), its recorded entry."""
+        with _as_publish_error():
+            path, size, sha = packed.entry(self.base, rel, self.packs[rel], enc)
+            dest = os.path.join(self.store, name)
+            if not packed.link_into(path, dest, TEMP_PREFIX, TEMP_SUFFIX):
+                with fsutil.atomic_file(dest, fsync=False) as raw:
+                    packed.copy_into(path, raw)
+        return _entry(name, size, sha)
+
+    def _store_one(self, rel, enc, name, hashed, progress):
         path = os.path.join(self.base, rel)
+        key, content_sha = hashed
+        if enc == "kernel":   # stored as it is: a link to the build's copy, so the disk holds it once
+            with _as_publish_error():
+                linked = packed.link_into(path, os.path.join(self.store, name), TEMP_PREFIX, TEMP_SUFFIX,
+                                          expect=[key[0], key[1], key[3]])
+            if linked:
+                progress.advance(key[0])
+                return _entry(name, key[0], content_sha)
         start = progress.done
         with open(path, "rb", buffering=0) as src:
             if _stat_key(os.fstat(src.fileno())) != key:
@@ -401,6 +447,14 @@ class _Publisher:
         digest = fsutil.sha256_bytes(canonjson.dumps(manifest).encode())
         manifest["generation"] = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + digest[:8]
         return manifest
+
+
+@contextlib.contextmanager
+def _as_publish_error():
+    try:
+        yield
+    except packed.PackedError as e:
+        raise PublishError(str(e)) from None
 
 
 def cache_group(tags, settings):

@@ -41,8 +41,8 @@ STOP_GRACE = 10.0          # seconds a worker gets to finish after SIGTERM
 # asking worker's own wait). At 2 s a loaded machine's slow worker could make /metrics show stale counts
 # (a test asserting on a counter would fail at random).
 SNAPSHOT_WAIT = 6.0
-QUICK_DEATH = 5.0
-LOST_GRACE = 5.0           # seconds a worker may outlive its channel before it is killed          # a worker dead this soon after starting is restarted after a growing pause
+QUICK_DEATH = 5.0          # a worker dead this soon after starting is restarted after a growing pause
+LOST_GRACE = 5.0           # seconds a worker may outlive its channel before it is killed
 
 
 class Slot:

@@ -139,8 +139,10 @@ class TftpServer:
     async def start(self):
         raise_fd_limit()
         self._loop = asyncio.get_running_loop()
+        # clock only when given: a compiled core built before it had the argument still serves
+        held = {"clock": self.clock} if self.clock is not None else {}
         self.table = self.core.SessionTable(self.host, timeout=self.timeout, retries=self.retries,
-                                            tick=self.tick, clock=self.clock)
+                                            tick=self.tick, **held)
         if self.sock is not None:
             self._transport, _ = await self._loop.create_datagram_endpoint(lambda: _Listener(self), sock=self.sock)
         else:
