@@ -207,6 +207,14 @@ def test_three_servers_follow_the_pointer_share_members_and_boot_records(tmp_pat
                 sets = wait_for(lambda: (lambda h: h if servers[0].url.encode() not in h.values() else None)(
                     header_sets(servers[2].get(f"/ipxe/{MAC2}")[2])), "svc1 left the scripts")
                 assert sets[b"wwfast-generation"] == b"g1b"
+                # the admin's view with the etcd member still dead: no error
+                show = subprocess.run(net.exec_args("adm") + [
+                    sys.executable, "-m", "wwfast.cli", "--conf", os.path.join(servers[1].state, "conf"),
+                    "cluster", "show", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+                assert show.returncode == 0 and not show.stderr, show.stderr
+                shown = json.loads(show.stdout)
+                assert shown["manifest"]["generation"] == "g1b" and shown["boot_records"] >= 2
+                assert [m["name"] for m in shown["members"]["servers"]] == ["svc2", "svc3"]
                 cache.stop()
             for s in servers[1:]:
                 log = open(os.path.join(s.state, "serve.log"), errors="replace").read()

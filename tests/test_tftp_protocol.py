@@ -4,7 +4,6 @@ No test waits for silence or for a moment: each waits for the server's counters 
 handled) and reads what the server sent from its socket's buffer; timeouts are backstops."""
 import contextlib
 import os
-import socket
 import time
 
 import pytest

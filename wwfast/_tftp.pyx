@@ -99,7 +99,8 @@ cdef enum:
     MAX_BACKOFF = 3           # a retry waits timeout << min(retries, 3)
     RECV_BYTES = 65536
 
-STAT_NAMES = ("started", "completed", "expired", "aborted", "data_sent", "retransmits",
+STAT_NAMES = ("started", "completed", "expired", "aborted", "data_sent", "retransmits", "duplicate_requests",
+              "first_resends",
               "duplicate_acks", "wrong_tid", "malformed", "send_errors")
 # How a transfer ended, as finished() reports it (index = the END_* code below)
 END_RESULTS = ("ok", "expired", "aborted", "illegal", "closed")
@@ -184,6 +185,7 @@ cdef class SessionTable:
     # statistics
     cdef int64_t st_started, st_completed, st_expired, st_aborted, st_data_sent, st_retransmits
     cdef int64_t st_duplicate_acks, st_wrong_tid, st_malformed, st_send_errors
+    cdef int64_t st_duplicate_requests, st_first_resends
 
     def __cinit__(self):
         self.epfd = -1
@@ -235,7 +237,8 @@ cdef class SessionTable:
 
     def stats(self):
         values = (self.st_started, self.st_completed, self.st_expired, self.st_aborted,
-                  self.st_data_sent, self.st_retransmits, self.st_duplicate_acks, self.st_wrong_tid,
+                  self.st_data_sent, self.st_retransmits, self.st_duplicate_requests, self.st_first_resends,
+                  self.st_duplicate_acks, self.st_wrong_tid,
                   self.st_malformed, self.st_send_errors)
         out = dict(zip(STAT_NAMES, values))
         out["active"] = self.nactive
@@ -245,7 +248,9 @@ cdef class SessionTable:
         """Open a transfer of `data` (a buffer) to `peer` and send its first packet.
 
         Returns the session id, or -1 when `key` names a transfer in flight (the client
-        retransmitted its RRQ: our own timer resends what it lacks).
+        retransmitted its RRQ). If that transfer's first packet (OACK, or DATA 1 without
+        options) is not acknowledged yet, it is resent at once: the client's RRQ timer
+        (iPXE: 250 ms) says it lacks it, and our own timer would wait a whole timeout.
         Raises OSError when no socket can be had (the caller answers "busy").
         A transfer with a `tag` (not None) is reported by finished() when it ends.
         """
@@ -256,6 +261,11 @@ cdef class SessionTable:
         if key is not None and key in self.by_key:
             # A retransmitted RRQ (maybe queued behind a burst while its transfer already
             # runs): never restart the transfer the client is bound to.
+            self.st_duplicate_requests += 1
+            sid = self.by_key[key]
+            if self.state[sid] == OACK_SENT or self.acked[sid] == 0:
+                self.st_first_resends += 1
+                self._send_current(sid)
             return -1
         self._sockaddr(peer[0], peer[1], &addr)
         if self.epfd < 0:

@@ -24,7 +24,8 @@ _MAX_BACKOFF = 3             # a retry waits timeout << min(retries, 3)
 _HEADER = struct.Struct("!HH")
 _UNKNOWN_TID = build_error(ERR_UNKNOWN_TID, "unknown transfer ID")
 _ILLEGAL = build_error(ERR_ILLEGAL, "illegal TFTP operation")
-STAT_NAMES = ("started", "completed", "expired", "aborted", "data_sent", "retransmits",
+STAT_NAMES = ("started", "completed", "expired", "aborted", "data_sent", "retransmits", "duplicate_requests",
+              "first_resends",
               "duplicate_acks", "wrong_tid", "malformed", "send_errors")
 # How a transfer ended, as finished() reports it
 END_RESULTS = ("ok", "expired", "aborted", "illegal", "closed")
@@ -71,13 +72,20 @@ class SessionTable:
         """Open a transfer of `data` (a buffer) to `peer` and send its first packet.
 
         Returns the session id, or -1 when `key` names a transfer in flight (the client
-        retransmitted its RRQ: our own timer resends what it lacks).
+        retransmitted its RRQ). If that transfer's first packet (OACK, or DATA 1 without
+        options) is not acknowledged yet, it is resent at once: the client's RRQ timer
+        (iPXE: 250 ms) says it lacks it, and our own timer would wait a whole timeout.
         Raises OSError when no socket can be had (the caller answers "busy").
         A transfer with a `tag` (not None) is reported by finished() when it ends.
         """
         if key is not None and key in self._by_key:
             # A retransmitted RRQ (maybe queued behind a burst while its transfer already
             # runs): never restart the transfer the client is bound to.
+            self._stats["duplicate_requests"] += 1
+            s = self._sessions[self._by_key[key]]
+            if s.oack is not None or s.acked == 0:
+                self._stats["first_resends"] += 1
+                self._send_current(s)
             return -1
         sock = socket.socket(self.family, socket.SOCK_DGRAM)
         try:

@@ -15,7 +15,9 @@ that script in QEMU with the real ROM; this is its model at scale):
 Every body is hashed as it arrives: a blob must hash to its address, the runtime overlay to the manifest's
 sha256 for the node in the generation its script named. Each node binds its sockets to its own address.
 OUT: {"nodes": [{id, start, end, ok, attempts, failures, generation, fetches: [[stage, url, t0, t1, bytes,
-result]]}], "cpu_s": this process's CPU seconds}.
+result]]}], "cpu_s": this process's CPU seconds}. While the storm runs, stdout says `bytes N` each time this
+rack's nodes have received another MiB (N: the total so far): the runner injects a fault at a point in the
+storm's progress, which a slow or fast machine cannot move past the storm's end.
 """
 import asyncio
 import hashlib
@@ -28,6 +30,23 @@ import time
 import urllib.parse
 
 CHUNK = 1 << 16
+
+
+class Progress:
+    """Bytes this rack's nodes received, reported on stdout every STEP bytes."""
+    STEP = 1 << 20
+
+    def __init__(self):
+        self.total = self.reported = 0
+
+    def add(self, n):
+        self.total += n
+        if self.total - self.reported >= self.STEP:
+            self.reported = self.total
+            print(f"bytes {self.total}", flush=True)
+
+
+PROGRESS = Progress()
 SET = re.compile(rb"^set (wwfast-[a-z0-9-]+) (\S+)$", re.M)
 
 
@@ -63,6 +82,7 @@ async def fetch(url, local_ip, timeout, expect_sha=None, keep=False):
                 break
             h.update(chunk)
             got += len(chunk)
+            PROGRESS.add(len(chunk))
             if keep:
                 kept.append(chunk)
         if length is not None and got != length:

@@ -13,6 +13,7 @@ touched. Faults are recorded as (time, what) in `rig.events`.
 """
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import pathlib
@@ -87,7 +88,9 @@ def curl(ns, url, timeout=3):
 
 
 class ScaleOutRig:
-    def __init__(self, topo, work, gen1_state, gen2_state=None, transfer_timeout=5, lease_ttl=3, slice_size="1m"):
+    def __init__(self, topo, work, gen1_state, gen2_state=None, transfer_timeout=5, lease_ttl=3, slice_size="1m",
+                 prestage_manifest=False):
+        self.prestage_manifest = prestage_manifest
         self.topo, self.work = topo, pathlib.Path(work)
         self.gen1, self.gen2 = gen1_state, gen2_state
         self.transfer_timeout, self.lease_ttl, self.slice = transfer_timeout, lease_ttl, slice_size
@@ -222,19 +225,26 @@ class ScaleOutRig:
 
     def publish_gen2(self):
         """A new generation mid-storm: its files are copied to every server beforehand (shared storage
-        or a copy, as docs/deployment.md allows), server 0 installs its manifest, and one etcd
-        transaction points the cluster at it. Returns the pointer."""
+        or a copy, as docs/deployment.md allows; with `prestage_manifest` the manifest too, where the
+        follower looks for it: STATE/publish/incoming/<sha256>.json), server 0 installs its manifest, and
+        one etcd transaction points the cluster at it. Returns the pointer."""
+        with open(layout.manifest(str(self.gen2)), "rb") as f:
+            data = f.read()
         for k in range(3):
             link_tree(self.gen2, self.state(k), manifest=False)
+            if self.prestage_manifest and k:
+                fsutil.atomic_write(str(self.state(k) / "publish" / "incoming" /
+                                        f"{hashlib.sha256(data).hexdigest()}.json"), data)
         self._event("publish generation 2")
         link_tree(self.gen2, self.state(0), manifest=True)
         self.published2 = self.publish(self.state(0))
         return self.published2
 
-    def switch_times(self, generation):
-        """{server: time its log says it began serving `generation`} (log times are local, ms)."""
+    def switch_times(self, generation, needle="serving manifest generation {} "):
+        """{server: time its log says it began serving `generation`} (log times are local, ms); with
+        needle="pointer to generation {} seen": when the etcd pointer reached it."""
         out = {}
-        needle = f"serving manifest generation {generation} "
+        needle = needle.format(generation)
         for k in range(3):
             for line in self.log(f"serve{k}.log").splitlines():
                 if needle in line:

@@ -5,13 +5,16 @@
     figures = summarise(out, rig, capacity_Bps, artifact_bytes)
 
 A rack namespace runs one simulated-node process (storm.cachenode) for its nodes; all start together at
-a shared T0. A fault (a rig method and its argument) is injected `fault_at` seconds after T0.
+a shared T0. A fault (a rig method and its argument) is injected `fault_at` seconds after T0, or once the
+nodes have received `fault_at_bytes` (a point in the storm's progress: the CI test's choice, since a run
+faster than the fault-free one could otherwise end before its fault).
 """
 import json
 import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 
@@ -49,8 +52,32 @@ def blob_bytes(manifest_doc):
     return sum(seen.values())
 
 
+def _follow_progress(procs, fault_at_bytes):
+    """Read every simulator's `bytes N` lines (also so their pipes never fill); the returned event is set
+    once they add up to `fault_at_bytes`, or every simulator has ended."""
+    received = [0] * len(procs)
+    reached = threading.Event()
+    lock = threading.Lock()
+    open_readers = [len(procs)]
+
+    def read(k, stream):
+        for line in stream:
+            if line.startswith("bytes "):
+                with lock:
+                    received[k] = int(line.split()[1])
+                    if fault_at_bytes is not None and sum(received) >= fault_at_bytes:
+                        reached.set()
+        with lock:
+            open_readers[0] -= 1
+            if not open_readers[0]:
+                reached.set()
+    for k, (p, _) in enumerate(procs):
+        threading.Thread(target=read, args=(k, p.stdout), daemon=True).start()
+    return reached
+
+
 def run_storm(rig, topo, nodes, runtime, work, timeout=5, rounds=3, stagger=0.0, fault=None, fault_at=None,
-              backstop=900):
+              backstop=900, fault_at_bytes=None):
     """Boot every node once; returns {"records", "t0", "fault_time", "sim_cpu_s", "cache_cpu_s", ...}."""
     work.mkdir(parents=True, exist_ok=True)
     procs = []
@@ -80,9 +107,13 @@ def run_storm(rig, topo, nodes, runtime, work, timeout=5, rounds=3, stagger=0.0,
         for p, _ in procs:
             p.stdin.write(f"go {t0}\n")
             p.stdin.flush()
+        progress = _follow_progress(procs, fault_at_bytes)
         fault_time = None
-        if fault is not None:
+        if fault is not None and fault_at_bytes is not None:
+            progress.wait(backstop)
+        elif fault is not None:
             time.sleep(max(0.0, t0 + fault_at - time.time()))
+        if fault is not None:
             fault_time = time.time()
             method, arg = fault
             getattr(rig, method)(*(() if arg is None else (arg,)))

@@ -5,8 +5,9 @@ and makes the process (main or forked worker) that reaches the first call matchi
 before (or just after) it and say so on a pipe; then the whole process group is killed with SIGKILL. The
 kill lands inside the run, at a point the test names, whatever the machine's load. A point is
 "when op pattern": when = before|after, pattern an fnmatch pattern of "SRC>DST" (file names, no
-directories) for replace/rename/link, of the file name for unlink/remove. `run_logged` runs a stage to
-its end recording every such call (also from forked workers), for tests that pick points from a run.
+directories) for replace/rename/link, of the file name for unlink/remove.
+WWFAST_KILLPOINT_LOG=path makes the wrapper append every such call there ("op name"), to see what a
+stage commits when choosing points.
 """
 import os
 import select
@@ -57,20 +58,6 @@ runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 def _cmd(module, args):
     return [sys.executable, "-c", WRAPPER, module, *map(str, args)]
-
-
-def is_temp(name):
-    return name.endswith(".tmp") or name.startswith(".tmp") or ".tmp." in name
-
-
-def run_logged(module, args, log_path):
-    """Run the stage to its end recording its commit calls; return them as [(op, name)] (name: the
-    destination; temp files' removals left out: their names are not the same from run to run)."""
-    out = subprocess.run(_cmd(module, args), cwd=ROOT, capture_output=True, text=True, timeout=600,
-                         env=dict(os.environ, WWFAST_KILLPOINT_LOG=str(log_path)))
-    assert out.returncode == 0, out.stderr
-    calls = [tuple(line.split(" ", 1)) for line in log_path.read_text().splitlines()]
-    return [(op, name) for op, name in calls if not (op in ("unlink", "remove") and is_temp(name))]
 
 
 def stop_at(module, args, when, op, pattern, backstop=600):

@@ -125,6 +125,8 @@ class PointerFollower:
             sha = pointer.get("sha256")
             if not sha or sha == self.current_sha:
                 return
+            # the pointer arrived; what follows (pulling what is missing) may take longer on a busy link
+            log.info("%s: pointer to generation %s seen", self.name, pointer.get("generation"))
             try:
                 pulled = self._install(pointer)
             except (OSError, ValueError) as e:
