@@ -350,6 +350,7 @@ def test_tftp_requests_show_in_status_and_metrics(tmp_path):
     unknown_size = len((tmp_path / "unknown").read_bytes())
     assert metric(text, 'wwfast_tftp_bytes_total{stage="ipxe"}') == script_entry["size"] + unknown_size
     assert metric(text, 'wwfast_tftp_bytes_total{stage="file"}') == 15000
+    assert metric(text, 'wwfast_tftp_transfer_events_total{event="started"}') == 3   # the core's own count
     assert metric(text, 'wwfast_nodes_by_stage{stage="kernel"}') == 1
 
 

@@ -277,6 +277,9 @@ def test_tftp_on_every_worker_and_a_script_by_mac_starts_the_boot(tmp_path):
         metrics = curl(f"{tbase}/metrics", 1)
         assert metric(metrics, 'wwfast_tftp_requests_total{stage="file",result="ok"}') == 2
         assert metric(metrics, 'wwfast_tftp_requests_total{stage="ipxe",result="ok"}') == 1
+        # the session tables' own counters, summed over the workers (3 transfers started, none resent)
+        assert metric(metrics, 'wwfast_tftp_transfer_events_total{event="started"}') == 3
+        assert metric(metrics, 'wwfast_tftp_transfer_events_total{event="duplicate_requests"}') == 0
 
 
 def test_workers_flag(tmp_path):

@@ -39,6 +39,12 @@ class Histogram:
         yield f"{name}_count {self.count}"
 
 
+# the TFTP core's stats() counters /metrics shows ("active" is a gauge, left out)
+TFTP_CORE_EVENTS = ("started", "completed", "expired", "aborted", "data_sent", "retransmits",
+                    "duplicate_requests", "first_resends", "duplicate_acks", "wrong_tid", "malformed",
+                    "send_errors")
+
+
 class Metrics:
     def __init__(self):
         self.requests = {}          # (stage, code) -> count
@@ -50,13 +56,16 @@ class Metrics:
         self.tftp_requests = {}     # (stage, result) -> count
         self.tftp_bytes = {}        # stage -> bytes of the transfers started
         self.closes = {}            # reason (idle, stalled) -> connections serve closed by a limit
+        self.tftp_core = {}         # the TFTP session table's counters (retransmits, expired, ...)
+        self.tftp_core_source = None   # callable giving them (TftpServer.stats); read when asked
 
     # -- serve --workers N: each worker counts its own traffic; the supervisor renders the sum ------------
-    COUNTERS = ("requests", "bytes", "tftp_requests", "tftp_bytes", "closes")
+    COUNTERS = ("requests", "bytes", "tftp_requests", "tftp_bytes", "closes", "tftp_core")
     GAUGES = ("in_flight", "connections")
 
     def state(self):
         """This process's traffic counters and gauges, as plain values."""
+        self._read_tftp_core()
         out = {name: dict(getattr(self, name)) for name in self.COUNTERS}
         out.update((name, getattr(self, name)) for name in self.GAUGES)
         return out
@@ -72,6 +81,12 @@ class Metrics:
             setattr(self, name, total)
         for name in self.GAUGES:
             setattr(self, name, sum(st.get(name, 0) for st in states))
+
+    def _read_tftp_core(self):
+        # The core counts per packet in C; they are copied only when someone asks (never per packet).
+        if self.tftp_core_source is not None:
+            self.tftp_core = {k: v for k, v in self.tftp_core_source().items()
+                              if k in TFTP_CORE_EVENTS}
 
     def tftp_request(self, stage, result, nbytes):
         """One TFTP read request: `stage` ipxe (a node's script), file (the TFTP root) or bad."""
@@ -112,6 +127,13 @@ class Metrics:
                 "# TYPE wwfast_tftp_bytes_total counter"]
         for stage, n in sorted(self.tftp_bytes.items()):
             out.append(f"wwfast_tftp_bytes_total{_labels(stage=stage)} {n}")
+        self._read_tftp_core()
+        out += ["# HELP wwfast_tftp_transfer_events_total What the TFTP transfers did: packets sent and "
+                "retransmitted by the server's timer, resent RRQs (and first packets resent for them), "
+                "transfers expired or aborted.",
+                "# TYPE wwfast_tftp_transfer_events_total counter"]
+        for event, n in sorted(self.tftp_core.items()):
+            out.append(f"wwfast_tftp_transfer_events_total{_labels(event=event)} {n}")
         out += ["# HELP wwfast_http_connections_closed_total Connections serve closed by a limit (idle: keep-alive "
                 "with nothing to do past --idle-timeout; stalled: the client stopped reading).",
                 "# TYPE wwfast_http_connections_closed_total counter"]

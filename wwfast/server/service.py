@@ -215,6 +215,7 @@ async def serve_protocols(opts, watcher, ledger, stop, scaleout=None, socks=None
                            resolve=provisioner.tftp_resolve, on_request=provisioner.tftp_requested,
                            on_end=provisioner.tftp_ended)
                 await tftp.start()
+                provisioner.ledger.metrics.tftp_core_source = tftp.stats
                 log.info("TFTP on %s:%d from %s", opts.tftp_bind, opts.tftp_port, opts.tftp_root)
         if on_listening is not None:
             on_listening()
