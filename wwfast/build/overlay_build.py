@@ -294,10 +294,11 @@ class OverlayBuilder:
                 key = _dedupe_key(context, merged)
                 path = archive_path(self.state_dir, node_id, context)
                 first = written.get(key)
-                if first is not None and _link_into_place(first, path):
+                if first is not None and (_same_file(first, path) or _link_into_place(first, path)):
                     continue
-                with fsutil.atomic_file(path, fsync=False) as f:
-                    self.pack(merged, f)
+                data = self.pack(merged)
+                if not _holds(path, data):   # the same bytes in place (--force, or a change it does not show)
+                    fsutil.atomic_write(path, data, fsync=False)   # stay: no inode freed and allocated again
                 written[key] = path
         return self.deps
 
@@ -428,6 +429,24 @@ def _dedupe_key(context, merged):
             if it.data is not None:
                 h.update(hashlib.sha256(it.data).digest())
     return h.digest()
+
+
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _holds(path, data):
+    """Whether the file at `path` holds exactly `data`."""
+    try:
+        if os.stat(path).st_size != len(data):
+            return False
+        with open(path, "rb") as f:
+            return f.read() == data
+    except OSError:
+        return False
 
 
 def _link_into_place(existing, path):
