@@ -92,3 +92,36 @@ def test_resent_rrq_gets_the_first_packet_again_at_once(server, root, options):
     assert data == (root / "nbp").read_bytes()
     assert server.wait_idle() and server.stats()["completed"] == 1
     s.close()
+
+
+def test_request_buffer_falls_back_and_says_when_capped(caplog):
+    """Unprivileged (no SO_RCVBUFFORCE): the capped SO_RCVBUF is taken and the shortfall is logged."""
+    import logging
+    import socket
+
+    from wwfast.server import tftp
+
+    class Unprivileged:
+        def __init__(self, cap):
+            self.cap, self.got = cap, 0
+
+        def setsockopt(self, level, option, value):
+            if option == getattr(socket, "SO_RCVBUFFORCE", None):
+                raise PermissionError(1, "Operation not permitted")
+            self.got = 2 * min(value, self.cap)      # what Linux does with SO_RCVBUF
+
+        def getsockopt(self, level, option):
+            return self.got
+
+    with caplog.at_level(logging.WARNING, logger="wwfast.tftp"):
+        assert tftp._deepen_receive_buffer(Unprivileged(212992)) == 212992
+        assert "raise net.core.rmem_max" in caplog.text
+        caplog.clear()
+        assert tftp._deepen_receive_buffer(Unprivileged(8 << 20)) == tftp.LISTENER_RCVBUF
+        assert caplog.text == ""
+    # and a real socket here (root): the forced size is granted
+    real = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        assert tftp._deepen_receive_buffer(real) >= (tftp.LISTENER_RCVBUF if os.geteuid() == 0 else 0)
+    finally:
+        real.close()

@@ -329,9 +329,16 @@ def _deepen_receive_buffer(sock):
             continue
         try:
             sock.setsockopt(socket.SOL_SOCKET, option, LISTENER_RCVBUF)
-            return
+            break
         except OSError:
             continue
+    # Unprivileged, net.core.rmem_max caps it (the kernel reports twice what it granted).
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+    if granted < LISTENER_RCVBUF:
+        log.warning("tftp: request buffer %d KiB (wanted %d KiB): a boot storm's burst of read requests may "
+                    "overflow it; raise net.core.rmem_max or run serve with CAP_NET_ADMIN",
+                    granted >> 10, LISTENER_RCVBUF >> 10)
+    return granted
 
 
 def _describe(data):
