@@ -135,9 +135,9 @@ def test_next_build_repacks_after_exec(site, tmp_path, project_root):
     assert wwfast(state, "exec", "bb", "--", "sh", "-c", "echo repacked > /etc/marker").returncode == 0
     out = stage("build")
     assert "image bb: rebuilding (the image was re-imported (content fingerprint changed)" in out, out
-    listing = subprocess.run(["cpio", "-i", "--to-stdout", "etc/marker"], stdin=open(
-        os.path.join(layout.build_images_dir(state), "bb.cpio"), "rb"), capture_output=True)
-    assert listing.stdout == b"repacked\n"
+    packed = os.path.join(layout.build_images_dir(state), "bb.cpio.zst")   # build packs straight into zstd
+    listing = subprocess.run(f"zstd -dc {packed} | cpio -i --to-stdout etc/marker", shell=True, capture_output=True)
+    assert listing.stdout == b"repacked\n", listing.stderr
 
 
 def test_failed_command_leaves_the_image_as_it_was(site):
@@ -405,7 +405,7 @@ def test_image_boots_after_a_killed_exec(tmp_path, kernel_path, project_root):
                              capture_output=True, text=True, env=env, cwd=project_root, timeout=300)
         assert run.returncode == 0, run.stdout + run.stderr
     console = boot_until(os.path.join(layout.build_images_dir(state), "bb.kernel"),
-                         os.path.join(layout.build_images_dir(state), "bb.cpio"), "WWFAST-BOOT-MARKER")
+                         os.path.join(layout.build_images_dir(state), "bb.cpio.zst"), "WWFAST-BOOT-MARKER")
     assert "WWFAST-BOOT-MARKER survived the kill" in console
 
 

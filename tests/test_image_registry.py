@@ -293,6 +293,6 @@ def test_pull_exec_build_boot(plain, tmp_path, kernel_path, project_root):
                              capture_output=True, text=True, env=env, cwd=project_root, timeout=300)
         assert out.returncode == 0, out.stdout + out.stderr
     built = layout.build_images_dir(state)
-    console = boot_until(os.path.join(built, "node-img.kernel"), os.path.join(built, "node-img.cpio"),
+    console = boot_until(os.path.join(built, "node-img.kernel"), os.path.join(built, "node-img.cpio.zst"),
                          "WWFAST-BOOT-MARKER")
     assert "WWFAST-BOOT-MARKER pulled-and-changed" in console
