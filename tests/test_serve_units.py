@@ -281,3 +281,33 @@ def test_boot_records_are_bounded_and_survive_a_restart(tmp_path):
     fsutil.atomic_write(os.path.join(state, "serve", "status.json"), json.dumps(doc))
     damaged = StatusBook(state).nodes["n001"]
     assert damaged["boot"] is None and len(damaged["last boot"]["requests"]) == 1
+
+
+def test_supervisor_applies_events_of_several_workers_in_the_order_they_happened(tmp_path):
+    """A node's script went out on worker 1, then its kernel on worker 0, and the supervisor reads both
+    channels in one pass (it was busy): the record must still start the boot with the script."""
+    import types
+    from wwfast.server.supervisor import Supervisor
+
+    sent = []
+    worker = BootLedger(str(tmp_path), first_seq=1000)
+    worker.apply = sent.append                      # what a worker forwards to the supervisor
+    worker.began("n1", "ipxe", "n1.ipxe", "10.0.0.1")
+    worker.began("n1", "kernel", "kernel.zst", "10.0.0.1")
+    script, kernel = sent
+
+    class Channel:
+        def __init__(self, *messages):
+            self.messages = list(messages)
+
+        def receive(self):
+            out, self.messages = self.messages, []
+            return out
+
+    sup = Supervisor(types.SimpleNamespace(settings=None), 2)
+    sup.ledger = BootLedger(str(tmp_path))
+    sup.slots[0].channel = Channel(("event", kernel))
+    sup.slots[1].channel = Channel(("event", script))
+    sup.drain()
+    record = sup.ledger.status.record("n1")
+    assert [r["stage"] for r in record["boot"]["requests"]] == ["ipxe", "kernel"], record

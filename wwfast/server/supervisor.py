@@ -45,6 +45,15 @@ QUICK_DEATH = 5.0          # a worker dead this soon after starting is restarted
 LOST_GRACE = 5.0           # seconds a worker may outlive its channel before it is killed
 
 
+def _happened_at(slot_message):
+    """When a worker's ledger event happened (a request's start, a transfer's end); other messages first."""
+    message = slot_message[1]
+    if message[0] != "event":
+        return 0.0
+    event = message[1]
+    return event[3] if event[0] == "ended" else event[2].get("start", 0.0)
+
+
 class Slot:
     """One worker place: its sockets stay, the process in it may change."""
 
@@ -301,6 +310,10 @@ class Supervisor:
                 continue
             for message in messages:
                 (calls if message[0] == "call" else events).append((slot, message))
+        # Workers send at once but are read here one after another: events that waited in several
+        # channels are applied in the order they happened (a node's script on one worker, then its
+        # kernel on another, must not start its boot with the kernel). Stable: one worker's order stays.
+        events.sort(key=_happened_at)
         for slot, message in events:
             self.event(slot, message)
         for slot, message in calls:
