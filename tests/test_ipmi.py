@@ -62,7 +62,8 @@ def test_power_state_changes_reach_the_simulator(tmp_path):
 
         out = ww(conf, "power", "on", "n*")
         assert sorted(out.stdout.splitlines()[:3]) == [f"{n}: Chassis Power Control: Up/On" for n in names]
-        assert [sims[n].power_log() for n in names] == [["on"]] * 3       # the simulator ran power on
+        for n in names:      # the simulator ran power on (its startcmd runs after the reply: wait for its record)
+            sims[n].wait_power_log(["on"])
         assert {n: r["state"] for n, r in results(ww(conf, "power", "status", "n[1-3]", "--json")).items()} == \
             {"n1": "on", "n2": "on", "n3": "on"}
 
@@ -103,6 +104,7 @@ def test_wrong_credentials_give_a_clear_error_per_node(tmp_path):
         data = json.loads(ww(conf, "power", "on", "n[1-3]", "--json", ok=False).stdout)
         assert (data["ok"], data["failed"]) == (1, 2)
         assert not data["results"][1]["ok"] and "wrong password" in data["results"][1]["error"]
+        sims["n1"].wait_power_log(["on"])
         assert [sims[n].power_log() for n in names] == [["on"], [], [], []]
 
 
@@ -166,7 +168,8 @@ def test_two_hundred_bmcs_with_the_fanout(tmp_path):
         write_conf(conf, {n: {"port": sims[n].port} for n in names})
         data = json.loads(ww(conf, "power", "on", "c[001-200]", "--fanout", "50", "--json").stdout)
         assert (data["ok"], data["failed"]) == (200, 0)
-        assert all(sims[n].power_log() == ["on"] for n in names)
+        for n in names:
+            sims[n].wait_power_log(["on"])
         # at most 50 in flight at any moment, from the recorded start and duration of each command
         events = sorted([(r["started"], 1) for r in data["results"]] +
                         [(r["ended"], -1) for r in data["results"]], key=lambda e: (e[0], e[1]))
