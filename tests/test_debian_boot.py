@@ -1,7 +1,8 @@
 """A real distribution boots: Debian 12 with systemd, built by mmdebstrap, on two QEMU nodes at once.
 
 The image (tests/conftest.py `debian_image`: built once and cached under ~/.cache/wwfast/debian) is
-imported with `wwfast image import`, published by the real stages and served by serve; two nodes boot
+imported with `wwfast image import`, changed with `wwfast image exec` (apt-get installs a package),
+published by the real stages and served by serve; two nodes boot
 at once through the iPXE ROM (TFTP first step, HTTP after) on QEMU's user network. Node deb1 has
 `root: tmpfs`, deb2 the default `root: initramfs`. Each node's `debian-report` service
 (tests/helpers/debian_nodes.py) prints what systemd, networkd, the agent and sshd did; the test reads
@@ -49,6 +50,11 @@ def cluster(tmp_path_factory, debian_image):
     c = Cluster(conf, state, http_port=http_port)
     c.tftp_port = tftp_port
     c.import_image(debian_image, debian_nodes.IMAGE)
+    # The admin's way to change an image: a Debian package installed with apt-get inside it (image exec);
+    # the nodes show it runs (test_a_package_installed_with_image_exec_runs_on_the_nodes).
+    c.wwfast("image", "exec", debian_nodes.IMAGE, "--", "sh", "-c",
+             "apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
+             "apt-get install -y -qq --no-install-recommends hello")
     c.publish()
     c.start_serve()
     try:
@@ -111,6 +117,11 @@ def test_network_from_the_network_overlay_on_the_interface_found_by_mac(booted):
         networkd = dict(item.split("=", 1) for item in report["networkd"].split())
         assert networkd["Network_File"] == "/etc/systemd/network/20-wwfast-default.network", report
         assert networkd["State"].startswith("routable_(configured"), report
+
+
+def test_a_package_installed_with_image_exec_runs_on_the_nodes(booted):
+    for name, *_ in NODES:
+        assert booted["reports"][name]["hello"] == "Hello, world!", booted["reports"][name]
 
 
 def test_runtime_overlay_applied_at_boot(booted):

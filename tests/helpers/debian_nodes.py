@@ -41,6 +41,7 @@ fi
 say agent "$(systemctl is-active wwfast-agent.service) $(systemctl show -p MainPID --value wwfast-agent.service)"
 say sshd "$(systemctl is-active ssh.service)"
 say hostkey "$(cut -d' ' -f1,2 /etc/ssh/ssh_host_ed25519_key.pub)"
+say hello "$(command -v hello >/dev/null && hello || echo 'not installed')"
 say rootfs "$(grep -E '^[^ ]+ / ' /proc/mounts | cut -d' ' -f1,3 | tr '\n' ';')"
 if out=$(unshare --mount --propagation private sh -c \
         'mkdir -p /run/wwfast-pivot && mount -t tmpfs pivot /run/wwfast-pivot && mkdir /run/wwfast-pivot/old &&
