@@ -248,3 +248,39 @@ def test_announce_cache_command_follows_its_nginx(cluster, tmp_path):
             agent.kill()
         cache.stop()
         view.stop()
+
+
+def test_a_leader_election_is_waited_out_not_reported(tmp_path):
+    """Members without a leader answer 503 for a while: the client retries its rounds over every endpoint
+    (recorded by the stand-in gateway below) and returns the answer; a cluster that stays down is an error."""
+    from wwfast.cluster.etcd import EtcdUnavailable
+    answers = {"busy": 3, "seen": []}
+
+    class Gateway(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            answers["seen"].append(self.path)
+            if answers["busy"] > 0:
+                answers["busy"] -= 1
+                code, body = 503, b'{"error":"etcdserver: no leader","code":14}'
+            else:
+                code, body = 200, b'{"header":{"revision":"7"},"count":"0"}'
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert Etcd([url], timeout=2.0).get("/k") == (None, 0)
+        assert answers["seen"] == ["/v3/kv/range"] * 4          # three "no leader" answers, then the value
+        answers["busy"] = 1000
+        with pytest.raises(EtcdUnavailable):
+            Etcd([url], timeout=2.0, retry_for=1.0).get("/k")
+    finally:
+        server.shutdown()

@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 import threading
+import time
 import urllib.parse
 
 import etcd3gw
@@ -41,11 +42,17 @@ def prefix_end(prefix):
 
 
 class Etcd:
-    def __init__(self, endpoints, timeout=2.0):
+    # A member killed while it led: the others answer "no leader" / 503 until they elect one (about a
+    # second, more on a loaded host). Rounds over every endpoint are retried this long before a caller
+    # (an admin's publish, serve's follower) sees an error.
+    RETRY_FOR = 10.0
+
+    def __init__(self, endpoints, timeout=2.0, retry_for=RETRY_FOR):
         if not endpoints:
             raise ValueError("no etcd endpoint")
         self.endpoints = list(endpoints)
         self.timeout = timeout
+        self.retry_for = retry_for
         self.clients = []
         for url in self.endpoints:
             u = urllib.parse.urlsplit(url)
@@ -56,7 +63,20 @@ class Etcd:
 
     # -- failover --------------------------------------------------------------------------------------
     def call(self, path, body):
-        """POST one gateway request (e.g. '/kv/range'), trying each endpoint once, the last good one first."""
+        """POST one gateway request (e.g. '/kv/range'): each endpoint in turn, the last good one first, in
+        rounds with a growing pause for up to `retry_for` seconds (an election in progress)."""
+        deadline = time.monotonic() + self.retry_for
+        pause = 0.1
+        while True:
+            try:
+                return self._call_round(path, body)
+            except EtcdUnavailable:
+                if time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+    def _call_round(self, path, body):
         errors = []
         start = self._current
         for i in range(len(self.clients)):
