@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import harness  # noqa: E402
 from wwfast import canonjson  # noqa: E402
-from wwfast.build import inventory  # noqa: E402
+from wwfast.builder import inventory  # noqa: E402
 from wwfast.define import nodes  # noqa: E402
 from wwfast.fsutil import atomic_write  # noqa: E402
 from wwfast.define.merge import expand_profiles, merge  # noqa: E402

@@ -25,7 +25,7 @@ import tempfile
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import harness  # noqa: E402
-from wwfast.build import demo_image, images  # noqa: E402
+from wwfast.builder import demo_image, images  # noqa: E402
 
 PARTS = {"full": ["usr/bin", "usr/share/doc"], "quick": ["usr/share/doc"]}
 

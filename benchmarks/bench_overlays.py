@@ -7,7 +7,7 @@ rendered into it (with its own copy of the node data, as InitStruct does per tem
 `cpio -o -H newc` and `pigz` per archive (Warewulf writes both .img and .img.gz), with as many workers
 as cores (its --workers default).
 
-wwfast: `wwfast.build.overlay_build.build_overlays` (templates compiled once, node-independent ones rendered
+wwfast: `wwfast.builder.overlay_build.build_overlays` (templates compiled once, node-independent ones rendered
 once, archives packed in memory with the newc writer, identical archives hard-linked, 2 processes).
 Also measured: the no-change rerun and a one-node change (incremental).
 
@@ -33,9 +33,9 @@ from harness import cpu_seconds  # noqa: E402
 from helpers.overlay_fixtures import edit_node, fake_ssh_keys, make_images, make_node, netdev  # noqa: E402
 from wwfast import cpio  # noqa: E402
 from wwfast.define import nodes as nodedb  # noqa: E402
-from wwfast.build import overlays  # noqa: E402
-from wwfast.build.overlay_build import build_overlays  # noqa: E402
-from wwfast.build.render import Renderer, node_view  # noqa: E402
+from wwfast.builder import overlays  # noqa: E402
+from wwfast.builder.overlay_build import build_overlays  # noqa: E402
+from wwfast.builder.render import Renderer, node_view  # noqa: E402
 from wwfast.define.settings import Settings  # noqa: E402
 
 

@@ -27,7 +27,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import harness  # noqa: E402
 from bench_define import make_conf as make_define_conf  # noqa: E402
-from wwfast.build import demo_image, images  # noqa: E402
+from wwfast.builder import demo_image, images  # noqa: E402
 
 SYSTEM = ["wwinit", "hostname", "hosts", "network", "ssh.host_keys", "issue", "resolv", "fstab"]
 RUNTIME = ["hosts", "ssh.authorized_keys", "users"]

@@ -3,7 +3,7 @@
 The lists are those of the default profile Warewulf ships (system: wwinit wwclient hosts fstab hostname
 ssh.host_keys issue resolv udev.netname systemd.netname ifcfg ifupdown NetworkManager wicked ignition;
 runtime: hosts ssh.authorized_keys): fourteen of those files are Warewulf `.ww` templates rendered per
-node by wwfast's Go template engine (wwfast.build.gotemplate, compiled to Python once per build).
+node by wwfast's Go template engine (wwfast.builder.gotemplate, compiled to Python once per build).
 
 Peer, in the same run on the same nodes: wwfast's own default lists (Jinja2 templates: wwinit hostname
 hosts network ssh.host_keys issue resolv fstab; hosts ssh.authorized_keys users). Also the engines head
@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import harness  # noqa: E402
 from bench_overlays import DEFAULT_RUNTIME, DEFAULT_SYSTEM, fresh_state, make_nodes  # noqa: E402
-from wwfast.build.overlay_build import build_overlays  # noqa: E402
-from wwfast.build.render import Renderer, node_view  # noqa: E402
+from wwfast.builder.overlay_build import build_overlays  # noqa: E402
+from wwfast.builder.render import Renderer, node_view  # noqa: E402
 from wwfast.define.settings import Settings  # noqa: E402
 
 WW_SYSTEM = ["wwinit", "wwclient", "hosts", "fstab", "hostname", "ssh.host_keys", "issue", "resolv", "udev.netname",

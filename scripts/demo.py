@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from helpers.cluster import Cluster, StageFailed, booted_requests  # noqa: E402
 from helpers.qemu_nodes import NodeGroup, NodeTimeout, QemuNode  # noqa: E402
-from wwfast.build import demo_image  # noqa: E402
+from wwfast.builder import demo_image  # noqa: E402
 from wwfast import layout, records  # noqa: E402
 from wwfast.define import settings as wwsettings  # noqa: E402
 from wwfast.dirs import add_dir_arguments  # noqa: E402

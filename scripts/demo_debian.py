@@ -27,7 +27,7 @@ from helpers import debian_nodes  # noqa: E402
 from helpers.cluster import Cluster, StageFailed  # noqa: E402
 from helpers.qemu_nodes import NodeGroup, NodeTimeout, QemuNode, kvm_works  # noqa: E402
 from wwfast import layout  # noqa: E402
-from wwfast.build import debian_image  # noqa: E402
+from wwfast.builder import debian_image  # noqa: E402
 
 NODES = [("deb1", "52:54:00:de:b0:01", "10.0.2.41", "tmpfs"),
          ("deb2", "52:54:00:de:b0:02", "10.0.2.42", "initramfs")]

@@ -16,7 +16,7 @@ import sys
 
 import wwfast.data
 from wwfast import layout, records, runner
-from wwfast.build import efiboot, image_archives as build_images, ipxe, overlay_build
+from wwfast.builder import efiboot, image_archives as build_images, ipxe, overlay_build
 from wwfast.define import settings
 from wwfast.errors import ConfigError
 from wwfast.fsutil import LockBusy, write_if_changed
@@ -150,7 +150,7 @@ STAGE = runner.Stage(
     + [os.path.dirname(wwfast.data.__file__)] + [layout.image_root(ctx.state_dir, i) for i in _images(ctx)],
     settings=lambda ctx: {k: v for k, v in ctx.settings.as_dict().items() if k not in COMPRESS_ONLY},
     facts=lambda ctx: {"SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "")},
-    code=("wwfast.build", "wwfast.records", "wwfast.layout", "wwfast.fsutil", "wwfast.cpio", "wwfast._cpio_py",
+    code=("wwfast.builder", "wwfast.records", "wwfast.layout", "wwfast.fsutil", "wwfast.cpio", "wwfast._cpio_py",
           "wwfast._cpio_common", "wwfast._cpio_walk", "wwfast._cpio?", __file__),
     outputs=lambda ctx: [layout.build_json(ctx.state_dir), layout.overlays_dir(ctx.state_dir),
                          layout.ipxe_dir(ctx.state_dir)] + _image_outputs(ctx),

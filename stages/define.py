@@ -18,7 +18,7 @@ import sys
 import time
 
 from wwfast import layout, records, runner
-from wwfast.build import inventory
+from wwfast.builder import inventory
 from wwfast.configure.plan import range_warnings
 from wwfast.define import nodes, settings, shrink
 from wwfast.errors import ConfigError

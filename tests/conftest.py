@@ -37,7 +37,7 @@ def kernel_modules(kernel_path):
 def debian_image():
     """A Debian 12 systemd image tarball (mmdebstrap from the configured apt sources), built once and
     cached under ~/.cache/wwfast/debian, keyed by its package list, options and apt sources."""
-    from wwfast.build import debian_image as builder
+    from wwfast.builder import debian_image as builder
     try:
         path, _ = builder.build(log=lambda m: print(m, flush=True))
     except builder.BuildError as e:

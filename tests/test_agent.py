@@ -16,8 +16,8 @@ import pytest
 from helpers.agent_server import BUSYBOX, MAC, RuntimeServer
 from helpers.agent_server import run_agent as _run_agent
 from helpers.overlay_fixtures import fake_ssh_keys, fixture_nodes, fixture_settings, make_images
-from wwfast.build.overlay_build import archive_path, build_overlays
-from wwfast.build.overlays import BUILTIN_DIR
+from wwfast.builder.overlay_build import archive_path, build_overlays
+from wwfast.builder.overlays import BUILTIN_DIR
 
 AGENT = BUILTIN_DIR / "wwinit" / "wwinit" / "wwfast-agent"
 TESTS = pathlib.Path(__file__).resolve().parent

@@ -8,7 +8,7 @@ import pytest
 import zstandard
 
 from helpers.newc import read_newc
-from wwfast.build import images
+from wwfast.builder import images
 
 NODES = """\
 nodeprofiles:

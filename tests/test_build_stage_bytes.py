@@ -16,7 +16,7 @@ import pytest
 import zstandard
 
 from helpers.overlay_fixtures import fake_ssh_keys
-from wwfast.build import images
+from wwfast.builder import images
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "build_stage.txt"
 EPOCH = "1700000000"
@@ -111,7 +111,7 @@ def test_parallel_fan_out_writes_the_same_bytes(site, monkeypatch):
     conf, state, stage = site
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
     from stages import build as build_stage
-    from wwfast.build import overlay_build
+    from wwfast.builder import overlay_build
     monkeypatch.setattr(overlay_build, "PARALLEL_MIN_NODES", 1)
     lines = []
     assert build_stage.run(str(conf), str(state), out=lines.append) == 0

@@ -1,7 +1,7 @@
 """The Debian image builder's inputs and cache (the build itself runs in tests/test_debian_boot.py)."""
 import pathlib
 
-from wwfast.build import debian_image
+from wwfast.builder import debian_image
 
 DEB822 = """Types: deb
 # a comment

@@ -9,7 +9,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from stages import define as define_stage
 from wwfast import canonjson, records
-from wwfast.build import inventory
+from wwfast.builder import inventory
 from wwfast.define import nodes
 from wwfast.errors import ConfigError
 

@@ -13,7 +13,7 @@ import sys
 import zstandard
 
 from helpers.newc import read_newc
-from wwfast.build import images
+from wwfast.builder import images
 
 NODES = """\
 nodeprofiles:

@@ -17,7 +17,7 @@ import pytest
 from helpers.cluster import Cluster, boot_of, booted_requests
 from helpers.netns import PrivateNet
 from helpers.qemu_nodes import NodeGroup, NodeTimeout, QemuNode
-from wwfast.build import demo_image, ipxe
+from wwfast.builder import demo_image, ipxe
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(600)]
 

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from helpers.cluster import Cluster
-from wwfast.build import demo_image
+from wwfast.builder import demo_image
 from wwfast.server.catalog import CatalogWatcher
 from wwfast.server.ledger import BootLedger
 from wwfast.server.provision import Provisioner

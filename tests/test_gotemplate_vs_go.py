@@ -1,11 +1,11 @@
 """The Go template engine against Go itself: every case of gotemplate_cases.CASES rendered by Go's
-text/template + sprig (tests/helpers/goref) and by wwfast.build.gotemplate gives the same text, and
+text/template + sprig (tests/helpers/goref) and by wwfast.builder.gotemplate gives the same text, and
 where Go fails, ours fails too."""
 import pytest
 
 from gotemplate_cases import CASES
 from helpers import goref
-from wwfast.build.gotemplate import Template, TemplateError
+from wwfast.builder.gotemplate import Template, TemplateError
 
 pytestmark = [pytest.mark.goref,
               pytest.mark.skipif(not goref.available(), reason="needs golang-go and golang-github-masterminds-sprig-dev")]

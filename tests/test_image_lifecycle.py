@@ -17,7 +17,7 @@ from helpers.processes import descendants as _descendants, wait_gone as _wait_go
 from helpers.qemu import boot_until
 from helpers.trees import snapshot
 from wwfast import fsutil, layout
-from wwfast.build import images, syncuser
+from wwfast.builder import images, syncuser
 
 pytestmark = pytest.mark.skipif(shutil.which("unshare") is None, reason="util-linux unshare is missing")
 
@@ -375,7 +375,7 @@ def test_syncuser_conflict_changes_nothing(ids_site):
 
 def test_exec_syncuser_after_a_package_adds_a_user(ids_site):
     state, server, _ = ids_site
-    from wwfast.build import image_exec
+    from wwfast.builder import image_exec
     with open(server / "passwd", "a") as f:
         f.write("eve:x:4000:4000::/:/bin/sh\n")
     status = image_exec.run_in_image(

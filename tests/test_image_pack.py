@@ -11,7 +11,7 @@ import os
 import pytest
 
 from wwfast import cpio
-from wwfast.build import image_pack
+from wwfast.builder import image_pack
 from wwfast.publish import compress
 
 pytestmark = pytest.mark.twin

@@ -18,7 +18,7 @@ from helpers.processes import descendants as _descendants, wait_gone as _wait_go
 from helpers.registry import Layout, Registry, tar_layer, tree_layer
 from helpers.trees import snapshot
 from wwfast import layout
-from wwfast.build import registry
+from wwfast.builder import registry
 
 pytestmark = pytest.mark.skipif(not (shutil.which("docker-registry") and shutil.which("skopeo")),
                                 reason="docker-registry and skopeo are needed (scripts/setup.sh installs them)")

@@ -14,7 +14,7 @@ import pytest
 import zstandard
 
 from helpers.trees import make_sample_tree, snapshot
-from wwfast.build import images
+from wwfast.builder import images
 
 MT = 1_600_000_000
 

@@ -17,8 +17,8 @@ from helpers.host_binaries import copy_binary
 from helpers.ipmi_sim import bmc_sims
 from helpers.qemu import boot_until
 from wwfast import cpio
-from wwfast.build import demo_image
-from wwfast.build.overlay_build import archive_path, build_overlays
+from wwfast.builder import demo_image
+from wwfast.builder.overlay_build import archive_path, build_overlays
 from wwfast.define import nodes
 from wwfast.define.settings import Settings
 from wwfast.records import Node

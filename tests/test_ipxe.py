@@ -8,8 +8,8 @@ import pathlib
 import pytest
 
 from helpers.overlay_fixtures import edit_node, fixture_nodes, fixture_settings, make_node
-from wwfast.build.ipxe import build_ipxe, out_dir, run_step
-from wwfast.build.render import RenderError
+from wwfast.builder.ipxe import build_ipxe, out_dir, run_step
+from wwfast.builder.render import RenderError
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "ipxe"
 UPDATE = os.environ.get("WWFAST_UPDATE_GOLDEN") == "1"

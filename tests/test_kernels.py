@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from wwfast.build import kernels
+from wwfast.builder import kernels
 
 
 def make_image(root, paths, links=()):

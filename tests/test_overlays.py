@@ -15,9 +15,9 @@ import pytest
 
 from helpers.overlay_fixtures import (RUNTIME, SYSTEM, edit_node, fake_ssh_keys, fixture_nodes, fixture_settings,
                                       listing, make_images, make_node, netdev, set_image_fingerprint)
-from wwfast.build import overlay_build, overlays
-from wwfast.build.overlay_build import OverlayBuilder, archive_path, build_overlays
-from wwfast.build.render import RenderError
+from wwfast.builder import overlay_build, overlays
+from wwfast.builder.overlay_build import OverlayBuilder, archive_path, build_overlays
+from wwfast.builder.render import RenderError
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "overlays"
 UPDATE = os.environ.get("WWFAST_UPDATE_GOLDEN") == "1"
@@ -377,7 +377,7 @@ def test_overlay_list_and_show_cli(dirs):
                                      ("172.16.0.1", "255.240.0.0"), ("1.2.3.4", "")])
 def test_cidr_helpers_agree_with_ipaddress(ip, mask):
     import ipaddress
-    from wwfast.build.render import netdev_view
+    from wwfast.builder.render import netdev_view
     from wwfast.records import NetDev
     dev = netdev_view(NetDev.from_json("d", netdev(ipaddr=ip, netmask=mask)))
     iface = ipaddress.IPv4Interface(f"{ip}/{mask or 32}")

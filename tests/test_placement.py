@@ -6,7 +6,7 @@ import pathlib
 import pytest
 
 from helpers.overlay_fixtures import fixture_nodes, fixture_settings
-from wwfast.build.ipxe import build_ipxe, out_dir
+from wwfast.builder.ipxe import build_ipxe, out_dir
 from wwfast.cluster.placement import Member, choose, node_group, rank
 from wwfast.cluster.sources import blob_sources, header, inject, server_order
 from wwfast.define.settings import parse_settings

@@ -19,7 +19,7 @@ import pytest
 from helpers.cluster import Cluster
 from helpers.netns import DHCP_RANGE, SERVER_ADDRESS, PrivateNet
 from helpers.qemu_nodes import NodeGroup, NodeTimeout, QemuNode
-from wwfast.build import demo_image
+from wwfast.builder import demo_image
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(900)]
 

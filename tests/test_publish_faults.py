@@ -161,7 +161,7 @@ BUILD_POINTS = [
 
 def test_kill_9_of_build_or_compress_with_the_real_stages(tmp_path, kernel_path, kernel_modules):
     from helpers.cluster import Cluster
-    from wwfast.build import demo_image
+    from wwfast.builder import demo_image
     conf, state = tmp_path / "conf", tmp_path / "state"
     template = demo_conf(conf)
     demo_image.make_demo_image(tmp_path / "image", kernel_path, kernel_modules)

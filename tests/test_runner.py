@@ -98,7 +98,7 @@ def _stage(copy, name, state, conf):
 
 @pytest.mark.slow
 def test_build_reruns_when_its_rendering_code_changes(tmp_path):
-    """A copy of the checkout: an edit to wwfast/build/render.py reruns build; an edit to the compress
+    """A copy of the checkout: an edit to wwfast/builder/render.py reruns build; an edit to the compress
     code leaves build current."""
     copy = tmp_path / "src"
     top = {".venv", ".git", "var", "build", "tests", "benchmarks"}
@@ -106,7 +106,7 @@ def test_build_reruns_when_its_rendering_code_changes(tmp_path):
                                                           or (os.path.samefile(d, ROOT) and n in top)])
     conf, state = copy / "conf", tmp_path / "state"
     tree = tmp_path / "tree"
-    from wwfast.build import images
+    from wwfast.builder import images
     os.makedirs(tree / "boot")
     (tree / "boot" / "vmlinuz-6.1.0-1-amd64").write_bytes(b"kernel")
     (tree / "sbin").mkdir()
@@ -116,15 +116,15 @@ def test_build_reruns_when_its_rendering_code_changes(tmp_path):
         out = _stage(copy, name, state, conf)
         assert out.returncode == 0, out.stderr
     stamp = runner.read_stamp(state, "build")
-    assert str(copy / "wwfast" / "build" / "render.py") in stamp["code"]      # the copy's code, not ours
+    assert str(copy / "wwfast" / "builder" / "render.py") in stamp["code"]      # the copy's code, not ours
     assert "build: current (inputs unchanged)" in _stage(copy, "build", state, conf).stdout
     with open(copy / "wwfast" / "publish" / "compress.py", "a") as f:
         f.write("# not build's code\n")
     assert "build: current (inputs unchanged)" in _stage(copy, "build", state, conf).stdout
-    with open(copy / "wwfast" / "build" / "render.py", "a") as f:
+    with open(copy / "wwfast" / "builder" / "render.py", "a") as f:
         f.write("# a change to the renderer\n")
     out = _stage(copy, "build", state, conf)
-    assert "build: running (1 code file(s) changed: wwfast/build/render.py)" in out.stdout, out.stdout + out.stderr
+    assert "build: running (1 code file(s) changed: wwfast/builder/render.py)" in out.stdout, out.stdout + out.stderr
     assert json.loads((state / "build" / "build.json").read_text())["nodes"]
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from helpers.agent_server import BUSYBOX, RuntimeServer, run_agent
 from wwfast import cpio
-from wwfast.build.overlay_build import archive_path, build_overlays
+from wwfast.builder.overlay_build import archive_path, build_overlays
 from wwfast.configure import tls
 from wwfast.define.settings import Settings
 from wwfast.define.settings import load as load_settings

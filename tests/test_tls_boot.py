@@ -13,8 +13,8 @@ from helpers.host_binaries import copy_binary
 from helpers.overlay_fixtures import make_node, netdev
 from helpers.qemu import boot_until
 from wwfast import cpio
-from wwfast.build import demo_image
-from wwfast.build.overlay_build import archive_path, build_overlays
+from wwfast.builder import demo_image
+from wwfast.builder.overlay_build import archive_path, build_overlays
 from wwfast.configure import tls
 from wwfast.define.settings import Settings
 

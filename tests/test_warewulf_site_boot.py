@@ -15,7 +15,7 @@ import pytest
 
 from helpers.cluster import Cluster
 from helpers.qemu_nodes import NodeGroup, QemuNode
-from wwfast.build import demo_image
+from wwfast.builder import demo_image
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(600)]
 

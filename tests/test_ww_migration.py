@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from helpers.ww_nodes import node_docs as ww_node_docs
-from wwfast.build import ipxe
+from wwfast.builder import ipxe
 from wwfast.define import nodes
 from wwfast.define.settings import Settings
 from wwfast.define.upgrade import upgrade_text

@@ -10,8 +10,8 @@ import re
 import pytest
 
 from helpers.ww_nodes import disk_node, node_docs, nodes
-from wwfast.build import overlays
-from wwfast.build.render import Renderer, node_view
+from wwfast.builder import overlays
+from wwfast.builder.render import Renderer, node_view
 from wwfast.define.settings import Settings, load as load_settings
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "warewulf"

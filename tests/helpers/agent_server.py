@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 
-from wwfast.build.overlays import BUILTIN_DIR
+from wwfast.builder.overlays import BUILTIN_DIR
 
 AGENT = BUILTIN_DIR / "wwinit" / "wwinit" / "wwfast-agent"
 BUSYBOX = "/bin/busybox"

@@ -5,7 +5,7 @@ console written to a log file: BIOS nodes have an e1000 NIC whose iPXE ROM boots
 firmware's own PXE fetches the iPXE binary by TFTP first. `NodeGroup` starts them together, waits for console markers with one deadline and always kills
 what it started; a node that misses its deadline fails the test with its console log.
 
-The demo image's /sbin/init (wwfast.build.demo_image) prints lines `WWFAST-NODE <key> <value>`;
+The demo image's /sbin/init (wwfast.builder.demo_image) prints lines `WWFAST-NODE <key> <value>`;
 `node_report()` turns them into a dict. (helpers.qemu boots one kernel + initrd directly, without
 firmware or network; this module is its network-boot counterpart and shares its QEMU binary name.)
 """

@@ -11,7 +11,7 @@ import os
 import sys
 
 from wwfast import fsutil, records
-from wwfast.build import inventory
+from wwfast.builder import inventory
 from wwfast.configure import dhcp, files, hostsfile, nginx_cache, plan, tftproot, tls
 from wwfast.define import nodes, settings
 from wwfast.errors import ConfigError, UsageError

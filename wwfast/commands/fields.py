@@ -6,7 +6,7 @@ the field, as in Warewulf.
 """
 import ipaddress
 
-from wwfast.build import inventory
+from wwfast.builder import inventory
 from wwfast.errors import UsageError
 from wwfast.define.nodeedit import set_path, unset_path
 from wwfast.define.schema import UNSET_VALUES

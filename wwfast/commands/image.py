@@ -6,7 +6,7 @@ import os
 import sys
 
 from wwfast import layout
-from wwfast.build import image_admin, images, kernels, registry
+from wwfast.builder import image_admin, images, kernels, registry
 from wwfast.commands import image_change
 from wwfast.errors import ConfigError
 from wwfast.commands.listing import print_json, print_table

@@ -1,11 +1,11 @@
 """`wwfast image exec|shell|copy|rename|delete|syncuser`: change images, each change atomic.
 
 Every one works on a private copy or a rename and swaps trees under the build stage's lock
-(wwfast.build.image_admin), so a failure or a kill leaves the previous image whole.
+(wwfast.builder.image_admin), so a failure or a kill leaves the previous image whole.
 """
 import argparse
 
-from wwfast.build import image_admin, image_exec, images, syncuser
+from wwfast.builder import image_admin, image_exec, images, syncuser
 from wwfast.commands.entries import confirmer
 
 

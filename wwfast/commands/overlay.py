@@ -10,11 +10,11 @@ import os
 import sys
 
 from wwfast import layout, records, runner
-from wwfast.build import overlays, sshkeys
+from wwfast.builder import overlays, sshkeys
 from wwfast.define import settings
 from wwfast.errors import UsageError
-from wwfast.build.overlay_build import build_overlays
-from wwfast.build.render import Renderer
+from wwfast.builder.overlay_build import build_overlays
+from wwfast.builder.render import Renderer
 from wwfast.commands import overlay_admin
 from wwfast.define.select import select
 

@@ -10,8 +10,8 @@ import pathlib
 import sys
 import tempfile
 
-from wwfast.build import overlay_edit as oe
-from wwfast.build import overlays
+from wwfast.builder import overlay_edit as oe
+from wwfast.builder import overlays
 from wwfast.commands.entries import ask
 from wwfast.editor import run_editor
 from wwfast.errors import ConfigError, UsageError

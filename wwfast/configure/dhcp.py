@@ -11,8 +11,8 @@ import pathlib
 
 import jinja2
 
-from wwfast.build.ipxe import compile_template, script_environment
-from wwfast.build.render import template_line
+from wwfast.builder.ipxe import compile_template, script_environment
+from wwfast.builder.render import template_line
 from wwfast.configure.plan import dhcp_plan
 from wwfast.errors import ConfigError
 

@@ -151,7 +151,7 @@ def validate_text(text, path, images=None, overlays=None):
 def edit(conf_dir, change, images=None, overlays=None, review=None):
     """Apply change(NodeDoc) to the node file under the lock; returns change's result.
 
-    `images` / `overlays`: the names that exist (wwfast.build.inventory), checked as define checks them.
+    `images` / `overlays`: the names that exist (wwfast.builder.inventory), checked as define checks them.
     `review(old_text, new_text) -> bool`, when given, sees the validated result before it is written
     (to show it and ask); False writes nothing (UsageError)."""
     os.makedirs(conf_dir, exist_ok=True)

@@ -188,7 +188,7 @@ def _build_inputs(build, path):
 
 def _gzip_needed(build):
     """Archives (build-relative paths) of nodes whose kernel cannot unpack zstd: they are gzipped too."""
-    from wwfast.build.kernels import reads_zstd
+    from wwfast.builder.kernels import reads_zstd
     return {entry[key] for entry in build["nodes"].values() if not reads_zstd(entry.get("kernel_version"))
             for _, key in ARCHIVES}
 

@@ -1,0 +1,549 @@
+"""Render and pack every node's system and runtime overlay into STATE/build/overlays/<node>/<context>.cpio.
+
+Unlike Warewulf (reference A5: a temp dir per node, then external cpio and pigz), everything happens in
+memory: each template is compiled once, templates that do not look at the node (hosts, ssh keys) are
+rendered once for all nodes, and each node's archive is written with the newc writer straight into a
+buffer and then atomically into place. Identical archives (a runtime overlay that is the same on every
+node) are written once and hard-linked.
+
+Incremental: a fingerprint per node and context covers the node's data, the overlays' files, the
+settings, and (only for the templates that use them) all nodes, the node's image and the server files
+they include. Nodes whose fingerprints match and whose archives exist are left alone. The fingerprints
+live in the caller's `memory` dict (the build stage keeps it in its stamp, wwfast.runner); the caller
+holds the build stage's lock.
+
+Outside secure mode a file that the runtime archive carries with the same bytes (e.g. /etc/hosts, which
+lists every node) is not repeated in the system archive: the kernel unpacks runtime after system, so the
+node's tree is the same, and the total output stays linear in the number of nodes.
+"""
+import functools
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+
+from wwfast import cpio, fsutil, layout
+from wwfast.builder import fanout, overlays, sshkeys
+from wwfast.builder.render import RenderError, Renderer
+
+CONTEXTS = ("system", "runtime")
+MEMORY_FORMAT = 1
+# Bumped when the bytes produced for the same inputs change (part of every fingerprint).
+BUILD_VERSION = 1
+# Fixed mtime: same inputs, same bytes, whatever the checkout time of the overlay files.
+MTIME = 0
+PARALLEL_MIN_NODES = fanout.MIN_ITEMS
+
+S_IFREG, S_IFDIR, S_IFLNK = 0o100000, 0o040000, 0o120000
+
+
+def out_dir(state_dir):
+    return layout.overlays_dir(state_dir)
+
+
+def archive_path(state_dir, node_id, context):
+    return layout.overlay_archive(state_dir, node_id, context)
+
+
+class Item:
+    """One path of a node's merged overlay: a file, a directory or a symlink, shared or per node."""
+
+    __slots__ = ("rel", "data", "mode", "uid", "gid", "target", "shared_id", "prunable")
+
+    def __init__(self, rel, data, mode, uid, gid, target=None, shared_id=None, prunable=False):
+        self.rel, self.data, self.mode, self.uid, self.gid, self.target = rel, data, mode, uid, gid, target
+        self.shared_id = shared_id  # set when the same object serves every node (dedupe key)
+        # an overlay directory left empty (its templates aborted) is not sent: no stray /etc/NetworkManager
+        self.prunable = prunable
+
+
+def _from_out(out, shared_id=None):
+    return Item(out.rel, out.data, out.mode, out.uid, out.gid, out.target, shared_id)
+
+
+class OverlaySource:
+    """An overlay's entries, static file contents, and a digest of everything in it."""
+
+    def __init__(self, name, tree):
+        self.name = name
+        self.tree = tree
+        self.entries = overlays.walk(tree)
+        h = hashlib.sha256(f"{name}\0{tree}\0".encode())
+        self.static = {}  # rel -> Item for dirs, files and symlinks
+        for e in self.entries:
+            h.update(f"{e.rel}\0{e.kind}\0{e.mode:o}\0{e.uid}\0{e.gid}\0{e.target or ''}\0".encode())
+            if e.kind in ("file", "template"):
+                with open(e.source, "rb") as f:
+                    data = f.read()
+                h.update(hashlib.sha256(data).digest())
+                if e.kind == "file":
+                    self.static[e.rel] = Item(e.rel, data, e.mode, e.uid, e.gid)
+            elif e.kind == "dir":
+                self.static[e.rel] = Item(e.rel, None, e.mode, e.uid, e.gid, prunable=True)
+            else:
+                self.static[e.rel] = Item(e.rel, b"", 0o777, e.uid, e.gid, e.target)
+        self.digest = h.hexdigest()
+
+
+class Result:
+    def __init__(self):
+        self.rebuilt = []     # node ids whose archives were written
+        self.current = []     # node ids left alone
+        self.removed = []     # output dirs of nodes no longer defined
+        self.reasons = {}     # node id -> why it was rebuilt
+        self.server_files = []  # files outside the overlays that the templates read (inputs of the build)
+        self.seconds = 0.0
+
+    def summary(self):
+        text = f"overlays: {len(self.rebuilt)} node(s) rebuilt, {len(self.current)} current"
+        if self.removed:
+            text += f", {len(self.removed)} removed"
+        return text + f" ({self.seconds:.2f} s)"
+
+
+class OverlayBuilder:
+    def __init__(self, conf_dir, state_dir, settings, nodes, workers=None):
+        self.conf_dir = os.fspath(conf_dir)
+        self.state_dir = os.fspath(state_dir)
+        self.settings = settings
+        self.nodes = nodes  # {id: records.Node}
+        self.workers = workers or os.cpu_count() or 1
+        self.renderer = Renderer(settings, nodes, conf_dir, state_dir)
+        self.sources = {}
+        self.shared_outputs = {}  # template path -> [Item] rendered once for all nodes
+        self.deps = set()
+        self._next_shared = 0
+        self._plans = {}
+        self._uses_cache = {}
+        self._node_digests = {}
+
+    # ------------------------------------------------------------------------------ inputs
+    def source(self, name, node_id, context):
+        src = self.sources.get(name)
+        if src is None:
+            try:
+                tree = overlays.overlay_tree(self.conf_dir, name)
+            except overlays.OverlayError as e:
+                raise overlays.OverlayError(f"{e.message}", field=f"node {node_id}: {context} overlay") from None
+            src = self.sources[name] = OverlaySource(name, tree)
+        return src
+
+    def _shared_id(self):
+        self._next_shared += 1
+        return self._next_shared
+
+    def plan(self, names, node_id, context):
+        """The context's steps in list order: ("item", Item) shared by all nodes, ("template", ...) per node."""
+        key = (context, tuple(names))
+        cached = self._plans.get(key)
+        if cached is not None:
+            return cached
+        steps = []
+        for name in names:
+            src = self.source(name, node_id, context)
+            for e in src.entries:
+                if e.kind != "template":
+                    item = src.static[e.rel]
+                    if item.shared_id is None:
+                        item.shared_id = self._shared_id()
+                    steps.append(("item", item))
+                    continue
+                compiled = self.renderer.compile(e.source)
+                if compiled.per_node:
+                    steps.append(("template", (e, name, compiled)))
+                else:
+                    for item in self.shared_render(e, name):
+                        steps.append(("item", item))
+        self._plans[key] = steps
+        return steps
+
+    def shared_render(self, entry, overlay_name):
+        items = self.shared_outputs.get(entry.source)
+        if items is None:
+            outs, deps = self.renderer.render(entry.source, entry.rel, None, overlay_name, entry.mode, entry.uid,
+                                              entry.gid)
+            self.deps |= deps
+            items = self.shared_outputs[entry.source] = [_from_out(o, self._shared_id()) for o in outs]
+        return items
+
+    def uses(self, names, node_id, context):
+        """What the context's archive depends on beyond the node and the overlay files.
+
+        Returns (shared digest, all_nodes, image, server_files). Templates that do not look at the node
+        (hosts, ssh keys) are rendered here once and their *output* goes into the digest: changing a node's
+        tag does not rebuild every node for the sake of /etc/hosts, changing its address does. The flags
+        are for the per-node templates: whether they read all nodes, the image, or server files.
+        """
+        h = hashlib.sha256()
+        for kind, step in self.plan(names, node_id, context):
+            if kind == "item" and step.shared_id is not None:
+                h.update(f"{step.rel}\0{step.mode}\0{step.uid}\0{step.gid}\0{step.target}\0".encode())
+                h.update(hashlib.sha256(step.data or b"").digest())
+        all_nodes = image = server_files = False
+        for name in names:
+            for e in self.source(name, node_id, context).entries:
+                if e.kind == "template":
+                    c = self.renderer.compile(e.source)
+                    if not c.per_node:
+                        continue
+                    all_nodes |= c.uses_all_nodes
+                    image |= c.uses_image or "include_from" in c.names
+                    server_files |= bool(c.names & {"include", "include_block", "import_link", "readlink"})
+        return h.hexdigest(), all_nodes, image, server_files
+
+    # ------------------------------------------------------------------------------ fingerprints
+    def fingerprints(self, previous_server_files):
+        settings_digest = getattr(self.settings, "digest", "") or repr(sorted(vars(self.settings).items()))
+        all_nodes_digest = None  # only when a per-node template reads all_nodes (rare: hosts is shared)
+        files_digest = hashlib.sha256(json.dumps(
+            {p: _file_sig(p) for p in sorted(previous_server_files)}).encode()).hexdigest()
+        base = f"{BUILD_VERSION}\0{cpio.WRITER_VERSION}\0{settings_digest}\0{self.conf_dir}\0{self.state_dir}\0"
+        uses_cache = self._uses_cache
+        image_digests = {}
+        node_digests = self._node_digests   # kept for the second call after a build read new server files
+        out = {}
+        for node_id, node in self.nodes.items():
+            node_digest = node_digests.get(node_id)
+            if node_digest is None:
+                node_digest = node_digests[node_id] = hashlib.sha256(
+                    json.dumps(node.to_json(), sort_keys=True).encode()).hexdigest()
+            fps = {}
+            for context in CONTEXTS:
+                names = _overlay_list(node, context)
+                if (context, names) not in uses_cache:
+                    uses_cache[(context, names)] = self.uses(names, node_id, context)
+                shared, all_nodes, image, server_files = uses_cache[(context, names)]
+                h = hashlib.sha256((base + context + "\0" + node_digest + "\0" + shared).encode())
+                for name in names:
+                    h.update(self.source(name, node_id, context).digest.encode())
+                if all_nodes:
+                    if all_nodes_digest is None:
+                        all_nodes_digest = hashlib.sha256(json.dumps(
+                            {n: v.to_json() for n, v in self.nodes.items()}, sort_keys=True).encode()).hexdigest()
+                    h.update(b"all\0" + all_nodes_digest.encode())
+                if image:
+                    name = node.image_name
+                    if name not in image_digests:
+                        image_digests[name] = _image_digest(self.state_dir, name)
+                    h.update(b"image\0" + image_digests[name].encode())
+                if server_files:
+                    h.update(b"files\0" + files_digest.encode())
+                fps[context] = h.hexdigest()
+            if not self.settings.secure:  # the system archive leaves out what the runtime one sends
+                fps["system"] = hashlib.sha256((fps["system"] + fps["runtime"]).encode()).hexdigest()
+            out[node_id] = fps
+        return out
+
+    # ------------------------------------------------------------------------------ packing
+    def node_items(self, node_id, context):
+        node = self.nodes[node_id]
+        names = _overlay_list(node, context)
+        view = self.renderer.nodes[node_id]
+        merged = {}
+        for kind, step in self.plan(names, node_id, context):
+            if kind == "item":
+                merged[step.rel] = step
+            else:
+                entry, overlay_name, _ = step
+                outs, deps = self.renderer.render(entry.source, entry.rel, view, overlay_name, entry.mode,
+                                                  entry.uid, entry.gid)
+                self.deps |= deps
+                for o in outs:
+                    merged[o.rel] = _from_out(o)
+        return merged
+
+    def pack(self, merged, fileobj=None):
+        """Write a merged overlay as newc (parents added as needed, sorted: parents before children).
+
+        Into `fileobj` when given, else returns the bytes.
+        """
+        used = set()
+        for rel, it in merged.items():
+            if not it.prunable:
+                used.update(_parents(rel))
+        for rel in [r for r, it in merged.items() if it.prunable and r not in used]:
+            del merged[rel]
+        for rel in list(merged):
+            for parent in _parents(rel):
+                if parent not in merged:
+                    merged[parent] = Item(parent, None, 0o755, 0, 0, shared_id=-1)
+        buf = io.BytesIO() if fileobj is None else fileobj
+        w = cpio.NewcWriter(buf, mtime=MTIME)
+        for rel in sorted(merged):
+            it = merged[rel]
+            if it.target is not None:
+                w.add_symlink(rel, it.target, S_IFLNK | 0o777, it.uid, it.gid)
+            elif it.data is None:
+                w.add_dir(rel, S_IFDIR | it.mode, it.uid, it.gid)
+            else:
+                w.add_file(rel, it.data, S_IFREG | it.mode, it.uid, it.gid)
+        w.close()
+        return buf.getvalue() if fileobj is None else None
+
+    def build_nodes(self, node_ids):
+        """Write the archives of `node_ids`; returns the set of server files the templates read."""
+        written = {}  # dedupe key -> path written in this run (hard-linked for identical archives)
+        for node_id in node_ids:
+            runtime = self.node_items(node_id, "runtime")
+            system = self.node_items(node_id, "system")
+            if not self.settings.secure:
+                _drop_sent_by_runtime(system, runtime)
+            for context, merged in (("system", system), ("runtime", runtime)):
+                key = _dedupe_key(context, merged)
+                path = archive_path(self.state_dir, node_id, context)
+                first = written.get(key)
+                if first is not None and (_same_file(first, path) or _link_into_place(first, path)):
+                    continue
+                data = self.pack(merged)
+                if not _holds(path, data):   # the same bytes in place (--force, or a change it does not show)
+                    fsutil.atomic_write(path, data, fsync=False)   # stay: no inode freed and allocated again
+                written[key] = path
+        return self.deps
+
+    # ------------------------------------------------------------------------------ the whole build
+    def run(self, force=False, log=None, only=None, memory=None):
+        """Build what changed; `only` (a set of node ids) limits the build to those nodes, the others
+        keep their archives and recorded fingerprints. `memory`: the previous run's record (a dict,
+        updated in place; None: no record, every node is built)."""
+        started = time.monotonic()
+        result = Result()
+        memory = {} if memory is None else memory
+        os.makedirs(out_dir(self.state_dir), exist_ok=True)
+        if any(n in node.system_overlay + node.runtime_overlay
+               for node in self.nodes.values() for n in ("ssh.host_keys", "ssh.authorized_keys")):
+            made = sshkeys.ensure_keys(self.state_dir)
+            if made and log:
+                log(f"build: overlays: generated ssh keys {', '.join(made)} in {sshkeys.ssh_dir(self.state_dir)}")
+        previous = memory if memory.get("format") == MEMORY_FORMAT else {}
+        prev_nodes = dict(previous.get("nodes", {}))
+        prev_files = previous.get("server_files", [])
+        fps = self.fingerprints(prev_files)
+        todo = []
+        skipped = set(self.nodes) - set(only) if only is not None else set()
+        for node_id in sorted(self.nodes):
+            if node_id in skipped:
+                continue
+            why = _why_rebuild(self.state_dir, node_id, fps[node_id], prev_nodes.get(node_id), force)
+            if why:
+                todo.append(node_id)
+                result.reasons[node_id] = why
+            else:
+                result.current.append(node_id)
+        if todo:
+            # Forget what is about to be rewritten: a run that dies half way never leaves a record
+            # that matches an archive it did not finish.
+            rewriting = set(todo)
+            memory["nodes"] = {n: v for n, v in prev_nodes.items() if n not in rewriting}
+            # Shared parts first, in this process, so forked workers inherit them.
+            for node_id in todo:
+                for context in CONTEXTS:
+                    self.plan(_overlay_list(self.nodes[node_id], context), node_id, context)
+            deps = self._build_parallel(todo) if len(todo) >= PARALLEL_MIN_NODES and self.workers > 1 \
+                else self.build_nodes(todo)
+            syncfs(out_dir(self.state_dir))
+        else:
+            deps = set()
+        result.rebuilt = todo
+        for stale in sorted(set(os.listdir(out_dir(self.state_dir))) - set(self.nodes)):
+            path = os.path.join(out_dir(self.state_dir), stale)
+            if os.path.isdir(path) and not stale.startswith("."):
+                shutil.rmtree(path)
+                result.removed.append(stale)
+        files = sorted({d for d in deps | set(prev_files) if isinstance(d, str)})
+        if files != sorted(prev_files):
+            fps = self.fingerprints(files)  # as the next run will compute them, over the files read now
+        for node_id in skipped:  # not built now: keep what the last build recorded (none: built next time)
+            if node_id in prev_nodes:
+                fps[node_id] = prev_nodes[node_id]
+            else:
+                fps.pop(node_id, None)
+        memory.clear()
+        memory.update({"format": MEMORY_FORMAT, "nodes": fps, "server_files": files})
+        result.server_files = files
+        result.seconds = time.monotonic() - started
+        return result
+
+    def _build_parallel(self, todo):
+        deps = set()
+        for worker_deps in fanout.map_split(self.build_nodes, todo, self.workers, errors=WORKER_ERRORS):
+            deps |= worker_deps
+        return deps
+
+
+# Errors a worker hands back to the parent as they are: (class, its constructor arguments).
+WORKER_ERRORS = {
+    RenderError: lambda e: (e.template, e.line, e.node, e.message),
+    overlays.OverlayError: lambda e: (e.message, e.file, e.field),
+}
+
+
+def _overlay_list(node, context):
+    return node.system_overlay if context == "system" else node.runtime_overlay
+
+
+@functools.lru_cache(maxsize=None)
+def _parents(rel):
+    """Ancestor directories of an archive path, nearest first ("a/b/c" -> ("a/b", "a"))."""
+    out = []
+    parent = os.path.dirname(rel)
+    while parent:
+        out.append(parent)
+        parent = os.path.dirname(parent)
+    return tuple(out)
+
+
+def _same(a, b):
+    if a is b:
+        return True
+    return (a.data == b.data and a.target == b.target and a.mode == b.mode and a.uid == b.uid
+            and a.gid == b.gid)
+
+
+def _drop_sent_by_runtime(system, runtime):
+    """Leave out of the system archive the files the runtime archive carries with the same bytes and metadata.
+
+    Outside secure mode the iPXE script loads both, system then runtime, and the kernel unpacks them in
+    that order: the runtime copy lands on the same path anyway, so the node's tree is the same. This
+    matters because /etc/hosts (in both default lists) grows with the cluster: without this every node's
+    system archive would carry its own copy of a file listing all nodes. In secure mode the runtime
+    overlay comes later (node agent), so the system archive keeps everything.
+    """
+    for rel, item in list(system.items()):
+        if item.data is None and item.target is None:
+            continue  # directories are tiny; keeping them keeps the system tree whole
+        other = runtime.get(rel)
+        if other is not None and _same(item, other):
+            del system[rel]
+
+
+def _dedupe_key(context, merged):
+    h = hashlib.sha256(context.encode())
+    for rel in sorted(merged):
+        it = merged[rel]
+        if it.shared_id is not None and it.shared_id >= 0:
+            h.update(f"{rel}\0#{it.shared_id}\0".encode())
+        else:
+            h.update(f"{rel}\0{it.mode}\0{it.uid}\0{it.gid}\0{it.target}\0".encode())
+            if it.data is not None:
+                h.update(hashlib.sha256(it.data).digest())
+    return h.digest()
+
+
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _holds(path, data):
+    """Whether the file at `path` holds exactly `data`."""
+    try:
+        if os.stat(path).st_size != len(data):
+            return False
+        with open(path, "rb") as f:
+            return f.read() == data
+    except OSError:
+        return False
+
+
+def _link_into_place(existing, path):
+    """Hard-link an identical archive written earlier in this run to `path`, atomically.
+
+    A new name is linked straight in (a link appears whole); an existing one is replaced by rename.
+    """
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    try:
+        os.link(existing, path)
+        return True
+    except FileExistsError:
+        pass
+    except OSError:
+        return False
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.link")
+    try:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.link(existing, tmp)
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        return False
+
+
+def _file_sig(path):
+    try:
+        st = os.stat(path)
+        return [st.st_mtime_ns, st.st_size, st.st_ino]
+    except OSError:
+        return None
+
+
+def _image_digest(state_dir, image):
+    path = layout.image_info(state_dir, image)
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return "no image.json"
+
+
+def _why_rebuild(state_dir, node_id, fps, previous, force):
+    if force:
+        return "forced"
+    for context in CONTEXTS:
+        if not os.path.exists(archive_path(state_dir, node_id, context)):
+            return "no archive yet"
+    if previous is None:
+        return "new node"
+    changed = [c for c in CONTEXTS if previous.get(c) != fps[c]]
+    if changed:
+        return f"{'/'.join(changed)} inputs changed"
+    return None
+
+
+def syncfs(path):
+    """Flush the file system holding `path` once (cheaper than an fsync per archive)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            libc.syncfs(fd)
+        finally:
+            os.close(fd)
+    except (OSError, AttributeError):
+        os.sync()
+
+
+def build_overlays(conf_dir, state_dir, settings, nodes, force=False, workers=None, log=None, only=None,
+                   memory=None):
+    """Build the overlays of every node in `nodes` ({id: node}), or of the ids in `only`; returns a
+    Result (rebuilt/current lists). `memory`: see OverlayBuilder.run."""
+    builder = OverlayBuilder(conf_dir, state_dir, settings, nodes, workers=workers)
+    return builder.run(force=force, log=log, only=only, memory=memory)
+
+
+def run_step(conf_dir, state_dir, nodes, settings, force=False, log=print, memory=None, add_inputs=None):
+    """The build stage's overlays step: a build_images.StepResult with system/runtime paths per node.
+    `add_inputs(paths)` is told the server files the templates read."""
+    from wwfast.builder.image_archives import StepResult
+    result = StepResult()
+    try:
+        built = build_overlays(conf_dir, state_dir, settings, nodes, force=force, log=log, memory=memory)
+        if add_inputs is not None:
+            add_inputs(built.server_files)
+    except (RenderError, overlays.OverlayError, OSError, RuntimeError) as e:
+        result.errors.append(str(e))
+        return result
+    if built.rebuilt:
+        shown = ", ".join(f"{n} ({built.reasons[n]})" for n in built.rebuilt[:5])
+        more = f" and {len(built.rebuilt) - 5} more" if len(built.rebuilt) > 5 else ""
+        log(f"build: overlays rebuilt for {shown}{more}")
+    log(f"build: {built.summary()}")
+    for node_id in nodes:
+        result.nodes[node_id] = {context: f"overlays/{node_id}/{context}.cpio" for context in CONTEXTS}
+    return result
