@@ -178,3 +178,21 @@ def locked(path, wait=True, timeout=None, what="another wwfast run", shared=Fals
         yield
     finally:
         os.close(fd)
+
+
+class HashingWriter:
+    """Pass writes to `raw`, hashing and counting them: a written file's sha256 costs no extra read."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data):
+        self.raw.write(data)
+        self.hash.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def flush(self):
+        self.raw.flush()

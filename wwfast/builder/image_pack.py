@@ -26,24 +26,6 @@ class PackError(Exception):
     """The tree could not be packed (the message names it and why)."""
 
 
-class _Hashing:
-    """A write-only file object: passes writes on to `raw`, hashing and counting them."""
-
-    def __init__(self, raw):
-        self.raw = raw
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data):
-        self.raw.write(data)
-        self.hash.update(data)
-        self.size += len(data)
-        return len(data)
-
-    def flush(self):
-        self.raw.flush()
-
-
 class _Fanout:
     """What the newc writer writes into: the content hash and every encoder, chunk by chunk.
 
@@ -83,7 +65,7 @@ def pack_image(root, out_dir, name, encodings=("zst",), zstd_level=3, threads=0,
             files = {enc: stack.enter_context(fsutil.atomic_file(os.path.join(out_dir, name + SUFFIXES[enc])))
                      for enc in encodings}
             for enc, f in files.items():
-                outputs[enc] = _Hashing(f)
+                outputs[enc] = fsutil.HashingWriter(f)
             streams = {}
             if "gz" in encodings:
                 streams["gz"] = compress.GzipEncoder(compress.GZIP_LEVEL, threads).stream(outputs["gz"])

@@ -195,24 +195,6 @@ def _gzip_needed(build):
 
 # ---- publishing ----
 
-class _HashingWriter:
-    """Pass writes to `raw`, hashing them: the stored file's sha256 costs no extra read."""
-
-    def __init__(self, raw):
-        self.raw = raw
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data):
-        self.raw.write(data)
-        self.hash.update(data)
-        self.size += len(data)
-        return len(data)
-
-    def flush(self):
-        self.raw.flush()
-
-
 class _Publisher:
     def __init__(self, state_dir, settings, progress_enabled):
         self.state_dir = state_dir
@@ -314,7 +296,7 @@ class _Publisher:
             with open(path, "rb", buffering=0) as src, os.fdopen(fd, "wb") as raw:
                 if _stat_key(os.fstat(src.fileno())) != key:
                     raise PublishError(f"{path} changed while it was read: is a build running?")
-                out = _HashingWriter(raw)
+                out = fsutil.HashingWriter(raw)
                 self.zstd.compress(src, out, key[0], tap=digest.update,
                                    progress=lambda n: progress.advance(n - progress.done))
             progress.close()
@@ -397,7 +379,7 @@ class _Publisher:
                 raise PublishError(f"{path} changed while it was read: is a build running?")
             # fsync once for the whole store before the manifest, not per file
             with fsutil.atomic_file(os.path.join(self.store, name), fsync=False) as raw:
-                out = _HashingWriter(raw)
+                out = fsutil.HashingWriter(raw)
                 report = lambda n: progress.advance(start + n - progress.done)  # noqa: E731
                 if enc == "zst":
                     self.zstd.compress(src, out, key[0], progress=report)
