@@ -35,7 +35,8 @@ from wwfast import cpio  # noqa: E402
 from wwfast.define import nodes as nodedb  # noqa: E402
 from wwfast.builder import overlays  # noqa: E402
 from wwfast.builder.overlay_build import build_overlays  # noqa: E402
-from wwfast.builder.render import Renderer, node_view  # noqa: E402
+from wwfast.builder.render import Renderer  # noqa: E402
+from wwfast.builder.template_views import node_view  # noqa: E402
 from wwfast.define.settings import Settings  # noqa: E402
 
 

@@ -15,7 +15,8 @@ import jinja2.nodes
 
 from wwfast import fsutil
 from wwfast.builder import overlays
-from wwfast.builder.render import FUNCTIONS, make_environment
+from wwfast.builder.render import make_environment
+from wwfast.builder.template_functions import FUNCTIONS
 from wwfast.errors import ConfigError, UsageError
 
 
