@@ -83,8 +83,8 @@ def create(conf_dir, name):
 
 def overlay_users(conf_dir, name):
     """Nodes and profiles whose overlay lists name `name` (from the node file)."""
-    from wwfast.define import nodes
-    config = nodes.read_config(conf_dir)
+    from wwfast.define import nodefile
+    config = nodefile.read_config(conf_dir)
     users = []
     for what, entries in (("profile", config.profiles), ("node", config.nodes)):
         for entry_name, partial in entries.items():
