@@ -115,9 +115,10 @@ def one_storm(stack, binary, shards, refs, run_dir, storm_no, args, node_ids):
     try:
         stack.wait_ready(wait_path(stack, shards), args.nbp)
         stack.group.start_sampling()
-        cpu0 = stack.group.cpu_seconds()
+        cpu0, tcp0 = stack.group.cpu_seconds(), stack.topo.tcp_counters()
         load = loadgen.run(binary, files, run_dir)
         cpu = stack.group.cpu_seconds() - cpu0
+        load.tcp = {k: v - tcp0.get(k, 0) for k, v in stack.topo.tcp_counters().items()}
         rss = stack.group.peak_rss_mb()
         view = None
         if isinstance(stack, WwfastStack):
@@ -174,7 +175,8 @@ def main(argv=None):
                     cpu, rss, load, view = one_storm(stacks[name], binary, shards, refs, run_dir, storm_no, args,
                                                           [n[1] for n in nodes])
                     figures = report.summarise(load, starts)
-                    figures.update(server_cpu_s=cpu, server_peak_rss_mb=rss, wall=figures["last_booted_s"], cpu=cpu)
+                    figures.update(server_cpu_s=cpu, server_peak_rss_mb=rss, wall=figures["last_booted_s"], cpu=cpu,
+                                   tcp=load.tcp)
                     figures["view"] = compare(view, nodes, load)
                     tag_text = "warm-up" if round_no < args.warmup else f"run {round_no - args.warmup + 1}"
                     print_run(tag_text, name, figures)
@@ -212,7 +214,8 @@ def print_run(tag, name, f):
     print(f"  {tag:8s} {name:12s} all booted {booted}; p50 {f['p50_s'] or 0:.2f} p99 {f['p99_s'] or 0:.2f} "
           f"max {f['max_s'] or 0:.2f} s; failed {f['failed']}, retries {f['retries']}, TFTP retransmits "
           f"{f['tftp_retransmits']}; {f['goodput_MBps'] or 0:.0f} MB/s; server cpu {f['server_cpu_s']:.1f} s, "
-          f"rss {f['server_peak_rss_mb']:.0f} MB; clients cpu {f['client_cpu_s']:.1f} s; view "
+          f"rss {f['server_peak_rss_mb']:.0f} MB; clients cpu {f['client_cpu_s']:.1f} s; TCP timeouts "
+          f"{f['tcp'].get('TcpExtTCPTimeouts', 0)}, memory-pressure drops {f['tcp'].get('TcpExtTCPRcvQDrop', 0)}; view "
           + (f"{v['agree']}/{v['nodes']} agree" if v else "-"), flush=True)
 
 

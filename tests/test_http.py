@@ -336,3 +336,35 @@ def test_idle_keep_alive_connections_are_closed(served):
         assert f"127.0.0.1:{port}: keep-alive connection idle for 2 s; closed" in f.read()
     metrics = curl(f"{served['base']}/metrics")[1].decode()
     assert re.search(r'wwfast_http_connections_closed_total\{reason="idle"\} [1-9]', metrics), metrics
+
+
+def _server_send_queue(port, client_port):
+    """Bytes the kernel holds for the server's side of one connection (ss: skmem w = wmem_queued)."""
+    out = subprocess.run(["ss", "-tmnH", "state", "established", f"( sport = :{port} and dport = :{client_port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    found = re.search(r"skmem:\(.*?\bw(\d+)", out)
+    assert found, out
+    return int(found.group(1))
+
+
+def test_a_reader_that_stops_holds_a_bounded_send_queue(tmp_path):
+    """A node that stops reading mid-image leaves at most the unsent cap (NOTSENT_LOWAT) queued in the
+    server's socket, not a send buffer grown to megabytes: a storm of thousands of nodes must not
+    push the machine into TCP memory pressure (drops, RTO stalls). Read off the kernel's own record."""
+    from wwfast.server.http import NOTSENT_LOWAT
+    state = str(tmp_path)
+    nodes = {"n001": make_node(state, "n001", MAC1, os.urandom(48 << 20))}
+    publish(state, nodes, "gen-q")
+    port = free_port()
+    with running_server(state, port), socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        s.sendall(f"GET /image/{MAC1}?compress=none HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        client_port = s.getsockname()[1]
+        queued, previous = _server_send_queue(port, client_port), -1
+        for _ in range(100):                  # until the server's queue stops growing (the cap is reached)
+            if queued == previous:
+                break
+            time.sleep(0.1)
+            previous, queued = queued, _server_send_queue(port, client_port)
+        assert 0 < queued <= NOTSENT_LOWAT + (256 << 10), queued

@@ -41,6 +41,7 @@ class Attempt:
 class LoadResult:
     def __init__(self, t0, attempts, summaries, wall):
         self.t0, self.attempts, self.summaries, self.wall = t0, attempts, summaries, wall
+        self.tcp = {}                 # kernel TCP counters over the run (set by the caller)
 
     def by_node(self):
         out = {}

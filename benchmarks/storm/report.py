@@ -45,7 +45,24 @@ def summarise(load, starts):
             "p50_s": pct(50), "p95_s": pct(95), "p99_s": pct(99), "max_s": max(done) if done else None,
             "bytes": nbytes, "goodput_MBps": nbytes / 1e6 / (last_end - load.t0) if last_end > load.t0 else None,
             **{f"stage_{s}_s": (float(np.mean(v)) if v else None) for s, v in stage_time.items()},
-            "client_cpu_s": load.cpu_seconds, "client_processes": len(load.summaries)}
+            "client_cpu_s": load.cpu_seconds, "client_processes": len(load.summaries),
+            "slowest": slowest(load, starts)}
+
+
+def slowest(load, starts, k=3):
+    """The k nodes that finished last, each step as [label, start after power-on, seconds, result, extra]:
+    where a tail comes from (a stage, a retry, a retransmission) is read off the record, not guessed."""
+    by_node = load.by_node()
+
+    def finish(node):
+        attempts = by_node.get(node, [])
+        return attempts[-1].end if attempts else float("inf")
+    out = []
+    for node in sorted(starts, key=finish, reverse=True)[:k]:
+        t0 = load.t0 + starts[node]
+        out.append({"node": node, "steps": [[a.label, round(a.start - t0, 3), round(a.end - a.start, 3), a.result,
+                                             a.extra] for a in by_node.get(node, [])]})
+    return out
 
 
 def occupancy(load, starts, grid):

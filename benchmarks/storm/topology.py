@@ -31,6 +31,8 @@ NODE_SPACE = ipaddress.ip_network("198.18.0.0/16")
 RACK_PREFIX = 20
 MAX_RACKS = 2 ** (RACK_PREFIX - NODE_SPACE.prefixlen)
 PER_RACK = 2 ** (32 - RACK_PREFIX) - 2
+TCP_COUNTERS = ("TcpRetransSegs", "TcpExtTCPTimeouts", "TcpExtTCPMemoryPressures", "TcpExtTCPRcvQDrop",
+                "TcpExtPruneCalled", "TcpExtTCPOFODrop", "TcpExtListenDrops")
 
 
 class LinkShape:
@@ -216,6 +218,21 @@ class Topology:
             if packets:
                 out[ns] = sum(packets)
         return out
+
+    def tcp_counters(self):
+        """Summed TCP counters of every host namespace (servers and racks): a storm's run reports the
+        difference, so a tail is explained by what the kernels recorded (timeouts, drops under memory
+        pressure), not by a guess."""
+        total = {}
+        for ns in self._created:
+            got = run(["ip", "netns", "exec", ns, "cat", "/proc/net/snmp", "/proc/net/netstat"], check=False)
+            lines = got.stdout.splitlines()
+            for names, values in zip(lines[::2], lines[1::2]):
+                kind, _, names = names.partition(":")
+                for name, value in zip(names.split(), values.partition(":")[2].split()):
+                    if f"{kind}{name}" in TCP_COUNTERS:
+                        total[f"{kind}{name}"] = total.get(f"{kind}{name}", 0) + int(value)
+        return total
 
     def close(self):
         for name in reversed(self._created):

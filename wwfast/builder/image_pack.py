@@ -65,7 +65,7 @@ def pack_image(root, out_dir, name, encodings=("zst",), zstd_level=3, threads=0,
             files = {enc: stack.enter_context(fsutil.atomic_file(os.path.join(out_dir, name + SUFFIXES[enc])))
                      for enc in encodings}
             for enc, f in files.items():
-                outputs[enc] = fsutil.HashingWriter(f)
+                outputs[enc] = fsutil.HashingWriter(f, flush_behind=True)   # the fsync at the end waits less
             streams = {}
             if "gz" in encodings:
                 streams["gz"] = compress.GzipEncoder(compress.GZIP_LEVEL, threads).stream(outputs["gz"])

@@ -20,7 +20,6 @@ import jinja2
 from wwfast import fsutil, layout
 from wwfast.define.cluster_settings import cache_tier
 from wwfast.builder import fanout
-from wwfast.builder.overlay_build import syncfs
 from wwfast.errors import ConfigError
 from wwfast.records import is_ethernet_mac
 from wwfast.builder.render import RenderError, template_line
@@ -201,13 +200,14 @@ def build_ipxe(conf_dir, state_dir, settings, nodes):
                 if write_if_changed(os.path.join(directory, f"{n}.ipxe"), renderer.node_script(nodes[n]))]
     shares = fanout.map_split(write_scripts, ids, fanout.workers_for(len(ids)), errors=WORKER_ERRORS)
     changed = sorted(n for share in shares for n in share)
-    write_if_changed(os.path.join(directory, f"{UNKNOWN}.ipxe"), renderer.unknown_script())
+    unknown = os.path.join(directory, f"{UNKNOWN}.ipxe")
+    wrote_unknown = write_if_changed(unknown, renderer.unknown_script())
     keep = {f"{n}.ipxe" for n in nodes} | {f"{UNKNOWN}.ipxe"}
     removed = sorted(f for f in os.listdir(directory) if f.endswith(".ipxe") and f not in keep)
     for f in removed:
         os.unlink(os.path.join(directory, f))
-    if changed:
-        syncfs(directory)
+    written = [os.path.join(directory, f"{n}.ipxe") for n in changed] + ([unknown] if wrote_unknown else [])
+    fsutil.sync_files(written)   # durable once: an fsync per script for a few nodes, one syncfs for many
     return changed, removed
 
 

@@ -342,7 +342,9 @@ class OverlayBuilder:
                     self.plan(_overlay_list(self.nodes[node_id], context), node_id, context)
             deps = self._build_parallel(todo) if len(todo) >= PARALLEL_MIN_NODES and self.workers > 1 \
                 else self.build_nodes(todo)
-            syncfs(out_dir(self.state_dir))
+            # durable once: an fsync per archive for a few nodes, one syncfs for many
+            fsutil.sync_files([archive_path(self.state_dir, n, c) for n in todo for c in CONTEXTS],
+                              dirs=[out_dir(self.state_dir)])
         else:
             deps = set()
         result.rebuilt = todo
@@ -503,20 +505,6 @@ def _why_rebuild(state_dir, node_id, fps, previous, force):
     if changed:
         return f"{'/'.join(changed)} inputs changed"
     return None
-
-
-def syncfs(path):
-    """Flush the file system holding `path` once (cheaper than an fsync per archive)."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            libc.syncfs(fd)
-        finally:
-            os.close(fd)
-    except (OSError, AttributeError):
-        os.sync()
 
 
 def build_overlays(conf_dir, state_dir, settings, nodes, force=False, workers=None, log=None, only=None,

@@ -28,6 +28,11 @@ log = logging.getLogger("wwfast.serve")
 SERVER = "wwfast"
 PUMP_BUDGET = 16 << 20        # bytes one connection may send per loop wake-up (fairness)
 MMAP_CHUNK = 4 << 20
+# Unsent bytes a connection may queue in the kernel. Without a cap every socket's send buffer grows to
+# tcp_wmem's maximum (4 MiB): a thousand nodes pulling images at once then hold GBs of socket memory,
+# TCP memory pressure sets in machine-wide, receivers prune and drop, and unlucky connections stall for
+# tens of seconds in RTO back-off (seen as a storm's tail). What is in flight is not capped by this.
+NOTSENT_LOWAT = 512 << 10
 MAX_QUEUED = 8                # pipelined requests buffered before we stop reading
 
 
@@ -101,6 +106,11 @@ class Connection(asyncio.Protocol):
             transport.abort()
             return
         self.wsock.setblocking(False)
+        if self.wsock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                self.wsock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
+            except OSError:       # kernels before 3.12; the send buffer's own limit applies
+                pass
         self.server.connections.add(self)
         self.server.metrics.connections += 1
 
