@@ -302,7 +302,7 @@ def test_two_workers_in_etcd_mode_share_one_scale_out_part(tmp_path):
 def test_a_node_pinned_to_a_cache_group_gets_that_groups_cache_first(tmp_path):
     import types
     from wwfast import records
-    from wwfast.publish.publisher import cache_group
+    from wwfast.publish.manifest import cache_group
     settings = types.SimpleNamespace(caches=[{"url": "http://a:1"}], etcd_endpoints=[], cache_group_tag="rack")
     assert cache_group(records.Node(id="n1", tags={"rack": "r2"}), settings) == "r2"
     assert cache_group(records.Node(id="n2", tags={}), settings) == ""

@@ -32,7 +32,7 @@ import zstandard
 
 from wwfast import fsutil, layout
 from wwfast.cluster.etcd import Etcd, EtcdUnavailable
-from wwfast.publish.publisher import manifest_files, manifest_path, store_dir
+from wwfast.publish.manifest import manifest_files, manifest_path, store_dir
 
 log = logging.getLogger("wwfast.cluster")
 CHUNK = 1 << 20
