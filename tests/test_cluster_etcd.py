@@ -17,7 +17,7 @@ from wwfast.cluster import boot_mirror, pointer
 from wwfast.cluster.etcd import Etcd
 from wwfast.cluster.membership import Announcer, MemberView
 from wwfast.cluster.placement import Member
-from wwfast.publish.publisher import manifest_path, store_dir
+from wwfast.publish.manifest import manifest_path, store_dir
 
 pytestmark = pytest.mark.slow
 PREFIX = "/wwtest/"

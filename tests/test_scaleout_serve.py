@@ -227,7 +227,7 @@ def test_three_servers_follow_the_pointer_share_members_and_boot_records(tmp_pat
 def test_a_node_pinned_to_a_cache_group_gets_that_groups_cache_first(tmp_path):
     import types
     from wwfast import records
-    from wwfast.publish.publisher import cache_group
+    from wwfast.publish.manifest import cache_group
     settings = types.SimpleNamespace(caches=[{"url": "http://a:1"}], etcd_endpoints=[], cache_group_tag="rack")
     assert cache_group(records.Node(id="n1", tags={"rack": "r2"}), settings) == "r2"
     assert cache_group(records.Node(id="n2", tags={}), settings) == ""

@@ -6,8 +6,10 @@ and written through typed memoryviews (no Python object per session beyond the
 buffer it sends from); each transfer's socket is created, read and written with
 plain syscalls on its fd; one epoll set carries the session id of every socket;
 a window of DATA goes out in one sendmmsg() straight from the file's buffer; one
-hashed timer wheel (linked lists in arrays) drives retransmission. Nothing on the
-ACK -> DATA path touches a Python object.
+hashed timer wheel (linked lists in arrays) drives retransmission, and a client's
+re-ACK of the block before the one in flight resends it at once when it went out at
+least timeout/8 ago (one resend per interval: no Sorcerer's Apprentice). Nothing on
+the ACK -> DATA path touches a Python object.
 """
 import numpy as np
 
@@ -97,11 +99,12 @@ cdef enum:
     MAX_WINDOW = 64           # == _tftp_codec.MAX_WINDOWSIZE
     PEER_BYTES = 28           # sizeof(struct sockaddr_in6)
     MAX_BACKOFF = 3           # a retry waits timeout << min(retries, 3)
+    NUDGE_SHIFT = 3           # a re-ACK resends what went out at least timeout >> 3 ago
     RECV_BYTES = 65536
 
 STAT_NAMES = ("started", "completed", "expired", "aborted", "data_sent", "retransmits", "duplicate_requests",
               "first_resends",
-              "duplicate_acks", "wrong_tid", "malformed", "send_errors")
+              "duplicate_acks", "dupack_resends", "wrong_tid", "malformed", "send_errors")
 # How a transfer ended, as finished() reports it (index = the END_* code below)
 END_RESULTS = ("ok", "expired", "aborted", "illegal", "closed")
 
@@ -165,7 +168,7 @@ cdef class SessionTable:
     cdef int nactive
     cdef int8_t[::1] state
     cdef int32_t[::1] fd, blksize, windowsize, timeout_ticks, nretries, slot, wnext, wprev
-    cdef int64_t[::1] size, nblocks, acked, sent_upto, deadline
+    cdef int64_t[::1] size, nblocks, acked, sent_upto, deadline, sent_at
     cdef intptr_t[::1] data
     cdef uint8_t[:, ::1] peer
     cdef int32_t[::1] free_ids
@@ -185,7 +188,7 @@ cdef class SessionTable:
     # statistics
     cdef int64_t st_started, st_completed, st_expired, st_aborted, st_data_sent, st_retransmits
     cdef int64_t st_duplicate_acks, st_wrong_tid, st_malformed, st_send_errors
-    cdef int64_t st_duplicate_requests, st_first_resends
+    cdef int64_t st_duplicate_requests, st_first_resends, st_dupack_resends
 
     def __cinit__(self):
         self.epfd = -1
@@ -238,7 +241,7 @@ cdef class SessionTable:
     def stats(self):
         values = (self.st_started, self.st_completed, self.st_expired, self.st_aborted,
                   self.st_data_sent, self.st_retransmits, self.st_duplicate_requests, self.st_first_resends,
-                  self.st_duplicate_acks, self.st_wrong_tid,
+                  self.st_duplicate_acks, self.st_dupack_resends, self.st_wrong_tid,
                   self.st_malformed, self.st_send_errors)
         out = dict(zip(STAT_NAMES, values))
         out["active"] = self.nactive
@@ -302,6 +305,7 @@ cdef class SessionTable:
         self.acked[sid] = 0
         self.sent_upto[sid] = 0
         self.nretries[sid] = 0
+        self.sent_at[sid] = 0
         self.slot[sid] = -1
         self.oacks[sid] = oack
         self.keys[sid] = key
@@ -387,6 +391,7 @@ cdef class SessionTable:
         self.acked = _grown(self.acked if old else None, old, new_capacity, np.int64, 0)
         self.sent_upto = _grown(self.sent_upto if old else None, old, new_capacity, np.int64, 0)
         self.deadline = _grown(self.deadline if old else None, old, new_capacity, np.int64, 0)
+        self.sent_at = _grown(self.sent_at if old else None, old, new_capacity, np.int64, 0)
         self.data = _grown(self.data if old else None, old, new_capacity, np.intp, 0)
         peer = np.zeros((new_capacity, PEER_BYTES), dtype=np.uint8)
         if old:
@@ -472,8 +477,9 @@ cdef class SessionTable:
         base = self.acked[sid]
         delta = (block - base) & 0xFFFF
         if delta == 0 or delta > self.sent_upto[sid] - base:
-            # A duplicate or stale ACK: never answer it with DATA (Sorcerer's Apprentice).
             self.st_duplicate_acks += 1
+            if delta == 0:
+                self._on_reack(sid)
             return 0
         self.acked[sid] = base + delta
         self.nretries[sid] = 0
@@ -482,6 +488,23 @@ cdef class SessionTable:
             self._end(sid, END_OK)
         else:
             self._send_window(sid)
+        return 0
+
+    cdef int _on_reack(self, int sid) except -1:
+        """The client ACKed again the block before those in flight: its retry timer fired, so
+        what we sent was lost (or is late). Resend it, but only if it went out at least
+        timeout/8 ago: a burst of duplicates (a late or doubled DATA, the re-ACKs of a gap
+        in a window) gets one resend per interval, never one each (Sorcerer's Apprentice,
+        RFC 1123 4.2.3.1). Each counts as a retry: `retries` still bounds the resends of a
+        block, and the last one is left to the timer, which expires the transfer."""
+        cdef int64_t guard = self.timeout_ticks[sid] >> NUDGE_SHIFT
+        if guard < 1:
+            guard = 1
+        if self.nretries[sid] >= self.retries or self._clock() - self.sent_at[sid] < guard:
+            return 0
+        self.nretries[sid] += 1
+        self.st_dupack_resends += 1
+        self._send_window(sid)
         return 0
 
     cdef int _send_raw(self, int sid, const unsigned char *buf, size_t n) except -1:
@@ -539,6 +562,7 @@ cdef class SessionTable:
             self.st_send_errors += i - (sent if sent > 0 else 0)
         self.st_data_sent += i
         self.sent_upto[sid] = last
+        self.sent_at[sid] = self._clock()
         self._schedule(sid)
         return 0
 

@@ -4,7 +4,11 @@ One `SessionTable` per process holds every transfer in flight. Each transfer has
 its own UDP socket (its TID, RFC 1350) registered in one epoll set, so the event
 loop watches a single fd (`fileno()`) and calls `poll()` when it is readable.
 Retransmission is driven by one hashed timer wheel that `advance()` turns; the
-loop calls it every `tick` seconds while sessions exist. Same API and behaviour
+loop calls it every `tick` seconds while sessions exist. A client's re-ACK of the
+block before the one in flight (its own retry timer fired: iPXE after 250 ms) is
+answered at once by a resend when that block went out at least `timeout`/8 ago,
+so a lost DATA costs the client's timer, not the server's; the age guard holds it
+to one resend per interval however many duplicate ACKs come (Sorcerer's Apprentice). Same API and behaviour
 as the compiled twin; this one keeps a small Python object per session.
 """
 import os
@@ -21,19 +25,20 @@ from wwfast._tftp_codec import (  # noqa: F401  (re-exported: the facade's API)
 
 _WHEEL_SLOTS = 4096          # power of two; deadlines beyond one lap wait for their lap
 _MAX_BACKOFF = 3             # a retry waits timeout << min(retries, 3)
+_NUDGE_SHIFT = 3             # a re-ACK resends what went out at least timeout >> 3 ago
 _HEADER = struct.Struct("!HH")
 _UNKNOWN_TID = build_error(ERR_UNKNOWN_TID, "unknown transfer ID")
 _ILLEGAL = build_error(ERR_ILLEGAL, "illegal TFTP operation")
 STAT_NAMES = ("started", "completed", "expired", "aborted", "data_sent", "retransmits", "duplicate_requests",
               "first_resends",
-              "duplicate_acks", "wrong_tid", "malformed", "send_errors")
+              "duplicate_acks", "dupack_resends", "wrong_tid", "malformed", "send_errors")
 # How a transfer ended, as finished() reports it
 END_RESULTS = ("ok", "expired", "aborted", "illegal", "closed")
 
 
 class _Session:
     __slots__ = ("sid", "sock", "fd", "peer", "data", "size", "blksize", "windowsize", "timeout",
-                 "nblocks", "acked", "sent_upto", "retries", "oack", "deadline", "slot", "key", "tag")
+                 "nblocks", "acked", "sent_upto", "retries", "oack", "deadline", "slot", "key", "tag", "sent_at")
 
 
 class SessionTable:
@@ -110,6 +115,7 @@ class SessionTable:
         s.nblocks = s.size // s.blksize + 1   # the last block is short, possibly empty
         s.acked = s.sent_upto = 0
         s.retries = 0
+        s.sent_at = 0
         s.oack = oack
         s.slot = -1
         s.key = key
@@ -211,8 +217,9 @@ class SessionTable:
         base = s.acked
         delta = (block - base) & 0xFFFF
         if delta == 0 or delta > s.sent_upto - base:
-            # A duplicate or stale ACK: never answer it with DATA (Sorcerer's Apprentice).
             self._stats["duplicate_acks"] += 1
+            if delta == 0:
+                self._on_reack(s)
             return
         s.acked = base + delta
         s.retries = 0
@@ -221,6 +228,19 @@ class SessionTable:
             self._end(s, "ok")
         else:
             self._send_window(s)
+
+    def _on_reack(self, s):
+        """The client ACKed again the block before those in flight: its retry timer fired, so
+        what we sent was lost (or is late). Resend it, but only if it went out at least
+        timeout/8 ago: a burst of duplicates (a late or doubled DATA, the re-ACKs of a gap
+        in a window) gets one resend per interval, never one each (Sorcerer's Apprentice,
+        RFC 1123 4.2.3.1). Each counts as a retry: `retries` still bounds the resends of a
+        block, and the last one is left to the timer, which expires the transfer."""
+        if s.retries >= self.retries or self._clock() - s.sent_at < max(1, s.timeout >> _NUDGE_SHIFT):
+            return
+        s.retries += 1
+        self._stats["dupack_resends"] += 1
+        self._send_window(s)
 
     def _on_timeout(self, s):
         s.retries += 1
@@ -247,6 +267,7 @@ class SessionTable:
             self._sendto(s, _HEADER.pack(DATA, block & 0xFFFF) + s.data[start:start + bs], s.peer)
             self._stats["data_sent"] += 1
         s.sent_upto = last
+        s.sent_at = self._clock()
         self._schedule(s)
 
     def _sendto(self, s, packet, addr):

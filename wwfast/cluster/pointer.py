@@ -18,7 +18,7 @@ import urllib.request
 
 from wwfast import fsutil, layout
 from wwfast.cluster.etcd import Etcd
-from wwfast.publish.publisher import manifest_files, manifest_path, store_dir
+from wwfast.publish.manifest import manifest_files, manifest_path, store_dir
 
 log = logging.getLogger("wwfast.cluster")
 CHUNK = 1 << 20

@@ -41,8 +41,8 @@ class Histogram:
 
 # the TFTP core's stats() counters /metrics shows ("active" is a gauge, left out)
 TFTP_CORE_EVENTS = ("started", "completed", "expired", "aborted", "data_sent", "retransmits",
-                    "duplicate_requests", "first_resends", "duplicate_acks", "wrong_tid", "malformed",
-                    "send_errors")
+                    "duplicate_requests", "first_resends", "duplicate_acks", "dupack_resends", "wrong_tid",
+                    "malformed", "send_errors")
 
 
 class Metrics:
