@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 import harness  # noqa: E402
 from wwfast import canonjson  # noqa: E402
 from wwfast.builder import inventory  # noqa: E402
-from wwfast.define import nodes  # noqa: E402
+from wwfast.define import nodefile, nodes  # noqa: E402
 from wwfast.fsutil import atomic_write  # noqa: E402
 from wwfast.define.merge import expand_profiles, merge  # noqa: E402
 from wwfast.define.schema import NODE, PROFILE  # noqa: E402
@@ -96,7 +96,7 @@ def main():
                                   "json.dumps", "stage process")}
         for _ in range(args.runs):
             cpu = time.process_time()
-            t_parse, config = timed(lambda: nodes.read_config(conf))
+            t_parse, config = timed(lambda: nodefile.read_config(conf))
             t_merge, db = timed(lambda: nodes.resolve(config, inventory.image_names(state),
                                                        inventory.overlay_names(conf)))
             t_write, _ = timed(lambda: nodes.write_db(state, db))

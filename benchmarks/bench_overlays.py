@@ -32,10 +32,11 @@ from harness import cpu_seconds  # noqa: E402
 
 from helpers.overlay_fixtures import edit_node, fake_ssh_keys, make_images, make_node, netdev  # noqa: E402
 from wwfast import cpio  # noqa: E402
-from wwfast.define import nodes as nodedb  # noqa: E402
+from wwfast.define import nodefile, nodes as nodedb  # noqa: E402
 from wwfast.builder import overlays  # noqa: E402
 from wwfast.builder.overlay_build import build_overlays  # noqa: E402
-from wwfast.builder.render import Renderer, node_view  # noqa: E402
+from wwfast.builder.render import Renderer  # noqa: E402
+from wwfast.builder.template_views import node_view  # noqa: E402
 from wwfast.define.settings import Settings  # noqa: E402
 
 
@@ -47,7 +48,7 @@ DEFAULT_RUNTIME = ["hosts", "ssh.authorized_keys", "users"]
 
 def demo_lists(conf):
     """The overlay lists of the demo's default profile (conf/nodes.yaml)."""
-    config = nodedb.read_config(str(conf))
+    config = nodefile.read_config(str(conf))
     resolved = nodedb.resolve(config)
     first = resolved[sorted(resolved)[0]]
     return first["system overlay"], first["runtime overlay"]

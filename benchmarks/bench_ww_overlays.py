@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import harness  # noqa: E402
 from bench_overlays import DEFAULT_RUNTIME, DEFAULT_SYSTEM, fresh_state, make_nodes  # noqa: E402
 from wwfast.builder.overlay_build import build_overlays  # noqa: E402
-from wwfast.builder.render import Renderer, node_view  # noqa: E402
+from wwfast.builder.render import Renderer  # noqa: E402
+from wwfast.builder.template_views import node_view  # noqa: E402
 from wwfast.define.settings import Settings  # noqa: E402
 
 WW_SYSTEM = ["wwinit", "wwclient", "hosts", "fstab", "hostname", "ssh.host_keys", "issue", "resolv", "udev.netname",

@@ -14,7 +14,8 @@ import sys
 import time
 
 from wwfast import layout, runner
-from wwfast.publish import publisher as publish
+from wwfast.publish import PublishError, build_outputs, publisher as publish
+from wwfast.publish.garbage import GRACE_SECONDS, collect_garbage
 from wwfast.define import settings as settings_mod
 from wwfast.errors import ConfigError
 from wwfast.fsutil import LockBusy
@@ -36,8 +37,7 @@ def _run(ctx):
 def _collect_garbage(ctx):
     """Every run, current or not: store files unreferenced for the grace period go, and temp files."""
     retired = ctx.memory.get("retired", {})
-    ctx.removed = publish.collect_garbage(ctx.state_dir, ctx.memory.get("store", {}), ctx.memory,
-                                          ctx.params["grace"])
+    ctx.removed = collect_garbage(ctx.state_dir, ctx.memory.get("store", {}), ctx.memory, ctx.params["grace"])
     return ctx.removed or ctx.memory["retired"] != retired
 
 
@@ -49,14 +49,14 @@ STAGE = runner.Stage(
     code=("wwfast.publish", "wwfast.records", "wwfast.canonjson", "wwfast.layout", __file__),
     outputs=lambda ctx: [layout.manifest(ctx.state_dir)],
     # every build output it read and every store file it named: stat keys in its memory, checked per item
-    check=lambda ctx: publish.stale_items(ctx.state_dir, ctx.memory),
+    check=lambda ctx: build_outputs.stale_items(ctx.state_dir, ctx.memory),
     locks=("build",),            # build's outputs are our inputs: no build runs while we read them
     housekeeping=_collect_garbage,
     version=publish.STAGE_VERSION,
 )
 
 
-def run(conf_dir, state_dir, force=False, wait=True, grace=publish.GRACE_SECONDS, say=print):
+def run(conf_dir, state_dir, force=False, wait=True, grace=GRACE_SECONDS, say=print):
     settings = settings_mod.load(conf_dir)
     outcome = runner.run(STAGE, conf_dir, state_dir, settings, force=force, wait=wait, log=say, grace=grace)
     if outcome.code:
@@ -85,9 +85,9 @@ def main(argv=None):
     parser.add_argument("--force", action="store_true", help="republish even when current")
     parser.add_argument("--no-wait", action="store_true",
                         help=f"exit {EXIT_BUSY} at once if another run holds the lock (default: wait)")
-    parser.add_argument("--grace", type=float, default=publish.GRACE_SECONDS,
+    parser.add_argument("--grace", type=float, default=GRACE_SECONDS,
                         help="seconds an unreferenced store file is kept for downloads in flight "
-                             f"(default {publish.GRACE_SECONDS})")
+                             f"(default {GRACE_SECONDS})")
     talk = parser.add_mutually_exclusive_group()
     talk.add_argument("-v", "--verbose", action="store_true", help="talk even when not on a terminal")
     talk.add_argument("-q", "--quiet", action="store_true", help="print only errors")
@@ -99,7 +99,7 @@ def main(argv=None):
     except LockBusy as e:
         print(f"compress: {e}; exiting (--no-wait)", file=sys.stderr)
         return EXIT_BUSY
-    except (ConfigError, publish.PublishError, OSError) as e:   # OSError: disk full, permissions, ...
+    except (ConfigError, PublishError, OSError) as e:   # OSError: disk full, permissions, ...
         print(f"compress: error: {e}", file=sys.stderr)
         print("compress: the published manifest is unchanged", file=sys.stderr)
         return 1

@@ -20,7 +20,7 @@ import time
 from wwfast import layout, records, runner
 from wwfast.builder import inventory
 from wwfast.configure.plan import range_warnings
-from wwfast.define import nodes, settings, shrink
+from wwfast.define import nodefile, nodes, settings, shrink
 from wwfast.errors import ConfigError
 from wwfast.fsutil import LockBusy
 from wwfast.dirs import add_dir_arguments
@@ -31,8 +31,8 @@ def dhcp_range_key(conf):
 
 
 # The modules that shape nodes.json (their source is part of the stage's fingerprint).
-CODE = ("wwfast.define.nodes", "wwfast.define.merge", "wwfast.define.schema", "wwfast.define.yamlfile",
-        "wwfast.define.hostlist", "wwfast.errors", "wwfast.records")
+CODE = ("wwfast.define.nodes", "wwfast.define.nodefile", "wwfast.define.merge", "wwfast.define.schema",
+        "wwfast.define.yamlfile", "wwfast.define.hostlist", "wwfast.errors", "wwfast.records")
 
 
 def _facts(ctx):
@@ -69,7 +69,7 @@ def _run(ctx):
 STAGE = runner.Stage(
     name="define",
     run=_run,
-    inputs=lambda ctx: [nodes.nodes_file(ctx.conf_dir)],
+    inputs=lambda ctx: [nodefile.nodes_file(ctx.conf_dir)],
     settings=lambda ctx: {"dhcp range": dhcp_range_key(ctx.settings)},
     facts=_facts,
     code=CODE,

@@ -137,7 +137,7 @@ def write_settings(conf, zstd_level=3, gzip=True):
 
 def check_published(state):
     """Assert the manifest parses and every file it names is whole; return the manifest."""
-    from wwfast.publish import publisher as publish
+    from wwfast.publish import manifest as publish
     manifest = publish.load_manifest(str(state))
     assert manifest is not None and manifest["format"] == 1
     store = pathlib.Path(publish.store_dir(str(state)))

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from wwfast.define import nodes
+from wwfast.define import nodefile, nodes
 
 WWFAST = str(pathlib.Path(sys.executable).with_name("wwfast"))
 
@@ -27,7 +27,7 @@ def ww(conf, *args, ok=True):
 
 
 def resolved(conf):
-    return nodes.resolve(nodes.read_config(str(conf)))
+    return nodes.resolve(nodefile.read_config(str(conf)))
 
 
 def test_add_range_with_incrementing_ip_then_set_unset_delete(conf):

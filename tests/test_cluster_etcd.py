@@ -17,7 +17,7 @@ from wwfast.cluster import boot_mirror, pointer
 from wwfast.cluster.etcd import Etcd
 from wwfast.cluster.membership import Announcer, MemberView
 from wwfast.cluster.placement import Member
-from wwfast.publish.publisher import manifest_path, store_dir
+from wwfast.publish.manifest import manifest_path, store_dir
 
 pytestmark = pytest.mark.slow
 PREFIX = "/wwtest/"
@@ -153,13 +153,68 @@ def test_publish_pointer_followed_by_every_server_and_files_pulled(cluster, tmp_
                 e = next(iter(entry.values()))
                 assert hashlib.sha256(open(os.path.join(store_dir(f.state_dir), e["file"]), "rb").read()
                                       ).hexdigest() == e["sha256"]
-        assert [f.switches[0][4] for f in followers] == [1, 3, 3]     # files pulled: manifest (+ store)
+        assert [f.switches[0][4] for f in followers] == [0, 2, 2]     # store files pulled
+        assert [f.switches[0][5] for f in followers] == ["etcd"] * 3   # the manifest came with the pointer
         # publishing the same manifest again is no new generation; a stale publisher loses the race
         assert pointer.publish(_client(etcd), prefix, str(publisher), [origin.url]) == published
         assert all(len(f.switches) == 1 for f in followers)
     finally:
         for f in followers:
             f.stop()
+        origin.close()
+
+
+def test_the_manifest_travels_in_etcd_with_its_pointer_in_parts_or_over_http(cluster, tmp_path):
+    """A small manifest is in the pointer's own transaction; one over etcd's request limit goes in parts
+    first (real etcd: 1.5 MiB per request by default); past the etcd cap it is pulled over HTTP. Parts no
+    pointer names any more are removed."""
+    import base64
+    net, etcd, _ = cluster
+    prefix = PREFIX + "parts/"
+    publisher = tmp_path / "publisher"
+    origin = BlobOrigin(publisher, net.address("adm"))
+    client = _client(etcd)
+    follower = None
+
+    def data_shas():
+        return sorted({k.split("/")[-2] for k in client.keys(pointer.data_key(prefix))})
+
+    def installed():
+        return open(manifest_path(str(tmp_path / "f")), "rb").read()
+    try:
+        _publish_state(publisher, "g1", {"kernel": os.urandom(5000)})
+        follower = pointer.PointerFollower(_client(etcd, 1), prefix, str(tmp_path / "f"), name="f").start()
+        p1 = pointer.publish(client, prefix, str(publisher), [origin.url])
+        assert p1["parts"] == 1 and p1["encoding"] == "zstd"
+        _, pointer_revision = client.get(pointer.pointer_key(prefix))
+        _, part_revision = client.get(pointer.data_key(prefix, p1["sha256"], 0))
+        assert part_revision == pointer_revision            # one transaction: the pointer and the manifest
+        wait_for(lambda: len(follower.switches) == 1, "g1 installed")
+        assert follower.switches[0][4:] == (1, "etcd")       # the kernel pulled; the manifest from etcd
+        assert installed() == (publisher / "publish" / "manifest.json").read_bytes()
+
+        # ~2.4 MB that does not compress: three parts of 1 MiB, each in its own transaction before the pointer
+        manifest = _publish_state(publisher, "g2", {"kernel": os.urandom(5000)})
+        manifest["filler"] = base64.b64encode(os.urandom(2_400_000)).decode()
+        (publisher / "publish" / "manifest.json").write_bytes(json.dumps(manifest).encode())
+        p2 = pointer.publish(client, prefix, str(publisher), [origin.url])
+        assert p2["parts"] == 3 and p2["packed"] > 2 * pointer.PART_BYTES
+        wait_for(lambda: len(follower.switches) == 2, "g2 installed")
+        assert follower.switches[1][5] == "etcd" and follower.errors == []
+        assert installed() == (publisher / "publish" / "manifest.json").read_bytes()
+        assert data_shas() == sorted([p1["sha256"], p2["sha256"]])
+
+        # too large for etcd (a cap of 100 bytes here): the pointer alone, the manifest pulled over HTTP
+        _publish_state(publisher, "g3", {"kernel": os.urandom(5000)})
+        p3 = pointer.publish(client, prefix, str(publisher), [origin.url], in_etcd_max=100)
+        assert "parts" not in p3
+        wait_for(lambda: len(follower.switches) == 3, "g3 installed")
+        assert follower.switches[2][4:] == (1, "http") and follower.errors == []
+        assert installed() == (publisher / "publish" / "manifest.json").read_bytes()
+        assert data_shas() == [p2["sha256"]]                 # g1's part removed with g3's pointer
+    finally:
+        if follower is not None:
+            follower.stop()
         origin.close()
 
 

@@ -16,7 +16,8 @@ import sys
 import pytest
 import zstandard
 
-from wwfast.publish import compress, publisher as publish
+from wwfast.publish import compress, manifest as publish
+from wwfast.publish.store import FUSE_MIN
 from wwfast import cpio, fsutil, runner
 from wwfast.publish.progress import Progress
 
@@ -296,8 +297,8 @@ def test_missing_build_is_a_clear_error_and_keeps_the_manifest(cluster):
 
 def test_large_archive_is_hashed_while_compressed(cluster):
     conf, state, tree = cluster
-    big = cpio_of(os.urandom(1 << 20) * (publish.FUSE_MIN // (1 << 20) + 2))
-    assert len(big) > publish.FUSE_MIN
+    big = cpio_of(os.urandom(1 << 20) * (FUSE_MIN // (1 << 20) + 2))
+    assert len(big) > FUSE_MIN
     tree.image_bytes = big
     tree.write_image()
     result = ok(run_stage(conf, state, "-v"))

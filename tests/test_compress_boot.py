@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from wwfast.publish import publisher as publish
+from wwfast.publish import manifest as publish
 
 from compress_support import BuildTree, check_published, run_stage, write_settings
 

@@ -172,10 +172,10 @@ def test_kill_9_inside_a_define_run_leaves_the_previous_database(site, target):
 
 
 def test_previous_node_ids_scan_agrees_with_parsing_the_database(tmp_path):
-    from wwfast.define import nodes, shrink
+    from wwfast.define import nodefile, nodes, shrink
     ids = ["n-1.rack", "N_2", "n:3", "x" * 60]
     text = "nodes:\n" + "".join(f'  "{i}": {{network devices: {{d: {{ipaddr: 10.0.0.{k}}}}}}}\n' for k, i in enumerate(ids))
-    path = nodes.write_db(str(tmp_path), nodes.resolve(nodes.parse_config(text, "nodes.yaml")))
+    path = nodes.write_db(str(tmp_path), nodes.resolve(nodefile.parse_config(text, "nodes.yaml")))
     assert shrink.previous_ids(path) == set(json.loads(pathlib.Path(path).read_bytes())["nodes"]) == set(ids)
     pathlib.Path(path).write_text(json.dumps({"format": 1, "nodes": {i: {} for i in ids}}))   # not canonical
     assert shrink.previous_ids(path) == set(ids)

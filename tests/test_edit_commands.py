@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from wwfast.define import nodes
+from wwfast.define import nodefile, nodes
 
 WWFAST = str(pathlib.Path(sys.executable).with_name("wwfast"))
 COMMENTS = ("# wwfast node database", "# Hardware of the demo machines", "# What every node boots.")
@@ -46,7 +46,7 @@ def ww(conf, *args, ok=True, editor=None, stdin=""):
 
 
 def resolved(conf):
-    return nodes.resolve(nodes.read_config(str(conf)))
+    return nodes.resolve(nodefile.read_config(str(conf)))
 
 
 def test_node_edit_saves_a_valid_edit_and_keeps_comments(conf, tmp_path):

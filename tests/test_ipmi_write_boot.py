@@ -19,7 +19,7 @@ from helpers.qemu import boot_until
 from wwfast import cpio
 from wwfast.builder import demo_image
 from wwfast.builder.overlay_build import archive_path, build_overlays
-from wwfast.define import nodes
+from wwfast.define import nodefile, nodes
 from wwfast.define.settings import Settings
 from wwfast.records import Node
 
@@ -80,7 +80,7 @@ nodes:
         before = ww(conf, "power", "status", "qnode1")
         assert before.returncode == 1 and "unknown user name" in before.stdout, before.stdout
 
-        node = {k: Node.from_json(v) for k, v in nodes.resolve(nodes.read_config(str(conf))).items()}
+        node = {k: Node.from_json(v) for k, v in nodes.resolve(nodefile.read_config(str(conf))).items()}
         settings = Settings(address="10.0.2.2", http_port=9, secure=False, digest="ipmi-test")
         build_overlays(conf, tmp_path, settings, node)
         system = pathlib.Path(archive_path(tmp_path, "qnode1", "system"))

@@ -4,12 +4,12 @@ import textwrap
 import pytest
 
 from wwfast import records
-from wwfast.define import nodes
+from wwfast.define import nodefile, nodes, provenance
 from wwfast.errors import ConfigError
 
 
 def resolve(text, **kw):
-    return nodes.resolve(nodes.parse_config(textwrap.dedent(text), "nodes.yaml"), **kw)
+    return nodes.resolve(nodefile.parse_config(textwrap.dedent(text), "nodes.yaml"), **kw)
 
 
 def error_of(text):
@@ -279,14 +279,14 @@ def test_node_defined_twice_by_hostlist_is_an_error():
 
 
 def test_field_sources_name_the_profile():
-    config = nodes.parse_config(textwrap.dedent("""
+    config = nodefile.parse_config(textwrap.dedent("""
         nodeprofiles:
           base: {init: /sbin/init, tags: {a: "1"}, system overlay: [wwinit]}
           default: {profiles: [base], image name: img, system overlay: [hosts]}
         nodes:
           n1: {profiles: [default], tags: {b: "2"}, system overlay: [extra]}
     """), "nodes.yaml")
-    src = nodes.field_sources(config, "n1")
+    src = provenance.field_sources(config, "n1")
     assert src["init"] == "base" and src["image name"] == "default"
     assert src["tags.a"] == "base" and src["tags.b"] == "node"
     assert src["system overlay"] == "base+default+node"

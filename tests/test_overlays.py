@@ -377,7 +377,7 @@ def test_overlay_list_and_show_cli(dirs):
                                      ("172.16.0.1", "255.240.0.0"), ("1.2.3.4", "")])
 def test_cidr_helpers_agree_with_ipaddress(ip, mask):
     import ipaddress
-    from wwfast.builder.render import netdev_view
+    from wwfast.builder.template_views import netdev_view
     from wwfast.records import NetDev
     dev = netdev_view(NetDev.from_json("d", netdev(ipaddr=ip, netmask=mask)))
     iface = ipaddress.IPv4Interface(f"{ip}/{mask or 32}")

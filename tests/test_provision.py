@@ -7,7 +7,8 @@ import pytest
 from serve_helpers import make_node, publish, store_bytes
 from wwfast.server.catalog import CatalogWatcher
 from wwfast.server.ledger import BootLedger
-from wwfast.server.provision import ROUTES, Provisioner
+from wwfast.server.provision import Provisioner
+from wwfast.server.routing import ROUTES
 
 MAC1, MAC2, MAC3 = "52:54:00:00:00:01", "52:54:00:00:00:02", "52:54:00:00:00:03"
 PEER = ("10.0.0.5", 40000)

@@ -18,12 +18,12 @@ import subprocess
 import zstandard
 
 from wwfast import fsutil
-from wwfast.publish import publisher as publish
+from wwfast.publish import manifest as publish
 
 from compress_support import ROOT, BuildTree, check_published, run_stage, write_settings
 from helpers import killpoints
 
-IMAGE_BYTES = 20 << 20      # above publish.FUSE_MIN: kills also land in the hash-while-compressing path
+IMAGE_BYTES = 20 << 20      # above wwfast.publish.store.FUSE_MIN: kills also land in the hash-while-compressing path
 
 
 def image_payload(seed):

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from wwfast import records
-from wwfast.define import nodes
+from wwfast.define import nodefile, nodes
 from wwfast.records import Artifact, Manifest, Node, RecordError, is_ethernet_mac, mac_kind, normalise_mac
 
 ETH = "52:54:00:ab:cd:ef"
@@ -32,7 +32,7 @@ def test_mac_normaliser_refuses_anything_else(text):
 
 
 def test_define_accepts_an_infiniband_device_and_the_record_tells_it_apart(tmp_path):
-    config = nodes.parse_config(
+    config = nodefile.parse_config(
         "nodes:\n  n1:\n    network devices:\n"
         f"      default: {{hwaddr: \"{ETH}\", ipaddr: 10.0.0.1}}\n"
         f"      ib0: {{type: infiniband, hwaddr: \"{IB.upper()}\", ipaddr: 10.1.0.1}}\n", "nodes.yaml")
@@ -45,7 +45,7 @@ def test_define_accepts_an_infiniband_device_and_the_record_tells_it_apart(tmp_p
 
 
 def test_node_round_trip_is_byte_identical_to_what_define_writes(tmp_path):
-    config = nodes.parse_config(
+    config = nodefile.parse_config(
         "nodeprofiles:\n  p: {image name: img, kernel: {args: [quiet]}, tags: {a: b}}\n"
         "nodes:\n  n[1-3]:\n    profiles: [p]\n    network devices: {eth: {hwaddr: \"52:54:00:00:00:01\"}}\n"
         .replace("n[1-3]", "n1"), "nodes.yaml")

@@ -17,12 +17,14 @@ from helpers.etcd_cluster import EtcdCluster
 from helpers.hostnet import HostNet
 from helpers.nginx_cache import NginxCache
 from serve_helpers import ROOT, free_port, make_node, publish, running_server, store_bytes
-from wwfast.cluster import pointer
+from wwfast.cluster import boot_mirror, pointer
 from wwfast.cluster.etcd import Etcd
 from wwfast.cluster.membership import Announcer
 from wwfast.cluster.placement import Member
+from wwfast.server import reuseport
 
 MAC1, MAC2 = "52:54:00:00:00:01", "52:54:00:00:00:02"
+_client_ports = iter(range(30000, 60000))      # in the admin host's own namespace: never used twice
 
 
 def curl(url, *args, netns=None):
@@ -117,7 +119,7 @@ def wait_for(condition, what, timeout=90):
 class Server:
     """`python -m stages.serve` on one host of the HostNet, in etcd mode."""
 
-    def __init__(self, net, host, state, etcd):
+    def __init__(self, net, host, state, etcd, workers=1):
         self.net, self.host, self.state = net, host, state
         self.url = f"http://{net.address(host)}:9873"
         conf = os.path.join(state, "conf")
@@ -129,11 +131,15 @@ class Server:
         self.log = open(os.path.join(state, "serve.log"), "ab")
         self.proc = subprocess.Popen(net.exec_args(host) + [
             sys.executable, "-m", "stages.serve", "--conf", conf, "--state", state, "--bind", net.address(host),
-            "--http-port", "9873", "--no-tftp"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self.log,
-            start_new_session=True)
+            "--http-port", "9873", "--no-tftp", "--workers", str(workers)], cwd=ROOT, stdout=subprocess.DEVNULL,
+            stderr=self.log, start_new_session=True)
 
-    def get(self, path):
-        return curl(self.url + path, netns=self.net.ns("adm"))
+    def get(self, path, worker=None):
+        """GET from the admin host; `worker`: from that worker of a serve --workers 2 (the supervisor's steering
+        program picks the worker by the client's port, wwfast.server.reuseport)."""
+        extra = [] if worker is None else ["--local-port", str(next(p for p in _client_ports
+                                                                     if reuseport.slot_of(p, 2) == worker))]
+        return curl(self.url + path, *extra, netns=self.net.ns("adm"))
 
     def kill(self):
         if self.proc.poll() is None:
@@ -224,10 +230,79 @@ def test_three_servers_follow_the_pointer_share_members_and_boot_records(tmp_pat
                 s.stop()
 
 
+def etcd_clients(net, host):
+    """{pid: connections} of the processes on `host` connected to an etcd member (port 2379)."""
+    out = subprocess.run(net.exec_args(host) + ["ss", "-Htnp", "state", "established", "dport", "= :2379"],
+                         capture_output=True, text=True, check=True).stdout
+    pids = {}
+    for pid in re.findall(r"pid=(\d+)", out):
+        pids[int(pid)] = pids.get(int(pid), 0) + 1
+    return pids
+
+
+@pytest.mark.slow
+def test_two_workers_in_etcd_mode_share_one_scale_out_part(tmp_path):
+    """serve --workers 2 in etcd mode: the supervisor alone talks to etcd (pointer, membership, boot records);
+    both workers send node scripts with the cache-tier header and switch when a publish arrives."""
+    with HostNet(f"wwsw{os.getpid()}", ["svc1", "adm"]) as net, EtcdCluster(net, ["svc1"], tmp_path) as etcd:
+        state = str(tmp_path / "svc1")
+        one_server_state(state)
+        server = Server(net, "svc1", state, etcd, workers=2)
+        try:
+            with net.inside("adm"):
+                client = Etcd(etcd.endpoints)
+                pointer.publish(client, PREFIX, state, [server.url])
+                cache = Announcer(client, PREFIX, "caches", Member("c1", "http://198.18.0.9:9874"), ttl=3).start()
+
+                def scripts(generation):
+                    """{worker: header} when both workers' scripts name the cache, the server and `generation`."""
+                    got = {}
+                    for worker, mac in ((0, MAC1), (1, MAC2)):
+                        healthz = server.get("/healthz", worker)[2]
+                        if healthz != f"ok generation={generation} worker={worker}\n".encode():
+                            return None
+                        sets = header_sets(server.get(f"/ipxe/{mac}", worker)[2])
+                        if sets.get(b"wwfast-blob1") != b"http://198.18.0.9:9874/blob/sha256" or \
+                                sets.get(b"wwfast-generation") != generation.encode():
+                            return None
+                        got[worker] = sets
+                    return got
+                sets = wait_for(lambda: scripts("g1"), "both workers send g1's scripts with the cache first")
+                assert {h[b"wwfast-server1"] for h in sets.values()} == {server.url.encode()}
+                # n1's boot (worker 0) and n2's (worker 1) went to etcd, written by the one supervisor
+                records = wait_for(lambda: (lambda r: r if {"n1", "n2"} <= set(r) else None)(
+                    boot_mirror.read_all(client, PREFIX)), "both workers' boot records in etcd")
+                assert {records[n]["server"] for n in ("n1", "n2")} == {"svc1"}
+                doc = json.loads(server.get("/status", 1)[2])
+                assert doc["servers"] == ["svc1"] and {w["worker"] for w in doc["workers"]} == {0, 1}
+                # the supervisor holds the only etcd connections on the host: workers have no etcd client
+                supervisor = server.proc.pid
+                assert set(etcd_clients(net, "svc1")) - {etcd.procs["svc1"].pid} == {supervisor}
+
+                # a new generation built elsewhere; its store files are on shared storage, its manifest
+                # comes through etcd with the pointer, and both workers switch to it
+                builder = str(tmp_path / "builder")
+                one_server_state(builder, tag=b"b")
+                for name in os.listdir(os.path.join(builder, "store")):
+                    target = os.path.join(state, "store", name)
+                    if not os.path.exists(target):
+                        os.link(os.path.join(builder, "store", name), target)
+                pointer.publish(client, PREFIX, builder, [server.url])
+                wait_for(lambda: scripts("g1b"), "both workers send g1b's scripts")
+                with open(os.path.join(builder, "publish", "manifest.json"), "rb") as f:
+                    assert open(os.path.join(state, "publish", "manifest.json"), "rb").read() == f.read()
+                cache.stop()
+            log = open(os.path.join(state, "serve.log"), errors="replace").read()
+            assert "svc1: switched to generation g1b (manifest from etcd, 0 store files fetched)" in log
+            assert "Traceback" not in log, log[-3000:]
+        finally:
+            server.stop()
+
+
 def test_a_node_pinned_to_a_cache_group_gets_that_groups_cache_first(tmp_path):
     import types
     from wwfast import records
-    from wwfast.publish.publisher import cache_group
+    from wwfast.publish.manifest import cache_group
     settings = types.SimpleNamespace(caches=[{"url": "http://a:1"}], etcd_endpoints=[], cache_group_tag="rack")
     assert cache_group(records.Node(id="n1", tags={"rack": "r2"}), settings) == "r2"
     assert cache_group(records.Node(id="n2", tags={}), settings) == ""

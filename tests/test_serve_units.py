@@ -17,7 +17,8 @@ from wwfast.server.conditional import parse_range
 from wwfast import fsutil
 from wwfast.server.bootrecord import CAP
 from wwfast.server.ledger import BootLedger
-from wwfast.server.provision import Provisioner, script_mac
+from wwfast.server.provision import Provisioner
+from wwfast.server.tftp_scripts import script_mac
 from wwfast.server.metrics import Metrics
 from wwfast.server.status import StatusBook, read_status
 

@@ -5,7 +5,8 @@ import os
 import pytest
 
 from helpers.ww_nodes import disk_node, nodes
-from wwfast.builder.render import RenderError, Renderer, node_view
+from wwfast.builder.render import RenderError, Renderer
+from wwfast.builder.template_views import node_view
 from wwfast.define.settings import Settings
 
 

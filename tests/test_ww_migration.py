@@ -11,7 +11,7 @@ import pytest
 
 from helpers.ww_nodes import node_docs as ww_node_docs
 from wwfast.builder import ipxe
-from wwfast.define import nodes
+from wwfast.define import nodefile, nodes
 from wwfast.define.settings import Settings
 from wwfast.define.upgrade import upgrade_text
 from wwfast.errors import ConfigError
@@ -58,7 +58,7 @@ def test_upgrade_converts_old_keys_and_keeps_comments():
     assert "# the site's nodes (written by wwctl 4.5)" in text
     assert re.search(r"^    image name: rocky-8 +# the image every node runs$", text, re.M), text
     assert re.search(r"^      ipaddr: 10.1.0.1 +# the BMC$", text, re.M), text
-    n1 = nodes.resolve(nodes.parse_config(text, "nodes.yaml"))["n1"]
+    n1 = nodes.resolve(nodefile.parse_config(text, "nodes.yaml"))["n1"]
     assert n1["image name"] == "rocky-8" and n1["kernel"] == {"version": "/boot/vmlinuz-5.14.0",
                                                               "args": ["quiet", "crashkernel=no"]}
     assert n1["ipmi"]["ipaddr"] == "10.1.0.1" and n1["ipmi"]["username"] == "admin"
@@ -75,7 +75,7 @@ def test_upgrade_converts_old_keys_and_keeps_comments():
 def test_define_names_the_upgrade_for_old_keys(tmp_path):
     (tmp_path / "nodes.conf").write_text(OLD)
     with pytest.raises(ConfigError) as info:
-        nodes.read_config(str(tmp_path))
+        nodefile.read_config(str(tmp_path))
     text = str(info.value)
     assert f"{tmp_path}/nodes.conf:6: nodeprofiles.default.container name:" in text
     assert "wwfast upgrade nodes" in text and "network devices.eth0.ipcidr" in text
@@ -88,20 +88,20 @@ def test_upgrade_command_rewrites_in_place_and_keeps_the_old_file(tmp_path):
     assert (tmp_path / "nodes.conf-old").read_text() == OLD
     assert "image name: rocky-8" in (tmp_path / "nodes.conf").read_text()
     assert "container name -> image name" in out.stdout
-    nodes.resolve(nodes.read_config(str(tmp_path)))  # the result passes define
+    nodes.resolve(nodefile.read_config(str(tmp_path)))  # the result passes define
 
 
 def test_keys_warewulf_ignores_are_warnings_in_nodes_conf_errors_in_nodes_yaml(tmp_path):
     text = "nodes:\n  n1:\n    ipaddr: 10.0.0.9\n    network devices:\n      default: {device: eth0, bogus: 1}\n"
     (tmp_path / "nodes.conf").write_text(text)
     warnings = []
-    resolved = nodes.resolve(nodes.read_config(str(tmp_path)), warnings=warnings)
+    resolved = nodes.resolve(nodefile.read_config(str(tmp_path)), warnings=warnings)
     assert resolved["n1"]["network devices"]["default"]["device"] == "eth0"
     assert f'{tmp_path}/nodes.conf:3: nodes.n1.ipaddr: unknown key "ipaddr" ignored' in warnings[0]
     assert "nodes.conf:5: nodes.n1.network devices.default.bogus" in warnings[1]
     (tmp_path / "nodes.conf").rename(tmp_path / "nodes.yaml")
     with pytest.raises(ConfigError, match=r'nodes.yaml:3: nodes.n1.ipaddr: unknown key "ipaddr"'):
-        nodes.read_config(str(tmp_path))
+        nodefile.read_config(str(tmp_path))
 
 
 def test_import_warewulf_takes_overlays_and_ipxe_templates(tmp_path):

@@ -11,7 +11,8 @@ import pytest
 
 from helpers.ww_nodes import disk_node, node_docs, nodes
 from wwfast.builder import overlays
-from wwfast.builder.render import Renderer, node_view
+from wwfast.builder.render import Renderer
+from wwfast.builder.template_views import node_view
 from wwfast.define.settings import Settings, load as load_settings
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "warewulf"

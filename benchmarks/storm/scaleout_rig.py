@@ -89,8 +89,8 @@ def curl(ns, url, timeout=3):
 
 class ScaleOutRig:
     def __init__(self, topo, work, gen1_state, gen2_state=None, transfer_timeout=5, lease_ttl=3, slice_size="1m",
-                 prestage_manifest=False):
-        self.prestage_manifest = prestage_manifest
+                 prestage_manifest=False, serve_workers=1):
+        self.prestage_manifest, self.serve_workers = prestage_manifest, serve_workers
         self.topo, self.work = topo, pathlib.Path(work)
         self.gen1, self.gen2 = gen1_state, gen2_state
         self.transfer_timeout, self.lease_ttl, self.slice = transfer_timeout, lease_ttl, slice_size
@@ -162,7 +162,8 @@ class ScaleOutRig:
     def start_serve(self, k):
         self.serves[k] = self.spawn(k, [sys.executable, "-m", "stages.serve", "--conf", str(self.conf(k)),
                                         "--state", str(self.state(k)), "--bind", self.address(k),
-                                        "--http-port", str(SERVE_PORT), "--no-tftp"], f"serve{k}.log")
+                                        "--http-port", str(SERVE_PORT), "--no-tftp",
+                                        "--workers", str(self.serve_workers)], f"serve{k}.log")
 
     def publish(self, state):
         """The compress stage's last step in etcd mode: one transaction pointing the cluster at `state`."""
@@ -178,12 +179,13 @@ class ScaleOutRig:
         """Every server serves `generation`; three servers and three caches are members (a backstop
         deadline only: setup on a loaded machine takes what it takes)."""
         deadline = time.monotonic() + timeout
-        want = f"ok generation={generation}\n".encode()
+        want = f"ok generation={generation}".encode()      # then "\n", or " worker=N\n" with workers
         while time.monotonic() < deadline:
             for k, p in self.serves.items():
                 if p.poll() is not None:
                     raise RuntimeError(f"serve on {HOSTS[k]} exited: {self.log(f'serve{k}.log')[-3000:]}")
-            healthy = all(curl(self.ns(k), self.server_url(k) + "/healthz") == want for k in range(3))
+            healthy = all((curl(self.ns(k), self.server_url(k) + "/healthz") or b"").split(b" worker=")[0].strip()
+                          == want for k in range(3))
             if healthy:
                 m = self.members()
                 if len(m["servers"]) == 3 and len(m["caches"]) == 3:

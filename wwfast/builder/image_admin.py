@@ -73,17 +73,17 @@ def copy(state_dir, source, dest, log=print):
 def usage(state_dir, conf_dir):
     """{image: ["node n1", "profile default", ...]}: the node file as written (conf) and the resolved
     nodes of the last define run (STATE/define/nodes.json). A broken node file raises ConfigError."""
-    from wwfast.define import nodes as node_file
+    from wwfast.define import nodefile, nodes
     found = {}
     if conf_dir:
-        path = node_file.nodes_file(conf_dir)
+        path = nodefile.nodes_file(conf_dir)
         if os.path.exists(path):
             with open(path, encoding="utf-8") as f:
-                config = node_file.parse_config(f.read(), path)
+                config = nodefile.parse_config(f.read(), path)
             for profile, entry in config.profiles.items():
                 if entry.get("image name"):
                     found.setdefault(entry["image name"], set()).add(f"profile {profile}")
-            for node_id, node in node_file.resolve(config).items():   # profiles merged, as define does
+            for node_id, node in nodes.resolve(config).items():   # profiles merged, as define does
                 if node.get("image name"):
                     found.setdefault(node["image name"], set()).add(f"node {node_id}")
     try:
@@ -124,8 +124,8 @@ def rename(state_dir, conf_dir, old, new, log=print):
 
 def _rename_in_node_file(state_dir, conf_dir, old, new, log):
     from wwfast.builder import inventory
-    from wwfast.define import nodeedit, nodes as node_file
-    if not os.path.exists(node_file.nodes_file(conf_dir)):
+    from wwfast.define import nodeedit, nodefile
+    if not os.path.exists(nodefile.nodes_file(conf_dir)):
         return []
 
     def retarget(doc):

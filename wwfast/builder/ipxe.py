@@ -22,7 +22,8 @@ from wwfast.define.cluster_settings import cache_tier
 from wwfast.builder import fanout
 from wwfast.errors import ConfigError
 from wwfast.records import is_ethernet_mac
-from wwfast.builder.render import RenderError, node_view, template_line
+from wwfast.builder.render import RenderError, template_line
+from wwfast.builder.template_views import node_view
 
 BUILTIN_DIR = pathlib.Path(__file__).resolve().parent.parent / "data" / "ipxe"
 UNKNOWN = "unknown"

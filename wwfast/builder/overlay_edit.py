@@ -15,7 +15,8 @@ import jinja2.nodes
 
 from wwfast import fsutil
 from wwfast.builder import overlays
-from wwfast.builder.render import FUNCTIONS, make_environment
+from wwfast.builder.render import make_environment
+from wwfast.builder.template_functions import FUNCTIONS
 from wwfast.errors import ConfigError, UsageError
 
 
@@ -82,8 +83,8 @@ def create(conf_dir, name):
 
 def overlay_users(conf_dir, name):
     """Nodes and profiles whose overlay lists name `name` (from the node file)."""
-    from wwfast.define import nodes
-    config = nodes.read_config(conf_dir)
+    from wwfast.define import nodefile
+    config = nodefile.read_config(conf_dir)
     users = []
     for what, entries in (("profile", config.profiles), ("node", config.nodes)):
         for entry_name, partial in entries.items():

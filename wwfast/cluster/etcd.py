@@ -10,6 +10,7 @@ when its member loses the leader (the gateway's `Grpc-Metadata-hasleader` header
 import base64
 import json
 import logging
+import socket
 import threading
 import time
 import urllib.parse
@@ -30,6 +31,23 @@ def _b64(data):
 
 def _unb64(text):
     return base64.b64decode(text or "")
+
+
+def local_first(endpoints):
+    """The endpoints whose host is an address of this host first (its own etcd member: what the server
+    watches then needs no trip over its own, possibly saturated, link), the others in the given order."""
+    local = []
+    for url in endpoints:
+        host = urllib.parse.urlsplit(url).hostname or ""
+        try:
+            for family, _, _, _, addr in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP):
+                with socket.socket(family, socket.SOCK_STREAM) as s:
+                    s.bind((addr[0], 0))            # succeeds only for this host's own addresses
+                local.append(url)
+                break
+        except OSError:
+            continue
+    return local + [url for url in endpoints if url not in local]
 
 
 def prefix_end(prefix):
@@ -110,6 +128,12 @@ class Etcd:
         values = {_unb64(kv["key"]).decode(): _unb64(kv.get("value")) for kv in result.get("kvs") or []}
         return values, int(result.get("header", {}).get("revision", 0))
 
+    def keys(self, prefix):
+        """The keys starting with `prefix` (their values are not sent)."""
+        result = self.call("/kv/range", {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix)),
+                                         "keys_only": True})
+        return [_unb64(kv["key"]).decode() for kv in result.get("kvs") or []]
+
     def put(self, key, value, lease=None):
         body = {"key": _b64(key), "value": _b64(value)}
         if lease:
@@ -125,6 +149,10 @@ class Etcd:
         if lease:
             op["request_put"]["lease"] = lease
         return op
+
+    @staticmethod
+    def op_delete_prefix(prefix):
+        return {"request_delete_range": {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}}
 
     @staticmethod
     def compare_mod_revision(key, revision):

@@ -13,7 +13,7 @@ import sys
 from wwfast import fsutil, records
 from wwfast.builder import inventory
 from wwfast.configure import dhcp, files, hostsfile, nginx_cache, plan, tftproot, tls
-from wwfast.define import nodes, settings
+from wwfast.define import nodefile, nodes, settings
 from wwfast.errors import ConfigError, UsageError
 
 
@@ -69,7 +69,7 @@ def register(subparsers):
 def defined_nodes(conf_dir, state_dir):
     """The node file read and checked as the define stage does: {id: records.Node}. A server with no node
     file yet has no nodes (DHCP then serves only its dynamic range, to machines not yet defined)."""
-    config = nodes.read_config(conf_dir)
+    config = nodefile.read_config(conf_dir)
     if not os.path.exists(config.path):
         _note(f"configure: no node file yet ({config.path}): no node entries")
     resolved = nodes.resolve(config, inventory.image_names(state_dir), inventory.overlay_names(conf_dir))

@@ -1,7 +1,7 @@
 """`wwfast node add|set|unset|delete|list|edit|export|import|sensors|console`, in the spirit of `wwctl node`."""
 import argparse
 
-from wwfast.define import entryedit, hostlist, nodeedit, nodes
+from wwfast.define import entryedit, hostlist, nodeedit, nodefile, nodes, provenance
 from wwfast.errors import UsageError
 from wwfast.commands import entries, fields, power
 from wwfast.commands.fields import known_names
@@ -128,7 +128,7 @@ def cmd_delete(args):
 
 
 def cmd_list(args):
-    config = nodes.read_config(args.conf)
+    config = nodefile.read_config(args.conf)
     resolved = nodes.resolve(config)
     if args.names:
         wanted = set(hostlist.expand_all(args.names))
@@ -144,7 +144,7 @@ def cmd_list(args):
             if i:
                 print()
             print(f"NODE: {name}")
-            print_table(["FIELD", "PROFILE", "VALUE"], source_rows(node, nodes.field_sources(config, name)))
+            print_table(["FIELD", "PROFILE", "VALUE"], source_rows(node, provenance.field_sources(config, name)))
     elif args.net:
         rows = [[name, net, dev["hwaddr"], dev["ipaddr"], dev["gateway"], dev["device"]]
                 for name, node in resolved.items() for net, dev in sorted(node["network devices"].items())]

@@ -9,7 +9,7 @@ import sys
 import time
 
 from wwfast.commands.listing import print_json
-from wwfast.define import hostlist, nodes
+from wwfast.define import hostlist, nodefile, nodes
 from wwfast.define.select import select
 from wwfast.errors import UsageError
 from wwfast.ops import bmc as bmcs
@@ -63,7 +63,7 @@ def register_node_actions(node_sub):
 
 
 def _targets(args, patterns):
-    resolved = nodes.resolve(nodes.read_config(args.conf))
+    resolved = nodes.resolve(nodefile.read_config(args.conf))
     names = select(patterns, sorted(resolved))
     return [(name, resolved[name]) for name in names]
 

@@ -1,7 +1,7 @@
 """`wwfast profile add|set|unset|delete|list`: edit and show profiles, like `wwctl profile`."""
 import argparse
 
-from wwfast.define import entryedit, nodeedit, nodes
+from wwfast.define import entryedit, nodeedit, nodefile, provenance
 from wwfast.errors import UsageError
 from wwfast.commands import entries, fields
 from wwfast.commands.fields import known_names
@@ -106,7 +106,7 @@ def cmd_delete(args):
 
 
 def cmd_list(args):
-    config = nodes.read_config(args.conf)
+    config = nodefile.read_config(args.conf)
     names = _split_names(args.names) or sorted(config.profiles)
     missing = [n for n in names if n not in config.profiles]
     if missing:
@@ -119,7 +119,7 @@ def cmd_list(args):
         for i, name in enumerate(names):
             if i:
                 print()
-            view, sources = nodes.resolve_profile(config, name)
+            view, sources = provenance.resolve_profile(config, name)
             view = secret(view)
             print(f"PROFILE: {name}")
             print_table(["FIELD", "PROFILE", "VALUE"], source_rows(view, sources, skip=()))

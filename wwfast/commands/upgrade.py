@@ -9,7 +9,7 @@ stage checks it before anything is written.
 import os
 import shutil
 
-from wwfast.define import nodes
+from wwfast.define import nodefile, nodes
 from wwfast.define.nodeedit import lock_path
 from wwfast.define.upgrade import upgrade_text
 from wwfast.define.yamlfile import read_text
@@ -30,14 +30,14 @@ def register(subparsers):
 
 
 def cmd_nodes(args):
-    src = args.input_file or nodes.nodes_file(args.conf)
+    src = args.input_file or nodefile.nodes_file(args.conf)
     if not os.path.exists(src):
         raise UsageError(f"{src} does not exist")
     dst = args.output_file or src
     with locked(lock_path(os.path.dirname(os.path.abspath(dst)) or "."), what="another node file edit"):
         text = read_text(src)
         new_text, notes = upgrade_text(text, args.add_defaults, args.replace_overlays)
-        nodes.resolve(nodes.parse_config(new_text, dst))  # as define checks it; nothing written on error
+        nodes.resolve(nodefile.parse_config(new_text, dst))  # as define checks it; nothing written on error
         if os.path.abspath(dst) == os.path.abspath(src) and new_text != text:
             shutil.copy2(src, src + "-old")
         atomic_write(dst, new_text)

@@ -12,7 +12,7 @@ and what it left, and why.
 import os
 import shutil
 
-from wwfast.define import nodes, settings
+from wwfast.define import nodefile, nodes, settings
 from wwfast.define.nodeedit import lock_path
 from wwfast.define.yamlfile import parse, read_text
 from wwfast.errors import UsageError
@@ -64,7 +64,7 @@ def cmd_import(args):
     if any(s == "warewulf.conf" for s, _ in found):
         settings.load(args.source)          # both files checked before anything is copied
     if any(s == "nodes.conf" for s, _ in found):
-        nodes.resolve(nodes.read_config(args.source))
+        nodes.resolve(nodefile.read_config(args.source))
     os.makedirs(args.conf, exist_ok=True)
     took, left = [], []
     with locked(lock_path(args.conf), what="another node file edit"):

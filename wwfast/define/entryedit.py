@@ -14,7 +14,7 @@ import tempfile
 
 from ruamel.yaml.comments import CommentedMap
 
-from wwfast.define import nodeedit, nodes
+from wwfast.define import nodeedit, nodefile
 from wwfast.define.select import select
 from wwfast.define.yamlfile import parse, read_text
 from wwfast.editor import run_editor
@@ -43,7 +43,7 @@ def _leaves(value, prefix=""):
 
 
 def _current(conf_dir):
-    path = nodes.nodes_file(conf_dir)
+    path = nodefile.nodes_file(conf_dir)
     text = read_text(path) if os.path.exists(path) else ""
     return path, text
 
@@ -72,7 +72,7 @@ def export_text(conf_dir, section, patterns):
 
 def _parse_fragment(text, path):
     """The fragment's entries {section: CommentedMap}; ConfigError at the fragment's own lines."""
-    nodes.parse_config(text, path)  # schema of every entry, names, hostlists: file:line of the fragment
+    nodefile.parse_config(text, path)  # schema of every entry, names, hostlists: file:line of the fragment
     data = nodeedit._yaml().load(text) if text.strip() else None
     if data is None:
         return {}
@@ -113,7 +113,7 @@ def _locate(errors, frag_path, frag_text, section, names):
 
 def describe_change(old_text, new_text, path="nodes"):
     """Human lines for what differs between two node files: entries added/removed, fields changed."""
-    old, new = nodes.parse_config(old_text, path), nodes.parse_config(new_text, path)
+    old, new = nodefile.parse_config(old_text, path), nodefile.parse_config(new_text, path)
     lines = []
     for section, before, after in (("nodeprofiles", old.profiles, new.profiles), ("nodes", old.nodes, new.nodes)):
         what = WHAT[section]

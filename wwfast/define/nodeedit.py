@@ -14,7 +14,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
-from wwfast.define import hostlist, nodes
+from wwfast.define import hostlist, nodefile, nodes
 from wwfast.errors import ConfigError, UsageError
 from wwfast.fsutil import atomic_write, locked
 from wwfast.define.yamlfile import read_text
@@ -144,7 +144,7 @@ def unset_path(entry, path):
 
 def validate_text(text, path, images=None, overlays=None):
     """The checks of the define stage, on text not yet written (names checked against `images`/`overlays`)."""
-    config = nodes.parse_config(text, path)
+    config = nodefile.parse_config(text, path)
     return nodes.resolve(config, images, overlays)
 
 
@@ -156,11 +156,11 @@ def edit(conf_dir, change, images=None, overlays=None, review=None):
     (to show it and ask); False writes nothing (UsageError)."""
     os.makedirs(conf_dir, exist_ok=True)
     with locked(lock_path(conf_dir), what="another node file edit"):
-        path = nodes.nodes_file(conf_dir)
+        path = nodefile.nodes_file(conf_dir)
         y = _yaml()
         if os.path.exists(path):
             text = read_text(path)
-            nodes.parse_config(text, path)  # refuse to edit a file that is already broken
+            nodefile.parse_config(text, path)  # refuse to edit a file that is already broken
             data = y.load(text)
         else:
             text, data = "", None

@@ -1,31 +1,23 @@
-"""The node database: read conf/nodes.yaml (or Warewulf's nodes.conf), merge, validate, write nodes.json.
+"""The node database: the node file's entries merged with their profiles, validated, written as nodes.json.
 
 Public API (docs/formats.md):
-    read_config(conf_dir, require=False) -> NodeConfig   parse + check each entry (ConfigError on problems)
     resolve(config, images=None, overlays=None, warnings=None) -> {id: node}   merged, canonical, validated
-    define(conf_dir, images=None, overlays=None, warnings=None) -> {id: node}   both; the node file must exist
+    define(conf_dir, images=None, overlays=None, warnings=None) -> {id: node}   read + resolve; the file must exist
     write_db(state_dir, nodes), render_db(nodes) -> bytes   (read it back with wwfast.records.read_nodes)
-    field_sources(config, node_id) -> {field: source}   for `wwfast node list --all`
+Reading the node file is wwfast.define.nodefile (read_config, parse_config); where each field came
+from (`node list --all`) is wwfast.define.provenance.
 
 A resolved node is the JSON form of wwfast.records.Node (every field present, defaults applied here
 and nowhere else). The names of images and overlays to check are handed in by the caller: the model
 knows nothing of images or overlays.
 """
-import contextlib
-import gc
-import os
-
 from wwfast import layout, records
-from wwfast.define import hostlist
 from wwfast.errors import ConfigError, raise_all
-from wwfast.define.merge import ProfileError, clean_list, expand_profiles, get_path, merge
-from wwfast.define.schema import ANY, MAP, NAME_RE, NODE, PROFILE, Named, Normalizer, did_you_mean
-from wwfast.define.yamlfile import dotted, parse, read_text
+from wwfast.define.merge import ProfileError, clean_list, expand_profiles, merge
+from wwfast.define.nodefile import gc_paused, read_config
+from wwfast.define.schema import NODE, PROFILE, did_you_mean
 
-NODE_FILES = ("nodes.yaml", "nodes.conf")  # ours first, else an unmodified Warewulf file
 DB_FORMAT = records.NODES_FORMAT
-TOP_KEYS = ("nodeprofiles", "nodes")
-IGNORED_TOP_KEYS = ("WW_INTERNAL",)  # Warewulf's file-format marker
 MAX_ERRORS = 50
 
 # Filled in when nothing sets them (Warewulf's defaults, kept with the record).
@@ -35,141 +27,8 @@ DEFAULT_ROOT = records.DEFAULT_ROOT
 DEFAULT_NETDEV_TYPE = records.DEFAULT_NETDEV_TYPE
 
 
-def nodes_file(conf_dir):
-    """The node file in `conf_dir`: nodes.yaml, else nodes.conf, else (new) nodes.yaml."""
-    for name in NODE_FILES:
-        path = os.path.join(conf_dir, name)
-        if os.path.exists(path):
-            return path
-    return os.path.join(conf_dir, NODE_FILES[0])
-
-
 def db_path(state_dir):
     return layout.nodes_json(state_dir)
-
-
-class NodeConfig:
-    """A parsed node file: profile and node partials plus where each came from."""
-
-    def __init__(self, path, doc, raw):
-        self.path = path
-        self.doc = doc
-        self.raw = raw
-        self.profiles = {}   # name -> partial
-        self.nodes = {}      # id -> partial (shared by the ids of one hostlist key)
-        self.node_keys = {}  # id -> the key as written in the file (maybe a hostlist)
-        self.warnings = []   # keys ignored in an unmodified Warewulf nodes.conf (file, line, field)
-
-    def error(self, keys, message):
-        return self.doc.error(keys, message)
-
-    def where(self, node_id, expanded, path, item=None):
-        """File keys of the entry that sets `path` for a node (the node, else the last profile)."""
-        for kind, name, partial in self._entries(node_id, expanded):
-            value = get_path(partial, path)
-            if value is not None and (item is None or item in value):
-                keys = (kind, name) + tuple(path)
-                if item is not None and isinstance(value, list):
-                    keys += (value.index(item),)
-                return keys
-        return ("nodes", self.node_keys[node_id]) + tuple(path)
-
-    def _entries(self, node_id, expanded):
-        yield "nodes", self.node_keys[node_id], self.nodes[node_id]
-        for name in reversed(expanded):
-            yield "nodeprofiles", name, self.profiles[name]
-
-
-@contextlib.contextmanager
-def _gc_paused():
-    """Building ~10^6 small acyclic objects triggers the cycle collector hundreds of
-    times, each a walk over everything alive (2-3x the parse time). Pause it, then
-    freeze what exists so the next collection does not walk it all once more.
-    Frozen objects are still freed by reference counting when dropped."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.freeze()
-            gc.enable()
-
-
-def parse_config(text, path):
-    """Parse node-file text; every problem in the entries is reported at once."""
-    with _gc_paused():
-        return _parse_config(text, path)
-
-
-def _parse_config(text, path):
-    doc = parse(text, path)
-    config = NodeConfig(path, doc, text)
-    data = doc.data
-    if data is None:
-        return config
-    if not isinstance(data, dict):
-        raise ConfigError(path, 1, "", "a node file is a mapping with nodeprofiles: and nodes:")
-    problems = Normalizer(lenient=os.path.basename(str(path)) == "nodes.conf")
-    errors = []
-    for key in data:
-        if key not in TOP_KEYS and key not in IGNORED_TOP_KEYS:
-            problems.unknown((key,), key, TOP_KEYS, ())
-    for kind, schema in (("nodeprofiles", PROFILE), ("nodes", NODE)):
-        section = data.get(kind)
-        if section is None:
-            continue
-        if not isinstance(section, dict):
-            errors.append(doc.error((kind,), "must be a mapping of names"))
-            continue
-        for key, raw in section.items():
-            partial = problems.entity(raw, schema, (kind, key))
-            if kind == "nodeprofiles":
-                if _check_name(doc, kind, key, key, errors):
-                    config.profiles[key] = partial
-                continue
-            try:
-                ids = hostlist.expand(key) if hostlist.is_pattern(key) else [key]
-            except hostlist.HostlistError as e:
-                errors.append(doc.error((kind, key), f"bad hostlist: {e}"))
-                continue
-            for node_id in ids:
-                if not _check_name(doc, kind, key, node_id, errors):
-                    continue
-                if node_id in config.nodes:
-                    first = config.node_keys[node_id]
-                    errors.append(doc.error((kind, key), f'node "{node_id}" is defined twice (also by "{first}")'))
-                    continue
-                config.nodes[node_id] = partial
-                config.node_keys[node_id] = key
-    errors.extend(doc.error(keys, message) for keys, message in problems.problems)
-    raise_all(errors)
-    config.warnings = [str(doc.error(keys, message)) for keys, message in problems.ignored]
-    return config
-
-
-def _check_name(doc, kind, key, name, errors):
-    what = "profile" if kind == "nodeprofiles" else "node"
-    if not str(name).strip():
-        errors.append(doc.error((kind, key), f"empty {what} name"))
-        return False
-    if not NAME_RE.match(name):
-        errors.append(doc.error((kind, key), f'bad {what} name "{name}": use letters, digits, "_", ".", "-", ":"'))
-        return False
-    return True
-
-
-def read_config(conf_dir, require=False):
-    """Read the node file of `conf_dir`. A missing one is an empty config (a node edit starts one),
-    unless `require`: then a missing directory or node file is a ConfigError naming the path."""
-    path = nodes_file(conf_dir)
-    if not os.path.exists(path):
-        if require:
-            if not os.path.isdir(conf_dir):
-                raise ConfigError(conf_dir, None, "", "the configuration directory does not exist")
-            raise ConfigError(path, None, "", f"no node file (looked for {' or '.join(NODE_FILES)} in {conf_dir})")
-        return parse_config("", path)
-    return parse_config(read_text(path), path)
 
 
 class _Errors:
@@ -196,7 +55,7 @@ class _Errors:
         raise_all(errors)
 
 
-def _profile_lists(config):
+def profile_lists(config):
     return {name: partial.get("profiles", []) for name, partial in config.profiles.items()}
 
 
@@ -216,13 +75,13 @@ def resolve(config, images=None, overlays=None, warnings=None):
     """
     warnings = [] if warnings is None else warnings
     warnings.extend(getattr(config, "warnings", ()))
-    with _gc_paused():
+    with gc_paused():
         return _resolve(config, images, overlays, warnings)
 
 
 def _resolve(config, images, overlays, warnings):
     errors = _Errors()
-    lists = _profile_lists(config)
+    lists = profile_lists(config)
     for name in config.profiles:  # a cycle or missing parent is an error even if no node uses it
         try:
             expand_profiles([name], lists)
@@ -434,68 +293,12 @@ def define(conf_dir, images=None, overlays=None, warnings=None):
 
 def render_db(nodes):
     """Canonical bytes of nodes.json: sorted keys, 1-space indent, trailing newline."""
-    with _gc_paused():
+    with gc_paused():
         return records.render_nodes(nodes)
 
 
 def write_db(state_dir, nodes):
     path = db_path(state_dir)
-    with _gc_paused():
+    with gc_paused():
         records.write_nodes(path, nodes)
     return path
-
-
-# ---- where each field came from (`node list --all`) ----
-
-def _leaves(partial, schema, prefix=()):
-    for key, value in partial.items():
-        kind = schema.get(key) if isinstance(schema, dict) else None
-        path = prefix + (key,)
-        if isinstance(kind, dict):
-            yield from _leaves(value, kind, path)
-        elif kind in (MAP, ANY) and isinstance(value, dict):  # merged key by key
-            for name, sub in value.items():
-                yield path + (name,), sub
-        elif isinstance(kind, Named):
-            for name, sub in value.items():
-                yield from _leaves(sub, kind.schema, path + (name,)) if sub else iter([(path + (name,), sub)])
-        else:
-            yield path, value
-
-
-def field_sources(config, node_id):
-    """{dotted field: source} for every field the node or its profiles set.
-
-    The source is the profile name, or "node"; a list built from several entries
-    names them all ("default+node").
-    """
-    expanded = expand_profiles(config.nodes[node_id].get("profiles", ()), _profile_lists(config))
-    return _sources(config, expanded, config.nodes[node_id], "node")
-
-
-def _sources(config, expanded, own, own_label):
-    sources = {}
-    entries = [(name, config.profiles[name]) for name in expanded] + [(own_label, own)]
-    for label, partial in entries:
-        for path, value in _leaves(partial, NODE):
-            if path in (("comment",), ("profiles",)) and label != own_label:
-                continue
-            field = dotted(path)
-            if isinstance(value, list) and field in sources:
-                sources[field] = sources[field] + "+" + label
-            else:
-                sources[field] = label
-    return sources
-
-
-def resolve_profile(config, name):
-    """(a profile merged with its own parents as a node would see it, {field: source})."""
-    own = config.profiles[name]
-    parents = expand_profiles(own.get("profiles", ()), _profile_lists(config))
-    merged = {}
-    for parent in parents:
-        merged = merge(merged, config.profiles[parent], PROFILE)
-    merged = {k: v for k, v in merged.items() if k not in ("comment", "profiles")}
-    view = finalize(name, merge(merged, own, PROFILE), parents, own.get("comment", ""))
-    del view["id"]
-    return view, _sources(config, parents, own, name)

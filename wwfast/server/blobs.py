@@ -19,7 +19,7 @@ import weakref
 
 from wwfast import fsutil
 from wwfast.server.catalog import manifest_path
-from wwfast.server.provision import route
+from wwfast.server.routing import route
 from wwfast.server.replies import text_reply
 
 log = logging.getLogger("wwfast.serve")

@@ -13,7 +13,7 @@ import hmac
 import logging
 
 from wwfast.server.catalog import normalise_mac
-from wwfast.server.provision import Refusal, route
+from wwfast.server.routing import Refusal, route
 from wwfast.server.replies import text_reply
 
 log = logging.getLogger("wwfast.serve")

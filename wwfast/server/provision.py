@@ -1,69 +1,37 @@
 """Provisioning: request in, reply out. Warewulf's rules over the published manifest, no sockets.
 
 The transport (wwfast.server.http) hands `Provisioner.answer` a parsed request and sends the Reply
-it gets back; the TFTP server asks `tftp_resolve` for per-node scripts and reports each read
-request to `tftp_requested`. Everything a node does is recorded in the boot ledger.
-
-Adding an HTTP route: write a method taking a `ProvisionRequest` and returning a Reply, and
-decorate it with `@route("first-path-segment")`. `req.args` holds the path segments after the
-first (already unquoted and checked: no '.', '..', slashes or NULs), `req.query` the query
-parameters (first value of each), `req.label` the metrics label (the route name unless the
-handler sets another). Node routes resolve the node with `self.node_for(req, stage)`.
+it gets back; the TFTP server takes the hooks of wwfast.server.tftp_scripts (mixed in here).
+Everything a node does is recorded in the boot ledger. This module holds the node routes (Warewulf's
+/ipxe, /kernel, /image, ... and /provision) and the reply sending a store file (validators, ranges),
+which the other route modules (blobs, efiboot) use too; the route table and request parsing are
+wwfast.server.routing, which also says how to add a route.
 """
 import errno
 import hmac
-import json
 import logging
 import os
 import stat
-import urllib.parse
-
-import httptools
 
 from wwfast.server.arp import arp_lookup
 from wwfast.server.catalog import STAGES, normalise_mac
 from wwfast.server.conditional import if_range_ok, not_modified, parse_range
-from wwfast.server.replies import FileBody, Reply, http_date, json_reply, text_reply
+from wwfast.server.replies import FileBody, Reply, http_date, text_reply
+from wwfast.server.routing import ROUTES, Refusal, parse_request, recorded, route
+from wwfast.server.tftp_scripts import TftpScripts
 from wwfast.server.uncompressed import RawUnavailable, raw_artifact
+# The other route modules register on import: /blob; /grub, /efiboot; /status, /metrics, /healthz.
+from wwfast.server import blobs, efiboot, service_routes  # noqa: F401
 
 log = logging.getLogger("wwfast.serve")
 
 STAGE_ALIASES = {"container": "image", "overlay-system": "system", "overlay-runtime": "runtime"}
 ENCODING_NAMES = {"zst": "zst", "zstd": "zst", "gz": "gz", "gzip": "gz", "none": "none"}
 CONTENT_TYPES = {"ipxe": "text/plain; charset=utf-8", "grub": "text/plain; charset=utf-8"}
-ROUTES = {}          # first path segment -> Provisioner method
 KEEP_GENERATIONS = 3  # previous generations whose blobs stay reachable (store files outlive them by publish's grace)
 
 
-def route(*names):
-    """Register the decorated Provisioner method as the handler of /<name>/... for each name."""
-    def register(method):
-        for name in names:
-            ROUTES[name] = method
-        return method
-    return register
-
-
-class ProvisionRequest:
-    """One parsed HTTP request as the routes see it."""
-    __slots__ = ("method", "path", "name", "args", "query", "headers", "peer", "label", "tls")
-
-    def __init__(self, method, path, name, args, query, headers, peer):
-        self.method, self.path, self.name, self.args = method, path, name, args
-        self.query, self.headers, self.peer = query, headers, peer
-        self.label = name
-        self.tls = False
-
-
-class Refusal(Exception):
-    """A route's early answer (an error reply), raised from the helpers the routes share."""
-
-    def __init__(self, reply):
-        super().__init__(reply.code)
-        self.reply = reply
-
-
-class Provisioner:
+class Provisioner(TftpScripts):
     def __init__(self, watcher, ledger, secure=False, follow_manifest_secure=True, arp=arp_lookup, tls_port=None,
                  scaleout=None):
         self.watcher = watcher        # wwfast.server.catalog.CatalogWatcher: the current manifest
@@ -97,7 +65,7 @@ class Provisioner:
         `tls` whether it came over HTTPS."""
         if method not in ("GET", "HEAD"):
             return text_reply(405, f"method {method} not allowed", headers=[("Allow", "GET, HEAD")]), "other"
-        req = self.parse(method, url, headers, peer)
+        req = parse_request(method, url, headers, peer)
         if isinstance(req, Reply):
             return req, "bad"
         req.tls = tls
@@ -111,27 +79,6 @@ class Provisioner:
         except Refusal as e:
             reply = e.reply
         return reply, req.label
-
-    @staticmethod
-    def parse(method, url, headers, peer):
-        """A ProvisionRequest, or the 400 Reply for a target we refuse to interpret."""
-        try:
-            parsed = httptools.parse_url(url)
-        except httptools.HttpParserInvalidURLError:
-            return text_reply(400, "malformed URL")
-        path = (parsed.path or b"/").decode("latin-1")
-        query = urllib.parse.parse_qs((parsed.query or b"").decode("latin-1"), keep_blank_values=True)
-        segments = []
-        for raw in path.split("/"):
-            if not raw:
-                continue             # collapse '//' (shim asks for .../efiboot//grub.efi)
-            seg = urllib.parse.unquote(raw, errors="strict") if "%" in raw else raw
-            if seg in (".", "..") or "/" in seg or "\\" in seg or "\0" in seg:
-                return text_reply(400, "path segments may not be '.', '..' or contain slashes")
-            segments.append(seg)
-        name = segments[0] if segments else ""
-        return ProvisionRequest(method, path, name, segments[1:], {k: v[0] for k, v in query.items()},
-                                headers, peer)
 
     # -- node stages (Warewulf's routes) --------------------------------------------------------
     @route("ipxe", "kernel", "image", "system", "runtime", *STAGE_ALIASES)
@@ -302,119 +249,3 @@ class Provisioner:
             transfer = self.ledger.began(node.id, stage, artifact.name, req.peer[0], code=code,
                                          **recorded(req, catalog))
             self.ledger.ended(transfer, 0, True)
-
-    # -- service routes --------------------------------------------------------------------------
-    @route("status")
-    def status_route(self, req):
-        if req.args:
-            return no_such_route(req)
-        node_id = req.query.get("node")
-        if node_id is None and self.scaleout is not None:      # every server's boot records too (etcd)
-            doc = self.scaleout.merge_status(self.ledger.status_document(self.catalog))
-            return json_reply((json.dumps(doc, sort_keys=True, indent=1) + "\n").encode())
-        if node_id is None:
-            return json_reply(self.ledger.status_json(self.catalog))
-        doc = self.ledger.node_document(self.catalog, node_id)
-        if doc is None:
-            return text_reply(404, f"no node {node_id!r}: not in the published manifest and never seen")
-        return json_reply((json.dumps(doc, sort_keys=True, indent=1) + "\n").encode())
-
-    @route("metrics")
-    def metrics_route(self, req):
-        if req.args:
-            return no_such_route(req)
-        body = self.ledger.metrics_text(self.catalog).encode()
-        return Reply(200, body, [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")])
-
-    @route("healthz")
-    def healthz_route(self, req):
-        if req.args:
-            return no_such_route(req)
-        if not self.watcher.loaded:
-            return text_reply(503, "no manifest published yet")
-        worker = "" if self.worker is None else f" worker={self.worker}"
-        return text_reply(200, f"ok generation={self.catalog.generation}{worker}")
-
-    # -- TFTP: per-node iPXE scripts by MAC ----------------------------------------------------
-    def tftp_resolve(self, path):
-        """The TFTP server's resolve(path): a node's iPXE script by MAC, from the current manifest.
-
-        Answers the names script_mac() knows: the node's script, or the unknown-node script for a
-        MAC no node has. Anything else is None, so the TFTP server looks in its root directory.
-        The script fetch starts the node's boot, as GET /ipxe does: its later HTTP requests come
-        from the generation this script came from.
-        """
-        mac = script_mac(path)
-        if mac is None:
-            return None
-        catalog = self.ledger.catalog_for(mac, "ipxe", self.catalog)
-        node = catalog.by_mac.get(mac)
-        artifact = node.artifact("ipxe") if node else catalog.unknown_ipxe
-        if artifact is None:
-            return None
-        try:
-            with open(artifact.path, "rb") as f:
-                script = f.read()
-        except OSError as e:
-            log.error("TFTP %s: store file missing: %s", path, e)
-            return None
-        if node is not None and self.scaleout is not None:
-            script = self.scaleout.script(script, node, catalog)
-        return script
-
-    def tftp_requested(self, path, client, result, nbytes):
-        """The TFTP server's on_request: every read request counts in /metrics; a node's script fetched
-        by MAC shows in /status exactly as GET /ipxe does (stage ipxe, client address, boot start)."""
-        mac = script_mac(path) if path is not None else None
-        stage = "bad" if path is None else "ipxe" if mac else "file"
-        self.ledger.metrics.tftp_request(stage, result, nbytes)
-        if mac is None or result != "ok":
-            return
-        # the catalog the resolver just pinned the node to: the script sent came from it
-        node = self.ledger.pinned(mac, self.catalog).by_mac.get(mac)
-        artifact = node.artifact("ipxe") if node else None
-        if artifact is None:      # unknown MAC (the unknown-node script), or a same-named file in the root
-            log.info("%s:%d TFTP %s: no node script of MAC %s sent", client[0], client[1], path, mac)
-            return
-        log.info("%s:%d TFTP %s ipxe %s", client[0], client[1], node.id, artifact.name)
-        return self.ledger.began(node.id, "ipxe", artifact.name, client[0], length=nbytes, protocol="tftp",
-                                 generation=self.ledger.pinned(mac, self.catalog).generation)
-
-    def tftp_ended(self, transfer, result, nbytes):
-        """The TFTP server's on_end: how a script transfer `tftp_requested` recorded ended (`nbytes`
-        acknowledged by the client; `result` "ok" or why it was cut short)."""
-        self.ledger.ended(transfer, nbytes, result == "ok" and nbytes == transfer.length, reason=result)
-
-
-def recorded(req, catalog, code=None):
-    """What a boot record keeps of an HTTP request besides node, stage, file and client."""
-    out = {"generation": catalog.generation if catalog is not None else "",
-           "protocol": "https" if req.tls else "http", "method": req.method}
-    if code is not None:
-        out["code"] = code
-    return out
-
-
-def no_such_route(req):
-    req.label = "other"
-    return text_reply(404, f"no such route {req.path}")
-
-
-def script_mac(path):
-    """The MAC of a per-node iPXE script name asked over TFTP, or None for any other file.
-
-    `<mac>.ipxe`, `ipxe/<mac>` and `ipxe/<mac>.ipxe` (MAC with ':' or '-', any case).
-    """
-    name = path.lstrip("/")
-    in_ipxe_dir = name.startswith("ipxe/")
-    if in_ipxe_dir:
-        name = name[5:]
-    if name.endswith(".ipxe"):
-        name = name[:-5]
-    elif not in_ipxe_dir:
-        return None          # a bare name without .ipxe is a file in the TFTP root
-    return normalise_mac(name)
-
-
-# Route modules register on import (kept last: they import this module's route table).
-from wwfast.server import blobs, efiboot  # noqa: E402,F401  /blob; /grub, /efiboot

@@ -27,8 +27,9 @@ CALL_TIMEOUT = 10.0     # a supervisor this slow is stuck: answer from the worke
 class PushedCatalogs:
     """The catalogs a worker holds, by epoch; `current` and `loaded` as CatalogWatcher has them."""
 
-    def __init__(self, store):
+    def __init__(self, store, state_dir=None):
         self.store = store
+        self.state_dir = state_dir   # as CatalogWatcher's (/blob answers a following server the manifest)
         self.current = Catalog.empty()
         self.current.epoch = 0
         self.loaded = False
@@ -68,6 +69,7 @@ class SupervisorLink:
         self.metrics = metrics
         self.loop = None
         self.on_lost = None          # called once when the supervisor is gone
+        self.on_members = None       # scale-out: the live servers and caches pushed (cluster_view.PushedView)
         self.lost = False
         self._ids = itertools.count(1)
         self._writer = False
@@ -151,6 +153,9 @@ class SupervisorLink:
             self.catalogs.add(epoch, raw, current, live)
             if current:
                 self.send("swapped", epoch, self.catalogs.current.generation)
+        elif kind == "members":                   # ("members", {"servers": [...] or None, "caches": [...]})
+            if self.on_members is not None:
+                self.on_members(message[1])
         elif kind == "snapshot?":                 # the supervisor sums /metrics
             self.send("snapshot", message[1], self.metrics.state())
         elif kind == "reply":

@@ -1,32 +1,30 @@
 """serve's part in a scale-out (settings `cluster:`, docs/deployment.md): a cache tier, shared state in etcd.
 
 With caches (static in the settings, or announced in etcd) every node script this server sends gets the
-header of wwfast.cluster.sources: the node's three caches by rendezvous hashing, then servers. With etcd
-this server also
-- follows the published-generation pointer (pulls what it lacks, installs the manifest, and has the
-  catalog reloaded at once, so a publish reaches it within the 2 s the issue asks),
+header of wwfast.cluster.sources (wwfast.server.cluster_view). With etcd this server also
+- follows the published-generation pointer (the manifest from etcd, store files it lacks pulled, the
+  manifest installed and the catalog reloaded at once, so a publish reaches it within the 2 s the issue asks),
 - announces itself under a lease while it has a generation to serve, and watches the servers and caches,
 - mirrors its nodes' boot records (batched transactions) and watches everyone's, so /status (and so
   `wwfast status`) on any server shows the whole cluster.
 etcd calls run in threads, never in the event loop; while etcd is unreachable the last known members
-stay in use and the parts that could not start are retried every second.
+stay in use and the parts that could not start are retried every second. All of this runs once per server:
+in the serve process, or with `serve --workers N` in the supervisor, which pushes the members to its
+workers (wwfast.server.cluster_view.PushedView) and merges /status for them.
 """
 import json
 import logging
 import threading
-import urllib.parse
 
-from wwfast.cluster import boot_mirror, sources
-from wwfast.cluster.etcd import Etcd, EtcdUnavailable
+from wwfast.cluster import boot_mirror
+from wwfast.cluster.etcd import Etcd, EtcdUnavailable, local_first
 from wwfast.cluster.membership import Announcer, MemberView
-from wwfast.cluster.placement import Member, bounded_first
 from wwfast.cluster.pointer import PointerFollower, read_pointer
 from wwfast.define import cluster_settings
-from wwfast.define.cluster_settings import server_name, server_url
+from wwfast.server.cluster_view import ClusterView
 
 log = logging.getLogger("wwfast.serve")
 RETRY_SECONDS = 1.0
-SYNC_NODES = 2000       # bounded placement of this many nodes takes a few ms; more go to a thread
 
 
 def wanted(settings):
@@ -64,70 +62,41 @@ class BootView:
             self.watch.stop()
 
 
-class ScaleOut:
-    def __init__(self, settings, state_dir, healthy=None, on_switch=None):
+class ScaleOut(ClusterView):
+    """The scale-out part of one server: etcd followed and written once, whatever the worker count."""
+
+    def __init__(self, settings, state_dir, healthy=None, on_switch=None, on_members=None):
+        super().__init__(settings)
         self.settings, self.state_dir = settings, state_dir
-        self.name, self.url = server_name(settings), server_url(settings)
-        self.me = Member(self.name, self.url)
-        self.static_caches = [Member.from_dict(c) for c in settings.caches]
-        self.group_tag = settings.cache_group_tag
         self.healthy = healthy or (lambda: True)
         self.on_switch = on_switch
-        self.etcd = Etcd(settings.etcd_endpoints) if settings.etcd_endpoints else None
+        self.on_members = on_members        # called (from a watch thread) when the live servers or caches change
+        # its own host's etcd member first: what it watches then does not cross its own (busy) link again
+        self.etcd = Etcd(local_first(settings.etcd_endpoints)) if settings.etcd_endpoints else None
         self.prefix = settings.etcd_prefix
         self.follower = self.caches_view = self.servers_view = self.announcer = self.mirror = self.boots = None
         self._stop = threading.Event()
         self._starter = None
-        self._placement = (None, {})
-        self._placing, self._placing_lock = None, threading.Lock()
 
-    # -- what a node's script says ----------------------------------------------------------------
-    def caches(self):
-        live = list(self.static_caches)
-        if self.caches_view is not None:
-            names = {m.name for m in live}
-            live += [m for m in self.caches_view.current() if m.name not in names]
-        return live
+    def attach(self, loop, ledger, watcher, on_members=None):
+        """Serve's glue, in the process that keeps the ledger and watches manifest.json (the only one, or
+        the supervisor of serve --workers N): a pointer switch (a thread) has the catalog reloaded at once
+        rather than at the next poll, and every event the ledger applies is mirrored to etcd."""
+        self.on_switch = lambda _pointer: loop.call_soon_threadsafe(watcher.check)
+        if on_members is not None:
+            self.on_members = lambda: loop.call_soon_threadsafe(on_members)
+        mirror_boot_records(ledger, self)
+        return self
 
-    def servers(self):
-        live = self.servers_view.current() if self.servers_view is not None else []
-        return live if any(m.url == self.url for m in live) else live + [self.me]
+    def live_servers(self):
+        return self.servers_view.current() if self.servers_view is not None else None
 
-    def is_server(self, address):
-        """True when `address` is a live server's (it may pull every file of a generation)."""
-        if self.servers_view is None:
-            return False
-        return any(urllib.parse.urlsplit(m.url).hostname == address for m in self.servers_view.current())
+    def live_caches(self):
+        return self.caches_view.current() if self.caches_view is not None else []
 
-    def script(self, script, node, catalog):
-        """The node's script (from `catalog`) with the header naming its sources now."""
-        servers, caches = self.servers(), self.caches()
-        group = getattr(node, "cache_group", "") or ""
-        first = None if group else self.placement(catalog, caches).get(node.id)
-        blob_urls = sources.blob_sources(node.id, group, caches, servers, first=first)
-        header = sources.header(node, blob_urls, sources.server_order(node.id, self.url, servers), catalog.generation)
-        return sources.inject(script, header)
-
-    def placement(self, catalog, caches):
-        """{node: first cache} by bounded-load rendezvous over the generation's nodes (those not pinned to a
-        group) and the live caches; recomputed when either changes. Past SYNC_NODES nodes it is computed in
-        a thread, plain rendezvous answering meanwhile."""
-        key = (catalog.generation, len(catalog.nodes), tuple((m.name, m.weight) for m in caches))
-        current = self._placement
-        if current[0] == key:
-            return current[1]
-        ids = [n.id for n in catalog.nodes.values() if not getattr(n, "cache_group", "")]
-        if len(ids) <= SYNC_NODES:
-            self._placement = (key, bounded_first(ids, caches))
-            return self._placement[1]
-        with self._placing_lock:
-            if self._placing != key:
-                self._placing = key
-
-                def compute():
-                    self._placement = (key, bounded_first(ids, caches))
-                threading.Thread(target=compute, name="placement", daemon=True).start()
-        return {}
+    def _members_changed(self, _members=None):
+        if self.on_members is not None:
+            self.on_members()
 
     # -- boot records ---------------------------------------------------------------------------------
     def record(self, node_id, summary):
@@ -159,8 +128,10 @@ class ScaleOut:
     def _start_parts(self):
         s = self.settings
         # announce first: the server we pull a new generation from answers live servers only
-        parts = [("servers_view", lambda: MemberView(self.etcd, self.prefix, "servers").start()),
-                 ("caches_view", lambda: MemberView(self.etcd, self.prefix, "caches").start()),
+        parts = [("servers_view", lambda: MemberView(self.etcd, self.prefix, "servers",
+                                                     on_change=self._members_changed).start()),
+                 ("caches_view", lambda: MemberView(self.etcd, self.prefix, "caches",
+                                                    on_change=self._members_changed).start()),
                  ("announcer", lambda: Announcer(self.etcd, self.prefix, "servers", self.me, s.lease_ttl,
                                                  healthy=self.healthy).start()),
                  ("follower", lambda: PointerFollower(self.etcd, self.prefix, self.state_dir,
@@ -173,6 +144,8 @@ class ScaleOut:
             try:
                 setattr(self, name, make())
                 parts.pop(0)
+                if name.endswith("_view"):
+                    self._members_changed()
             except EtcdUnavailable as e:
                 log.warning("scale-out: %s not started yet: %s", name, e)
                 self._stop.wait(1.0)
@@ -204,3 +177,17 @@ class ScaleOut:
                 part.stop()
         if self.mirror is not None:
             self.mirror.stop()
+
+
+def mirror_boot_records(ledger, scaleout):
+    """Every event the ledger applies (this process's, or forwarded by a worker) also goes to etcd: the
+    node's status summary, batched by the mirror (latest per node)."""
+    from wwfast.server.status import summary
+    apply = ledger.apply
+
+    def apply_and_mirror(event):
+        apply(event)
+        rec = ledger.status.nodes.get(event[1]) if event[1] else None
+        if rec is not None:
+            scaleout.record(event[1], summary(rec))
+    ledger.apply = apply_and_mirror

@@ -123,18 +123,13 @@ def _tftp_class():
     return TftpServer
 
 
-def mirror_boot_records(ledger, scaleout):
-    """Every event the ledger applies (this process's, or forwarded by a worker) also goes to etcd: the
-    node's status summary, batched by the mirror (latest per node)."""
-    from wwfast.server.status import summary
-    apply = ledger.apply
-
-    def apply_and_mirror(event):
-        apply(event)
-        rec = ledger.status.nodes.get(event[1]) if event[1] else None
-        if rec is not None:
-            scaleout.record(event[1], summary(rec))
-    ledger.apply = apply_and_mirror
+def attach_scaleout(opts, loop, ledger, watcher, on_members=None):
+    """serve's scale-out part (wwfast.server.scaleout), attached to the process's ledger and manifest
+    watcher; None without `cluster:` settings (the etcd client is imported only with them)."""
+    if opts.settings is None or not scaleout_wanted(opts.settings):
+        return None
+    from wwfast.server.scaleout import ScaleOut
+    return ScaleOut(opts.settings, opts.state_dir).attach(loop, ledger, watcher, on_members=on_members)
 
 
 def stop_event(loop):
@@ -151,13 +146,7 @@ async def serve_forever(opts):
     stop = stop_event(loop)
     ledger = BootLedger(opts.state_dir)
     watcher = CatalogWatcher(opts.state_dir)
-    scaleout = None
-    if opts.settings is not None and scaleout_wanted(opts.settings):
-        # a pointer switch (a thread) has the catalog reloaded at once rather than at the next poll
-        from wwfast.server.scaleout import ScaleOut    # the etcd client: imported only for a scale-out
-        scaleout = ScaleOut(opts.settings, opts.state_dir,
-                            on_switch=lambda _pointer: loop.call_soon_threadsafe(watcher.check))
-        mirror_boot_records(ledger, scaleout)
+    scaleout = attach_scaleout(opts, loop, ledger, watcher)
     ledger.attach(loop)
 
     def ready():
@@ -253,10 +242,6 @@ def run(opts):
     limit = raise_nofile_limit()
     log.info("open-file limit %d; event loop %s", limit, loops.loop_name(opts.loop))
     workers = opts.workers or default_workers()
-    if workers > 1 and opts.settings is not None and scaleout_wanted(opts.settings):
-        # the scale-out part (etcd pointer, membership, mirror) runs once per server: not split yet
-        log.warning("serve: the cluster settings (caches, etcd) run in one process; --workers %d ignored", workers)
-        workers = 1
     if workers > 1:
         from wwfast.server.supervisor import Supervisor
         return Supervisor(opts, workers).run()

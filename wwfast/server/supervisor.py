@@ -13,6 +13,8 @@ sockets, and the others never notice. It keeps what must be one for the whole se
   to every worker ahead of any reply naming it. /status lists each worker's generation.
 - /metrics: the sum of every worker's counters (asked fresh from each when /metrics is asked; a
   dead worker's last counts are kept) with the ledger's boot histogram.
+- a scale-out's part (wwfast.server.scaleout: etcd pointer, announcer, boot records from the one ledger),
+  and the live servers and caches, pushed to every worker as they change (for node scripts' headers).
 """
 import asyncio
 import copy
@@ -31,6 +33,7 @@ from wwfast.server import loops, reuseport
 from wwfast.server.catalog import CatalogWatcher
 from wwfast.server.channel import Channel, ChannelClosed
 from wwfast.server.ledger import BootLedger
+from wwfast.server.service import attach_scaleout
 
 log = logging.getLogger("wwfast.serve")
 
@@ -76,7 +79,7 @@ class Supervisor:
     def __init__(self, opts, workers):
         self.opts = opts
         self.worker_opts = copy.copy(opts)
-        self.worker_opts.settings = None       # the scale-out part is not split over workers (service.run)
+        self.scaleout = None           # wwfast.server.scaleout.ScaleOut: etcd and the members, for all workers
         self.n = workers
         self.slots = [Slot(i) for i in range(workers)]
         self.groups = {}
@@ -125,8 +128,11 @@ class Supervisor:
         self.watcher = CatalogWatcher(self.opts.state_dir, on_swap=self.swapped)
         self.watcher.current.epoch = 0
         self.epochs[0] = self.watcher.current
+        self.scaleout = attach_scaleout(self.opts, loop, self.ledger, self.watcher, on_members=self.push_members)
         self.ledger.attach(loop)
         self.watcher.start(loop)
+        if self.scaleout is not None:
+            self.scaleout.start()
         log.info("serve: %d workers on HTTP %s:%d%s", self.n, self.opts.http_bind,
                  self.groups["http"][0].getsockname()[1],
                  f", TFTP {self.opts.tftp_bind}:{self.groups['tftp'][0].getsockname()[1]}"
@@ -141,6 +147,8 @@ class Supervisor:
             self.stopping = True
             await self.stop_workers()
             self.watcher.stop()
+            if self.scaleout is not None:
+                await loop.run_in_executor(None, self.scaleout.stop)
             await self.ledger.close()
         log.info("stopped")
 
@@ -169,6 +177,8 @@ class Supervisor:
         slot.channel.send(("init", slot.index, self.worker_opts, fds,
                            [(e, self.epochs[e].raw) for e in sorted(live) if e], self.current.epoch,
                            next(self.incarnations) * SEQ_RANGE + 1))
+        if self.scaleout is not None:
+            slot.channel.send(("members", self.scaleout.members()))
         self.loop.add_reader(slot.channel.fileno(), self.drain)
         if slot.channel.pending:
             self._want_write(slot)
@@ -276,6 +286,12 @@ class Supervisor:
             if slot.channel is not None:
                 self._send(slot, ("epoch", new.epoch, new.raw, True, sorted(live)))
 
+    def push_members(self):
+        members = self.scaleout.members()
+        for slot in self.slots:
+            if slot.channel is not None:
+                self._send(slot, ("members", members))
+
     # -- messages ------------------------------------------------------------------------------
     def _send(self, slot, message):
         try:
@@ -373,6 +389,8 @@ class Supervisor:
     # -- what the ledger answers -----------------------------------------------------------------
     def status_json(self):
         doc = self.ledger.status_document(self.current)
+        if self.scaleout is not None:
+            doc = self.scaleout.merge_status(doc)      # every server's boot records (etcd)
         doc["workers"] = [{"worker": s.index, "pid": s.proc.pid if s.proc else 0, "ready": s.ready,
                            "generation": s.generation, "restarts": s.restarts} for s in self.slots]
         return (json.dumps(doc, sort_keys=True, indent=1) + "\n").encode()

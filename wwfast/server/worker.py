@@ -3,7 +3,9 @@
 Started by wwfast.server.supervisor as `python -m wwfast.server.worker FD`: FD is this worker's end
 of its channel; the first message on it says which slot it is, the serve options, the inherited
 socket descriptors and the manifests being served. The boot ledger and the manifest watcher are the
-supervisor's (wwfast.server.remote). Stops on SIGTERM/SIGINT, or when the supervisor is gone.
+supervisor's (wwfast.server.remote), and so is a scale-out's etcd part: a worker gets the live servers
+and caches for its node scripts' headers pushed (wwfast.server.cluster_view.PushedView). Stops on
+SIGTERM/SIGINT, or when the supervisor is gone.
 """
 import asyncio
 import logging
@@ -12,8 +14,10 @@ import socket
 import sys
 
 from wwfast import layout
+from wwfast.define.cluster_settings import scaleout_wanted
 from wwfast.server import loops, service
 from wwfast.server.channel import Channel, ChannelClosed
+from wwfast.server.cluster_view import PushedView
 from wwfast.server.metrics import Metrics
 from wwfast.server.remote import PushedCatalogs, RemoteLedger, SupervisorLink
 
@@ -35,7 +39,7 @@ def read_init(channel):
     raise ChannelClosed("no init message from the supervisor")
 
 
-async def serve_worker(opts, slot, socks, link, catalogs, first_seq):
+async def serve_worker(opts, slot, socks, link, catalogs, first_seq, scaleout=None):
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -47,7 +51,7 @@ async def serve_worker(opts, slot, socks, link, catalogs, first_seq):
         link.send("ready", slot)
     try:
         await service.serve_protocols(opts, catalogs, ledger, stop, socks=socks, on_listening=ready,
-                                      worker=slot)
+                                      worker=slot, scaleout=scaleout)
     finally:
         link.detach()
         try:
@@ -72,13 +76,17 @@ def main(argv=None):
     logging.getLogger("wwfast.serve").setLevel(serve_level)
     service.raise_nofile_limit()
     socks = {name: socket.socket(fileno=fd) for name, fd in fds.items()}
-    catalogs = PushedCatalogs(layout.store_dir(opts.state_dir))
+    catalogs = PushedCatalogs(layout.store_dir(opts.state_dir), opts.state_dir)
     link = SupervisorLink(channel, catalogs, Metrics())
+    scaleout = None
+    if scaleout_wanted(opts.settings):            # the supervisor runs etcd; this worker gets the members
+        scaleout = PushedView(opts.settings)
+        link.on_members = scaleout.update
     for epoch, raw in epochs:
         catalogs.add(epoch, raw, current=epoch == current)
     for message in messages[1:]:
         link.handle(message)
-    loops.run(serve_worker(opts, slot, socks, link, catalogs, first_seq), requested=opts.loop)
+    loops.run(serve_worker(opts, slot, socks, link, catalogs, first_seq, scaleout), requested=opts.loop)
     return 0
 
 
