@@ -13,6 +13,10 @@ server CPU and peak RSS, the ratio classic/wwfast, and draws benchmarks/results/
 
     sudo .venv/bin/python benchmarks/bootstorm.py [--nodes 1000] [--image-mb 16] [--loss 2] [--rate 10gbit]
         [--stagger 30] [--windowsize 4] [--workers 2] [--stacks wwfast,classic] [--quick] [--runs 3]
+        [--baseline DIR]
+With --baseline DIR (a checkout of earlier code with its .venv and Cython modules built, e.g.
+`git worktree add /tmp/base main; make -C /tmp/base setup`) its serve runs in the same rounds as the
+stack "baseline": before/after on one load, reported against it as well as against the classic stack.
 Goals (issue 13): 1,000 nodes, wwfast >= 2x faster than the classic stack to all booted, 0 failures;
 0 failures with 2% loss.
 """
@@ -59,6 +63,8 @@ def parse_args(argv=None):
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--name", default="bootstorm", help="result name (benchmarks/results/NAME.json)")
     p.add_argument("--work", type=pathlib.Path, default=WORK, help="state cache and run files")
+    p.add_argument("--baseline", type=pathlib.Path, help="a checkout of earlier code (its .venv built): its serve "
+                                                         "runs in the same rounds as the stack 'baseline'")
     harness.add_arguments(p, runs=3, warmup=1)
     args = p.parse_args(argv)
     harness.settle(args, nodes=(1000, 200), image_mb=(16, 8))
@@ -79,6 +85,8 @@ def make_stacks(args, topo, run_dir, conf, state, tftp_root, manifest):
             stacks[name] = WwfastStack(topo, 0, run_dir, conf, state, tftp_root, workers)
         else:
             raise SystemExit(f"unknown stack {name!r}")
+    if args.baseline:
+        stacks["baseline"] = WwfastStack(topo, 0, run_dir, conf, state, tftp_root, tree=args.baseline.resolve())
     return stacks
 
 
@@ -121,9 +129,11 @@ def one_storm(stack, binary, shards, refs, run_dir, storm_no, args, node_ids):
         load.tcp = {k: v - tcp0.get(k, 0) for k, v in stack.topo.tcp_counters().items()}
         rss = stack.group.peak_rss_mb()
         view = None
+        load.tftp_server = {}
         if isinstance(stack, WwfastStack):
             view = ("wwfast", views.fetch_wwfast(stack.topo, stack.ns, stack.address, cluster.HTTP_PORT,
                                                  node_ids, str(run_dir / "status.json")))
+            load.tftp_server = stack.tftp_counters(run_dir / "metrics.txt")
     finally:
         stack.stop()
     if isinstance(stack, ClassicStack):
@@ -176,7 +186,10 @@ def main(argv=None):
                                                           [n[1] for n in nodes])
                     figures = report.summarise(load, starts)
                     figures.update(server_cpu_s=cpu, server_peak_rss_mb=rss, wall=figures["last_booted_s"], cpu=cpu,
-                                   tcp=load.tcp)
+                                   tcp=load.tcp, tftp_server=load.tftp_server)
+                    for event in ("retransmits", "dupack_resends", "duplicate_acks", "expired"):
+                        if event in load.tftp_server:
+                            figures[f"server_tftp_{event}"] = load.tftp_server[event]
                     figures["view"] = compare(view, nodes, load)
                     tag_text = "warm-up" if round_no < args.warmup else f"run {round_no - args.warmup + 1}"
                     print_run(tag_text, name, figures)
@@ -215,8 +228,41 @@ def print_run(tag, name, f):
           f"max {f['max_s'] or 0:.2f} s; failed {f['failed']}, retries {f['retries']}, TFTP retransmits "
           f"{f['tftp_retransmits']}; {f['goodput_MBps'] or 0:.0f} MB/s; server cpu {f['server_cpu_s']:.1f} s, "
           f"rss {f['server_peak_rss_mb']:.0f} MB; clients cpu {f['client_cpu_s']:.1f} s; TCP timeouts "
-          f"{f['tcp'].get('TcpExtTCPTimeouts', 0)}, memory-pressure drops {f['tcp'].get('TcpExtTCPRcvQDrop', 0)}; view "
+          f"{f['tcp'].get('TcpExtTCPTimeouts', 0)}, memory-pressure drops {f['tcp'].get('TcpExtTCPRcvQDrop', 0)}; "
+          + (f"server TFTP resends: timer {f['server_tftp_retransmits']}, "
+             f"re-ACK {f.get('server_tftp_dupack_resends', '-')}; " if "server_tftp_retransmits" in f else "")
+          + "view "
           + (f"{v['agree']}/{v['nodes']} agree" if v else "-"), flush=True)
+
+
+def add_rows(result, args, shape, name, ours, peer_name, peer):
+    """The table's rows of stack `name` against `peer_name` (classic, or the baseline checkout)."""
+    goal_time = 2.0 if args.nodes >= 1000 and not shape and not args.rack_rate else None
+    result.add("time until all nodes booted", ours, peer, peer_name=peer_name, ours_name=name,
+               key="last_booted_s", goal=goal_time, cpu=True)
+    for q in ("p50_s", "p99_s", "max_s"):
+        result.add(f"per-node completion {q[:-2]}", ours, peer, peer_name=peer_name, ours_name=name, key=q)
+    result.add("failed nodes", ours, peer, peer_name=peer_name, ours_name=name, key="failed", unit="nodes",
+               limit=0)
+    result.add("retries (failed attempts)", ours, peer, peer_name=peer_name, ours_name=name, key="retries",
+               unit="attempts")
+    result.add("server CPU seconds", ours, peer, peer_name=peer_name, ours_name=name, key="server_cpu_s")
+    result.add("server peak RSS", ours, peer, peer_name=peer_name, ours_name=name, key="server_peak_rss_mb",
+               unit="MB")
+    result.add("goodput", ours, peer, peer_name=peer_name, ours_name=name, key="goodput_MBps", unit="MB/s",
+               better="higher")
+    result.add("load generator CPU seconds", ours, peer, peer_name=peer_name, ours_name=name,
+               key="client_cpu_s", note="the nodes' own CPU: compare with the servers'")
+    for stage in report.STAGES:
+        if ours[0].get(f"stage_{stage}_s") is not None:
+            result.add(f"mean time per node in stage {stage}", ours, peer, peer_name=peer_name, ours_name=name,
+                       key=f"stage_{stage}_s")
+    for event in ("retransmits", "dupack_resends"):      # serve's own count (/metrics); in.tftpd has none
+        key = f"server_tftp_{event}"
+        if ours[0].get(key) is not None:
+            theirs = peer if peer and peer[0].get(key) is not None else None
+            result.add(f"server TFTP {event} (its own count)", ours, theirs, peer_name=peer_name, ours_name=name,
+                       key=key, unit="packets")
 
 
 def record(args, samples, stacks, shape, topo, per_node):
@@ -224,29 +270,11 @@ def record(args, samples, stacks, shape, topo, per_node):
     params.update(link=shape.describe(), mb_per_node=round(per_node / 1e6, 2))
     result = harness.Result(args.name, "boot storm to all nodes booted: wwfast serve vs tftp-hpa + nginx",
                             params=params, quick=args.quick, tools=("nginx", "in.tftpd", "gcc"))
-    peer = samples.get("classic")
-    for name in [n for n in stacks if n != "classic" and n in samples]:
-        ours = samples[name]
-        goal_time = 2.0 if args.nodes >= 1000 and not shape and not args.rack_rate else None
-        result.add("time until all nodes booted", ours, peer, peer_name="classic", ours_name=name,
-                   key="last_booted_s", goal=goal_time, cpu=True)
-        for q in ("p50_s", "p99_s", "max_s"):
-            result.add(f"per-node completion {q[:-2]}", ours, peer, peer_name="classic", ours_name=name, key=q)
-        result.add("failed nodes", ours, peer, peer_name="classic", ours_name=name, key="failed", unit="nodes",
-                   limit=0)
-        result.add("retries (failed attempts)", ours, peer, peer_name="classic", ours_name=name, key="retries",
-                   unit="attempts")
-        result.add("server CPU seconds", ours, peer, peer_name="classic", ours_name=name, key="server_cpu_s")
-        result.add("server peak RSS", ours, peer, peer_name="classic", ours_name=name, key="server_peak_rss_mb",
-                   unit="MB")
-        result.add("goodput", ours, peer, peer_name="classic", ours_name=name, key="goodput_MBps", unit="MB/s",
-                   better="higher")
-        result.add("load generator CPU seconds", ours, peer, peer_name="classic", ours_name=name,
-                   key="client_cpu_s", note="the nodes' own CPU: compare with the servers'")
-        for stage in report.STAGES:
-            if ours[0].get(f"stage_{stage}_s") is not None:
-                result.add(f"mean time per node in stage {stage}", ours, peer, peer_name="classic", ours_name=name,
-                           key=f"stage_{stage}_s")
+    pairs = [(name, "classic") for name in stacks if name not in ("classic", "baseline") and name in samples]
+    pairs += [(name, "baseline") for name in stacks if name not in ("classic", "baseline") and name in samples
+              and "baseline" in samples]
+    for name, peer_name in pairs:
+        add_rows(result, args, shape, name, samples[name], peer_name, samples.get(peer_name))
     failures = {n: [r["failed"] for r in rs] for n, rs in samples.items()}
     result.detail("failures_per_run", failures)
     result.detail("views", {n: [r["view"] for r in rs] for n, rs in samples.items()})

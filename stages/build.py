@@ -13,10 +13,11 @@ import argparse
 import json
 import os
 import sys
+import threading
 
 import wwfast.data
 from wwfast import layout, records, runner
-from wwfast.builder import efiboot, image_archives as build_images, ipxe, overlay_build
+from wwfast.builder import efiboot, fanout, image_archives as build_images, ipxe, overlay_build
 from wwfast.define import settings
 from wwfast.errors import ConfigError
 from wwfast.fsutil import LockBusy, write_if_changed
@@ -82,15 +83,59 @@ def assemble(results, all_nodes, required=REQUIRED_FIELDS):
     return doc, left_out
 
 
+class _Beside(threading.Thread):
+    """A step run in a thread beside the others: the image pack spends its time in zstd's workers, in
+    read() and in sha256, all outside the GIL, so the per-node steps run meanwhile instead of after it."""
+
+    def __init__(self, step, ctx):
+        super().__init__(name="build-images")
+        self.step, self.ctx, self.result, self.error = step, ctx, None, None
+
+    def run(self):
+        try:
+            self.result = self.step(self.ctx)
+        except BaseException as e:    # raised again in the stage's thread, where the runner sees it
+            self.error = e
+
+    def outcome(self):
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+BESIDE = ("images",)
+
+
+def _start_beside(ctx):
+    """{step name: started _Beside} when the other steps stay in this process (no forked workers: a fork
+    while another thread runs would copy it half way); else {} and every step runs in turn."""
+    if len(ctx.nodes) >= fanout.MIN_ITEMS:
+        return {}
+    started = {}
+    for name, step in STEPS:
+        if name in BESIDE:
+            started[name] = _Beside(step, ctx)
+            started[name].start()
+    return started
+
+
 def _run(ctx):
     ctx.nodes = records.read_nodes(layout.nodes_json(ctx.state_dir))
     results, errors = [], []
-    for name, step in STEPS:
-        result = step(ctx)
-        for warning in result.warnings:
-            ctx.log(f"build: warning: {warning}")
-        errors += [f"{name}: {e}" for e in result.errors]
-        results.append(result)
+    beside = _start_beside(ctx)
+    done = {}
+    try:
+        for name, step in STEPS:
+            if name not in beside:
+                done[name] = step(ctx)
+        for name, thread in beside.items():
+            done[name] = thread.outcome()
+    finally:
+        for thread in beside.values():    # a step failed: the pack still ends (and removes its temp files)
+            thread.join()
+    for name, _step in STEPS:
+        _collect(name, done[name], ctx, results, errors)
     if errors:
         for error in errors:
             print(f"build: error: {error}", file=sys.stderr)
@@ -106,6 +151,13 @@ def _run(ctx):
     else:
         ctx.log(f"build: build.json current ({len(doc['nodes'])} nodes)")
     return 0
+
+
+def _collect(name, result, ctx, results, errors):
+    for warning in result.warnings:
+        ctx.log(f"build: warning: {warning}")
+    errors += [f"{name}: {e}" for e in result.errors]
+    results.append(result)
 
 
 # The settings compress alone reads: a change there leaves the build current. (The build packs images

@@ -63,7 +63,7 @@ def test_sync_files_fsyncs_a_few_files_and_their_directories_only(tmp_path, monk
     for f in files:
         f.write_text("data")
     record = _record_syncs(monkeypatch)
-    fsutil.sync_files(files, dirs=[tmp_path / "a"])
+    fsutil.sync_files(files + files[:1], dirs=[tmp_path / "a"])       # a file named twice: synced once
     assert record["fsync"] == [str(f) for f in files]
     assert record["dirs"] == sorted([str(tmp_path), str(tmp_path / "a")])
     assert record["syncfs"] == []

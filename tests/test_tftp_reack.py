@@ -119,6 +119,33 @@ def test_lost_data_is_resent_on_reack_after_the_guard_and_once_per_burst(root, c
 
 
 @pytest.mark.parametrize("core", twin_params())
+def test_the_echo_of_a_doubled_block_starts_no_chain(root, core):
+    """DATA 1 went out twice (late, not lost): the client ACKs each copy. The second ACK 1 comes long after
+    DATA 2 went out, but it is the echo of the doubled DATA 1, not news: answering it would double DATA 2,
+    whose echo would double DATA 3, and so on (Sorcerer's Apprentice at one resend per interval). It is
+    absorbed; the next re-ACK is the client's timer again and gets DATA 2."""
+    clock = SetClock(T0)
+    with ServerThread(root, core, timeout=TIMEOUT, retries=3, clock=clock) as server:
+        s = client_socket(30)
+        s.sendto(rrq("f5000"), ("127.0.0.1", server.port))
+        _, tid = s.recvfrom(1000)
+        settled(server)
+        clock.t = T0 + 0.12
+        reack(server, s, tid, 0)                     # the client's timer: DATA 1 again
+        assert pending(s) == [(3, 1)]
+        s.sendto(ack(1), tid)                        # the first copy's ACK: DATA 2
+        assert decode(s.recvfrom(1000)[0])[:2] == (3, 2)
+        settled(server)
+        clock.t = T0 + 0.30                          # DATA 2 went out 18 ticks ago
+        stats = reack(server, s, tid, 1)             # the second copy's ACK
+        assert pending(s) == [] and stats["dupack_resends"] == 1, stats
+        stats = reack(server, s, tid, 1)             # then the client's timer for DATA 2
+        assert pending(s) == [(3, 2)] and stats["dupack_resends"] == 2, stats
+        s.sendto(b"\0\5\0\0bye\0", tid)
+        assert server.wait_idle(30)
+
+
+@pytest.mark.parametrize("core", twin_params())
 def test_reack_resends_the_whole_window(root, core):
     clock = SetClock(T0)
     with ServerThread(root, core, timeout=TIMEOUT, retries=3, clock=clock) as server:

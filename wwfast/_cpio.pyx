@@ -20,8 +20,8 @@ import io
 import os
 import stat as _stat
 
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_READ, PyBUF_SIMPLE
+from cpython.memoryview cimport PyMemoryView_FromMemory
 from libc.errno cimport errno, EINTR
 from libc.stdint cimport uint32_t, uint64_t, int64_t
 from libc.stdlib cimport malloc, realloc, free, qsort
@@ -606,8 +606,13 @@ cdef class NewcWriter:
             if err:
                 raise OSError(err, os.strerror(err))
         else:
-            data = PyBytes_FromStringAndSize(self._buf, self._len)
-            _write_all(self._out, data)
+            # The buffer itself, as the pure twin hands over its bytearray: no copy per MiB. Valid during
+            # the call only (the buffer is refilled next): a writer copies what it keeps, as files do.
+            view = PyMemoryView_FromMemory(self._buf, self._len, PyBUF_READ)
+            try:
+                _write_all(self._out, view)
+            finally:
+                view.release()
         self._written += self._len
         self._len = 0
         return 0

@@ -116,6 +116,10 @@ cdef enum:
     END_CLOSED = 4      # the table was closed with the transfer in flight
 
 cdef enum:
+    RESENT = 1          # what is in flight went out more than once
+    ECHO = 2            # ... and was acknowledged: the next duplicate ACK is its second copy's
+
+cdef enum:
     FREE = 0
     OACK_SENT = 1       # waiting for ACK 0
     SENDING = 2
@@ -167,6 +171,7 @@ cdef class SessionTable:
     cdef int capacity
     cdef int nactive
     cdef int8_t[::1] state
+    cdef int8_t[::1] flags              # RESENT | ECHO (see _progress)
     cdef int32_t[::1] fd, blksize, windowsize, timeout_ticks, nretries, slot, wnext, wprev
     cdef int64_t[::1] size, nblocks, acked, sent_upto, deadline, sent_at
     cdef intptr_t[::1] data
@@ -268,6 +273,7 @@ cdef class SessionTable:
             sid = self.by_key[key]
             if self.state[sid] == OACK_SENT or self.acked[sid] == 0:
                 self.st_first_resends += 1
+                self.flags[sid] |= RESENT
                 self._send_current(sid)
             return -1
         self._sockaddr(peer[0], peer[1], &addr)
@@ -305,6 +311,7 @@ cdef class SessionTable:
         self.acked[sid] = 0
         self.sent_upto[sid] = 0
         self.nretries[sid] = 0
+        self.flags[sid] = 0
         self.sent_at[sid] = 0
         self.slot[sid] = -1
         self.oacks[sid] = oack
@@ -378,6 +385,7 @@ cdef class SessionTable:
     cdef _grow(self, int new_capacity):
         cdef int old = self.capacity
         self.state = _grown(self.state if old else None, old, new_capacity, np.int8, 0)
+        self.flags = _grown(self.flags if old else None, old, new_capacity, np.int8, 0)
         self.fd = _grown(self.fd if old else None, old, new_capacity, np.int32, -1)
         self.blksize = _grown(self.blksize if old else None, old, new_capacity, np.int32, 0)
         self.windowsize = _grown(self.windowsize if old else None, old, new_capacity, np.int32, 0)
@@ -469,7 +477,7 @@ cdef class SessionTable:
             if block == 0:
                 self.state[sid] = SENDING
                 self.oacks[sid] = None
-                self.nretries[sid] = 0
+                self._progress(sid)
                 self._send_window(sid)
             else:
                 self.st_duplicate_acks += 1
@@ -482,7 +490,7 @@ cdef class SessionTable:
                 self._on_reack(sid)
             return 0
         self.acked[sid] = base + delta
-        self.nretries[sid] = 0
+        self._progress(sid)
         if self.acked[sid] >= self.nblocks[sid]:
             self.st_completed += 1
             self._end(sid, END_OK)
@@ -490,19 +498,32 @@ cdef class SessionTable:
             self._send_window(sid)
         return 0
 
+    cdef void _progress(self, int sid) noexcept:
+        """The client acknowledged something new. If what it acknowledged went out more than
+        once, its second copy will draw a second ACK (the storm's nodes and iPXE re-ACK a
+        duplicate): that echo is no news and must not start a resend, or every block after
+        would go out twice, one duplicate drawing the next (Sorcerer's Apprentice)."""
+        self.nretries[sid] = 0
+        self.flags[sid] = ECHO if self.flags[sid] & RESENT else 0
+
     cdef int _on_reack(self, int sid) except -1:
         """The client ACKed again the block before those in flight: its retry timer fired, so
         what we sent was lost (or is late). Resend it, but only if it went out at least
         timeout/8 ago: a burst of duplicates (a late or doubled DATA, the re-ACKs of a gap
         in a window) gets one resend per interval, never one each (Sorcerer's Apprentice,
-        RFC 1123 4.2.3.1). Each counts as a retry: `retries` still bounds the resends of a
-        block, and the last one is left to the timer, which expires the transfer."""
+        RFC 1123 4.2.3.1), and not for the echo of a block we sent twice. Each counts as a
+        retry: `retries` still bounds the resends of a block, and the last one is left to
+        the timer, which expires the transfer."""
         cdef int64_t guard = self.timeout_ticks[sid] >> NUDGE_SHIFT
+        if self.flags[sid] & ECHO:
+            self.flags[sid] &= ~ECHO
+            return 0
         if guard < 1:
             guard = 1
         if self.nretries[sid] >= self.retries or self._clock() - self.sent_at[sid] < guard:
             return 0
         self.nretries[sid] += 1
+        self.flags[sid] |= RESENT
         self.st_dupack_resends += 1
         self._send_window(sid)
         return 0
@@ -621,6 +642,7 @@ cdef class SessionTable:
             self._end(sid, END_EXPIRED)
             return 0
         self.st_retransmits += 1
+        self.flags[sid] |= RESENT
         self._send_current(sid)
         return 0
 

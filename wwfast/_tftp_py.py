@@ -38,7 +38,8 @@ END_RESULTS = ("ok", "expired", "aborted", "illegal", "closed")
 
 class _Session:
     __slots__ = ("sid", "sock", "fd", "peer", "data", "size", "blksize", "windowsize", "timeout",
-                 "nblocks", "acked", "sent_upto", "retries", "oack", "deadline", "slot", "key", "tag", "sent_at")
+                 "nblocks", "acked", "sent_upto", "retries", "oack", "deadline", "slot", "key", "tag", "sent_at",
+                 "resent", "echo")
 
 
 class SessionTable:
@@ -90,6 +91,7 @@ class SessionTable:
             s = self._sessions[self._by_key[key]]
             if s.oack is not None or s.acked == 0:
                 self._stats["first_resends"] += 1
+                s.resent = True
                 self._send_current(s)
             return -1
         sock = socket.socket(self.family, socket.SOCK_DGRAM)
@@ -116,6 +118,7 @@ class SessionTable:
         s.acked = s.sent_upto = 0
         s.retries = 0
         s.sent_at = 0
+        s.resent = s.echo = False
         s.oack = oack
         s.slot = -1
         s.key = key
@@ -209,7 +212,7 @@ class SessionTable:
         if s.oack is not None:
             if block == 0:
                 s.oack = None
-                s.retries = 0
+                self._progress(s)
                 self._send_window(s)
             else:
                 self._stats["duplicate_acks"] += 1
@@ -222,23 +225,36 @@ class SessionTable:
                 self._on_reack(s)
             return
         s.acked = base + delta
-        s.retries = 0
+        self._progress(s)
         if s.acked >= s.nblocks:
             self._stats["completed"] += 1
             self._end(s, "ok")
         else:
             self._send_window(s)
 
+    def _progress(self, s):
+        """The client acknowledged something new. If what it acknowledged went out more than
+        once, its second copy will draw a second ACK (the storm's nodes and iPXE re-ACK a
+        duplicate): that echo is no news and must not start a resend, or every block after
+        would go out twice, one duplicate drawing the next (Sorcerer's Apprentice)."""
+        s.retries = 0
+        s.echo, s.resent = s.resent, False
+
     def _on_reack(self, s):
         """The client ACKed again the block before those in flight: its retry timer fired, so
         what we sent was lost (or is late). Resend it, but only if it went out at least
         timeout/8 ago: a burst of duplicates (a late or doubled DATA, the re-ACKs of a gap
         in a window) gets one resend per interval, never one each (Sorcerer's Apprentice,
-        RFC 1123 4.2.3.1). Each counts as a retry: `retries` still bounds the resends of a
-        block, and the last one is left to the timer, which expires the transfer."""
+        RFC 1123 4.2.3.1), and not for the echo of a block we sent twice. Each counts as a
+        retry: `retries` still bounds the resends of a block, and the last one is left to
+        the timer, which expires the transfer."""
+        if s.echo:
+            s.echo = False
+            return
         if s.retries >= self.retries or self._clock() - s.sent_at < max(1, s.timeout >> _NUDGE_SHIFT):
             return
         s.retries += 1
+        s.resent = True
         self._stats["dupack_resends"] += 1
         self._send_window(s)
 
@@ -249,6 +265,7 @@ class SessionTable:
             self._end(s, "expired")
             return
         self._stats["retransmits"] += 1
+        s.resent = True
         self._send_current(s)
 
     def _send_current(self, s):

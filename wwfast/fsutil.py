@@ -32,7 +32,7 @@ def sync_files(paths, dirs=()):
     A few files get an fsync each (and their directories one each): only what this run wrote goes to
     disk, not every dirty page other processes left on the same file system. Past SYNC_EACH_MAX files
     one syncfs(2) is cheaper than thousands of fsyncs."""
-    paths = [os.fspath(p) for p in paths]
+    paths = list(dict.fromkeys(os.fspath(p) for p in paths))     # each once, in order
     if not paths and not dirs:
         return
     if len(paths) > SYNC_EACH_MAX:

@@ -36,11 +36,11 @@ class Stack:
         self.procs = []
         self.group = None
 
-    def _spawn(self, args, log_name):
+    def _spawn(self, args, log_name, cwd=ROOT):
         log = open(self.work / log_name, "ab")
         try:
             proc = subprocess.Popen(self.topo.exec_args(self.ns) + ["prlimit", f"--nofile={NOFILE}:{NOFILE}"] + args,
-                                    cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     preexec_fn=self.group.preexec, start_new_session=True)
         finally:
             log.close()
@@ -97,10 +97,14 @@ class Stack:
 
 
 class WwfastStack(Stack):
-    def __init__(self, topo, server_index, work, conf, state, tftp_root, workers=None):
+    """wwfast serve of this checkout, or of `tree` (another checkout with its .venv: the baseline stack)."""
+
+    def __init__(self, topo, server_index, work, conf, state, tftp_root, workers=None, tree=None):
         super().__init__(topo, server_index, work)
         self.conf, self.state, self.tftp_root, self.workers = conf, state, tftp_root, workers
-        self.name = "wwfast" if not workers else f"wwfast-{workers}w"
+        self.tree = pathlib.Path(tree) if tree else ROOT
+        self.python = str(self.tree / ".venv" / "bin" / "python") if tree else sys.executable
+        self.name = "baseline" if tree else "wwfast" if not workers else f"wwfast-{workers}w"
 
     @staticmethod
     def supports_workers():
@@ -108,16 +112,27 @@ class WwfastStack(Stack):
         return "--workers" in out.stdout
 
     def _start(self):
-        args = [sys.executable, "-m", "stages.serve", "--conf", str(self.conf), "--state", str(self.state),
+        args = [self.python, "-m", "stages.serve", "--conf", str(self.conf), "--state", str(self.state),
                 "--bind", self.address, "--http-port", str(HTTP_PORT), "--tftp-port", str(TFTP_PORT),
                 "--tftp-root", str(self.tftp_root), "--quiet"]
         if self.workers:
             args += ["--workers", str(self.workers)]
-        self._spawn(args, f"{self.name}.log")
+        self._spawn(args, f"{self.name}.log", cwd=self.tree)
+
+    def tftp_counters(self, out_path):
+        """serve's TFTP session-table counters (/metrics: timer retransmits, re-ACK resends, ...) since it started."""
+        code, status = self.curl(f"http://{self.address}:{HTTP_PORT}/metrics", output=str(out_path), timeout=10)
+        if code or status != "200":
+            return {}
+        prefix = 'wwfast_tftp_transfer_events_total{event="'
+        with open(out_path) as f:
+            return {line[len(prefix):].split('"')[0]: int(float(line.split()[-1]))
+                    for line in f if line.startswith(prefix)}
 
     def versions(self):
-        out = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True)
-        return {"wwfast": out.stdout.strip()}
+        out = subprocess.run(["git", "-C", str(self.tree), "describe", "--always", "--dirty"], capture_output=True,
+                             text=True)
+        return {self.name: out.stdout.strip()}
 
 
 NGINX_CONF = """

@@ -32,7 +32,8 @@ RACK_PREFIX = 20
 MAX_RACKS = 2 ** (RACK_PREFIX - NODE_SPACE.prefixlen)
 PER_RACK = 2 ** (32 - RACK_PREFIX) - 2
 TCP_COUNTERS = ("TcpRetransSegs", "TcpExtTCPTimeouts", "TcpExtTCPMemoryPressures", "TcpExtTCPRcvQDrop",
-                "TcpExtPruneCalled", "TcpExtTCPOFODrop", "TcpExtListenDrops")
+                "TcpExtPruneCalled", "TcpExtTCPOFODrop", "TcpExtListenDrops", "TcpExtListenOverflows",
+                "TcpExtTCPSynRetrans", "TcpAttemptFails", "TcpEstabResets", "UdpRcvbufErrors", "UdpSndbufErrors")
 
 
 class LinkShape:

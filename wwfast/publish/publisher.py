@@ -18,7 +18,7 @@ import os
 from wwfast import canonjson, fsutil, layout
 from wwfast.publish import build_outputs, manifest as manifests, packed
 from wwfast.publish.build_outputs import settled_key, stat_key
-from wwfast.publish.store import StoreWriter, as_publish_error, sync_filesystem
+from wwfast.publish.store import StoreWriter, as_publish_error, sync_written
 
 # Bump when the same inputs would publish different bytes (compressor parameters, manifest layout).
 STAGE_VERSION = "compress-2"
@@ -56,7 +56,7 @@ def run(state_dir, settings, memory, progress=None):
     for rel, path, key in fused:
         hashed[rel] = store.compress_unhashed(path, key, known_store)
     entries = store.fill(inputs, hashed, known_store)
-    sync_filesystem(store.store)   # every file the manifest will name is durable before it
+    sync_written(store)   # every file the manifest will name is durable before it
     manifest = manifests.make_manifest(state_dir, build, entries, settings, gzip_needed)
     changed = previous is None or manifests.body(previous) != manifests.body(manifest)
     if changed:

@@ -6,8 +6,6 @@ A store file appears only by rename of a whole temp file (temp prefix and suffix
 leaves only garbage that the next run removes) and is never rewritten: its name fixes its content.
 """
 import contextlib
-import ctypes
-import ctypes.util
 import hashlib
 import os
 import tempfile
@@ -43,6 +41,7 @@ class StoreWriter:
         self.gzip = compress.GzipEncoder(compress.GZIP_LEVEL, settings.threads)
         self.compressed = 0      # store files written this run
         self.reused = 0
+        self.written = []        # their paths (and whole files an earlier run left unrecorded): to make durable
 
     def hash_inputs(self, inputs, known):
         """({rel: (stat key, sha256 of the content)}, [(rel, path, stat key)] left to hash while
@@ -99,6 +98,7 @@ class StoreWriter:
             else:
                 os.chmod(tmp, 0o644)
                 os.replace(tmp, final)
+                self.written.append(final)
                 known_store[name] = [out.size, out.hash.hexdigest()]
                 self.compressed += 1
                 self.reused -= 1           # fill counts the file it finds as reused
@@ -132,6 +132,7 @@ class StoreWriter:
                 if known and known[0] == size:
                     entries[rel][enc] = entry(name, size, known[1])
                 else:   # whole (it was renamed into place) but left by a run that died before recording it
+                    self.written.append(path)
                     with open(path, "rb", buffering=0) as f:
                         entries[rel][enc] = entry(name, size, hash_file(f))
         total = sum(hashed[rel][0][0] for rel, _, _ in work)
@@ -141,6 +142,7 @@ class StoreWriter:
                 entries[rel][enc] = self._store_packed(rel, enc, name)
             else:
                 entries[rel][enc] = self._store_one(rel, enc, name, hashed[rel], progress)
+            self.written.append(os.path.join(self.store, name))
             self.compressed += 1
         progress.close()
         return entries
@@ -204,13 +206,8 @@ def hash_file(f, progress=None):
     return h.hexdigest()
 
 
-def sync_filesystem(path):
-    """syncfs(2) on the store's filesystem: one flush for thousands of new files."""
-    libc_name = ctypes.util.find_library("c")
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        syncfs = getattr(ctypes.CDLL(libc_name, use_errno=True), "syncfs", None) if libc_name else None
-        if syncfs is None or syncfs(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)
+def sync_written(store):
+    """Every file the manifest will name durable before it: the files this run wrote (an fsync each, one
+    syncfs past fsutil.SYNC_EACH_MAX) and the store's directory. Linked files are the build's, which it
+    fsynced when it wrote them; nothing else on the file system is flushed on this run's clock."""
+    fsutil.sync_files(store.written, dirs=[store.store])
