@@ -25,7 +25,9 @@ def previous_ids(db_path):
         with open(db_path, "rb") as f:
             raw = f.read()
         if raw.startswith(CANONICAL_HEAD):
-            return {json.loads(key) for key in NODE_KEY.findall(raw)}
+            # a key without an escape is its UTF-8 text between the quotes: json.loads per key cost
+            # 10,000 calls (~25 ms of a define run) for what a slice gives
+            return {key[1:-1].decode() if b"\\" not in key else json.loads(key) for key in NODE_KEY.findall(raw)}
         return set(json.loads(raw).get("nodes") or ())
     except (OSError, ValueError, AttributeError):
         return set()
