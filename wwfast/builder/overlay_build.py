@@ -16,7 +16,6 @@ Outside secure mode a file that the runtime archive carries with the same bytes 
 lists every node) is not repeated in the system archive: the kernel unpacks runtime after system, so the
 node's tree is the same, and the total output stays linear in the number of nodes.
 """
-import functools
 import hashlib
 import io
 import json
@@ -26,6 +25,8 @@ import time
 
 from wwfast import cpio, fsutil, layout
 from wwfast.builder import fanout, overlays, sshkeys
+from wwfast.builder.overlay_items import (Item, OverlaySource, dedupe_key, drop_sent_by_runtime, file_sig, holds,
+                                          item_from_out, link_into_place, parents, same_file)
 from wwfast.builder.render import RenderError, Renderer
 
 CONTEXTS = ("system", "runtime")
@@ -45,46 +46,6 @@ def out_dir(state_dir):
 
 def archive_path(state_dir, node_id, context):
     return layout.overlay_archive(state_dir, node_id, context)
-
-
-class Item:
-    """One path of a node's merged overlay: a file, a directory or a symlink, shared or per node."""
-
-    __slots__ = ("rel", "data", "mode", "uid", "gid", "target", "shared_id", "prunable")
-
-    def __init__(self, rel, data, mode, uid, gid, target=None, shared_id=None, prunable=False):
-        self.rel, self.data, self.mode, self.uid, self.gid, self.target = rel, data, mode, uid, gid, target
-        self.shared_id = shared_id  # set when the same object serves every node (dedupe key)
-        # an overlay directory left empty (its templates aborted) is not sent: no stray /etc/NetworkManager
-        self.prunable = prunable
-
-
-def _from_out(out, shared_id=None):
-    return Item(out.rel, out.data, out.mode, out.uid, out.gid, out.target, shared_id)
-
-
-class OverlaySource:
-    """An overlay's entries, static file contents, and a digest of everything in it."""
-
-    def __init__(self, name, tree):
-        self.name = name
-        self.tree = tree
-        self.entries = overlays.walk(tree)
-        h = hashlib.sha256(f"{name}\0{tree}\0".encode())
-        self.static = {}  # rel -> Item for dirs, files and symlinks
-        for e in self.entries:
-            h.update(f"{e.rel}\0{e.kind}\0{e.mode:o}\0{e.uid}\0{e.gid}\0{e.target or ''}\0".encode())
-            if e.kind in ("file", "template"):
-                with open(e.source, "rb") as f:
-                    data = f.read()
-                h.update(hashlib.sha256(data).digest())
-                if e.kind == "file":
-                    self.static[e.rel] = Item(e.rel, data, e.mode, e.uid, e.gid)
-            elif e.kind == "dir":
-                self.static[e.rel] = Item(e.rel, None, e.mode, e.uid, e.gid, prunable=True)
-            else:
-                self.static[e.rel] = Item(e.rel, b"", 0o777, e.uid, e.gid, e.target)
-        self.digest = h.hexdigest()
 
 
 class Result:
@@ -165,7 +126,7 @@ class OverlayBuilder:
             outs, deps = self.renderer.render(entry.source, entry.rel, None, overlay_name, entry.mode, entry.uid,
                                               entry.gid)
             self.deps |= deps
-            items = self.shared_outputs[entry.source] = [_from_out(o, self._shared_id()) for o in outs]
+            items = self.shared_outputs[entry.source] = [item_from_out(o, self._shared_id()) for o in outs]
         return items
 
     def uses(self, names, node_id, context):
@@ -198,7 +159,7 @@ class OverlayBuilder:
         settings_digest = getattr(self.settings, "digest", "") or repr(sorted(vars(self.settings).items()))
         all_nodes_digest = None  # only when a per-node template reads all_nodes (rare: hosts is shared)
         files_digest = hashlib.sha256(json.dumps(
-            {p: _file_sig(p) for p in sorted(previous_server_files)}).encode()).hexdigest()
+            {p: file_sig(p) for p in sorted(previous_server_files)}).encode()).hexdigest()
         base = f"{BUILD_VERSION}\0{cpio.WRITER_VERSION}\0{settings_digest}\0{self.conf_dir}\0{self.state_dir}\0"
         uses_cache = self._uses_cache
         image_digests = {}
@@ -251,7 +212,7 @@ class OverlayBuilder:
                                                   entry.uid, entry.gid)
                 self.deps |= deps
                 for o in outs:
-                    merged[o.rel] = _from_out(o)
+                    merged[o.rel] = item_from_out(o)
         return merged
 
     def pack(self, merged, fileobj=None):
@@ -262,11 +223,11 @@ class OverlayBuilder:
         used = set()
         for rel, it in merged.items():
             if not it.prunable:
-                used.update(_parents(rel))
+                used.update(parents(rel))
         for rel in [r for r, it in merged.items() if it.prunable and r not in used]:
             del merged[rel]
         for rel in list(merged):
-            for parent in _parents(rel):
+            for parent in parents(rel):
                 if parent not in merged:
                     merged[parent] = Item(parent, None, 0o755, 0, 0, shared_id=-1)
         buf = io.BytesIO() if fileobj is None else fileobj
@@ -289,15 +250,15 @@ class OverlayBuilder:
             runtime = self.node_items(node_id, "runtime")
             system = self.node_items(node_id, "system")
             if not self.settings.secure:
-                _drop_sent_by_runtime(system, runtime)
+                drop_sent_by_runtime(system, runtime)
             for context, merged in (("system", system), ("runtime", runtime)):
-                key = _dedupe_key(context, merged)
+                key = dedupe_key(context, merged)
                 path = archive_path(self.state_dir, node_id, context)
                 first = written.get(key)
-                if first is not None and (_same_file(first, path) or _link_into_place(first, path)):
+                if first is not None and (same_file(first, path) or link_into_place(first, path)):
                     continue
                 data = self.pack(merged)
-                if not _holds(path, data):   # the same bytes in place (--force, or a change it does not show)
+                if not holds(path, data):   # the same bytes in place (--force, or a change it does not show)
                     fsutil.atomic_write(path, data, fsync=False)   # stay: no inode freed and allocated again
                 written[key] = path
         return self.deps
@@ -383,105 +344,6 @@ WORKER_ERRORS = {
 
 def _overlay_list(node, context):
     return node.system_overlay if context == "system" else node.runtime_overlay
-
-
-@functools.lru_cache(maxsize=None)
-def _parents(rel):
-    """Ancestor directories of an archive path, nearest first ("a/b/c" -> ("a/b", "a"))."""
-    out = []
-    parent = os.path.dirname(rel)
-    while parent:
-        out.append(parent)
-        parent = os.path.dirname(parent)
-    return tuple(out)
-
-
-def _same(a, b):
-    if a is b:
-        return True
-    return (a.data == b.data and a.target == b.target and a.mode == b.mode and a.uid == b.uid
-            and a.gid == b.gid)
-
-
-def _drop_sent_by_runtime(system, runtime):
-    """Leave out of the system archive the files the runtime archive carries with the same bytes and metadata.
-
-    Outside secure mode the iPXE script loads both, system then runtime, and the kernel unpacks them in
-    that order: the runtime copy lands on the same path anyway, so the node's tree is the same. This
-    matters because /etc/hosts (in both default lists) grows with the cluster: without this every node's
-    system archive would carry its own copy of a file listing all nodes. In secure mode the runtime
-    overlay comes later (node agent), so the system archive keeps everything.
-    """
-    for rel, item in list(system.items()):
-        if item.data is None and item.target is None:
-            continue  # directories are tiny; keeping them keeps the system tree whole
-        other = runtime.get(rel)
-        if other is not None and _same(item, other):
-            del system[rel]
-
-
-def _dedupe_key(context, merged):
-    h = hashlib.sha256(context.encode())
-    for rel in sorted(merged):
-        it = merged[rel]
-        if it.shared_id is not None and it.shared_id >= 0:
-            h.update(f"{rel}\0#{it.shared_id}\0".encode())
-        else:
-            h.update(f"{rel}\0{it.mode}\0{it.uid}\0{it.gid}\0{it.target}\0".encode())
-            if it.data is not None:
-                h.update(hashlib.sha256(it.data).digest())
-    return h.digest()
-
-
-def _same_file(a, b):
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def _holds(path, data):
-    """Whether the file at `path` holds exactly `data`."""
-    try:
-        if os.stat(path).st_size != len(data):
-            return False
-        with open(path, "rb") as f:
-            return f.read() == data
-    except OSError:
-        return False
-
-
-def _link_into_place(existing, path):
-    """Hard-link an identical archive written earlier in this run to `path`, atomically.
-
-    A new name is linked straight in (a link appears whole); an existing one is replaced by rename.
-    """
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    try:
-        os.link(existing, path)
-        return True
-    except FileExistsError:
-        pass
-    except OSError:
-        return False
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.link")
-    try:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        os.link(existing, tmp)
-        os.replace(tmp, path)
-        return True
-    except OSError:
-        return False
-
-
-def _file_sig(path):
-    try:
-        st = os.stat(path)
-        return [st.st_mtime_ns, st.st_size, st.st_ino]
-    except OSError:
-        return None
 
 
 def _image_digest(state_dir, image):
