@@ -202,4 +202,5 @@ def test_tftp_hpa_through_a_lossy_path_recovers_on_its_own_reacks(root, core, tm
             assert relay.counts["dropped"] > 0, relay.counts
         stats = server.stats()
         assert stats["dupack_resends"] > 0, stats
-        assert server.wait_idle(30), stats
+        # No wait for the session to end: when the relay drops tftp-hpa's final ACK the server can only
+        # retry the last block into a closed port until its timer gives up (minutes at timeout 5 s).
