@@ -228,7 +228,9 @@ def print_run(tag, name, f):
           f"max {f['max_s'] or 0:.2f} s; failed {f['failed']}, retries {f['retries']}, TFTP retransmits "
           f"{f['tftp_retransmits']}; {f['goodput_MBps'] or 0:.0f} MB/s; server cpu {f['server_cpu_s']:.1f} s, "
           f"rss {f['server_peak_rss_mb']:.0f} MB; clients cpu {f['client_cpu_s']:.1f} s; TCP timeouts "
-          f"{f['tcp'].get('TcpExtTCPTimeouts', 0)}, memory-pressure drops {f['tcp'].get('TcpExtTCPRcvQDrop', 0)}; "
+          f"{f['tcp'].get('TcpExtTCPTimeouts', 0)}, memory-pressure drops {f['tcp'].get('TcpExtTCPRcvQDrop', 0)}, "
+          f"backlog drops {f['tcp'].get('SoftnetBacklogDrops', 0)}; "
+          + (f"retry reasons {f['retry_reasons']}; " if f.get("retry_reasons") else "")
           + (f"server TFTP resends: timer {f['server_tftp_retransmits']}, "
              f"re-ACK {f.get('server_tftp_dupack_resends', '-')}; " if "server_tftp_retransmits" in f else "")
           + "view "

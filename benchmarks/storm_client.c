@@ -210,7 +210,23 @@ static void finish_step(struct node *n, long long now) {
     begin_step(n, now);
 }
 
+/* Why an HTTP step stalled, from the kernel's view of its connection: still in the handshake, or
+ * connected with the request sent and no reply yet, or mid-reply. A report can then tell SYNs lost
+ * before the server from requests the server holds. */
+static const char *stalled_why(struct node *n) {
+    struct tcp_info ti;
+    socklen_t tl = sizeof ti;
+    if (n->steps[n->cur].kind == TFTP || n->fd < 0) return "stalled";
+    if (getsockopt(n->fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0) return "stalled";
+    if (ti.tcpi_state == TCP_SYN_SENT) return "stalled_in_handshake";
+    if (ti.tcpi_state != TCP_ESTABLISHED) return "stalled_closing";
+    if (n->hstate == H_CONNECT) return "stalled_connected_unsent";
+    if (n->hlen == 0) return ti.tcpi_unacked ? "stalled_request_unacked" : "stalled_no_reply";
+    return "stalled_in_reply";
+}
+
 static void fail_step(struct node *n, const char *why, long long now) {
+    if (!strcmp(why, "stalled")) why = stalled_why(n);
     record(n, why, now);
     drop_fd(&n->fd);
     drop_fd(&n->pool_fd);           /* iPXE drops the connection a failed request used */

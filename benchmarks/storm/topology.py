@@ -63,6 +63,14 @@ def _rate_bytes(rate):
     raise ValueError(f"rate {rate!r}: use e.g. 1gbit, 10gbit, 400mbit")
 
 
+def softnet_drops():
+    """Packets dropped because a CPU's input backlog (net.core.netdev_max_backlog) was full: a veth
+    hands every packet to that backlog, so an overloaded machine drops there before any socket sees
+    it. Machine-wide (the counter is per CPU, not per namespace): the second column of softnet_stat."""
+    with open("/proc/net/softnet_stat") as f:
+        return sum(int(line.split()[1], 16) for line in f if line.strip())
+
+
 def run(args, check=True, stdin=None):
     out = subprocess.run(args, input=stdin, capture_output=True, text=True)
     if check and out.returncode != 0:
@@ -245,6 +253,7 @@ class Topology:
                 for name, value in zip(names.split(), values.partition(":")[2].split()):
                     if f"{kind}{name}" in TCP_COUNTERS:
                         total[f"{kind}{name}"] = total.get(f"{kind}{name}", 0) + int(value)
+        total["SoftnetBacklogDrops"] = softnet_drops()
         return total
 
     def close(self):
