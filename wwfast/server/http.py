@@ -1,15 +1,16 @@
-"""The HTTP transport: connections, the request parser's callbacks, and the pump that sends replies.
+"""The HTTP transport: a connection, the request parser's callbacks, and the pump that sends replies.
 
-What to answer is decided elsewhere (wwfast.server.provision: request in, reply out); this
-module only moves bytes. One asyncio Protocol per connection reads and parses requests (httptools);
+What to answer is decided elsewhere (wwfast.server.provision: request in, reply out), and the
+listening socket and the limits sweep are wwfast.server.http_server's; this module only moves
+one connection's bytes. One asyncio Protocol per connection reads and parses requests (httptools);
 responses go out on a dup() of the connection's socket, driven by add_writer:
 headers with send(MSG_MORE), file bodies with os.sendfile straight from the page
 cache (uvloop has no loop.sendfile, uvloop#228). Memory per connection is a few
 small objects whatever the file size. `send_mode="mmap"` copies from an mmap
 with send() instead; benchmarks/bench_http.py measures both.
 
-Limits (header size, header time, idle time, send stall) are checked by one
-sweep per half second over all connections, not a timer per connection.
+Limits (header size, header time, idle time, send stall) are checked by
+Connection.sweep, which the server calls for all connections every half second.
 """
 import asyncio
 import errno
@@ -20,8 +21,7 @@ import time
 
 import httptools
 
-from wwfast.server.mappings import SharedMappings
-from wwfast.server.replies import REASONS, FileBody, http_date, text_reply
+from wwfast.server.replies import REASONS, FileBody, text_reply
 
 log = logging.getLogger("wwfast.serve")
 
@@ -366,88 +366,3 @@ class Connection(asyncio.Protocol):
             log.info("%s:%d: keep-alive connection idle for %g s; closed", *self.peer, limits.idle_timeout)
             self.server.metrics.closed("idle")
             self.close()
-
-
-class HttpServer:
-    """Listens on (host, port) and answers with `provisioner` (wwfast.server.provision.Provisioner);
-    counts connections, requests and bytes in its ledger's metrics. `async with HttpServer(...)`.
-    wwfast.server.https.HttpsServer is the same on TLS."""
-
-    protocol = Connection
-    scheme = "HTTP"
-    ssl = None
-
-    def __init__(self, provisioner, host="0.0.0.0", port=9873, send_mode="sendfile", limits=None, sock=None):
-        if send_mode not in ("sendfile", "mmap"):
-            raise ValueError(f"send_mode must be sendfile or mmap, not {send_mode!r}")
-        self.provisioner = provisioner
-        self.metrics = provisioner.ledger.metrics
-        self.host, self.port = host, port
-        self.sock = sock              # a listening socket to serve on (serve's workers share the port)
-        self.send_mode = send_mode
-        self.limits = limits or Limits()
-        self.connections = set()
-        self.loop = None
-        self._server = None
-        self._sweeper = None
-        self._date = (0, "")
-        self.maps = SharedMappings()
-
-    def counted(self, on_done, stage, code):
-        """Wrap a file body's completion so /metrics sees the transfer end and its bytes."""
-        metrics = self.metrics
-
-        def done(sent, complete):
-            metrics.in_flight -= 1
-            metrics.sent(stage, code, sent)
-            if on_done is not None:
-                on_done(sent, complete)
-        return done
-
-    def date(self):
-        now = int(time.time())
-        if self._date[0] != now:
-            self._date = (now, http_date(now))
-        return self._date[1]
-
-    async def start(self):
-        self.loop = asyncio.get_running_loop()
-        tls = {"ssl": self.ssl, "ssl_handshake_timeout": self.limits.header_timeout} if self.ssl else {}
-        if self.sock is not None:
-            self._server = await self.loop.create_server(lambda: self.protocol(self), sock=self.sock,
-                                                         backlog=4096, **tls)
-        else:
-            self._server = await self.loop.create_server(lambda: self.protocol(self), self.host, self.port,
-                                                         reuse_address=True, backlog=4096, **tls)
-        self.port = self._server.sockets[0].getsockname()[1]
-        self._sweeper = self.loop.call_later(0.5, self._sweep)
-        log.info("%s on %s:%d (%s, %s)", self.scheme, self.host, self.port, self.send_mode,
-                 type(self.loop).__module__.split(".")[0])
-        return self
-
-    def _sweep(self):
-        now = time.monotonic()
-        for conn in list(self.connections):
-            try:
-                conn.sweep(now, self.limits)
-            except Exception:
-                log.exception("sweep failed for %s", conn.peer[0])
-                conn.close()
-        self._sweeper = self.loop.call_later(0.5, self._sweep)
-
-    async def close(self):
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
-        if self._server is not None:
-            self._server.close()
-            for conn in list(self.connections):
-                conn.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def __aenter__(self):
-        return await self.start()
-
-    async def __aexit__(self, *exc):
-        await self.close()

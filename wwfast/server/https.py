@@ -8,7 +8,8 @@ The TLS settings are wwfast.configure.tls.server_context's (TLS 1.2+, forward-se
 import logging
 import time
 
-from wwfast.server.http import PUMP_BUDGET, Connection, HttpServer
+from wwfast.server.http import PUMP_BUDGET, Connection
+from wwfast.server.http_server import HttpServer
 from wwfast.server.replies import FileBody
 
 log = logging.getLogger("wwfast.serve")

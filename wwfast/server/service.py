@@ -14,7 +14,8 @@ import signal
 from wwfast.server import loops
 from wwfast.server.catalog import CatalogWatcher
 from wwfast.errors import UsageError
-from wwfast.server.http import HttpServer, Limits
+from wwfast.server.http import Limits
+from wwfast.server.http_server import HttpServer
 from wwfast.server.https import HttpsServer
 from wwfast.server.ledger import BootLedger
 from wwfast.server.provision import Provisioner
