@@ -265,7 +265,8 @@ def commit(state_dir, tmp, dest, log=print):
 def _fill(kind, source, rootfs, what=None):
     """Put the image tree into rootfs; returns the number of layers applied."""
     # tar, zstd and friends only when importing (define and build read images without them)
-    from wwfast.builder.layers import LayerError, apply_layer, open_layer_stream
+    from wwfast.builder.layer_apply import apply_layer
+    from wwfast.builder.layers import LayerError, open_layer_stream
     try:
         if kind == "dir":
             _copy_dir(source, rootfs)
