@@ -368,3 +368,52 @@ def test_a_reader_that_stops_holds_a_bounded_send_queue(tmp_path):
             time.sleep(0.1)
             previous, queued = queued, _server_send_queue(port, client_port)
         assert 0 < queued <= NOTSENT_LOWAT + (256 << 10), queued
+
+
+@pytest.mark.parametrize("send_mode", ["sendfile", "mmap"])
+def test_a_transfer_ends_when_its_last_send_began_not_when_the_server_gets_the_cpu_back(tmp_path, monkeypatch,
+                                                                                          send_mode):
+    """On a loaded machine the server may get its CPU back long after its last send returned, and the
+    node has read every byte by then. The boot record's end is the moment the last send began, so it
+    never lies after the node's own end. Here each send 'takes' 100 s of the server's clock."""
+    import asyncio
+    from wwfast.server import http as http_module, loops
+    from wwfast.server.catalog import CatalogWatcher
+    from wwfast.server.http_server import HttpServer
+    from wwfast.server.ledger import BootLedger
+    from wwfast.server.provision import Provisioner
+
+    state = str(tmp_path)
+    publish(state, {"n001": make_node(state, "n001", MAC1, os.urandom(300_000))}, "gen-1")
+    watcher = CatalogWatcher(state)
+    watcher.check()
+    now = [1000.0]
+    ledger = BootLedger(state, clock=lambda: now[0])
+    sends = []
+
+    def slow(real):
+        def send(*args):
+            sends.append(now[0])
+            n = real(*args)
+            now[0] += 100.0          # the server is descheduled right after its send returned
+            return n
+        return send
+    monkeypatch.setattr(http_module.os, "sendfile", slow(os.sendfile))
+    real_socket_send = socket.socket.send
+    monkeypatch.setattr(http_module.socket.socket, "send",
+                        lambda self, data, *flags: slow(lambda: real_socket_send(self, data, *flags))())
+
+    async def fetch():
+        port = free_port()
+        async with HttpServer(Provisioner(watcher, ledger), "127.0.0.1", port, send_mode=send_mode):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"GET /image/{MAC1} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            body = await reader.read()
+            writer.close()
+            return body
+
+    assert b"200 OK" in loops.run(fetch()).split(b"\r\n", 1)[0]
+    request = ledger.status.nodes["n001"]["boot"]["requests"][-1]
+    assert request["result"] == "ok" and request["bytes"] > 0
+    body_sends = [t for t in sends if t > request["start"]]
+    assert request["end"] == body_sends[-1] < now[0], (request, sends)

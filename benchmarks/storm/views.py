@@ -15,10 +15,10 @@ import sys
 import urllib.parse
 
 SLACK = 0.005
-# A server stamps a transfer's end after its last send returned; the node may read those bytes
-# before the server's loop gets the CPU back (on a loaded machine, tens of ms later). nginx logs
-# ($msec, millisecond resolution) after the response is sent, so the same holds for its log.
-END_SLACK = 0.25
+# wwfast stamps a transfer's end when its last send began, so no node can have read the last byte
+# before it. nginx logs ($msec, millisecond resolution) after the response is sent: the node may read
+# those bytes before nginx gets the CPU back (on a loaded machine, tens of ms later).
+NGINX_END_SLACK = 0.25
 FETCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fetch_status.py")
 # Field names of a boot record request (docs/formats.md, "Node status and boot records")
 RECORD = {"stage": "stage", "file": "file", "bytes": "bytes", "start": "start", "end": "end",
@@ -64,7 +64,7 @@ def compare_wwfast(nodes, by_node, fetched):
                 problems.append(f"last sent {rec.get('stage')}/{rec.get('sent')}, node fetched runtime last")
             if not script.start - SLACK <= rec.get("boot start", 0) <= script.end + SLACK:
                 problems.append("boot start outside the node's script request")
-            if not last.start - SLACK <= rec.get("boot end", 0) <= last.end + END_SLACK:
+            if not last.start - SLACK <= rec.get("boot end", 0) <= last.end + SLACK:
                 problems.append(f"boot end {rec.get('boot end', 0) - last.end:+.3f} s after the node's runtime "
                                 "overlay request ended")
         elif rec.get("boot end") and attempts and rec["boot end"] >= attempts[0].start:
@@ -96,9 +96,9 @@ def compare_records(requests, ok, address, steps, paths):
                             f"node got {want_file}/{att.bytes} B")
         if rec.get(RECORD["client"]) not in (address, f"{address}:{att.srcport}"):
             problems.append(f"{att.label}: record client {rec.get(RECORD['client'])}")
-        for key, slack in (("start", SLACK), ("end", END_SLACK)):
+        for key in ("start", "end"):
             t = rec.get(RECORD[key])
-            if t is not None and not att.start - SLACK <= t <= att.end + slack:
+            if t is not None and not att.start - SLACK <= t <= att.end + SLACK:
                 problems.append(f"{att.label}: record {key} outside the node's request")
     return problems
 
@@ -121,7 +121,7 @@ def compare_nginx(nodes, by_node, log_lines):
                 continue
             path = urllib.parse.urlsplit(label_step[att.label].args[1]).path
             times = seen.get((address, att.srcport, path, 200, att.bytes), [])
-            hit = next((t for t in times if att.start - SLACK <= t <= att.end + END_SLACK), None)
+            hit = next((t for t in times if att.start - SLACK <= t <= att.end + NGINX_END_SLACK), None)
             if hit is None:
                 problems.append(f"{att.label}: no matching access log line")
             else:

@@ -289,6 +289,7 @@ class Connection(asyncio.Protocol):
                 if isinstance(item, FileBody):
                     while item.remaining and budget > 0:
                         want = min(item.remaining, budget)
+                        item.last_send_at = item.clock()
                         if mode_mmap:
                             if item.mm is None:
                                 item.mm = self.server.maps.view(item.fd)

@@ -46,11 +46,11 @@ class HttpServer:
         """Wrap a file body's completion so /metrics sees the transfer end and its bytes."""
         metrics = self.metrics
 
-        def done(sent, complete):
+        def done(sent, complete, at=None):
             metrics.in_flight -= 1
             metrics.sent(stage, code, sent)
             if on_done is not None:
-                on_done(sent, complete)
+                on_done(sent, complete, at)
         return done
 
     def date(self):

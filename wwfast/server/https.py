@@ -64,6 +64,7 @@ class TlsConnection(Connection):
                     if item.mm is None:
                         item.mm = self.server.maps.view(item.fd)
                     n = min(item.remaining, CHUNK, budget)
+                    item.last_send_at = item.clock()
                     self.transport.write(bytes(item.mm[item.offset:item.offset + n]))  # no view pins the map
                     item.offset += n
                     item.remaining -= n

@@ -81,10 +81,11 @@ class BootLedger:
         request.update({"end": request["start"], "result": "refused", "reason": marker})
         self.apply(("refused", node_id, request))
 
-    def ended(self, transfer, sent, complete, reason=""):
+    def ended(self, transfer, sent, complete, reason="", at=None):
         """The transport is done with a transfer: `sent` bytes went out, `complete` when every byte did
-        (else `reason` may say why it was cut short)."""
-        self.apply(("ended", transfer.node_id, transfer.seq, self.clock(), sent, bool(complete),
+        (else `reason` may say why it was cut short); `at`: when its last send began (else now)."""
+        at = self.clock() if at is None else at
+        self.apply(("ended", transfer.node_id, transfer.seq, at, sent, bool(complete),
                     "" if complete else (reason or "connection closed"),
                     transfer.finishes_boot(sent, complete)))
 

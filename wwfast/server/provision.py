@@ -240,8 +240,8 @@ class Provisioner(TftpScripts):
             transfer = self.ledger.began(node.id, stage, artifact.name, host, code=code,
                                          length=0 if req.method == "HEAD" else end - start,
                                          **recorded(req, catalog))
-            on_done = lambda sent, complete: self.ledger.ended(transfer, sent, complete)  # noqa: E731
-        return Reply(code, headers=headers, file=FileBody(fd, start, end - start, on_done))
+            on_done = lambda sent, complete, at: self.ledger.ended(transfer, sent, complete, at=at)  # noqa: E731
+        return Reply(code, headers=headers, file=FileBody(fd, start, end - start, on_done, clock=self.ledger.clock))
 
     def record_bodiless(self, node, stage, artifact, req, catalog, code):
         """A 304 or 416 answer: in the node's boot record too (begun and ended at once, no body)."""

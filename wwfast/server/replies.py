@@ -1,12 +1,13 @@
 """What a route answers, independent of any socket: a status code, headers, and a body that is
 either bytes or a byte range of an open store file (sent with sendfile by the transport).
 
-`FileBody.on_done(sent, complete)` is called exactly once when the transport is finished with the
-file (every byte handed to the kernel, or the connection gone), so the ledger can record the end
-of a transfer whatever happened to it.
+`FileBody.on_done(sent, complete, at)` is called exactly once when the transport is finished with
+the file (every byte handed to the kernel, or the connection gone), so the ledger can record the end
+of a transfer whatever happened to it (`at`: when the last send began, for a whole transfer).
 """
 import email.utils
 import os
+import time
 
 REASONS = {200: "OK", 206: "Partial Content", 304: "Not Modified", 400: "Bad Request",
            401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
@@ -15,13 +16,19 @@ REASONS = {200: "OK", 206: "Partial Content", 304: "Not Modified", 400: "Bad Req
 
 
 class FileBody:
-    """A byte range of an open store file, sent with sendfile or from an mmap."""
-    __slots__ = ("fd", "offset", "remaining", "mm", "on_done", "sent")
+    """A byte range of an open store file, sent with sendfile or from an mmap.
 
-    def __init__(self, fd, offset, length, on_done):
+    `last_send_at` (from `clock`, stamped by the transport before each send) becomes the transfer's
+    end in the boot record: the moment the last bytes were handed over, which no reader can precede,
+    however late a loaded machine gives the server its CPU back after the send."""
+    __slots__ = ("fd", "offset", "remaining", "mm", "on_done", "sent", "clock", "last_send_at")
+
+    def __init__(self, fd, offset, length, on_done, clock=time.time):
         self.fd, self.offset, self.remaining, self.on_done = fd, offset, length, on_done
         self.mm = None
         self.sent = 0
+        self.clock = clock
+        self.last_send_at = None
 
     def close(self, complete):
         if self.fd >= 0:
@@ -30,7 +37,7 @@ class FileBody:
             self.mm = None     # the mapping goes when the last memoryview does
             done, self.on_done = self.on_done, None
             if done:
-                done(self.sent, complete)
+                done(self.sent, complete, self.last_send_at if complete else None)
 
 
 class Reply:
