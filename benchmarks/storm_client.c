@@ -9,14 +9,16 @@
  *   node ID IP START_MS
  *   step tftp HOST PORT REF RESTART DELAY_MS LABEL FILENAME BLKSIZE WINDOWSIZE
  *   step http HOST PORT REF RESTART DELAY_MS LABEL MODE PATH      MODE: pool | fresh | priv
- *   option NAME VALUE                  stall_ms, max_attempts, priv_port
+ *   option NAME VALUE                  stall_ms, max_attempts, priv_port, ipxe_window
  * Each node is a state machine in one epoll loop:
  *   tftp  RRQ with blksize (+ windowsize) and tsize 0; an ACK per block (lock-step) or per window,
  *         a re-ACK of the last in-order block on a duplicate or a gap; iPXE's retry timer (250 ms,
  *         smoothed towards the RTT, doubled on each expiry; past 10 s the transfer fails).
  *   http  GET on the node's pooled keep-alive connection to that server (iPXE keeps one and
- *         reopens it if the server closed it while idle), or on a fresh connection from an
- *         ephemeral port, or from a privileged port (the node agent in secure mode).
+ *         reopens it if the server closed it while idle; its receive window is iPXE's, at most
+ *         256 KiB, where the kernel would let one socket grow to tcp_rmem's 32 MB), or on a fresh
+ *         connection from an ephemeral port, or from a privileged port (the node agent in secure
+ *         mode, a Linux curl: the kernel's own window).
  * Every byte received is compared with the step's reference file (bootstorm.py checked each
  * reference's sha256 against the manifest) and the length must match it. A failed step waits
  * DELAY_MS and restarts the node at step RESTART (the iPXE script's retry loop), at most
@@ -94,6 +96,7 @@ static struct node *nodes;
 static int nnodes;
 static long long stall_ns = 120000 * MS;
 static int max_attempts = 10, priv_port = 1023;
+static int ipxe_window = 256 * 1024;    /* iPXE's TCP_MAX_WINDOW_SIZE */
 static int ep, running;
 static FILE *out;
 static unsigned char buf[RECV_BUF];
@@ -124,6 +127,7 @@ static void load_plan(const char *path) {
             if (!strcmp(name, "stall_ms")) stall_ns = atoll(val) * MS;
             else if (!strcmp(name, "max_attempts")) max_attempts = atoi(val);
             else if (!strcmp(name, "priv_port")) priv_port = atoi(val);
+            else if (!strcmp(name, "ipxe_window")) ipxe_window = atoi(val);
         } else if (!strcmp(w, "ref")) {
             int id = atoi(strtok_r(NULL, " ", &save));
             char *p = strtok_r(NULL, " ", &save);
@@ -297,6 +301,10 @@ static int http_connect(struct node *n, struct step *s, long long now) {
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        /* before connect, so the window scale is chosen for it; the kernel doubles the value for
+         * its bookkeeping, and advertises about the asked size */
+        if (s->mode == POOL && ipxe_window > 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &ipxe_window, sizeof ipxe_window);
         if (connect(fd, (struct sockaddr *)&s->srv, sizeof s->srv) < 0 && errno != EINPROGRESS) {
             close(fd);
             if (s->mode == PRIV && (errno == EADDRNOTAVAIL || errno == EADDRINUSE)) continue;
@@ -542,6 +550,9 @@ int main(int argc, char **argv) {
         int k = epoll_wait(ep, evs, 1024, 2);
         long long now = now_ns();
         for (int e = 0; e < k; e++) {
+            /* each event's own time: a batch of reads takes milliseconds, and a step's end must not
+             * be stamped before the read that completed it */
+            if (e) now = now_ns();
             struct node *n = &nodes[evs[e].data.u32];
             if (n->state != RUNNING || n->fd < 0) continue;
             if (n->steps[n->cur].kind == TFTP) tftp_readable(n, now);
