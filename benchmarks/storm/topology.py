@@ -165,8 +165,7 @@ class Topology:
         stack. The sysctls are per namespace; without br_netfilter they don't exist."""
         for family in ("iptables", "ip6tables", "arptables"):
             key = f"/proc/sys/net/bridge/bridge-nf-call-{family}"
-            subprocess.run(["ip", "netns", "exec", self.switch_ns, "sh", "-c", f"[ ! -e {key} ] || echo 0 > {key}"],
-                           check=True)
+            run(["ip", "netns", "exec", self.switch_ns, "sh", "-c", f"[ ! -e {key} ] || echo 0 > {key}"])
 
     def create(self):
         self._netns(self.switch_ns)

@@ -289,11 +289,13 @@ class Connection(asyncio.Protocol):
                 if isinstance(item, FileBody):
                     while item.remaining and budget > 0:
                         want = min(item.remaining, budget)
-                        item.last_send_at = item.clock()
+                        chunk = min(want, MMAP_CHUNK) if mode_mmap else want
+                        if chunk == item.remaining:
+                            item.last_send_at = item.clock()    # this call may send the last byte
                         if mode_mmap:
                             if item.mm is None:
                                 item.mm = self.server.maps.view(item.fd)
-                            n = sock.send(item.mm[item.offset:item.offset + min(want, MMAP_CHUNK)])
+                            n = sock.send(item.mm[item.offset:item.offset + chunk])
                         else:
                             n = os.sendfile(sock.fileno(), item.fd, item.offset, want)
                             if n == 0:

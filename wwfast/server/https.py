@@ -64,7 +64,8 @@ class TlsConnection(Connection):
                     if item.mm is None:
                         item.mm = self.server.maps.view(item.fd)
                     n = min(item.remaining, CHUNK, budget)
-                    item.last_send_at = item.clock()
+                    if n == item.remaining:
+                        item.last_send_at = item.clock()    # this write holds the last byte
                     self.transport.write(bytes(item.mm[item.offset:item.offset + n]))  # no view pins the map
                     item.offset += n
                     item.remaining -= n
