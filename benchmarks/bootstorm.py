@@ -133,7 +133,7 @@ def one_storm(stack, binary, shards, refs, run_dir, storm_no, args, node_ids):
         if isinstance(stack, WwfastStack):
             view = ("wwfast", views.fetch_wwfast(stack.topo, stack.ns, stack.address, cluster.HTTP_PORT,
                                                  node_ids, str(run_dir / "status.json")))
-            load.tftp_server = stack.tftp_counters(run_dir / "metrics.txt")
+            load.tftp_server = stack.serve_counters(run_dir / "metrics.txt")
     finally:
         stack.stop()
     if isinstance(stack, ClassicStack):
@@ -190,6 +190,8 @@ def main(argv=None):
                     for event in ("retransmits", "dupack_resends", "duplicate_acks", "expired"):
                         if event in load.tftp_server:
                             figures[f"server_tftp_{event}"] = load.tftp_server[event]
+                    for by in ("worker", "supervisor"):
+                        figures[f"server_pin_{by}"] = load.tftp_server.get(f"pin_{by}", 0)
                     figures["view"] = compare(view, nodes, load)
                     tag_text = "warm-up" if round_no < args.warmup else f"run {round_no - args.warmup + 1}"
                     print_run(tag_text, name, figures)
@@ -259,6 +261,10 @@ def add_rows(result, args, shape, name, ours, peer_name, peer):
         if ours[0].get(f"stage_{stage}_s") is not None:
             result.add(f"mean time per node in stage {stage}", ours, peer, peer_name=peer_name, ours_name=name,
                        key=f"stage_{stage}_s")
+    for by in ("worker", "supervisor"):                 # serve --workers: who chose each node request's catalog
+        if ours[0].get(f"server_pin_{by}"):
+            result.add(f"node requests whose catalog the {by} chose (its own count)", ours, None,
+                       ours_name=name, key=f"server_pin_{by}", unit="requests")
     for event in ("retransmits", "dupack_resends"):      # serve's own count (/metrics); in.tftpd has none
         key = f"server_tftp_{event}"
         if ours[0].get(key) is not None:

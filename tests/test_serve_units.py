@@ -307,6 +307,8 @@ def test_supervisor_applies_events_of_several_workers_in_the_order_they_happened
 
     sup = Supervisor(types.SimpleNamespace(settings=None), 2)
     sup.ledger = BootLedger(str(tmp_path))
+    sup.watcher = types.SimpleNamespace(current=Catalog.empty())
+    sup.watcher.current.epoch = 0
     sup.slots[0].channel = Channel(("event", kernel))
     sup.slots[1].channel = Channel(("event", script))
     sup.drain()

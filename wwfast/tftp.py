@@ -3,8 +3,13 @@
 `wwfast._tftp` (Cython) when it imports, else `wwfast._tftp_py`; `WWFAST_PURE=1`
 forces the pure twin. The asyncio glue is `wwfast.server.tftp.TftpServer`.
 """
+import os
+
 from wwfast._impl import pick
 
+# The compiled table keeps its columns in numpy arrays and does no linear algebra: without this, each
+# serve process that imports numpy starts one OpenBLAS thread per core that it never uses.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 _core, COMPILED = pick("wwfast._tftp", "wwfast._tftp_py")
 
 SessionTable = _core.SessionTable

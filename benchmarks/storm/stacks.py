@@ -119,15 +119,20 @@ class WwfastStack(Stack):
             args += ["--workers", str(self.workers)]
         self._spawn(args, f"{self.name}.log", cwd=self.tree)
 
-    def tftp_counters(self, out_path):
-        """serve's TFTP session-table counters (/metrics: timer retransmits, re-ACK resends, ...) since it started."""
+    def serve_counters(self, out_path):
+        """serve's own counts since it started (/metrics): its TFTP session table's (timer retransmits,
+        re-ACK resends, ...) and, with workers, who chose the catalog of each node request ("pin_worker":
+        the worker alone, "pin_supervisor": asked, waiting)."""
         code, status = self.curl(f"http://{self.address}:{HTTP_PORT}/metrics", output=str(out_path), timeout=10)
         if code or status != "200":
             return {}
-        prefix = 'wwfast_tftp_transfer_events_total{event="'
-        with open(out_path) as f:
-            return {line[len(prefix):].split('"')[0]: int(float(line.split()[-1]))
-                    for line in f if line.startswith(prefix)}
+        counters = {}
+        for prefix, name in (('wwfast_tftp_transfer_events_total{event="', "{}"),
+                             ('wwfast_boot_pin_answers_total{by="', "pin_{}")):
+            with open(out_path) as f:
+                counters.update((name.format(line[len(prefix):].split('"')[0]), int(float(line.split()[-1])))
+                                for line in f if line.startswith(prefix))
+        return counters
 
     def versions(self):
         out = subprocess.run(["git", "-C", str(self.tree), "describe", "--always", "--dirty"], capture_output=True,

@@ -58,9 +58,10 @@ class Metrics:
         self.closes = {}            # reason (idle, stalled) -> connections serve closed by a limit
         self.tftp_core = {}         # the TFTP session table's counters (retransmits, expired, ...)
         self.tftp_core_source = None   # callable giving them (TftpServer.stats); read when asked
+        self.pin_answers = {}       # serve --workers: by whom a node's catalog was chosen (worker, supervisor)
 
     # -- serve --workers N: each worker counts its own traffic; the supervisor renders the sum ------------
-    COUNTERS = ("requests", "bytes", "tftp_requests", "tftp_bytes", "closes", "tftp_core")
+    COUNTERS = ("requests", "bytes", "tftp_requests", "tftp_bytes", "closes", "tftp_core", "pin_answers")
     GAUGES = ("in_flight", "connections")
 
     def state(self):
@@ -94,6 +95,9 @@ class Metrics:
         self.tftp_requests[key] = self.tftp_requests.get(key, 0) + 1
         if nbytes:
             self.tftp_bytes[stage] = self.tftp_bytes.get(stage, 0) + nbytes
+
+    def pin_answer(self, by):
+        self.pin_answers[by] = self.pin_answers.get(by, 0) + 1
 
     def closed(self, reason):
         self.closes[reason] = self.closes.get(reason, 0) + 1
@@ -139,6 +143,13 @@ class Metrics:
                 "# TYPE wwfast_http_connections_closed_total counter"]
         for reason, n in sorted(self.closes.items()):
             out.append(f"wwfast_http_connections_closed_total{_labels(reason=reason)} {n}")
+        if self.pin_answers:
+            out += ["# HELP wwfast_boot_pin_answers_total serve --workers: the catalog for a node's request "
+                    "chosen by the worker alone (pins settled on the current generation) or asked of the "
+                    "supervisor (a publish is recent, or boots pinned to an older generation remain).",
+                    "# TYPE wwfast_boot_pin_answers_total counter"]
+            for by, n in sorted(self.pin_answers.items()):
+                out.append(f"wwfast_boot_pin_answers_total{_labels(by=by)} {n}")
         out += ["# HELP wwfast_http_transfers_in_flight File bodies being sent now.",
                 "# TYPE wwfast_http_transfers_in_flight gauge",
                 f"wwfast_http_transfers_in_flight {self.in_flight}",

@@ -18,16 +18,31 @@ class BootPins:
         self.hold = hold
         self.clock = clock
         self._pins = {}         # mac -> [catalog, pinned at, started by ("ipxe" or "kernel")]
+        self._on = {}           # id(catalog) -> pins on it (expired ones too, until pruned)
+
+    def _pin(self, mac, catalog, now, started_by):
+        self._unpin(mac)
+        self._pins[mac] = [catalog, now, started_by]
+        self._on[id(catalog)] = self._on.get(id(catalog), 0) + 1
+
+    def _unpin(self, mac):
+        pin = self._pins.pop(mac, None)
+        if pin is not None:
+            left = self._on[id(pin[0])] - 1
+            if left:
+                self._on[id(pin[0])] = left
+            else:
+                del self._on[id(pin[0])]
 
     def catalog_for(self, mac, stage, current):
         """The catalog to answer `stage` for `mac` from, given the `current` one."""
         now = self.clock()
         pin = self._pins.get(mac)
         if pin is not None and now - pin[1] > self.hold:
-            del self._pins[mac]
+            self._unpin(mac)
             pin = None
         if stage == "ipxe":
-            self._pins[mac] = [current, now, "ipxe"]
+            self._pin(mac, current, now, "ipxe")
             return current
         if stage == "kernel":
             # The kernel right after the script belongs to that boot; any other kernel request
@@ -35,12 +50,12 @@ class BootPins:
             if pin is not None and pin[2] == "ipxe":
                 pin[2] = "kernel"
                 return pin[0]
-            self._pins[mac] = [current, now, "kernel"]
+            self._pin(mac, current, now, "kernel")
             return current
         if pin is None:
             return current
         if stage == "runtime":
-            del self._pins[mac]     # the boot is complete: the agent's refreshes get what is current
+            self._unpin(mac)        # the boot is complete: the agent's refreshes get what is current
         return pin[0]
 
     def pinned(self, mac, current):
@@ -54,11 +69,15 @@ class BootPins:
         """Forget pins older than `hold` (called when a new manifest is swapped in)."""
         now = self.clock()
         for mac in [m for m, pin in self._pins.items() if now - pin[1] > self.hold]:
-            del self._pins[mac]
+            self._unpin(mac)
 
     def catalogs(self):
         """The catalogs pins hold now (serve's supervisor keeps them for its workers)."""
         return [pin[0] for pin in self._pins.values()]
+
+    def all_on(self, catalog):
+        """True when every pin (expired ones not yet pruned included) is on `catalog`."""
+        return self._on.get(id(catalog), 0) == len(self._pins)
 
     def __len__(self):
         return len(self._pins)

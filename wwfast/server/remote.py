@@ -3,7 +3,9 @@
 `RemoteLedger` is a BootLedger whose events (a transfer began, ended, was refused: plain tuples, see
 wwfast.server.ledger) go to the supervisor's ledger at once and never wait;
 what must be answered (the catalog a node's boot is pinned to, /status, /metrics) is a call that
-waits for the supervisor's reply. The traffic counters of /metrics stay in the worker (`metrics`,
+waits for the supervisor's reply; but while the epoch word (wwfast.server.epoch_word) says the pins are
+settled on this worker's current epoch, the catalog can only be that one: the worker answers alone and
+sends the pin as an event. The traffic counters of /metrics stay in the worker (`metrics`,
 counted on the hot path as in one process) and are summed by the supervisor when /metrics is asked.
 
 `PushedCatalogs` stands where one process has its CatalogWatcher: the supervisor alone watches
@@ -180,8 +182,9 @@ class RemoteLedger(BootLedger):
     """BootLedger for the routes and transports of a worker: it builds the same events (its own range
     of request numbers, `first_seq`) and sends them to the supervisor's ledger instead of applying them."""
 
-    def __init__(self, link, catalogs, first_seq):
+    def __init__(self, link, catalogs, first_seq, word=None):
         self.link = link
+        self.word = word
         self.catalogs = catalogs
         self.metrics = link.metrics
         self.clock = time.time
@@ -192,12 +195,19 @@ class RemoteLedger(BootLedger):
 
     # -- pins: the supervisor decides, so a node's requests may land on any worker ----------------
     def catalog_for(self, mac, stage, current):
+        if self.word is not None and self.word.settled_on(current.epoch):
+            self.link.send("pin", mac, stage, current.epoch, self.clock())
+            self.metrics.pin_answer("worker")
+            return current
         return self._catalog("catalog_for", mac, stage, current=current)
 
     def pinned(self, mac, current):
+        if self.word is not None and self.word.settled_on(current.epoch):
+            return current
         return self._catalog("pinned", mac, current=current)
 
     def _catalog(self, name, *args, current):
+        self.metrics.pin_answer("supervisor")
         try:
             return self.catalogs.get(self.link.call(name, *args))
         except (ChannelClosed, Stalled):

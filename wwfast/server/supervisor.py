@@ -12,6 +12,8 @@ what must be one for the whole server:
   request reaches another, so each node's record is in the order the node lived it.
 - the manifest: it alone watches manifest.json; each new one gets an epoch number and its bytes go
   to every worker ahead of any reply naming it. /status lists each worker's generation.
+- the epoch word (wwfast.server.epoch_word): while every worker has the current epoch and every pin
+  is on it, workers answer pin questions alone and send the pin after as an event; otherwise they ask.
 - /metrics: the sum of every worker's counters (asked fresh from each when /metrics is asked; a
   dead worker's last counts are kept) with the ledger's boot histogram.
 - a scale-out's part (wwfast.server.scaleout: etcd pointer, announcer, boot records from the one ledger),
@@ -29,6 +31,7 @@ import time
 from wwfast.server import loops, reuseport
 from wwfast.server.catalog import CatalogWatcher
 from wwfast.server.channel import ChannelClosed
+from wwfast.server.epoch_word import EpochWord
 from wwfast.server.ledger import BootLedger
 from wwfast.server.service import attach_scaleout
 from wwfast.server.worker_slots import QUICK_DEATH, Slot, WorkerSlots
@@ -45,6 +48,8 @@ SNAPSHOT_WAIT = 6.0
 def _happened_at(slot_message):
     """When a worker's ledger event happened (a request's start, a transfer's end); other messages first."""
     message = slot_message[1]
+    if message[0] == "pin":
+        return message[4]
     if message[0] != "event":
         return 0.0
     event = message[1]
@@ -70,6 +75,7 @@ class Supervisor(WorkerSlots):
         self.loop = None
         self.ledger = None
         self.watcher = None
+        self.word = EpochWord.create()   # unsettled until the workers have the first epoch
 
     # -- start and stop ------------------------------------------------------------------------
     def bind(self):
@@ -115,6 +121,7 @@ class Supervisor(WorkerSlots):
                  if "tftp" in self.groups else "")
         for slot in self.slots:
             self.spawn(slot)
+        self.settle()
         checker = loop.call_later(1.0, self._check)
         try:
             await stop.wait()
@@ -134,10 +141,14 @@ class Supervisor(WorkerSlots):
         return self.watcher.current
 
     def live_epochs(self):
-        return {self.current.epoch} | {c.epoch for c in self.ledger.pins.catalogs()}
+        """Epochs a reply may still name: current, pinned, and any a worker has not moved on from (it
+        may have answered a pin alone from it that is still on its way here)."""
+        return ({self.current.epoch} | {c.epoch for c in self.ledger.pins.catalogs()}
+                | {s.epoch for s in self.slots if s.channel is not None})
 
     def swapped(self, _old, new):
         new.epoch = next(self.epoch_ids)
+        self.word.set(new.epoch, settled=False)      # before any worker can see the new epoch
         self.ledger.manifest_swapped()
         live = self.live_epochs()
         for epoch in [e for e in self.epochs if e not in live]:
@@ -146,6 +157,27 @@ class Supervisor(WorkerSlots):
         for slot in self.slots:
             if slot.channel is not None:
                 self._send(slot, ("epoch", new.epoch, new.raw, True, sorted(live)))
+
+    def settle(self):
+        """Settle the epoch word when no worker answering a pin alone can disagree with the ledger: every
+        worker has acknowledged the current epoch (what it answered alone before is applied: it came
+        first on its channel) and every pin is on that epoch."""
+        current = self.current
+        if self.word.settled_on(current.epoch):
+            return
+        if (all(s.epoch == current.epoch for s in self.slots if s.channel is not None)
+                and self.ledger.pins.all_on(current)):
+            self.word.set(current.epoch, settled=True)
+
+    def settle_expired(self):
+        """Unsettled: boots abandoned on an older epoch expire (pins.HOLD_SECONDS), then settle if it can."""
+        if not self.word.settled_on(self.current.epoch):
+            self.ledger.pins.prune()
+            self.settle()
+
+    def _check(self):
+        self.settle_expired()
+        super()._check()
 
     def push_members(self):
         members = self.scaleout.members()
@@ -193,6 +225,8 @@ class Supervisor(WorkerSlots):
         events.sort(key=_happened_at)
         for slot, message in events:
             self.event(slot, message)
+        if events:
+            self.settle()
         for slot, message in calls:
             if slot.channel is not None:
                 self.answer(slot, *message[1:])
@@ -213,6 +247,13 @@ class Supervisor(WorkerSlots):
             elif event[0] == "ended":
                 slot.open.pop((event[1], event[2]), None)
             self._apply(self.ledger.apply, event)
+        elif kind == "pin":                      # ("pin", mac, stage, epoch, at): answered alone, settled
+            _, mac, stage, epoch, _at = message
+            catalog = self.epochs.get(epoch)
+            if catalog is None:                  # cannot happen: live_epochs keeps what a worker holds
+                log.error("worker %d pinned %s to epoch %d, which is gone", slot.index, mac, epoch)
+                catalog = self.current
+            self._apply(self.ledger.catalog_for, mac, stage, catalog)
         elif kind == "swapped":
             slot.epoch, slot.generation = message[1], message[2]
         elif kind == "snapshot":
@@ -234,6 +275,7 @@ class Supervisor(WorkerSlots):
         try:
             if name == "catalog_for":
                 value = self.ledger.catalog_for(args[0], args[1], self.current).epoch
+                self.settle()        # (it may have ended a boot's pin) before the worker has its answer
             elif name == "pinned":
                 value = self.ledger.pinned(args[0], self.current).epoch
             elif name == "status_json":

@@ -18,6 +18,7 @@ from wwfast.define.cluster_settings import scaleout_wanted
 from wwfast.server import loops, service
 from wwfast.server.channel import Channel, ChannelClosed
 from wwfast.server.cluster_view import PushedView
+from wwfast.server.epoch_word import EpochWord
 from wwfast.server.metrics import Metrics
 from wwfast.server.remote import PushedCatalogs, RemoteLedger, SupervisorLink
 
@@ -28,7 +29,7 @@ INIT_TIMEOUT = 60.0
 
 def read_init(channel):
     """The supervisor's first message: ("init", slot, options, {name: fd}, [(epoch, raw)], current epoch,
-    first request number)."""
+    first request number, epoch word fd)."""
     waited = 0.0
     while waited < INIT_TIMEOUT:
         messages = channel.receive()
@@ -39,13 +40,13 @@ def read_init(channel):
     raise ChannelClosed("no init message from the supervisor")
 
 
-async def serve_worker(opts, slot, socks, link, catalogs, first_seq, scaleout=None):
+async def serve_worker(opts, slot, socks, link, catalogs, first_seq, word, scaleout=None):
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     link.attach(loop, on_lost=stop.set)
-    ledger = RemoteLedger(link, catalogs, first_seq)
+    ledger = RemoteLedger(link, catalogs, first_seq, word)
 
     def ready():
         link.send("ready", slot)
@@ -69,7 +70,7 @@ def main(argv=None):
     except ChannelClosed as e:
         print(f"wwfast worker: {e}", file=sys.stderr)
         return 1
-    kind, slot, opts, fds, epochs, current, first_seq = messages[0]
+    kind, slot, opts, fds, epochs, current, first_seq, word_fd = messages[0]
     assert kind == "init", kind
     root_level, serve_level = opts.log_levels
     logging.basicConfig(level=root_level, format=f"%(asctime)s %(levelname)s [worker {slot}] %(message)s")
@@ -86,7 +87,8 @@ def main(argv=None):
         catalogs.add(epoch, raw, current=epoch == current)
     for message in messages[1:]:
         link.handle(message)
-    loops.run(serve_worker(opts, slot, socks, link, catalogs, first_seq, scaleout), requested=opts.loop)
+    word = EpochWord(word_fd)
+    loops.run(serve_worker(opts, slot, socks, link, catalogs, first_seq, word, scaleout), requested=opts.loop)
     return 0
 
 

@@ -57,7 +57,8 @@ class WorkerSlots:
         env["PYTHONPATH"] = top + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         try:
             slot.proc = subprocess.Popen([sys.executable, "-m", "wwfast.server.worker", str(child.fileno())],
-                                         pass_fds=[child.fileno(), *fds.values()], stdin=subprocess.DEVNULL,
+                                         pass_fds=[child.fileno(), self.word.fd, *fds.values()],
+                                         stdin=subprocess.DEVNULL,
                                          env=env, process_group=0)
         except OSError as e:
             log.error("cannot start worker %d: %s", slot.index, e)
@@ -73,7 +74,7 @@ class WorkerSlots:
         live = self.live_epochs()
         slot.channel.send(("init", slot.index, self.worker_opts, fds,
                            [(e, self.epochs[e].raw) for e in sorted(live) if e], self.current.epoch,
-                           next(self.incarnations) * SEQ_RANGE + 1))
+                           next(self.incarnations) * SEQ_RANGE + 1, self.word.fd))
         if self.scaleout is not None:
             slot.channel.send(("members", self.scaleout.members()))
         self.loop.add_reader(slot.channel.fileno(), self.drain)
