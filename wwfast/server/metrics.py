@@ -17,6 +17,15 @@ def _escape(value):
     return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+def _counter(name, help_text, counts, *label_names):
+    """A counter's HELP, TYPE and one line per key of `counts` (a key: one label value, or a tuple of them)."""
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+    for key, n in sorted(counts.items()):
+        values = key if isinstance(key, tuple) else (key,)
+        lines.append(f"{name}{_labels(**dict(zip(label_names, values)))} {n}")
+    return lines
+
+
 class Histogram:
     def __init__(self, buckets):
         self.buckets = tuple(buckets)
@@ -111,45 +120,28 @@ class Metrics:
         self.bytes[key] = self.bytes.get(key, 0) + nbytes
 
     def render(self, nodes_by_stage, generation, unserved=0):
-        out = [
-            "# HELP wwfast_http_requests_total HTTP requests by stage and status code.",
-            "# TYPE wwfast_http_requests_total counter",
-        ]
-        for (stage, code), n in sorted(self.requests.items()):
-            out.append(f"wwfast_http_requests_total{_labels(stage=stage, code=code)} {n}")
-        out += ["# HELP wwfast_http_sent_bytes_total Body bytes sent by stage and status code.",
-                "# TYPE wwfast_http_sent_bytes_total counter"]
-        for (stage, code), n in sorted(self.bytes.items()):
-            out.append(f"wwfast_http_sent_bytes_total{_labels(stage=stage, code=code)} {n}")
-        out += ["# HELP wwfast_tftp_requests_total TFTP read requests by stage (ipxe: a node's script by MAC, "
-                "file: the TFTP root, bad: no readable request) and result.",
-                "# TYPE wwfast_tftp_requests_total counter"]
-        for (stage, result), n in sorted(self.tftp_requests.items()):
-            out.append(f"wwfast_tftp_requests_total{_labels(stage=stage, result=result)} {n}")
-        out += ["# HELP wwfast_tftp_bytes_total Size of the files TFTP transfers were started for "
-                "(counted at request time: the TFTP core reports no per-transfer end).",
-                "# TYPE wwfast_tftp_bytes_total counter"]
-        for stage, n in sorted(self.tftp_bytes.items()):
-            out.append(f"wwfast_tftp_bytes_total{_labels(stage=stage)} {n}")
         self._read_tftp_core()
-        out += ["# HELP wwfast_tftp_transfer_events_total What the TFTP transfers did: packets sent and "
-                "retransmitted by the server's timer, resent RRQs (and first packets resent for them), "
-                "transfers expired or aborted.",
-                "# TYPE wwfast_tftp_transfer_events_total counter"]
-        for event, n in sorted(self.tftp_core.items()):
-            out.append(f"wwfast_tftp_transfer_events_total{_labels(event=event)} {n}")
-        out += ["# HELP wwfast_http_connections_closed_total Connections serve closed by a limit (idle: keep-alive "
-                "with nothing to do past --idle-timeout; stalled: the client stopped reading).",
-                "# TYPE wwfast_http_connections_closed_total counter"]
-        for reason, n in sorted(self.closes.items()):
-            out.append(f"wwfast_http_connections_closed_total{_labels(reason=reason)} {n}")
+        out = _counter("wwfast_http_requests_total", "HTTP requests by stage and status code.",
+                       self.requests, "stage", "code")
+        out += _counter("wwfast_http_sent_bytes_total", "Body bytes sent by stage and status code.",
+                        self.bytes, "stage", "code")
+        out += _counter("wwfast_tftp_requests_total", "TFTP read requests by stage (ipxe: a node's script by MAC, "
+                        "file: the TFTP root, bad: no readable request) and result.",
+                        self.tftp_requests, "stage", "result")
+        out += _counter("wwfast_tftp_bytes_total", "Size of the files TFTP transfers were started for "
+                        "(counted at request time: the TFTP core reports no per-transfer end).",
+                        self.tftp_bytes, "stage")
+        out += _counter("wwfast_tftp_transfer_events_total", "What the TFTP transfers did: packets sent and "
+                        "retransmitted by the server's timer, resent RRQs (and first packets resent for them), "
+                        "transfers expired or aborted.", self.tftp_core, "event")
+        out += _counter("wwfast_http_connections_closed_total", "Connections serve closed by a limit (idle: "
+                        "keep-alive with nothing to do past --idle-timeout; stalled: the client stopped reading).",
+                        self.closes, "reason")
         if self.pin_answers:
-            out += ["# HELP wwfast_boot_pin_answers_total serve --workers: the catalog for a node's request "
-                    "chosen by the worker alone (pins settled on the current generation) or asked of the "
-                    "supervisor (a publish is recent, or boots pinned to an older generation remain).",
-                    "# TYPE wwfast_boot_pin_answers_total counter"]
-            for by, n in sorted(self.pin_answers.items()):
-                out.append(f"wwfast_boot_pin_answers_total{_labels(by=by)} {n}")
+            out += _counter("wwfast_boot_pin_answers_total", "serve --workers: the catalog for a node's request "
+                            "chosen by the worker alone (pins settled on the current generation) or asked of the "
+                            "supervisor (a publish is recent, or boots pinned to an older generation remain).",
+                            self.pin_answers, "by")
         out += ["# HELP wwfast_http_transfers_in_flight File bodies being sent now.",
                 "# TYPE wwfast_http_transfers_in_flight gauge",
                 f"wwfast_http_transfers_in_flight {self.in_flight}",
