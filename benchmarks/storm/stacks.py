@@ -127,11 +127,12 @@ class WwfastStack(Stack):
         if code or status != "200":
             return {}
         counters = {}
-        for prefix, name in (('wwfast_tftp_transfer_events_total{event="', "{}"),
-                             ('wwfast_boot_pin_answers_total{by="', "pin_{}")):
-            with open(out_path) as f:
-                counters.update((name.format(line[len(prefix):].split('"')[0]), int(float(line.split()[-1])))
-                                for line in f if line.startswith(prefix))
+        with open(out_path) as f:
+            for line in f:
+                for prefix, name in (('wwfast_tftp_transfer_events_total{event="', "{}"),
+                                     ('wwfast_boot_pin_answers_total{by="', "pin_{}")):
+                    if line.startswith(prefix):
+                        counters[name.format(line[len(prefix):].split('"')[0])] = int(float(line.split()[-1]))
         return counters
 
     def versions(self):

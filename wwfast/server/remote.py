@@ -182,7 +182,7 @@ class RemoteLedger(BootLedger):
     """BootLedger for the routes and transports of a worker: it builds the same events (its own range
     of request numbers, `first_seq`) and sends them to the supervisor's ledger instead of applying them."""
 
-    def __init__(self, link, catalogs, first_seq, word=None):
+    def __init__(self, link, catalogs, first_seq, word):
         self.link = link
         self.word = word
         self.catalogs = catalogs
@@ -195,14 +195,14 @@ class RemoteLedger(BootLedger):
 
     # -- pins: the supervisor decides, so a node's requests may land on any worker ----------------
     def catalog_for(self, mac, stage, current):
-        if self.word is not None and self.word.settled_on(current.epoch):
+        if self.word.settled_on(current.epoch):
             self.link.send("pin", mac, stage, current.epoch, self.clock())
             self.metrics.pin_answer("worker")
             return current
         return self._catalog("catalog_for", mac, stage, current=current)
 
     def pinned(self, mac, current):
-        if self.word is not None and self.word.settled_on(current.epoch):
+        if self.word.settled_on(current.epoch):
             return current
         return self._catalog("pinned", mac, current=current)
 
