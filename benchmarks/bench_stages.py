@@ -5,8 +5,9 @@ goal at most 1 s for the whole process.
 build: 10,000 nodes with the default overlay lists (system: wwinit hostname hosts network ssh.host_keys issue
 resolv fstab; runtime: hosts ssh.authorized_keys users) and the busybox demo image holding the Debian kernel;
 `python -m stages.build` after define with STATE/build removed (a first build; the cluster's SSH keys, made
-once, are kept); goal at most 10 s wall on 2 cores. Also measured: the no-change rerun and `--force` (every
-output rewritten over the previous one).
+once, are kept); goal at most 10 s wall on 2 cores. Also measured: the compress stage's first publish of
+that build (empty store), the no-change rerun and `--force` (every output rewritten over the previous one).
+Secure mode is on (the default): each node's system overlay carries /etc/hosts for the whole cluster.
 
 Each measure is a fresh process, timed from outside: wall seconds and the CPU seconds of the process and its
 children (the fan-out's workers). Rounds interleave the measures, after a warm-up round. With --baseline DIR
@@ -61,10 +62,12 @@ def stage(name, conf, state, *extra, tree=ROOT):
 
 
 def measure_round(tree, define_conf, define_state, conf, state):
-    shutil.rmtree(state / "build", ignore_errors=True)
+    for name in ("build", "store", "publish"):
+        shutil.rmtree(state / name, ignore_errors=True)
     subprocess.run(["sync"], check=True)     # no writeback left over from the round before
     return {"define": stage("define", define_conf, define_state, "--force", tree=tree),
             "build": stage("build", conf, state, tree=tree),
+            "compress": stage("compress", conf, state, "--force", tree=tree),
             "rerun": stage("build", conf, state, tree=tree),
             "force": stage("build", conf, state, "--force", tree=tree)}
 
@@ -93,7 +96,7 @@ def main():
             dirs[who] = (tree, define_conf, base / f"define-var-{who}", conf, state)
         print(f"bench_stages: {args.nodes} nodes; demo image with kernel {version}; state in {base}; "
               f"{', '.join(f'{k} = {v}' for k, v in trees.items())}", flush=True)
-        samples = {who: {k: [] for k in ("define", "build", "rerun", "force")} for who in trees}
+        samples = {who: {k: [] for k in ("define", "build", "compress", "rerun", "force")} for who in trees}
         for round_no in range(args.warmup + args.runs):
             order = list(trees)[round_no % len(trees):] + list(trees)[:round_no % len(trees)]
             for who in order:
@@ -116,6 +119,7 @@ def main():
     for key, measure, limit in (
             ("define", f"python -m stages.define --force, {args.nodes} nodes / 20 nested profiles", 1.0),
             ("build", f"python -m stages.build, first build, {args.nodes} nodes", 10.0),
+            ("compress", "python -m stages.compress, first publish of that build (empty store)", None),
             ("rerun", "python -m stages.build, no change", None),
             ("force", "python -m stages.build --force", None)):
         result.add(measure, samples["wwfast"][key], peer[key] if peer else None, peer_name=peer_name,

@@ -181,6 +181,9 @@ def _missing_outputs(ctx):
                      layout.ipxe_script(ctx.state_dir, node_id)):
             if not os.path.exists(path):
                 missing.append(os.path.relpath(path, layout.build_dir(ctx.state_dir)))
+    for shared in sorted({fp["system_shared"] for fp in nodes.values() if fp.get("system_shared")}):
+        if not os.path.exists(os.path.join(layout.build_dir(ctx.state_dir), shared)):
+            missing.append(shared)    # secure mode: the part of the system archives every node shares
     if not missing:
         return []
     shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")

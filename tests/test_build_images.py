@@ -112,6 +112,11 @@ def test_skip_when_unchanged_and_say_why(site):
     again = stage("build")
     assert "build: running (1 build output(s) missing: overlays/n1/runtime.cpio)" in again.stdout
     assert "n1 (no archive yet)" in again.stdout and (state / "build/overlays/n1/runtime.cpio").is_file()
+    shared = json.loads((state / "build/build.json").read_text())["nodes"]["n1"]["system_shared"]
+    (state / "build" / shared).unlink()                           # secure mode: the shared part gone
+    restored = stage("build")
+    assert f"build: running (1 build output(s) missing: {shared})" in restored.stdout
+    assert "0 node(s) rebuilt" in restored.stdout and (state / "build" / shared).is_file()
 
 
 def test_missing_image_fails_and_keeps_previous_build_json(site):

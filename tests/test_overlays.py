@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from helpers.newc import split_archives
 from helpers.overlay_fixtures import (RUNTIME, SYSTEM, edit_node, fake_ssh_keys, fixture_nodes, fixture_settings,
                                       listing, make_images, make_node, netdev, set_image_fingerprint)
 from wwfast.builder import overlay_build, overlays
@@ -50,7 +51,12 @@ def build(dirs, nodes=None, **kw):
 
 
 def read(state, node, context):
-    return pathlib.Path(archive_path(state, node, context)).read_bytes()
+    """The node's archive as the node gets it: in secure mode the system one is its shared part, then its own."""
+    own = pathlib.Path(archive_path(state, node, context)).read_bytes()
+    record = MEMORY.get(str(state), {}).get("nodes", {}).get(node, {})
+    if context != "system" or not record.get("system_shared"):
+        return own
+    return (pathlib.Path(state) / "build" / record["system_shared"]).read_bytes() + own
 
 
 def test_golden_every_builtin_overlay(twin, dirs):
@@ -130,7 +136,7 @@ def test_archives_extract_with_gnu_cpio_and_bsdtar(dirs, tmp_path):
 
 def _unpack(tmp, parts):
     tmp.mkdir()
-    for part in parts:
+    for part in (archive for blob in parts for archive in split_archives(blob)):   # GNU cpio stops at a trailer
         subprocess.run(["cpio", "-idmu", "--quiet"], input=part, cwd=tmp, check=True)
     out = {}
     for path in sorted(tmp.rglob("*")):

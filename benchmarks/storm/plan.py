@@ -25,7 +25,7 @@ from harness import file_sha256
 from .cluster import ROOT, node_uuid
 
 sys.path.insert(0, str(ROOT / "tests"))
-from helpers.newc import read_newc  # noqa: E402
+from helpers.newc import read_concatenated  # noqa: E402
 
 FIRMWARE_RETRY_MS = 3000
 AGENT_RETRY_MS = 2000
@@ -91,10 +91,11 @@ def script_fetches(script, variables):
 
 
 def agent_config(system_overlay_path):
-    """The KEY=value pairs of /wwinit/config inside the node's system overlay (zstd newc)."""
+    """The KEY=value pairs of /wwinit/config inside the node's system overlay (zstd newc; in secure mode
+    two frames, two archives: the shared part, then the node's own)."""
     with open(system_overlay_path, "rb") as f:
-        blob = zstandard.ZstdDecompressor().decompressobj().decompress(f.read())
-    for member in read_newc(blob):
+        blob = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read()
+    for member in read_concatenated(blob):
         if member.name in (b"wwinit/config", b"./wwinit/config"):
             return {k: shlex.split(v)[0] if v.strip() else "" for k, _, v in
                     (line.partition("=") for line in member.data.decode().splitlines()

@@ -44,3 +44,28 @@ def read_newc(blob):
         if name == b"TRAILER!!!":
             return
         pos = (data_start + fields["filesize"] + 3) & ~3
+
+
+
+def split_archives(blob):
+    """The newc archives written back to back in `blob` (as the kernel takes an initrd made of several),
+    each whole with its trailer. Zero padding between archives is skipped, as the kernel skips it."""
+    parts, pos = [], 0
+    while pos < len(blob):
+        if blob[pos:pos + 4] == b"\0\0\0\0":
+            pos += 4
+            continue
+        for member in read_newc(blob[pos:]):
+            if member.name == b"TRAILER!!!":
+                end = pos + ((member.offset + 110 + member.namesize + 3) & ~3)
+        parts.append(blob[pos:end])
+        pos = end
+    return parts
+
+
+def read_concatenated(blob):
+    """Yield the members of every archive in `blob` (split_archives), trailers left out."""
+    for part in split_archives(blob):
+        for member in read_newc(part):
+            if member.name != b"TRAILER!!!":
+                yield member

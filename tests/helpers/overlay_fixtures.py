@@ -147,12 +147,16 @@ def fake_ssh_keys(state_dir):
 
 
 def listing(blob):
-    """A readable, diff-friendly text of a newc archive: one header line per entry, then file contents."""
-    from helpers.newc import read_newc
+    """A readable, diff-friendly text of a newc archive: one header line per entry, then file contents.
+
+    Several archives back to back (a secure-mode system overlay: its shared part, then the node's) are
+    listed as the kernel would leave the tree: one line per path, the last archive's entry winning."""
+    from helpers.newc import read_concatenated
+    members = {}
+    for m in read_concatenated(blob):
+        members[m.name] = m
     out = []
-    for m in read_newc(blob):
-        if m.name == b"TRAILER!!!":
-            break
+    for m in (members[name] for name in sorted(members)):
         kind = {0o040000: "d", 0o100000: "f", 0o120000: "l"}[m.mode & 0o170000]
         head = f"=== {kind} {m.mode & 0o7777:04o} {m.uid}:{m.gid} /{m.name.decode()}"
         if kind == "l":

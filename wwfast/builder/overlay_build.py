@@ -14,30 +14,28 @@ holds the build stage's lock.
 
 Outside secure mode a file that the runtime archive carries with the same bytes (e.g. /etc/hosts, which
 lists every node) is not repeated in the system archive: the kernel unpacks runtime after system, so the
-node's tree is the same, and the total output stays linear in the number of nodes.
+node's tree is the same, and the total output stays linear in the number of nodes. In secure mode
+the node-independent part of the system archive is packed once for all nodes (overlay_shared).
 """
 import hashlib
-import io
 import json
 import os
 import shutil
 import time
 
 from wwfast import cpio, fsutil, layout
-from wwfast.builder import fanout, overlays, sshkeys
-from wwfast.builder.overlay_items import (Item, OverlaySource, dedupe_key, drop_sent_by_runtime, file_sig, holds,
-                                          item_from_out, link_into_place, parents, same_file)
+from wwfast.builder import fanout, overlay_shared, overlays, sshkeys
+from wwfast.builder.overlay_items import (OverlaySource, dedupe_key, drop_sent_by_runtime, file_sig, holds,
+                                          item_from_out, link_into_place, pack, same_file)
 from wwfast.builder.render import RenderError, Renderer
 
 CONTEXTS = ("system", "runtime")
 MEMORY_FORMAT = 1
 # Bumped when the bytes produced for the same inputs change (part of every fingerprint).
-BUILD_VERSION = 1
+BUILD_VERSION = 2   # 2: in secure mode the system archive's shared part is its own file
 # Fixed mtime: same inputs, same bytes, whatever the checkout time of the overlay files.
 MTIME = 0
 PARALLEL_MIN_NODES = fanout.MIN_ITEMS
-
-S_IFREG, S_IFDIR, S_IFLNK = 0o100000, 0o040000, 0o120000
 
 
 def out_dir(state_dir):
@@ -55,6 +53,8 @@ class Result:
         self.removed = []     # output dirs of nodes no longer defined
         self.reasons = {}     # node id -> why it was rebuilt
         self.server_files = []  # files outside the overlays that the templates read (inputs of the build)
+        self.shared = {}      # node id -> its system archive's shared part (secure mode), build-relative
+        self.shared_removed = []
         self.seconds = 0.0
 
     def summary(self):
@@ -215,49 +215,24 @@ class OverlayBuilder:
                     merged[o.rel] = item_from_out(o)
         return merged
 
-    def pack(self, merged, fileobj=None):
-        """Write a merged overlay as newc (parents added as needed, sorted: parents before children).
-
-        Into `fileobj` when given, else returns the bytes.
-        """
-        used = set()
-        for rel, it in merged.items():
-            if not it.prunable:
-                used.update(parents(rel))
-        for rel in [r for r, it in merged.items() if it.prunable and r not in used]:
-            del merged[rel]
-        for rel in list(merged):
-            for parent in parents(rel):
-                if parent not in merged:
-                    merged[parent] = Item(parent, None, 0o755, 0, 0, shared_id=-1)
-        buf = io.BytesIO() if fileobj is None else fileobj
-        w = cpio.NewcWriter(buf, mtime=MTIME)
-        for rel in sorted(merged):
-            it = merged[rel]
-            if it.target is not None:
-                w.add_symlink(rel, it.target, S_IFLNK | 0o777, it.uid, it.gid)
-            elif it.data is None:
-                w.add_dir(rel, S_IFDIR | it.mode, it.uid, it.gid)
-            else:
-                w.add_file(rel, it.data, S_IFREG | it.mode, it.uid, it.gid)
-        w.close()
-        return buf.getvalue() if fileobj is None else None
-
     def build_nodes(self, node_ids):
         """Write the archives of `node_ids`; returns the set of server files the templates read."""
         written = {}  # dedupe key -> path written in this run (hard-linked for identical archives)
         for node_id in node_ids:
             runtime = self.node_items(node_id, "runtime")
             system = self.node_items(node_id, "system")
+            whole = None
             if not self.settings.secure:
                 drop_sent_by_runtime(system, runtime)
+            else:   # the shared part is its own archive (overlay_shared); parents keep their modes
+                whole, system = system, overlay_shared.own_items(system)
             for context, merged in (("system", system), ("runtime", runtime)):
                 key = dedupe_key(context, merged)
                 path = archive_path(self.state_dir, node_id, context)
                 first = written.get(key)
                 if first is not None and (same_file(first, path) or link_into_place(first, path)):
                     continue
-                data = self.pack(merged)
+                data = pack(merged, dirs=whole if context == "system" else None, mtime=MTIME)
                 if not holds(path, data):   # the same bytes in place (--force, or a change it does not show)
                     fsutil.atomic_write(path, data, fsync=False)   # stay: no inode freed and allocated again
                 written[key] = path
@@ -280,7 +255,7 @@ class OverlayBuilder:
         previous = memory if memory.get("format") == MEMORY_FORMAT else {}
         prev_nodes = dict(previous.get("nodes", {}))
         prev_files = previous.get("server_files", [])
-        fps = self.fingerprints(prev_files)
+        fps = self.with_shared(self.fingerprints(prev_files))
         todo = []
         skipped = set(self.nodes) - set(only) if only is not None else set()
         for node_id in sorted(self.nodes):
@@ -316,17 +291,34 @@ class OverlayBuilder:
                 result.removed.append(stale)
         files = sorted({d for d in deps | set(prev_files) if isinstance(d, str)})
         if files != sorted(prev_files):
-            fps = self.fingerprints(files)  # as the next run will compute them, over the files read now
+            fps = self.with_shared(self.fingerprints(files))  # as the next run will, over the files read now
         for node_id in skipped:  # not built now: keep what the last build recorded (none: built next time)
             if node_id in prev_nodes:
                 fps[node_id] = prev_nodes[node_id]
             else:
                 fps.pop(node_id, None)
+        kept = {fp["system_shared"] for fp in fps.values() if fp.get("system_shared")}
+        result.shared_removed = overlay_shared.remove_unused(self.state_dir, kept)
+        result.shared = {n: fp["system_shared"] for n, fp in fps.items() if fp.get("system_shared")}
         memory.clear()
         memory.update({"format": MEMORY_FORMAT, "nodes": fps, "server_files": files})
         result.server_files = files
         result.seconds = time.monotonic() - started
         return result
+
+    def with_shared(self, fps):
+        """In secure mode: pack each system overlay list's shared part (overlay_shared) and name it in the
+        fingerprints of the nodes using it (the "system" fingerprint already covers its content)."""
+        if not self.settings.secure:
+            return fps
+        written = {}
+        for node_id, node in self.nodes.items():
+            names = _overlay_list(node, "system")
+            if names not in written:
+                items = overlay_shared.shared_items(self.plan(names, node_id, "system"))
+                written[names] = overlay_shared.write_shared(self.state_dir, items, MTIME)
+            fps[node_id]["system_shared"] = written[names]
+        return fps
 
     def _build_parallel(self, todo):
         deps = set()
@@ -396,4 +388,6 @@ def run_step(conf_dir, state_dir, nodes, settings, force=False, log=print, memor
     log(f"build: {built.summary()}")
     for node_id in nodes:
         result.nodes[node_id] = {context: f"overlays/{node_id}/{context}.cpio" for context in CONTEXTS}
+        if node_id in built.shared:   # the node's system archive is this shared part, then its own
+            result.nodes[node_id]["system_shared"] = built.shared[node_id]
     return result

@@ -7,9 +7,13 @@ runtime archive carries with the same bytes, and identical archives are written 
 """
 import functools
 import hashlib
+import io
 import os
 
+from wwfast import cpio
 from wwfast.builder import overlays
+
+S_IFREG, S_IFDIR, S_IFLNK = 0o100000, 0o040000, 0o120000
 
 
 class Item:
@@ -149,3 +153,37 @@ def file_sig(path):
         return [st.st_mtime_ns, st.st_size, st.st_ino]
     except OSError:
         return None
+
+
+def pack(merged, fileobj=None, dirs=None, mtime=0):
+    """Write a merged overlay as newc (parents added as needed, sorted: parents before children).
+
+    A parent missing from `merged` is taken from `dirs` (the whole merged overlay, when `merged` is only
+    part of it: same mode and owner as in the whole archive) or made 0755 root. Into `fileobj` when
+    given, else returns the bytes. `merged` is changed (empty prunable directories out, parents in).
+    """
+    used = set()
+    for rel, it in merged.items():
+        if not it.prunable:
+            used.update(parents(rel))
+    for rel in [r for r, it in merged.items() if it.prunable and r not in used]:
+        del merged[rel]
+    for rel in list(merged):
+        for parent in parents(rel):
+            if parent not in merged:
+                known = dirs.get(parent) if dirs else None
+                if known is None or known.data is not None or known.target is not None:
+                    known = Item(parent, None, 0o755, 0, 0, shared_id=-1)
+                merged[parent] = known
+    buf = io.BytesIO() if fileobj is None else fileobj
+    w = cpio.NewcWriter(buf, mtime=mtime)
+    for rel in sorted(merged):
+        it = merged[rel]
+        if it.target is not None:
+            w.add_symlink(rel, it.target, S_IFLNK | 0o777, it.uid, it.gid)
+        elif it.data is None:
+            w.add_dir(rel, S_IFDIR | it.mode, it.uid, it.gid)
+        else:
+            w.add_file(rel, it.data, S_IFREG | it.mode, it.uid, it.gid)
+    w.close()
+    return buf.getvalue() if fileobj is None else None

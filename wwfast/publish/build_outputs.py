@@ -8,6 +8,7 @@ from wwfast import fsutil, layout
 from wwfast.publish import PublishError
 
 ARCHIVES = (("image", "image_cpio"), ("system", "system"), ("runtime", "runtime"))
+PREFIX_FIELD = "system_shared"    # build.json: the shared part published ahead of a node's system archive
 # The GRUB chain (build.json fields only with grubboot): (manifest artifact, build.json field, store kind).
 BOOT_LOADERS = (("grub", "grub", "grub"), ("shim", "shim", "efi"), ("grubefi", "grubefi", "efi"))
 
@@ -81,7 +82,8 @@ def read_build(state_dir):
 
 
 def build_inputs(build, path):
-    """{relative path: kind} of every distinct build output to publish (kind: archive, kernel, ipxe, grub, efi)."""
+    """{relative path: kind} of every distinct build output to publish (kind: archive, kernel, ipxe, grub,
+    efi; "prefix": a shared part published only at the head of the archives that name it, see prefixes)."""
     inputs = {}
     try:
         for node_id, entry in build["nodes"].items():
@@ -89,6 +91,8 @@ def build_inputs(build, path):
             inputs[entry["ipxe"]] = "ipxe"
             for _, key in ARCHIVES:
                 inputs[entry[key]] = "archive"
+            if entry.get(PREFIX_FIELD):
+                inputs[entry[PREFIX_FIELD]] = "prefix"
             for _, key, kind in BOOT_LOADERS:
                 if entry.get(key):
                     inputs[entry[key]] = kind
@@ -100,6 +104,12 @@ def build_inputs(build, path):
         if os.path.isabs(rel) or ".." in rel.split("/"):
             raise PublishError(f"{path}: {rel!r} is not a path inside the build directory")
     return inputs
+
+
+def prefixes(build):
+    """{system archive: its shared part} (secure mode, wwfast.builder.overlay_shared): the node's archive
+    as published is the shared part, then its own, each a whole newc archive."""
+    return {entry["system"]: entry[PREFIX_FIELD] for entry in build["nodes"].values() if entry.get(PREFIX_FIELD)}
 
 
 def gzip_needed(build):

@@ -44,7 +44,8 @@ def run(state_dir, settings, memory, progress=None):
         packs = packed.read(build, os.path.join(base, "build.json"))
     inputs.update((rel, "packed") for rel in packs)   # packed by the build: linked, not compressed
     gzip_needed = build_outputs.gzip_needed(build)
-    store = StoreWriter(state_dir, settings, progress, packs, gzip_needed)
+    prefixes = build_outputs.prefixes(build)
+    store = StoreWriter(state_dir, settings, progress, packs, gzip_needed, prefixes)
     known_inputs = memory.get("inputs", {}) if memory.get("version") == STAGE_VERSION else {}
     known_store = dict(memory.get("store", {}))
     previous = manifests.load_manifest(state_dir)
@@ -64,6 +65,7 @@ def run(state_dir, settings, memory, progress=None):
     else:
         manifest = previous
     recorded = {rel: settled_key(os.path.join(base, rel), hashed[rel][0]) + [hashed[rel][1]]
+                + ([hashed[prefixes[rel]][1]] if rel in prefixes else [])
                 for rel in inputs if inputs[rel] != "packed"}
     for rel in packs:   # a packed archive is checked next time by its files
         for enc, name in packed.files(packs[rel]).items():

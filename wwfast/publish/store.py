@@ -7,6 +7,7 @@ leaves only garbage that the next run removes) and is never rewritten: its name 
 """
 import contextlib
 import hashlib
+import io
 import os
 import tempfile
 
@@ -29,8 +30,11 @@ class StoreWriter:
     """Fills the store for one run. `packs`: build.json's packed archives (packed.read); `gzip_needed`:
     archives gzipped too whatever the settings say. Counts the store files it wrote and found."""
 
-    def __init__(self, state_dir, settings, progress_enabled, packs, gzip_needed):
+    def __init__(self, state_dir, settings, progress_enabled, packs, gzip_needed, prefixes=None):
         self.store = layout.store_dir(state_dir)
+        self.prefixes = prefixes or {}   # archive -> shared part published ahead of it (build_outputs.prefixes)
+        self._prefix_states = {}         # shared part -> sha256 object fed with its bytes
+        self._prefix_frames = {}         # shared part -> its zstd frame
         self.base = layout.build_dir(state_dir)
         self.progress_enabled = progress_enabled
         self.packs = packs
@@ -45,9 +49,18 @@ class StoreWriter:
 
     def hash_inputs(self, inputs, known):
         """({rel: (stat key, sha256 of the content)}, [(rel, path, stat key)] left to hash while
-        compressing); unchanged files keep their recorded hash."""
-        hashed, todo, fused = {}, [], []
-        for rel in sorted(inputs):
+        compressing); unchanged files keep their recorded hash. An archive with a shared part is named by
+        the hash of both (the shared part's bytes, then its own), and its record holds the shared part's
+        hash too: a new shared part is a new name (overlay_shared), so the archive is hashed again."""
+        hashed, fused = {}, []
+        shared = sorted(rel for rel in inputs if inputs[rel] == "prefix")
+        self._hash_some(shared, inputs, known, hashed, fused)
+        self._hash_some(sorted(set(inputs) - set(shared)), inputs, known, hashed, fused)
+        return hashed, fused
+
+    def _hash_some(self, rels, inputs, known, hashed, fused):
+        todo = []
+        for rel in rels:
             if inputs[rel] == "packed":   # the build recorded its content hash as it packed it
                 with as_publish_error():
                     hashed[rel] = (packed.stat_key(self.base, rel, self.packs[rel]), self.packs[rel]["sha256"])
@@ -59,21 +72,46 @@ class StoreWriter:
                 raise PublishError(f"{path} is named in build.json but does not exist: "
                                    f"run the build stage") from None
             old = known.get(rel)
-            if old and old[:4] == key:
+            prefix = self.prefixes.get(rel)
+            if old and old[:4] == key and old[5:] == ([hashed[prefix][1]] if prefix else []):
                 hashed[rel] = (key, old[4])
-            elif inputs[rel] == "archive" and key[0] >= FUSE_MIN:
+            elif inputs[rel] == "archive" and key[0] >= FUSE_MIN and not prefix:
                 fused.append((rel, path, key))
             else:
                 todo.append((rel, path, key))
         progress = Progress(sum(k[0] for _, _, k in todo), "hash    ", enabled=self.progress_enabled)
         for rel, path, key in todo:
+            prefix = self.prefixes.get(rel)
             with open(path, "rb", buffering=0) as f:
-                digest = hash_file(f, progress)
+                digest = hash_file(f, progress, self._prefix_state(prefix) if prefix else None)
                 if stat_key(os.fstat(f.fileno())) != key:
                     raise PublishError(f"{path} changed while it was read: is a build running?")
             hashed[rel] = (key, digest)
         progress.close()
-        return hashed, fused
+
+    def _prefix_state(self, rel):
+        state = self._prefix_states.get(rel)
+        if state is None:
+            state = self._prefix_states[rel] = hashlib.sha256(self._read_prefix(rel))
+        return state
+
+    def _read_prefix(self, rel):
+        path = os.path.join(self.base, rel)
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise PublishError(f"{path} is named in build.json but does not exist: run the build stage") from None
+
+    def _prefix_frame(self, rel):
+        """The shared part as one zstd frame, made once per run (it heads every archive naming it)."""
+        frame = self._prefix_frames.get(rel)
+        if frame is None:
+            data = self._read_prefix(rel)
+            out = io.BytesIO()
+            self.zstd.compress(io.BytesIO(data), out, len(data))
+            frame = self._prefix_frames[rel] = out.getvalue()
+        return frame
 
     def compress_unhashed(self, path, key, known_store):
         """zstd-compress a changed archive while hashing it, then name the result by the hash.
@@ -113,6 +151,8 @@ class StoreWriter:
         work = []      # (rel, encoding, name)
         entries = {}
         for rel, kind in sorted(inputs.items()):
+            if kind == "prefix":    # published only inside the archives that name it
+                continue
             sha = hashed[rel][1]
             archive = kind in ("archive", "packed")
             encodings = self.encodings if archive else (kind,)
@@ -168,6 +208,7 @@ class StoreWriter:
                 progress.advance(key[0])
                 return entry(name, key[0], content_sha)
         start = progress.done
+        prefix = self.prefixes.get(rel)
         with open(path, "rb", buffering=0) as src:
             if stat_key(os.fstat(src.fileno())) != key:
                 raise PublishError(f"{path} changed while it was read: is a build running?")
@@ -176,9 +217,12 @@ class StoreWriter:
                 out = fsutil.HashingWriter(raw)
                 report = lambda n: progress.advance(start + n - progress.done)  # noqa: E731
                 if enc == "zst":
+                    if prefix:   # two frames, each a whole archive: the kernel unpacks one after the other
+                        out.write(self._prefix_frame(prefix))
                     self.zstd.compress(src, out, key[0], progress=report)
-                elif enc == "gz":
-                    self.gzip.compress(src, out, progress=report)
+                elif enc == "gz":   # one member (iPXE's imgextract reads one): the parts' bytes in one stream
+                    source = io.BytesIO(self._read_prefix(prefix) + src.read()) if prefix else src
+                    self.gzip.compress(source, out, progress=report)
                 else:   # kernel, ipxe, grub, efi: stored as they are
                     while chunk := src.read(compress.READ_SIZE):
                         out.write(chunk)
@@ -195,8 +239,9 @@ def as_publish_error():
         raise PublishError(str(e)) from None
 
 
-def hash_file(f, progress=None):
-    h = hashlib.sha256()
+def hash_file(f, progress=None, start=None):
+    """sha256 of what `f` holds (after the bytes `start`, a sha256 object, was fed: copied, not changed)."""
+    h = hashlib.sha256() if start is None else start.copy()
     buf = bytearray(compress.READ_SIZE)
     view = memoryview(buf)
     while n := f.readinto(buf):

@@ -54,7 +54,8 @@ def raw_artifact(artifact):
 
 def _chunks(src, suffix):
     if suffix == "cpio.zst":
-        reader = zstandard.ZstdDecompressor().stream_reader(src)
+        # every frame: a secure-mode system archive is two (its shared part, then its own)
+        reader = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
         while chunk := reader.read(CHUNK):
             yield chunk
         return
