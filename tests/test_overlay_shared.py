@@ -148,3 +148,25 @@ def test_publish_joins_the_parts_into_one_artifact(tmp_path):
     moved, _ = StoreWriter(tmp_path / "state", settings, False, {}, set(),
                            build_outputs.prefixes(build)).hash_inputs(inputs_b, known)
     assert moved["overlays/n1/system.cpio"][1] == hashlib.sha256(other + own).hexdigest()
+
+
+def test_gzip_member_after_a_prefix_is_one_member_of_both():
+    """A member continuing a GzipPrefix is one gzip member (iPXE's imgextract reads only one) that any
+    gunzip reads as prefix + rest, across block boundaries on both sides and with the thread pool."""
+    import io
+    import random
+    import zlib
+    from wwfast.publish import compress
+    rng = random.Random(7)
+    words = [bytes(rng.choice(b"abcdefghij") for _ in range(8)) for _ in range(500)]
+    text = lambda n: b" ".join(rng.choice(words) for _ in range(n // 9))[:n]   # noqa: E731
+    encoder = compress.GzipEncoder(6, threads=2)
+    for head_size, rest_size in ((10, 100), (compress.GZIP_BLOCK + 5, 3000), (2 * compress.GZIP_BLOCK, 0),
+                                 (70_000, 2 * compress.GZIP_BLOCK + 1)):
+        head, rest = text(head_size), text(rest_size)
+        out = io.BytesIO()
+        encoder.compress(io.BytesIO(rest), out, after=encoder.prefix(head))
+        member = zlib.decompressobj(wbits=31)
+        assert member.decompress(out.getvalue()) == head + rest and member.eof and member.unused_data == b""
+        gunzip = subprocess.run(["gzip", "-dc"], input=out.getvalue(), capture_output=True, check=True)
+        assert gunzip.stdout == head + rest

@@ -134,16 +134,22 @@ class GzipEncoder:
         self.level = level
         self.workers = resolve_threads(threads)
 
-    def stream(self, dst):
-        """A GzipStream into `dst` (input written in pieces; close() ends the member)."""
-        return GzipStream(dst, self.level, self.workers)
+    def stream(self, dst, after=None):
+        """A GzipStream into `dst` (input written in pieces; close() ends the member), continuing
+        `after` (a GzipPrefix) when given."""
+        return GzipStream(dst, self.level, self.workers, after)
 
-    def compress(self, src, dst, size=None, progress=None):
+    def prefix(self, data):
+        """`data` deflated once as the head of members that go on with other bytes (GzipPrefix)."""
+        return GzipPrefix(data, self.level)
+
+    def compress(self, src, dst, size=None, progress=None, after=None):
         """Compress `src` into one gzip member written to `dst`; return bytes written.
 
         `size` is not needed (gzip has no length up front); it keeps the call shape of zstd's.
+        `after`: a GzipPrefix whose bytes the member holds first (deflated once, however many members).
         """
-        stream = self.stream(dst)
+        stream = self.stream(dst, after)
         for block in _read_blocks(src, GZIP_BLOCK):
             stream.write(block)
             if progress:
@@ -151,12 +157,25 @@ class GzipEncoder:
         return stream.close()
 
 
+class GzipPrefix:
+    """Bytes deflated once to head many gzip members (a secure-mode system archive's shared part): its
+    blocks, none final, each ended on a byte boundary, with the CRC, length and last 32 KiB a member
+    needs to go on. A member made with it is one member, as iPXE's imgextract wants (it reads one)."""
+
+    def __init__(self, data, level=GZIP_LEVEL):
+        blocks = [data[i:i + GZIP_BLOCK] for i in range(0, len(data), GZIP_BLOCK)] or [b""]
+        tails = [b""] + [block[-GZIP_DICT:] for block in blocks[:-1]]
+        self.body = b"".join(_deflate_block(block, tail, level, False) for block, tail in zip(blocks, tails))
+        self.crc, self.total, self.tail = zlib.crc32(data), len(data), data[-GZIP_DICT:]
+
+
 class GzipStream:
     """One gzip member of input written in pieces of any length: cut into GZIP_BLOCK blocks from the
     start, so the bytes are GzipEncoder's for the same input however it arrives. A block is deflated
-    (by a thread) once the next one has begun: the look-ahead tells which block is the last."""
+    (by a thread) once the next one has begun: the look-ahead tells which block is the last. With
+    `after` (a GzipPrefix) the member holds its bytes first and the blocks are cut from where it ends."""
 
-    def __init__(self, dst, level=GZIP_LEVEL, workers=1):
+    def __init__(self, dst, level=GZIP_LEVEL, workers=1, after=None):
         self.out = _CountingWriter(dst)
         self.level, self.workers = level, max(1, workers)
         self.pending = bytearray()
@@ -165,6 +184,9 @@ class GzipStream:
         self.jobs = collections.deque()
         self.pool = None
         self.out.write(gzip_header(level))
+        if after is not None:
+            self.out.write(after.body)
+            self.crc, self.total, self.tail = after.crc, after.total, after.tail
 
     def write(self, data):
         self.pending += data
@@ -189,8 +211,8 @@ class GzipStream:
         block = bytes(self.pending)
         self.pending = bytearray()
         if self.pool is None:    # one block (most overlays): no threads to start
-            self.out.write(_deflate_block(block, b"", self.level, True))
-            self.crc, self.total = zlib.crc32(block), len(block)
+            self.out.write(_deflate_block(block, self.tail, self.level, True))
+            self.crc, self.total = zlib.crc32(block, self.crc), self.total + len(block)
         else:
             self._submit(block, last=True)
             while self.jobs:

@@ -35,6 +35,8 @@ class StoreWriter:
         self.prefixes = prefixes or {}   # archive -> shared part published ahead of it (build_outputs.prefixes)
         self._prefix_states = {}         # shared part -> sha256 object fed with its bytes
         self._prefix_frames = {}         # shared part -> its zstd frame
+        self._gzip_prefixes = {}         # shared part -> compress.GzipPrefix
+        self._prefix_bytes = {}
         self.base = layout.build_dir(state_dir)
         self.progress_enabled = progress_enabled
         self.packs = packs
@@ -95,7 +97,19 @@ class StoreWriter:
             state = self._prefix_states[rel] = hashlib.sha256(self._read_prefix(rel))
         return state
 
+    def _gzip_prefix(self, rel):
+        made = self._gzip_prefixes.get(rel)
+        if made is None:
+            made = self._gzip_prefixes[rel] = self.gzip.prefix(self._read_prefix(rel))
+        return made
+
     def _read_prefix(self, rel):
+        data = self._prefix_bytes.get(rel)
+        if data is None:
+            data = self._prefix_bytes[rel] = self._read_file(rel)
+        return data
+
+    def _read_file(self, rel):
         path = os.path.join(self.base, rel)
         try:
             with open(path, "rb") as f:
@@ -220,9 +234,8 @@ class StoreWriter:
                     if prefix:   # two frames, each a whole archive: the kernel unpacks one after the other
                         out.write(self._prefix_frame(prefix))
                     self.zstd.compress(src, out, key[0], progress=report)
-                elif enc == "gz":   # one member (iPXE's imgextract reads one): the parts' bytes in one stream
-                    source = io.BytesIO(self._read_prefix(prefix) + src.read()) if prefix else src
-                    self.gzip.compress(source, out, progress=report)
+                elif enc == "gz":   # one member (iPXE's imgextract reads one), the shared part deflated once
+                    self.gzip.compress(src, out, progress=report, after=self._gzip_prefix(prefix) if prefix else None)
                 else:   # kernel, ipxe, grub, efi: stored as they are
                     while chunk := src.read(compress.READ_SIZE):
                         out.write(chunk)
