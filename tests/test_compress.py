@@ -332,3 +332,32 @@ def test_manifest_comes_from_build_json_alone(cluster):
     (tree.build / "build.json").write_text(json.dumps(build))
     result = run_stage(conf, state)
     assert result.returncode == 1 and "node 'n0002' lacks macs: run the build stage" in result.stderr
+
+
+def test_hard_linked_archives_are_hashed_and_compressed_once(tmp_path, monkeypatch):
+    """The build hard-links identical archives (a runtime overlay the same on every node): the store
+    gets one file per encoding, made once, and every name's entry is that file's; a file's hash is read
+    once however many names it has."""
+    from wwfast.define.settings import Settings
+    from wwfast.publish import store
+    base = tmp_path / "state" / "build" / "overlays"
+    (base / "n0").mkdir(parents=True)
+    (base / "n0" / "runtime.cpio").write_bytes(sample_data(300_000))
+    inputs = {"overlays/n0/runtime.cpio": "archive"}
+    for i in range(1, 4):
+        (base / f"n{i}").mkdir()
+        os.link(base / "n0" / "runtime.cpio", base / f"n{i}" / "runtime.cpio")
+        inputs[f"overlays/n{i}/runtime.cpio"] = "archive"
+    reads = []
+
+    def counting_open(path, *args, **kw):
+        reads.append(path)
+        return open(path, *args, **kw)
+    monkeypatch.setattr(store, "open", counting_open, raising=False)
+    writer = store.StoreWriter(tmp_path / "state", Settings(gzip=True, threads=1), False, {}, set())
+    hashed, _ = writer.hash_inputs(inputs, {})
+    entries = writer.fill(inputs, hashed, {})
+    assert len({h[1] for h in hashed.values()}) == 1
+    assert writer.compressed == 2 and len(reads) == 1 + 2      # one hash read, one read per encoding
+    assert all(entries[rel] == entries["overlays/n0/runtime.cpio"] for rel in inputs)
+    assert sorted(p.name.split(".", 1)[1] for p in (tmp_path / "state" / "store").iterdir()) == ["cpio.gz", "cpio.zst"]

@@ -82,13 +82,20 @@ class StoreWriter:
             else:
                 todo.append((rel, path, key))
         progress = Progress(sum(k[0] for _, _, k in todo), "hash    ", enabled=self.progress_enabled)
+        seen = {}   # (stat key, shared part): one file under many names (hard links) is hashed once
         for rel, path, key in todo:
             prefix = self.prefixes.get(rel)
+            same = (tuple(key), prefix)
+            if same in seen:
+                hashed[rel] = (key, seen[same])
+                progress.advance(key[0])
+                continue
             with open(path, "rb", buffering=0) as f:
                 digest = hash_file(f, progress, self._prefix_state(prefix) if prefix else None)
                 if stat_key(os.fstat(f.fileno())) != key:
                     raise PublishError(f"{path} changed while it was read: is a build running?")
             hashed[rel] = (key, digest)
+            seen[same] = digest
         progress.close()
 
     def _prefix_state(self, rel):
@@ -163,6 +170,7 @@ class StoreWriter:
     def fill(self, inputs, hashed, known_store):
         """Make sure every store file exists; {rel: {encoding: manifest entry}}."""
         work = []      # (rel, encoding, name)
+        queued, same = {}, []   # name -> the rel that makes it; (rel, encoding, that rel) made by another
         entries = {}
         for rel, kind in sorted(inputs.items()):
             if kind == "prefix":    # published only inside the archives that name it
@@ -179,7 +187,11 @@ class StoreWriter:
                 try:
                     size = os.stat(path).st_size
                 except FileNotFoundError:
-                    work.append((rel, enc, name))
+                    if name in queued:    # the same content under another name (hard-linked archives)
+                        same.append((rel, enc, queued[name]))
+                    else:
+                        queued[name] = rel
+                        work.append((rel, enc, name))
                     continue
                 self.reused += 1
                 known = known_store.get(name)
@@ -199,6 +211,8 @@ class StoreWriter:
             self.written.append(os.path.join(self.store, name))
             self.compressed += 1
         progress.close()
+        for rel, enc, first in same:
+            entries[rel][enc] = entries[first][enc]
         return entries
 
     def _store_packed(self, rel, enc, name):
