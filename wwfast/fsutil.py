@@ -72,8 +72,11 @@ def atomic_file(path, mode="wb", perms=0o644, fsync=True):
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = _create_temp(directory, os.path.basename(path), perms)
+    try:
+        fd, tmp = _create_temp(directory, os.path.basename(path), perms)
+    except FileNotFoundError:   # made only when missing: a mkdir per file costs a syscall and the dir's lock
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = _create_temp(directory, os.path.basename(path), perms)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
