@@ -19,7 +19,6 @@ import time
 
 from wwfast import layout, records, runner
 from wwfast.builder import inventory
-from wwfast.configure.plan import range_warnings
 from wwfast.define import nodefile, nodes, settings, shrink
 from wwfast.errors import ConfigError
 from wwfast.fsutil import LockBusy
@@ -58,6 +57,7 @@ def _run(ctx):
     shrink.check(shrink.previous_ids(db), resolved, db, allow=ctx.params.get("allow_shrink", False))
     conf = ctx.settings
     if conf.dhcp_range_start:
+        from wwfast.configure.plan import range_warnings   # only then: the DHCP planning code is not small
         warnings += range_warnings(conf, {nid: records.Node.from_json(n) for nid, n in resolved.items()})
     for warning in warnings:
         ctx.log(f"define: warning: {warning}")

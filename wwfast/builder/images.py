@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 
 from wwfast import fsutil, layout
+from wwfast.builder.inventory import list_images  # noqa: F401 (callers use images.list_images)
 from wwfast.errors import UsageError
 
 IMAGE_FORMAT = 1
@@ -41,17 +42,6 @@ def image_dir(state_dir, name):
 def image_root(state_dir, name):
     """STATE/images/<name>/rootfs (not checked: see require_image)."""
     return layout.image_root(state_dir, name)
-
-
-def list_images(state_dir):
-    """Names of the complete images (rootfs/ and image.json present), sorted."""
-    try:
-        names = os.listdir(images_dir(state_dir))
-    except FileNotFoundError:
-        return []
-    return sorted(n for n in names if not n.startswith(".")
-                  and os.path.isdir(image_root(state_dir, n))
-                  and os.path.isfile(layout.image_info(state_dir, n)))
 
 
 def load_info(state_dir, name):

@@ -4,13 +4,27 @@ The define stage and node edits hand these to the node model, which checks names
 knows nothing of images or overlays itself. None means "none exist yet": names are not checked then,
 so a node file can be written before the first image is imported.
 """
-from wwfast.builder.images import list_images
+import os
+
+from wwfast import layout
 from wwfast.builder.overlays import list_overlays
+
+
+def list_images(state_dir):
+    """Names of the complete images (rootfs/ and image.json present), sorted. Here rather than in
+    wwfast.builder.images so the define stage does not import the image tooling to list names."""
+    try:
+        names = os.listdir(layout.images_dir(state_dir))
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if not n.startswith(".")
+                  and os.path.isdir(layout.image_root(state_dir, n))
+                  and os.path.isfile(layout.image_info(state_dir, n)))
 
 
 def image_names(state_dir):
     """Sorted names of the imported images, or None before the first import."""
-    return sorted(list_images(state_dir)) or None
+    return list_images(state_dir) or None
 
 
 def overlay_names(conf_dir):

@@ -148,6 +148,7 @@ WAREWULF_OVERLAYS = {
 
 def _check_names(config, nodes, expanded_of, images, overlays, errors, warnings):
     skipped = {}
+    known_lists = set()   # ids of overlay lists whose every name exists (the lists live as long as `nodes`)
     for node_id, node in nodes.items():
         image = node["image name"]
         if images is not None and image and image not in images:
@@ -158,7 +159,13 @@ def _check_names(config, nodes, expanded_of, images, overlays, errors, warnings)
         if overlays is None:
             continue
         for field in ("system overlay", "runtime overlay"):
-            for name in node[field]:
+            items = node[field]
+            if id(items) in known_lists:   # inherited lists are shared by many nodes: checked once
+                continue
+            if all(name in overlays for name in items):
+                known_lists.add(id(items))
+                continue
+            for name in items:
                 if name in overlays:
                     continue
                 keys = config.where(node_id, _expanded(config, node_id, expanded_of), (field,), item=name)
