@@ -68,3 +68,33 @@ def test_stage_verb_is_the_stage_file(tmp_path):
              subprocess.run([sys.executable, "-m", "stages.build", "--help"], cwd=ROOT, capture_output=True,
                             text=True).stdout]
     assert helps[0] == helps[1] and "--force" in helps[0]
+
+
+def test_overlay_build_in_secure_mode_points_build_json_at_the_new_shared_part(tmp_path):
+    """`wwfast overlay build` after a static overlay file changed: the system archives' shared part is a
+    new file (named by its content), so build.json's nodes must name it, or compress would pair the new
+    own parts with a shared part that is gone."""
+    conf, state = tmp_path / "conf", tmp_path / "state"
+    conf.mkdir()
+    (conf / "wwfast.yaml").write_text("ipaddr: 10.0.2.2\n")          # secure mode: the default
+    make_images(state)
+    fake_ssh_keys(state)
+    (state / "define").mkdir(parents=True)
+    (state / "define" / "nodes.json").write_text(json.dumps(
+        {"format": 1, "nodes": {n: v.to_json() for n, v in fixture_nodes().items()}}))
+    assert wwfast(conf, state, "overlay", "build").wait(timeout=120) == 0
+    first = runner.read_stamp(state, "build")["memory"]["overlays"]["nodes"]
+    old = {n: fp["system_shared"] for n, fp in first.items()}
+    assert len(set(old.values())) >= 1 and all((state / "build" / rel).is_file() for rel in old.values())
+    build_json = state / "build" / "build.json"   # as a build stage run left it (other fields elided)
+    build_json.write_text(json.dumps({"format": 1, "nodes": {n: {"system_shared": rel} for n, rel in old.items()}}))
+    site = conf / "overlays" / "issue" / "etc"        # a site copy of a static overlay: a new shared part
+    site.mkdir(parents=True)
+    (site / "issue").write_text("site issue\n")
+    out, err = wwfast(conf, state, "overlay", "build").communicate(timeout=120)
+    assert "overlays: 4 node(s) rebuilt" in out, out + err
+    named = {n: e["system_shared"] for n, e in json.loads(build_json.read_text())["nodes"].items()}
+    assert named != old and all((state / "build" / rel).is_file() for rel in named.values())
+    assert not any((state / "build" / rel).exists() for rel in set(old.values()) - set(named.values()))
+    assert named == {n: fp["system_shared"] for n, fp in
+                     runner.read_stamp(state, "build")["memory"]["overlays"]["nodes"].items()}

@@ -72,3 +72,29 @@ def remove_unused(state_dir, keep):
             os.unlink(os.path.join(directory, name))
             removed.append(name)
     return removed
+
+
+def rename_in_build_json(state_dir, shared_by_node):
+    """After `wwfast overlay build` (overlays rebuilt outside a build stage run): point build.json's nodes
+    at the shared parts their new archives go with, so compress never pairs a new own part with an old
+    shared part (or names one that was removed). Nodes build.json does not list are left to the next
+    build. Returns the number of nodes changed."""
+    import json
+    path = layout.build_json(state_dir)
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read())
+    except FileNotFoundError:
+        return 0
+    changed = 0
+    for node_id, entry in doc.get("nodes", {}).items():
+        rel = shared_by_node.get(node_id)
+        if entry.get("system_shared") != rel:
+            if rel:
+                entry["system_shared"] = rel
+            else:
+                entry.pop("system_shared", None)
+            changed += 1
+    if changed:   # the build stage's own format: stages/build.py writes it the same way
+        fsutil.atomic_write(path, json.dumps(doc, sort_keys=True, indent=1) + "\n")
+    return changed

@@ -10,7 +10,7 @@ import os
 import sys
 
 from wwfast import layout, records, runner
-from wwfast.builder import overlays, sshkeys
+from wwfast.builder import overlay_shared, overlays, sshkeys
 from wwfast.define import settings
 from wwfast.errors import UsageError
 from wwfast.builder.overlay_build import build_overlays
@@ -117,8 +117,11 @@ def cmd_build(args):
     all_nodes = records.read_nodes(layout.nodes_json(args.state))
     only = set(select(args.patterns, sorted(all_nodes))) if args.patterns else None
     # The build stage's lock and its overlay records (the stamp's memory): never beside a running build.
-    work = lambda ctx: build_overlays(ctx.conf_dir, ctx.state_dir, ctx.settings, all_nodes, force=args.force,  # noqa: E731
-                                      log=print, only=only, memory=ctx.memory.setdefault("overlays", {}))
+    def work(ctx):
+        built = build_overlays(ctx.conf_dir, ctx.state_dir, ctx.settings, all_nodes, force=args.force, log=print,
+                               only=only, memory=ctx.memory.setdefault("overlays", {}))
+        overlay_shared.rename_in_build_json(ctx.state_dir, built.shared)   # secure mode's shared parts
+        return built
     result = runner.partial(runner.Stage("build", run=None), args.conf, args.state, settings.load(args.conf), work)
     for node_id in result.rebuilt[:20]:
         print(f"  {node_id}: {result.reasons[node_id]}")
