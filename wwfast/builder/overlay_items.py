@@ -128,12 +128,18 @@ def link_into_place(existing, path):
     A new name is linked straight in (a link appears whole); an existing one is replaced by rename.
     """
     directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
     try:
         os.link(existing, path)
         return True
     except FileExistsError:
         pass
+    except FileNotFoundError:   # the node's directory is new (made only then: a mkdir takes the parent's lock)
+        try:
+            os.makedirs(directory, exist_ok=True)
+            os.link(existing, path)
+            return True
+        except OSError:
+            return False
     except OSError:
         return False
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.link")

@@ -129,6 +129,7 @@ class Renderer:
         self._compiled = {}
         self._image_roots = {}
         self.image_has_cache = {}
+        self.file_cache = {}     # path -> text or the OSError (template_functions._read_text)
         self.raw_nodes = nodes
         self._ww = None
         self.warnings = set()  # from Warewulf templates (an Include of a missing file, ...)

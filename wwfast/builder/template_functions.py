@@ -53,15 +53,26 @@ def _state(ctx):
     return ctx["_ww"]
 
 
+def _read_text(renderer, path):
+    """A file's text, or the OSError reading it raised: read once per build (the build holds its lock, and
+    a template such as users includes the same files for every node)."""
+    cache = renderer.file_cache
+    if path not in cache:
+        try:
+            with open(path, "rb") as f:
+                cache[path] = f.read().decode("utf-8", "replace")
+        except OSError as e:
+            cache[path] = e
+    return cache[path]
+
+
 def _read_server_file(state, path, default, what):
     state.deps.add(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read().decode("utf-8", "replace")
-    except OSError as e:
+    data = _read_text(state.renderer, path)
+    if isinstance(data, OSError):
         if default is not None:
             return default
-        raise FunctionError(f"{what}: cannot read {path}: {e.strerror}") from None
+        raise FunctionError(f"{what}: cannot read {path}: {data.strerror}") from None
     return data[:-1] if data.endswith("\n") else data  # as Warewulf: one trailing newline trimmed
 
 
@@ -109,10 +120,8 @@ def f_include_from(ctx, image, path, default=None):
     """A file from an image's tree (Warewulf IncludeFrom)."""
     st = _state(ctx)
     full = _image_file(st, image, path)
-    try:
-        with open(full, "rb") as f:
-            data = f.read().decode("utf-8", "replace")
-    except (OSError, TypeError):
+    data = _read_text(st.renderer, full) if full is not None else None
+    if data is None or isinstance(data, OSError):
         if default is not None:
             return default
         raise FunctionError(f"include_from: {path} not found in image {image!r}") from None
