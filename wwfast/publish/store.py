@@ -22,6 +22,7 @@ from wwfast.publish.progress import Progress
 FUSE_MIN = 16 << 20
 SUFFIXES = {"zst": ".cpio.zst", "gz": ".cpio.gz", "kernel": ".kernel", "ipxe": ".ipxe", "grub": ".grub",
             "efi": ".efi"}
+HASH_BUF_MIN = 64 << 10
 TEMP_PREFIX = "."
 TEMP_SUFFIX = ".tmp"
 
@@ -269,7 +270,9 @@ def as_publish_error():
 def hash_file(f, progress=None, start=None):
     """sha256 of what `f` holds (after the bytes `start`, a sha256 object, was fed: copied, not changed)."""
     h = hashlib.sha256() if start is None else start.copy()
-    buf = bytearray(compress.READ_SIZE)
+    # A buffer as large as the file (up to READ_SIZE): a 4 MiB one for each of 20,000 small archives and
+    # scripts was an mmap, page faults and an munmap each, most of a publish's hashing time.
+    buf = bytearray(max(HASH_BUF_MIN, min(compress.READ_SIZE, os.fstat(f.fileno()).st_size + 1)))
     view = memoryview(buf)
     while n := f.readinto(buf):
         h.update(view[:n])
