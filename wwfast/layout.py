@@ -6,6 +6,7 @@
     STATE/build/build.json                       what build produced, per node (build)
     STATE/build/images/<image>.cpio.zst|.gz      image archives, packed straight into the compressors
     STATE/build/overlays/<node>/<context>.cpio   system and runtime overlays
+    STATE/build/overlays/.shared/system-<sha>.cpio   secure mode: a system overlay list's part shared by its nodes
     STATE/build/ipxe/<node>.ipxe, unknown.ipxe   iPXE scripts
     STATE/store/<sha256>.<suffix>                content-addressed published files (compress)
     STATE/publish/manifest.json                  node -> artifacts, the commit point (compress)
@@ -76,6 +77,11 @@ def overlays_dir(state_dir):
 
 def overlay_archive(state_dir, node_id, context):
     return _join(state_dir, "build", "overlays", node_id, f"{context}.cpio")
+
+
+def shared_overlays_dir(state_dir):
+    """Secure mode's shared system overlay parts (wwfast.builder.overlay_shared); a dot name, so never a node."""
+    return _join(state_dir, "build", "overlays", ".shared")
 
 
 def ipxe_dir(state_dir):

@@ -79,6 +79,7 @@ class OverlayBuilder:
         self._plans = {}
         self._uses_cache = {}
         self._node_digests = {}
+        self._shared_rels = {}    # system overlay list -> its shared part (secure mode), build-relative
 
     # ------------------------------------------------------------------------------ inputs
     def source(self, name, node_id, context):
@@ -311,7 +312,7 @@ class OverlayBuilder:
         fingerprints of the nodes using it (the "system" fingerprint already covers its content)."""
         if not self.settings.secure:
             return fps
-        written = {}
+        written = self._shared_rels   # packed once per run, though the fingerprints may be made twice
         for node_id, node in self.nodes.items():
             names = _overlay_list(node, "system")
             if names not in written:

@@ -17,16 +17,11 @@ file of the same path, as it does in the merged overlay (the shared part leaves 
 part could lose to: the merge decided the winner, and only the node's winners are in its part).
 """
 import hashlib
+import json
 import os
 
 from wwfast import fsutil, layout
 from wwfast.builder.overlay_items import holds, pack
-
-DIR_NAME = ".shared"
-
-
-def shared_dir(state_dir):
-    return os.path.join(layout.overlays_dir(state_dir), DIR_NAME)
 
 
 def shared_items(steps):
@@ -51,16 +46,15 @@ def write_shared(state_dir, merged, mtime):
     """
     data = pack(dict(merged), mtime=mtime)
     name = f"system-{hashlib.sha256(data).hexdigest()}.cpio"
-    path = os.path.join(shared_dir(state_dir), name)
+    path = os.path.join(layout.shared_overlays_dir(state_dir), name)
     if not holds(path, data):
-        os.makedirs(shared_dir(state_dir), exist_ok=True)
         fsutil.atomic_write(path, data, fsync=True)
-    return f"overlays/{DIR_NAME}/{name}"
+    return os.path.relpath(path, layout.build_dir(state_dir))
 
 
 def remove_unused(state_dir, keep):
     """Delete shared archives no node names any more (`keep`: build-relative paths still named)."""
-    directory = shared_dir(state_dir)
+    directory = layout.shared_overlays_dir(state_dir)
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
@@ -79,7 +73,6 @@ def rename_in_build_json(state_dir, shared_by_node):
     at the shared parts their new archives go with, so compress never pairs a new own part with an old
     shared part (or names one that was removed). Nodes build.json does not list are left to the next
     build. Returns the number of nodes changed."""
-    import json
     path = layout.build_json(state_dir)
     try:
         with open(path, "rb") as f:

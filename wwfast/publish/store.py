@@ -6,6 +6,7 @@ A store file appears only by rename of a whole temp file (temp prefix and suffix
 leaves only garbage that the next run removes) and is never rewritten: its name fixes its content.
 """
 import contextlib
+import functools
 import hashlib
 import io
 import os
@@ -34,10 +35,7 @@ class StoreWriter:
     def __init__(self, state_dir, settings, progress_enabled, packs, gzip_needed, prefixes=None):
         self.store = layout.store_dir(state_dir)
         self.prefixes = prefixes or {}   # archive -> shared part published ahead of it (build_outputs.prefixes)
-        self._prefix_states = {}         # shared part -> sha256 object fed with its bytes
-        self._prefix_frames = {}         # shared part -> its zstd frame
-        self._gzip_prefixes = {}         # shared part -> compress.GzipPrefix
-        self._prefix_bytes = {}
+        self._shared = {}                # shared part -> SharedPart
         self.base = layout.build_dir(state_dir)
         self.progress_enabled = progress_enabled
         self.packs = packs
@@ -92,48 +90,18 @@ class StoreWriter:
                 progress.advance(key[0])
                 continue
             with open(path, "rb", buffering=0) as f:
-                digest = hash_file(f, progress, self._prefix_state(prefix) if prefix else None)
+                digest = hash_file(f, progress, self._shared_part(prefix).hash_state if prefix else None)
                 if stat_key(os.fstat(f.fileno())) != key:
                     raise PublishError(f"{path} changed while it was read: is a build running?")
             hashed[rel] = (key, digest)
             seen[same] = digest
         progress.close()
 
-    def _prefix_state(self, rel):
-        state = self._prefix_states.get(rel)
-        if state is None:
-            state = self._prefix_states[rel] = hashlib.sha256(self._read_prefix(rel))
-        return state
-
-    def _gzip_prefix(self, rel):
-        made = self._gzip_prefixes.get(rel)
-        if made is None:
-            made = self._gzip_prefixes[rel] = self.gzip.prefix(self._read_prefix(rel))
-        return made
-
-    def _read_prefix(self, rel):
-        data = self._prefix_bytes.get(rel)
-        if data is None:
-            data = self._prefix_bytes[rel] = self._read_file(rel)
-        return data
-
-    def _read_file(self, rel):
-        path = os.path.join(self.base, rel)
-        try:
-            with open(path, "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            raise PublishError(f"{path} is named in build.json but does not exist: run the build stage") from None
-
-    def _prefix_frame(self, rel):
-        """The shared part as one zstd frame, made once per run (it heads every archive naming it)."""
-        frame = self._prefix_frames.get(rel)
-        if frame is None:
-            data = self._read_prefix(rel)
-            out = io.BytesIO()
-            self.zstd.compress(io.BytesIO(data), out, len(data))
-            frame = self._prefix_frames[rel] = out.getvalue()
-        return frame
+    def _shared_part(self, rel):
+        part = self._shared.get(rel)
+        if part is None:
+            part = self._shared[rel] = SharedPart(os.path.join(self.base, rel), self.zstd, self.gzip)
+        return part
 
     def compress_unhashed(self, path, key, known_store):
         """zstd-compress a changed archive while hashing it, then name the result by the hash.
@@ -237,7 +205,7 @@ class StoreWriter:
                 progress.advance(key[0])
                 return entry(name, key[0], content_sha)
         start = progress.done
-        prefix = self.prefixes.get(rel)
+        shared = self._shared_part(self.prefixes[rel]) if rel in self.prefixes else None
         with open(path, "rb", buffering=0) as src:
             if stat_key(os.fstat(src.fileno())) != key:
                 raise PublishError(f"{path} changed while it was read: is a build running?")
@@ -246,16 +214,48 @@ class StoreWriter:
                 out = fsutil.HashingWriter(raw)
                 report = lambda n: progress.advance(start + n - progress.done)  # noqa: E731
                 if enc == "zst":
-                    if prefix:   # two frames, each a whole archive: the kernel unpacks one after the other
-                        out.write(self._prefix_frame(prefix))
+                    if shared:   # two frames, each a whole archive: the kernel unpacks one after the other
+                        out.write(shared.zstd_frame)
                     self.zstd.compress(src, out, key[0], progress=report)
                 elif enc == "gz":   # one member (iPXE's imgextract reads one), the shared part deflated once
-                    self.gzip.compress(src, out, progress=report, after=self._gzip_prefix(prefix) if prefix else None)
+                    self.gzip.compress(src, out, progress=report, after=shared.gzip_prefix if shared else None)
                 else:   # kernel, ipxe, grub, efi: stored as they are
                     while chunk := src.read(compress.READ_SIZE):
                         out.write(chunk)
                         report(out.size)
         return entry(name, out.size, out.hash.hexdigest())
+
+
+class SharedPart:
+    """A secure-mode shared part (wwfast.builder.overlay_shared), read once per run and made into what
+    each archive naming it starts with, each only when first asked for: the sha256 state after its
+    bytes, its zstd frame, its gzip head (compress.GzipPrefix)."""
+
+    def __init__(self, path, zstd, gzip):
+        self.path, self._zstd, self._gzip = path, zstd, gzip
+
+    @functools.cached_property
+    def data(self):
+        try:
+            with open(self.path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise PublishError(f"{self.path} is named in build.json but does not exist: "
+                               f"run the build stage") from None
+
+    @functools.cached_property
+    def hash_state(self):
+        return hashlib.sha256(self.data)
+
+    @functools.cached_property
+    def zstd_frame(self):
+        out = io.BytesIO()
+        self._zstd.compress(io.BytesIO(self.data), out, len(self.data))
+        return out.getvalue()
+
+    @functools.cached_property
+    def gzip_prefix(self):
+        return self._gzip.prefix(self.data)
 
 
 @contextlib.contextmanager
