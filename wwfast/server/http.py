@@ -79,6 +79,7 @@ class Connection(asyncio.Protocol):
         self.draining = 0.0           # lingering close deadline (monotonic), 0 when not lingering
         self.eof = False
         self.paused = False
+        self.sndbuf = None            # SO_SNDBUF we set (wwfast.server.send_budget), None: the kernel sizes it
         now = time.monotonic()
         self.last_activity = now
         self.request_started = 0.0
@@ -268,6 +269,7 @@ class Connection(asyncio.Protocol):
             metrics.in_flight += 1
             reply.file.on_done = self.server.counted(reply.file.on_done, stage, reply.code)
             self.out.append(reply.file)
+            self.fit_send_buffer()
         else:
             if reply.file is not None:      # HEAD: no body was due (its boot record says 0 of 0 bytes)
                 reply.file.close(complete=True)
@@ -340,6 +342,25 @@ class Connection(asyncio.Protocol):
             self.writing = False
         self._reply_sent()
 
+    def fit_send_buffer(self):
+        """Give this connection its share of the process's send budget for the transfers in flight
+        now (called when a file body starts, and by the sweep while one is being sent)."""
+        if not isinstance(self.wsock, socket.socket) or self.wsock.family not in (socket.AF_INET, socket.AF_INET6):
+            return
+        budget = self.server.send_budget
+        value = budget.share(self.server.metrics.in_flight)
+        if value is None:
+            if self.sndbuf is None:
+                return
+            value = budget.uncapped()
+        if value == self.sndbuf:
+            return
+        try:
+            self.wsock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, value)
+        except OSError:
+            return
+        self.sndbuf = value
+
     def _reply_sent(self):
         """Everything of the reply is out: close if asked, else answer what is queued."""
         self.busy = False
@@ -360,6 +381,8 @@ class Connection(asyncio.Protocol):
             self.request_started = 0.0
             self._refuse(408, f"request headers not received within {limits.header_timeout:g} s")
         elif self.busy:
+            if self.out and isinstance(self.out[-1], FileBody):
+                self.fit_send_buffer()        # transfers started after this one changed its share
             if now - self.last_activity > limits.stall_timeout:
                 log.warning("%s: client stopped reading for %g s; closing", self.peer[0], limits.stall_timeout)
                 self.server.metrics.closed("stalled")

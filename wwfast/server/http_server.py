@@ -2,7 +2,7 @@
 
 Each connection's bytes are moved by wwfast.server.http.Connection; this module owns what is shared
 by all of them: the listening socket (its own or one handed in by serve's workers), the connection
-set, the Date header's once-a-second cache, the completion hook that counts a file body's bytes in
+set, the send budget (wwfast.server.send_budget), the Date header's once-a-second cache, the completion hook that counts a file body's bytes in
 /metrics, and one sweep per half second over all connections that enforces the Limits (header
 size, header time, idle time, send stall) instead of a timer per connection.
 """
@@ -13,6 +13,7 @@ import time
 from wwfast.server.http import Connection, Limits
 from wwfast.server.mappings import SharedMappings
 from wwfast.server.replies import http_date
+from wwfast.server.send_budget import SendBudget
 
 log = logging.getLogger("wwfast.serve")
 
@@ -26,7 +27,8 @@ class HttpServer:
     scheme = "HTTP"
     ssl = None
 
-    def __init__(self, provisioner, host="0.0.0.0", port=9873, send_mode="sendfile", limits=None, sock=None):
+    def __init__(self, provisioner, host="0.0.0.0", port=9873, send_mode="sendfile", limits=None, sock=None,
+                 send_budget=None):
         if send_mode not in ("sendfile", "mmap"):
             raise ValueError(f"send_mode must be sendfile or mmap, not {send_mode!r}")
         self.provisioner = provisioner
@@ -35,6 +37,8 @@ class HttpServer:
         self.sock = sock              # a listening socket to serve on (serve's workers share the port)
         self.send_mode = send_mode
         self.limits = limits or Limits()
+        # socket send memory this process's transfers may hold (one budget for HTTP and HTTPS)
+        self.send_budget = send_budget or SendBudget.for_process(workers=1)
         self.connections = set()
         self.loop = None
         self._server = None

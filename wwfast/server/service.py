@@ -19,6 +19,7 @@ from wwfast.server.http_server import HttpServer
 from wwfast.server.https import HttpsServer
 from wwfast.server.ledger import BootLedger
 from wwfast.server.provision import Provisioner
+from wwfast.server.send_budget import SendBudget
 from wwfast.define.cluster_settings import scaleout_wanted
 
 log = logging.getLogger("wwfast.serve")
@@ -40,6 +41,7 @@ class ServeOptions:
         self.secure_flag = False        # --secure/--no-secure given: it wins over the manifest's copy
         self.settings = None            # the Settings, for the scale-out block (`cluster:`)
         self.workers = 1                # processes sharing the ports (None: one per core)
+        self.send_budget_mb = None      # socket send memory of all HTTP transfers (None: from tcp_mem; 0: no cap)
         self.log_levels = (logging.INFO, logging.INFO)   # root and wwfast.serve, handed to workers
 
     @classmethod
@@ -69,6 +71,9 @@ class ServeOptions:
         opts.limits = Limits(header_timeout=args.header_timeout, idle_timeout=args.idle_timeout)
         opts.settings = settings
         opts.workers = args.workers
+        opts.send_budget_mb = args.send_budget
+        if opts.send_budget_mb is not None and opts.send_budget_mb < 0:
+            raise UsageError(f"--send-budget {opts.send_budget_mb:g}: give a size in MB, or 0 for no cap")
         if opts.workers is not None and opts.workers < 1:
             raise UsageError(f"--workers {opts.workers}: give at least 1")
         opts.log_levels = (logging.getLogger().level, logging.getLogger("wwfast.serve").getEffectiveLevel())
@@ -99,6 +104,10 @@ def add_arguments(parser):
                         help="processes sharing the HTTP and TFTP ports (SO_REUSEPORT) under one supervisor that "
                              "keeps the boot ledger and restarts a worker that dies (default: one per core; "
                              "1: a single process)")
+    parser.add_argument("--send-budget", type=float, default=None, metavar="MB",
+                        help="socket send memory all HTTP transfers may hold together; past it each connection "
+                             "gets its share as SO_SNDBUF (default: a quarter of the kernel's TCP memory-pressure "
+                             "threshold, net.ipv4.tcp_mem; 0: no cap, the kernel sizes every buffer)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (requests are logged at info)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only (no line per request)")
 
@@ -177,8 +186,9 @@ async def serve_protocols(opts, watcher, ledger, stop, scaleout=None, socks=None
     provisioner = Provisioner(watcher, ledger, secure=opts.secure, follow_manifest_secure=not opts.secure_flag,
                               tls_port=opts.tls_port if opts.tls else None, scaleout=scaleout)
     provisioner.worker = worker
+    budget = SendBudget.for_process(opts.workers or default_workers(), opts.send_budget_mb)
     http = HttpServer(provisioner, opts.http_bind, opts.http_port, send_mode=opts.send_mode, limits=opts.limits,
-                      sock=socks.get("http"))
+                      sock=socks.get("http"), send_budget=budget)
     https = HttpsServer(provisioner, opts.http_bind, opts.tls_port, ssl_context, limits=opts.limits,
                         sock=socks.get("https")) if opts.tls else None
 

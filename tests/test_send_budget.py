@@ -1,0 +1,97 @@
+"""serve's send budget: many transfers at once share a fixed amount of socket send memory instead of
+each growing its buffer to the kernel's maximum (which pushes the machine into TCP memory pressure).
+
+The arithmetic is checked alone; the kernel's side is read off `ss` (skmem tb: the send buffer the
+kernel holds a socket to) for real transfers to clients that do not read yet.
+"""
+import hashlib
+import os
+import re
+import socket
+import subprocess
+import time
+
+from serve_helpers import free_port, make_node, publish, running_server
+from wwfast.server.send_budget import MIN_SHARE, STEP, SendBudget
+
+MAC = "52:54:00:00:00:01"
+MiB = 1 << 20
+
+
+def test_the_kernel_sizes_buffers_while_the_budget_covers_every_transfer():
+    budget = SendBudget(64 * MiB, ceiling=4 * MiB, settable=4 * MiB)
+    assert budget.share(1) is None and budget.share(16) is None      # 4 MiB each: the kernel's maximum
+    assert budget.share(17) is not None
+
+
+def test_shares_shrink_with_the_transfers_in_steps_never_below_the_floor():
+    budget = SendBudget(64 * MiB, ceiling=4 * MiB, settable=4 * MiB)
+    shares = [budget.share(n) for n in (20, 40, 80, 1000, 100000)]
+    assert shares == sorted(shares, reverse=True)
+    for n, value in zip((20, 40, 80), shares):
+        assert value * 2 <= 64 * MiB // n and (value * 2) % STEP == 0     # SO_SNDBUF is doubled by the kernel
+    assert shares[-1] == shares[-2] == MIN_SHARE // 2
+    assert SendBudget(64 * MiB, ceiling=4 * MiB, settable=200000).share(20) == 200000   # net.core.wmem_max
+    assert SendBudget(None).share(100000) is None
+
+
+def test_the_default_budget_is_a_quarter_of_the_pressure_threshold_split_among_workers():
+    limits = (1600 * MiB, 4 * MiB, 4 * MiB)
+    assert SendBudget.for_process(2, limits=limits).total == 200 * MiB
+    assert SendBudget.for_process(1, 64, limits=limits).total == 64 * MiB
+    assert SendBudget.for_process(4, 0, limits=limits).total is None     # --send-budget 0: no cap
+    assert SendBudget.for_process(2, limits=None).total in (None, SendBudget.for_process(2).total)
+
+
+def _send_buffers(port):
+    """{client port: tb} of the server's established connections on `port`, from ss."""
+    out = subprocess.run(["ss", "-tmnH", "state", "established", f"( sport = :{port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    found = {}
+    for peer, tb in re.findall(r"127\.0\.0\.1:\d+\s+127\.0\.0\.1:(\d+).*?\n?\s*skmem:\(.*?\btb(\d+)", out):
+        found[int(peer)] = int(tb)
+    return found
+
+
+def test_transfers_past_the_budget_hold_their_share_and_still_deliver_every_byte(tmp_path):
+    """16 downloads on a server given 4 MB: each connection's send buffer is set to the floor share
+    (4 MB / 16 is below it), including those that started while the budget still covered them (the
+    half-second sweep refits them); once the clients read, every byte arrives."""
+    state = str(tmp_path)
+    image = os.urandom(24 * MiB)
+    publish(state, {"n001": make_node(state, "n001", MAC, image)}, "gen-b")
+    port = free_port()
+    clients = []
+    with running_server(state, port, "--workers", "1", "--send-budget", "4"):
+        try:
+            for _ in range(16):
+                s = socket.create_connection(("127.0.0.1", port), timeout=60)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+                s.sendall(f"GET /image/{MAC}?compress=none HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                clients.append(s)
+            ours = {s.getsockname()[1] for s in clients}
+            want = MIN_SHARE            # what SO_SNDBUF = MIN_SHARE / 2 becomes in the kernel
+            buffers = {}
+            for _ in range(600):        # the sweep runs every 0.5 s; 60 s is only a backstop
+                buffers = {p: tb for p, tb in _send_buffers(port).items() if p in ours}
+                if len(buffers) == 16 and all(tb == want for tb in buffers.values()):
+                    break
+                time.sleep(0.1)
+            assert len(buffers) == 16 and set(buffers.values()) == {want}, buffers
+            for s in clients:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += s.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200"), head
+                digest = hashlib.sha256(body)
+                got = len(body)
+                while got < len(image):
+                    chunk = s.recv(1 << 20)
+                    assert chunk, f"closed after {got} bytes"
+                    digest.update(chunk)
+                    got += len(chunk)
+                assert digest.hexdigest() == hashlib.sha256(image).hexdigest()
+        finally:
+            for s in clients:
+                s.close()
