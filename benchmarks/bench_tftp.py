@@ -23,6 +23,7 @@ Goal (issue 13), on the stage as a user runs it: serve >= 2.5x in.tftpd's aggreg
 import argparse
 import os
 import pathlib
+import resource
 import shutil
 import signal
 import statistics
@@ -123,6 +124,7 @@ def run_load(ns, loadgen, port, root, clients, mode, processes=2):
                                            str(window)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for n in shares]
     time.sleep(0.2 + clients / 5000)   # sockets created, every process waiting for "go"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     for p in procs:
         p.stdin.write("go\n")
         p.stdin.flush()
@@ -130,7 +132,9 @@ def run_load(ns, loadgen, port, root, clients, mode, processes=2):
     for p in procs:
         out, _ = p.communicate(timeout=600)
         results.append(dict(kv.split("=") for kv in out.split()))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)    # the load generators, reaped just now
     return {
+        "loadgen_cpu": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
         "seconds": max(float(r["seconds"]) for r in results),
         "ok": sum(int(r["ok"]) for r in results),
         "failed": sum(int(r["failed"]) for r in results),
@@ -225,7 +229,7 @@ def measure(ns, loadgen, name, proc_group, root, clients, mode):
 def report(results, clients_list, modes):
     print()
     print(f"{'clients':>7} {'mode':8} {'server':10} {'median s':>9} {'MB/s':>8} {'p50 s':>7} {'p99 s':>7} "
-          f"{'failed':>6} {'cpu s':>6} {'vs tftp-hpa':>11}")
+          f"{'failed':>6} {'cpu s':>6} {'gen cpu':>7} {'vs tftp-hpa':>11}")
     for clients in clients_list:
         for mode in modes:
             base = results.get((clients, mode, "tftp-hpa"))
@@ -239,7 +243,7 @@ def report(results, clients_list, modes):
                 print(f"{clients:7d} {mode:8} {name:10} {med:9.3f} {mbps:8.1f} "
                       f"{statistics.median(r['p50'] for r in runs):7.3f} {max(r['p99'] for r in runs):7.3f} "
                       f"{sum(r['failed'] for r in runs):6d} {statistics.median(r['cpu'] for r in runs):6.2f} "
-                      f"{ratio:>11}")
+                      f"{statistics.median(r['loadgen_cpu'] for r in runs):7.2f} {ratio:>11}")
 
 
 def record(args, results, clients_list, modes):
@@ -259,6 +263,9 @@ def record(args, results, clients_list, modes):
                 result.add(f"{clients} clients {mode}: failed transfers", [r["failed"] for r in ours],
                            [r["failed"] for r in peer] if peer else None, peer_name="tftp-hpa", ours_name=name,
                            unit="transfers", limit=0 if name != "dnsmasq" else None)
+                result.add(f"{clients} clients {mode}: load generator CPU seconds", ours, peer,
+                           peer_name="tftp-hpa", ours_name=name, key="loadgen_cpu",
+                           note="the clients' own CPU, on the same cores as the server's")
     result.write(args.results)
 
 
