@@ -314,3 +314,43 @@ def test_supervisor_applies_events_of_several_workers_in_the_order_they_happened
     sup.drain()
     record = sup.ledger.status.record("n1")
     assert [r["stage"] for r in record["boot"]["requests"]] == ["ipxe", "kernel"], record
+
+
+def test_a_worker_sends_one_loop_iterations_events_in_one_write_in_order():
+    """Request records reach the supervisor in the order they happened, but the events of one loop
+    iteration leave in one write (a storm makes thousands a second); a call flushes them first."""
+    import socket
+    from wwfast.server.channel import Channel
+    from wwfast.server.remote import SupervisorLink
+
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    channel = Channel(child)
+    writes = []
+    real_send = child.send
+
+    class CountingSocket:
+        def __getattr__(self, name):
+            return getattr(child, name)
+
+        def send(self, data, *flags):
+            writes.append(len(data))
+            return real_send(data, *flags)
+    channel.sock = CountingSocket()
+    link = SupervisorLink(channel, catalogs=None, metrics=Metrics())
+    supervisor = Channel(parent)
+
+    async def storm():
+        link.loop = asyncio.get_running_loop()
+        for i in range(50):
+            link.send("event", i)
+        assert writes == []                       # nothing written before the loop has run the rest
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    asyncio.run(storm())
+    assert len(writes) == 1
+    assert supervisor.receive() == [("event", i) for i in range(50)]     # the write is in the kernel already
+    link.loop = None                              # not attached: each event goes out at once
+    link.send("event", 50)
+    assert len(writes) == 2
+    parent.close()
+    child.close()
