@@ -4,13 +4,15 @@ Both servers get the same load from the same generator in the same run: a small 
 keep-alive HTTP client (non-blocking sockets, 4 MiB recv_into, no per-byte Python work), each
 connection downloading the image again and again for a fixed time. Printed per server and
 connection count (median of --repeat runs): throughput, server CPU seconds per GB served,
-server peak RSS (VmHWM, reset before each run; nginx: master + workers), and ours/nginx; nginx
-runs as shipped (a worker per core) and, for reference, with one worker (our process count).
+server peak RSS (VmHWM, reset before each run; nginx: master + workers), the kernel's receive-queue
+prunes during the run (TCP memory pressure), and ours/nginx; nginx runs as shipped (a worker per
+core) and, for reference, with one worker (our process count) and with a fixed send buffer
+(`listen ... sndbuf=160k`, the kind of cap serve's send budget sets).
 
     .venv/bin/python benchmarks/bench_http.py [--conns 100,1000] [--seconds 6] [--runs 3] [--quick]
-        [--size-mb 100] [--modes sendfile,mmap] [--client-procs 2] [--no-nginx-1worker]
+        [--size-mb 100] [--modes sendfile,mmap] [--client-procs 2] [--no-nginx-1worker] [--nginx-sndbuf ""]
 
-Goals (issue 6): throughput >= nginx; our RSS <= 200 MB at 1,000 connections.
+Goals (issues 6 and 13): throughput >= 1.3x nginx as shipped at 1,000 connections; our RSS <= 200 MB.
 """
 import argparse
 import hashlib
@@ -228,9 +230,9 @@ def start_ours(workdir, state, conf, mode, workers=None):
     return proc, port, f"/image/{MAC}"
 
 
-def start_nginx(workdir, state, name, workers="auto"):
+def start_nginx(workdir, state, name, workers="auto", sndbuf=None):
     port = free_port()
-    prefix = os.path.join(workdir, f"nginx-{workers}")
+    prefix = os.path.join(workdir, f"nginx-{workers}-{sndbuf or 'auto'}")
     os.makedirs(os.path.join(prefix, "logs"), exist_ok=True)
     conf = os.path.join(prefix, "nginx.conf")
     fsutil.atomic_write(conf, f"""
@@ -251,7 +253,7 @@ http {{
     uwsgi_temp_path {prefix}/tmp;
     scgi_temp_path {prefix}/tmp;
     server {{
-        listen 127.0.0.1:{port} backlog=4096;
+        listen 127.0.0.1:{port} backlog=4096{f" sndbuf={sndbuf}" if sndbuf else ""};
         location / {{ root {os.path.join(state, 'store')}; }}
     }}
 }}
@@ -270,17 +272,24 @@ def stop(proc):
         proc.wait()
 
 
+def tcp_prunes():
+    """The kernel's count of receive-queue prunes (TcpExt PruneCalled): TCP memory pressure at work."""
+    with open("/proc/net/netstat") as f:
+        lines = [line.split() for line in f if line.startswith("TcpExt:")]
+    return int(dict(zip(lines[0][1:], lines[1][1:])).get("PruneCalled", 0))
+
+
 def measure(proc, port, path, conns, seconds, procs, size):
     pids = family(proc.pid)
     load(port, path, min(conns, 20), 1.0, procs)        # warm the page cache and the server
     pids = family(proc.pid)
     reset_peak(pids)
-    cpu0 = cpu_seconds(pids)
+    cpu0, prunes0 = cpu_seconds(pids), tcp_prunes()
     nbytes, responses, errors, elapsed = load(port, path, conns, seconds, procs)
     cpu = cpu_seconds(pids) - cpu0
     gb = nbytes / 1e9
     return {"gbps": gb / elapsed, "cpu_per_gb": cpu / gb if gb else float("nan"), "rss": peak_rss_mb(pids),
-            "responses": responses, "errors": errors, "gb": gb}
+            "responses": responses, "errors": errors, "gb": gb, "prunes": tcp_prunes() - prunes0}
 
 
 def main():
@@ -295,6 +304,9 @@ def main():
                     help="serve --workers N (default: serve's default, one per core); peak RSS sums them all")
     ap.add_argument("--nginx-1worker", action=argparse.BooleanOptionalAction, default=True,
                     help="also run nginx with worker_processes 1")
+    ap.add_argument("--nginx-sndbuf", default="160k", metavar="SIZE",
+                    help="also run nginx with `listen ... sndbuf=SIZE`, a cap like serve's send budget "
+                         "(default 160k; empty: not run)")
     harness.add_arguments(ap, runs=3, warmup=1)
     args = harness.settle(ap.parse_args(), conns=("100,1000", "100"), seconds=(6.0, 3.0), size_mb=(100, 50))
     if shutil.which("nginx") is None:
@@ -303,7 +315,10 @@ def main():
     modes = args.modes.split(",")
     # nginx as shipped (one worker per core) is the goal; nginx with one worker is the same process count
     # as ours, which tells CPU-share effects on a loaded machine apart from per-byte cost.
-    labels = ["nginx"] + [f"wwfast-{m}" for m in modes] + (["nginx-1worker"] if args.nginx_1worker else [])
+    # nginx with a fixed send buffer is what stock nginx lacks and serve's send budget does: it tells the
+    # budget's effect apart from the rest of the send path.
+    labels = (["nginx"] + [f"wwfast-{m}" for m in modes] + (["nginx-1worker"] if args.nginx_1worker else [])
+              + (["nginx-sndbuf"] if args.nginx_sndbuf else []))
     workdir = tempfile.mkdtemp(prefix="bench_http.")
     try:
         state, conf, name = prepare(workdir, args.size_mb)
@@ -312,7 +327,8 @@ def main():
         for _ in range(args.runs):
             for label in labels:
                 if label.startswith("nginx"):
-                    proc, port, path = start_nginx(workdir, state, name, "1" if label == "nginx-1worker" else "auto")
+                    proc, port, path = start_nginx(workdir, state, name, "1" if label == "nginx-1worker" else "auto",
+                                                   args.nginx_sndbuf if label == "nginx-sndbuf" else None)
                 else:
                     proc, port, path = start_ours(workdir, state, conf, label.split("-", 1)[1], args.serve_workers)
                 try:
@@ -320,7 +336,8 @@ def main():
                         r = measure(proc, port, path, conns, args.seconds, args.client_procs, size)
                         runs.setdefault((label, conns), []).append(r)
                         print(f"  {label:16} {conns:5} conns: {r['gbps']:.2f} GB/s, {r['cpu_per_gb']:.3f} CPU-s/GB, "
-                              f"peak RSS {r['rss']:.0f} MB, {r['responses']} complete, {r['errors']} errors",
+                              f"peak RSS {r['rss']:.0f} MB, {r['responses']} complete, {r['errors']} errors, "
+                              f"{r['prunes']} TCP prunes",
                               flush=True)
                 finally:
                     stop(proc)
@@ -354,7 +371,8 @@ def record(args, runs, labels, conns_list):
             if label == "nginx":
                 continue
             ours = runs[(label, conns)]
-            name = label if label.startswith("wwfast") else f"{label} (reference)"
+            name = label if label.startswith("wwfast") else (
+                f"nginx sndbuf={args.nginx_sndbuf} (reference)" if label == "nginx-sndbuf" else f"{label} (reference)")
             result.add(f"{conns} connections: throughput", ours, peer, key="gbps", unit="GB/s", better="higher",
                        ours_name=name, peer_name="nginx", goal=1.3 if conns >= 1000 and label == "wwfast-sendfile"
                        else None)
@@ -362,6 +380,8 @@ def record(args, runs, labels, conns_list):
                        ours_name=name, peer_name="nginx")
             result.add(f"{conns} connections: peak RSS", ours, peer, key="rss", unit="MB", ours_name=name,
                        peer_name="nginx", limit=200 if conns >= 1000 and label.startswith("wwfast") else None)
+            result.add(f"{conns} connections: TCP receive-queue prunes (memory pressure)", ours, peer, key="prunes",
+                       unit="prunes", ours_name=name, peer_name="nginx", cpu=False)
     result.write(args.results)
 
 
