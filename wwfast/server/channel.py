@@ -44,14 +44,10 @@ class Channel:
     # -- sending -------------------------------------------------------------------------------
     def send(self, message):
         """Queue `message`; True when all of it (and everything before it) is in the kernel."""
-        self.queue(message)
-        return self.flush()
-
-    def queue(self, message):
-        """Add `message` to what the next flush hands the kernel (several messages, one send)."""
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         self.pending += HEADER.pack(len(data))
         self.pending += data
+        return self.flush()
 
     def flush(self):
         """Hand the kernel what it takes now; True when nothing is left pending."""

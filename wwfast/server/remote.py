@@ -75,7 +75,6 @@ class SupervisorLink:
         self.lost = False
         self._ids = itertools.count(1)
         self._writer = False
-        self._flush_due = False      # a flush is scheduled for the end of this loop iteration
 
     def attach(self, loop, on_lost):
         self.loop, self.on_lost = loop, on_lost
@@ -90,24 +89,10 @@ class SupervisorLink:
 
     # -- out -----------------------------------------------------------------------------------
     def send(self, *message):
-        """Queue `message` for the supervisor. The queue goes out in one send once the loop has run
-        what is ready now: a storm's thousands of request records per second were a send (and a
-        wake-up of the supervisor) each, an eighth of a worker's time while it served images."""
-        if self.lost:
-            return
-        self.channel.queue(message)
-        if self.loop is None:
-            self._flush()
-        elif not self._flush_due:
-            self._flush_due = True
-            self.loop.call_soon(self._flush)
-
-    def _flush(self):
-        self._flush_due = False
         if self.lost:
             return
         try:
-            if not self.channel.flush() and not self._writer and self.loop is not None:
+            if not self.channel.send(message) and not self._writer and self.loop is not None:
                 self._writer = True
                 self.loop.add_writer(self.channel.fileno(), self._writable)
         except ChannelClosed:
