@@ -12,7 +12,7 @@ import subprocess
 import time
 
 from serve_helpers import free_port, make_node, publish, running_server
-from wwfast.server.send_budget import MIN_SHARE, STEP, SendBudget
+from wwfast.server.send_budget import MIN_SHARE, STEP, SendBudget, kernel_limits
 
 MAC = "52:54:00:00:00:01"
 MiB = 1 << 20
@@ -40,7 +40,16 @@ def test_the_default_budget_is_a_quarter_of_the_pressure_threshold_split_among_w
     assert SendBudget.for_process(2, limits=limits).total == 200 * MiB
     assert SendBudget.for_process(1, 64, limits=limits).total == 64 * MiB
     assert SendBudget.for_process(4, 0, limits=limits).total is None     # --send-budget 0: no cap
-    assert SendBudget.for_process(2, limits=None).total in (None, SendBudget.for_process(2).total)
+
+
+def test_the_kernel_limits_come_from_proc_or_are_unknown(tmp_path):
+    (tmp_path / "ipv4").mkdir()
+    (tmp_path / "core").mkdir()
+    (tmp_path / "ipv4" / "tcp_mem").write_text("1000\t2000\t3000\n")
+    (tmp_path / "ipv4" / "tcp_wmem").write_text("4096\t16384\t4194304\n")
+    (tmp_path / "core" / "wmem_max").write_text("212992\n")
+    assert kernel_limits(str(tmp_path)) == (2000 * os.sysconf("SC_PAGE_SIZE"), 4194304, 212992)
+    assert kernel_limits(str(tmp_path / "missing")) is None
 
 
 def _send_buffers(port):

@@ -2,9 +2,10 @@
 
 Each connection's bytes are moved by wwfast.server.http.Connection; this module owns what is shared
 by all of them: the listening socket (its own or one handed in by serve's workers), the connection
-set, the send budget (wwfast.server.send_budget), the Date header's once-a-second cache, the completion hook that counts a file body's bytes in
-/metrics, and one sweep per half second over all connections that enforces the Limits (header
-size, header time, idle time, send stall) instead of a timer per connection.
+set, the send budget (wwfast.server.send_budget), the Date header's once-a-second cache, the
+completion hook that counts a file body's bytes in /metrics, and one sweep per half second over all
+connections that enforces the Limits (header size, header time, idle time, send stall) and refits
+send buffers, instead of a timer per connection.
 """
 import asyncio
 import logging
@@ -37,7 +38,7 @@ class HttpServer:
         self.sock = sock              # a listening socket to serve on (serve's workers share the port)
         self.send_mode = send_mode
         self.limits = limits or Limits()
-        # socket send memory this process's transfers may hold (one budget for HTTP and HTTPS)
+        # socket send memory this process's HTTP transfers may hold (TLS connections are not capped)
         self.send_budget = send_budget or SendBudget.for_process(workers=1)
         self.connections = set()
         self.loop = None
