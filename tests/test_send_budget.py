@@ -8,10 +8,14 @@ import hashlib
 import os
 import re
 import socket
+import ssl
 import subprocess
 import time
 
-from serve_helpers import free_port, make_node, publish, running_server
+import pytest
+
+from serve_helpers import free_port, make_node, publish, running_server, wait_port
+from wwfast.configure import tls
 from wwfast.server.send_budget import MIN_SHARE, STEP, SendBudget, kernel_limits
 
 MAC = "52:54:00:00:00:01"
@@ -62,22 +66,58 @@ def _send_buffers(port):
     return found
 
 
-def test_transfers_past_the_budget_hold_their_share_and_still_deliver_every_byte(tmp_path):
+def _connect(port, tls_conf):
+    """A client that asks for the image and reads nothing yet (a small receive window: the server's
+    send buffer, not the client's, holds what is in flight)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=60)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+    if tls_conf:
+        ctx = ssl.create_default_context(cafile=os.path.join(tls_conf, "tls", "wwfast.crt"))
+        s = ctx.wrap_socket(s, server_hostname="127.0.0.1")
+    s.sendall(f"GET /image/{MAC}?compress=none HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return s
+
+
+def _read_image(s, image):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    digest = hashlib.sha256(body)
+    got = len(body)
+    while got < len(image):
+        chunk = s.recv(1 << 20)
+        assert chunk, f"closed after {got} bytes"
+        digest.update(chunk)
+        got += len(chunk)
+    assert digest.hexdigest() == hashlib.sha256(image).hexdigest()
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_transfers_past_the_budget_hold_their_share_and_still_deliver_every_byte(tmp_path, scheme):
     """16 downloads on a server given 4 MB: each connection's send buffer is set to the floor share
     (4 MB / 16 is below it), including those that started while the budget still covered them (the
-    half-second sweep refits them); once the clients read, every byte arrives."""
+    half-second sweep refits them); once the clients read, every byte arrives. HTTPS connections (their
+    bytes go through the TLS transport, not sendfile) are held to the same budget."""
     state = str(tmp_path)
     image = os.urandom(24 * MiB)
     publish(state, {"n001": make_node(state, "n001", MAC, image)}, "gen-b")
     port = free_port()
+    settings = "warewulf:\n  secure: false\n"
+    tls_conf = None
+    if scheme == "https":
+        tls_conf = os.path.join(state, "conf")
+        tls.generate(tls_conf, ["127.0.0.1"])
+        tls_port = free_port()
+        settings += f"  tls: true\n  tls port: {tls_port}\n"
     clients = []
-    with running_server(state, port, "--workers", "1", "--send-budget", "4"):
+    with running_server(state, port, "--workers", "1", "--send-budget", "4", settings=settings) as proc:
+        if tls_conf:
+            port = tls_port
+            wait_port(port, proc)
         try:
-            for _ in range(16):
-                s = socket.create_connection(("127.0.0.1", port), timeout=60)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
-                s.sendall(f"GET /image/{MAC}?compress=none HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-                clients.append(s)
+            clients = [_connect(port, tls_conf) for _ in range(16)]
             ours = {s.getsockname()[1] for s in clients}
             want = MIN_SHARE            # what SO_SNDBUF = MIN_SHARE / 2 becomes in the kernel
             buffers = {}
@@ -88,19 +128,7 @@ def test_transfers_past_the_budget_hold_their_share_and_still_deliver_every_byte
                 time.sleep(0.1)
             assert len(buffers) == 16 and set(buffers.values()) == {want}, buffers
             for s in clients:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += s.recv(65536)
-                head, _, body = data.partition(b"\r\n\r\n")
-                assert head.startswith(b"HTTP/1.1 200"), head
-                digest = hashlib.sha256(body)
-                got = len(body)
-                while got < len(image):
-                    chunk = s.recv(1 << 20)
-                    assert chunk, f"closed after {got} bytes"
-                    digest.update(chunk)
-                    got += len(chunk)
-                assert digest.hexdigest() == hashlib.sha256(image).hexdigest()
+                _read_image(s, image)
         finally:
             for s in clients:
                 s.close()

@@ -345,7 +345,8 @@ class Connection(asyncio.Protocol):
     def fit_send_buffer(self):
         """Give this connection its share of the process's send budget for the transfers in flight
         now (called when a file body starts, and by the sweep while one is being sent)."""
-        if not isinstance(self.wsock, socket.socket) or self.wsock.family not in (socket.AF_INET, socket.AF_INET6):
+        sock = self._buffer_socket()
+        if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
             return
         budget = self.server.send_budget
         value = budget.share(self.server.metrics.in_flight)
@@ -356,10 +357,14 @@ class Connection(asyncio.Protocol):
         if value == self.sndbuf:
             return
         try:
-            self.wsock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, value)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, value)
         except OSError:
             return
         self.sndbuf = value
+
+    def _buffer_socket(self):
+        """The socket whose send buffer the budget sizes (a Unix socket in tests has none to size)."""
+        return self.wsock if isinstance(self.wsock, socket.socket) else None
 
     def _reply_sent(self):
         """Everything of the reply is out: close if asked, else answer what is queued."""

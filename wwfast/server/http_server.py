@@ -38,7 +38,7 @@ class HttpServer:
         self.sock = sock              # a listening socket to serve on (serve's workers share the port)
         self.send_mode = send_mode
         self.limits = limits or Limits()
-        # socket send memory this process's HTTP transfers may hold (TLS connections are not capped)
+        # socket send memory this process's transfers may hold (serve gives HTTP and HTTPS the same one)
         self.send_budget = send_budget or SendBudget.for_process(workers=1)
         self.connections = set()
         self.loop = None

@@ -31,6 +31,10 @@ class TlsConnection(Connection):
         self.server.connections.add(self)
         self.server.metrics.connections += 1
 
+    def _buffer_socket(self):
+        # the transport's own socket object: setsockopt works on it, reads and writes stay the transport's
+        return self.transport.get_extra_info("socket") if self.transport is not None else None
+
     def _teardown(self, complete):
         if self.closed:
             return
@@ -96,8 +100,10 @@ class HttpsServer(HttpServer):
     protocol = TlsConnection
     scheme = "HTTPS"
 
-    def __init__(self, provisioner, host="0.0.0.0", port=9874, ssl_context=None, limits=None, sock=None):
-        super().__init__(provisioner, host, port, send_mode="mmap", limits=limits, sock=sock)
+    def __init__(self, provisioner, host="0.0.0.0", port=9874, ssl_context=None, limits=None, sock=None,
+                 send_budget=None):
+        super().__init__(provisioner, host, port, send_mode="mmap", limits=limits, sock=sock,
+                         send_budget=send_budget)
         if ssl_context is None:
             raise ValueError("HttpsServer needs an ssl context (wwfast.configure.tls.server_context)")
         self.ssl = ssl_context

@@ -105,7 +105,7 @@ def add_arguments(parser):
                              "keeps the boot ledger and restarts a worker that dies (default: one per core; "
                              "1: a single process)")
     parser.add_argument("--send-budget", type=float, default=None, metavar="MB",
-                        help="socket send memory all HTTP transfers may hold together; past it each connection "
+                        help="socket send memory all HTTP and HTTPS transfers may hold together; past it each connection "
                              "gets its share as SO_SNDBUF (default: a quarter of the kernel's TCP memory-pressure "
                              "threshold, net.ipv4.tcp_mem; 0: no cap, the kernel sizes every buffer)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (requests are logged at info)")
@@ -190,7 +190,7 @@ async def serve_protocols(opts, watcher, ledger, stop, scaleout=None, socks=None
     http = HttpServer(provisioner, opts.http_bind, opts.http_port, send_mode=opts.send_mode, limits=opts.limits,
                       sock=socks.get("http"), send_budget=budget)
     https = HttpsServer(provisioner, opts.http_bind, opts.tls_port, ssl_context, limits=opts.limits,
-                        sock=socks.get("https")) if opts.tls else None
+                        sock=socks.get("https"), send_budget=budget) if opts.tls else None
 
     def swapped(old, new):
         ledger.manifest_swapped()
