@@ -363,7 +363,7 @@ class Connection(asyncio.Protocol):
         self.sndbuf = value
 
     def _buffer_socket(self):
-        """The socket whose send buffer the budget sizes (a Unix socket in tests has none to size)."""
+        """The socket whose send buffer the budget sizes: our own descriptor (TLS connections override)."""
         return self.wsock if isinstance(self.wsock, socket.socket) else None
 
     def _reply_sent(self):
