@@ -11,11 +11,13 @@ import socket
 import ssl
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
 from serve_helpers import free_port, make_node, publish, running_server, wait_port
 from wwfast.configure import tls
+from wwfast.server.metrics import Metrics
 from wwfast.server.send_budget import MIN_SHARE, STEP, SendBudget, kernel_limits
 
 MAC = "52:54:00:00:00:01"
@@ -113,13 +115,16 @@ def test_transfers_past_the_budget_hold_their_share_and_still_deliver_every_byte
         settings += f"  tls: true\n  tls port: {tls_port}\n"
     clients = []
     with running_server(state, port, "--workers", "1", "--send-budget", "4", settings=settings) as proc:
+        metrics_url = f"http://127.0.0.1:{port}/metrics"
         if tls_conf:
             port = tls_port
             wait_port(port, proc)
         try:
             clients = [_connect(port, tls_conf) for _ in range(16)]
             ours = {s.getsockname()[1] for s in clients}
-            want = MIN_SHARE            # what SO_SNDBUF = MIN_SHARE / 2 becomes in the kernel
+            # the floor share, as the kernel keeps it (twice the value set; net.core.wmem_max may clip it)
+            want = 2 * SendBudget.for_process(1, 4).share(16)
+            assert want <= MIN_SHARE
             buffers = {}
             for _ in range(600):        # the sweep runs every 0.5 s; 60 s is only a backstop
                 buffers = {p: tb for p, tb in _send_buffers(port).items() if p in ours}
@@ -127,8 +132,28 @@ def test_transfers_past_the_budget_hold_their_share_and_still_deliver_every_byte
                     break
                 time.sleep(0.1)
             assert len(buffers) == 16 and set(buffers.values()) == {want}, buffers
+            metrics = urllib.request.urlopen(metrics_url, timeout=60).read().decode()
+            assert "\nwwfast_http_send_budget_bytes 4194304\n" in metrics, metrics
+            assert "\nwwfast_http_transfers_capped 16\n" in metrics, metrics
             for s in clients:
                 _read_image(s, image)
+            metrics = urllib.request.urlopen(metrics_url, timeout=60).read().decode()
+            assert "\nwwfast_http_transfers_capped 0\n" in metrics, metrics       # every transfer is done
         finally:
             for s in clients:
                 s.close()
+
+
+def test_metrics_show_the_budget_and_the_capped_transfers_summed_over_workers():
+    """serve --workers N: each worker holds its part of the budget; the supervisor renders the sums."""
+    workers = []
+    for capped in (3, 5):
+        m = Metrics()
+        m.send_budget = 2 * MiB
+        m.send_capped_sources.append(lambda capped=capped: capped)   # what each worker's servers count now
+        workers.append(m.state())
+    supervisor = Metrics()
+    supervisor.take_sums(workers)
+    text = supervisor.render({}, "gen-a")
+    assert f"\nwwfast_http_send_budget_bytes {4 * MiB}\n" in text
+    assert "\nwwfast_http_transfers_capped 8\n" in text

@@ -80,6 +80,7 @@ class Connection(asyncio.Protocol):
         self.eof = False
         self.paused = False
         self.sndbuf = None            # SO_SNDBUF we set (wwfast.server.send_budget), None: the kernel sizes it
+        self.capped = False           # sndbuf is this connection's share of the budget (not the kernel's maximum)
         now = time.monotonic()
         self.last_activity = now
         self.request_started = 0.0
@@ -350,17 +351,17 @@ class Connection(asyncio.Protocol):
             return
         budget = self.server.send_budget
         value = budget.share(self.server.metrics.in_flight)
-        if value is None:
-            if self.sndbuf is None:
+        capped = value is not None
+        if not capped and self.sndbuf is None:
+            return                    # never set: the kernel still sizes this buffer
+        value = value if capped else budget.uncapped()
+        if value != self.sndbuf:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, value)
+            except OSError:
                 return
-            value = budget.uncapped()
-        if value == self.sndbuf:
-            return
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, value)
-        except OSError:
-            return
-        self.sndbuf = value
+            self.sndbuf = value
+        self.capped = capped
 
     def _buffer_socket(self):
         """The socket whose send buffer the budget sizes: our own descriptor (TLS connections override)."""

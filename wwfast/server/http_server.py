@@ -40,6 +40,8 @@ class HttpServer:
         self.limits = limits or Limits()
         # socket send memory this process's transfers may hold (serve gives HTTP and HTTPS the same one)
         self.send_budget = send_budget or SendBudget.for_process(workers=1)
+        self.metrics.send_budget = self.send_budget.total or 0      # HTTP and HTTPS share one budget
+        self.metrics.send_capped_sources.append(self.capped_transfers)
         self.connections = set()
         self.loop = None
         self._server = None
@@ -57,6 +59,10 @@ class HttpServer:
             if on_done is not None:
                 on_done(sent, complete, at)
         return done
+
+    def capped_transfers(self):
+        """How many of this server's transfers hold their share of the budget as their send buffer now."""
+        return sum(1 for conn in self.connections if conn.busy and conn.capped)
 
     def date(self):
         now = int(time.time())

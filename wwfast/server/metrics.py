@@ -68,14 +68,18 @@ class Metrics:
         self.tftp_core = {}         # the TFTP session table's counters (retransmits, expired, ...)
         self.tftp_core_source = None   # callable giving them (TftpServer.stats); read when asked
         self.pin_answers = {}       # serve --workers: by whom a node's catalog was chosen (worker, supervisor)
+        self.send_budget = 0        # kernel-side send-buffer bytes the transfers may hold (0: no cap)
+        self.send_capped = 0        # transfers whose send buffer the budget sizes now
+        self.send_capped_sources = []   # callables counting them (each HTTP/HTTPS server); read when asked
 
     # -- serve --workers N: each worker counts its own traffic; the supervisor renders the sum ------------
     COUNTERS = ("requests", "bytes", "tftp_requests", "tftp_bytes", "closes", "tftp_core", "pin_answers")
-    GAUGES = ("in_flight", "connections")
+    GAUGES = ("in_flight", "connections", "send_budget", "send_capped")
 
     def state(self):
         """This process's traffic counters and gauges, as plain values."""
         self._read_tftp_core()
+        self._read_send_capped()
         out = {name: dict(getattr(self, name)) for name in self.COUNTERS}
         out.update((name, getattr(self, name)) for name in self.GAUGES)
         return out
@@ -97,6 +101,11 @@ class Metrics:
         if self.tftp_core_source is not None:
             self.tftp_core = {k: v for k, v in self.tftp_core_source().items()
                               if k in TFTP_CORE_EVENTS}
+
+    def _read_send_capped(self):
+        # counted over the open connections when someone asks, so the gauge cannot drift from them
+        if self.send_capped_sources:
+            self.send_capped = sum(source() for source in self.send_capped_sources)
 
     def tftp_request(self, stage, result, nbytes):
         """One TFTP read request: `stage` ipxe (a node's script), file (the TFTP root) or bad."""
@@ -121,6 +130,7 @@ class Metrics:
 
     def render(self, nodes_by_stage, generation, unserved=0):
         self._read_tftp_core()
+        self._read_send_capped()
         out = _counter("wwfast_http_requests_total", "HTTP requests by stage and status code.",
                        self.requests, "stage", "code")
         out += _counter("wwfast_http_sent_bytes_total", "Body bytes sent by stage and status code.",
@@ -148,6 +158,14 @@ class Metrics:
                 "# HELP wwfast_http_connections Open client connections.",
                 "# TYPE wwfast_http_connections gauge",
                 f"wwfast_http_connections {self.connections}",
+                "# HELP wwfast_http_send_budget_bytes Socket send memory HTTP and HTTPS transfers may hold "
+                "together (serve --send-budget; 0: no cap, the kernel sizes every buffer).",
+                "# TYPE wwfast_http_send_budget_bytes gauge",
+                f"wwfast_http_send_budget_bytes {self.send_budget}",
+                "# HELP wwfast_http_transfers_capped Transfers whose send buffer is their share of the budget "
+                "now (more transfers than the budget covers at the kernel's own maximum).",
+                "# TYPE wwfast_http_transfers_capped gauge",
+                f"wwfast_http_transfers_capped {self.send_capped}",
                 "# HELP wwfast_nodes_by_stage Nodes by the last stage they fetched (\"none\": never seen).",
                 "# TYPE wwfast_nodes_by_stage gauge"]
         for stage, n in sorted(nodes_by_stage.items()):
