@@ -105,9 +105,9 @@ def add_arguments(parser):
                              "keeps the boot ledger and restarts a worker that dies (default: one per core; "
                              "1: a single process)")
     parser.add_argument("--send-budget", type=float, default=None, metavar="MB",
-                        help="socket send memory all HTTP and HTTPS transfers may hold together; past it each connection "
-                             "gets its share as SO_SNDBUF (default: a quarter of the kernel's TCP memory-pressure "
-                             "threshold, net.ipv4.tcp_mem; 0: no cap, the kernel sizes every buffer)")
+                        help="socket send memory all HTTP and HTTPS transfers may hold together; past it each "
+                             "connection gets its share as SO_SNDBUF (default: a quarter of the kernel's TCP "
+                             "memory-pressure threshold, net.ipv4.tcp_mem; 0: no cap, the kernel sizes every buffer)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (requests are logged at info)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only (no line per request)")
 
