@@ -10,6 +10,7 @@ import re
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -20,6 +21,7 @@ from wwfast.configure import tls
 from wwfast.server.metrics import Metrics
 from wwfast.server.send_budget import MIN_SHARE, STEP, SendBudget, kernel_limits
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAC = "52:54:00:00:00:01"
 MiB = 1 << 20
 
@@ -41,6 +43,14 @@ def test_shares_shrink_with_the_transfers_in_steps_never_below_the_floor():
     assert SendBudget(None).share(100000) is None
 
 
+def test_with_sndbufforce_net_core_wmem_max_clips_neither_the_floor_nor_the_release():
+    clipped = SendBudget(64 * MiB, ceiling=4 * MiB, settable=212992)      # a stock kernel's wmem_max
+    forced = SendBudget(64 * MiB, ceiling=4 * MiB, settable=212992, force=True)
+    assert clipped.share(1000) == 212992 and clipped.uncapped() == 212992
+    assert forced.share(1000) == MIN_SHARE // 2 and forced.uncapped() == 2 * MiB
+    assert forced.option != clipped.option == socket.SO_SNDBUF
+
+
 def test_the_default_budget_is_a_quarter_of_the_pressure_threshold_split_among_workers():
     limits = (1600 * MiB, 4 * MiB, 4 * MiB)
     assert SendBudget.for_process(2, limits=limits).total == 200 * MiB
@@ -56,6 +66,33 @@ def test_the_kernel_limits_come_from_proc_or_are_unknown(tmp_path):
     (tmp_path / "core" / "wmem_max").write_text("212992\n")
     assert kernel_limits(str(tmp_path)) == (2000 * os.sysconf("SC_PAGE_SIZE"), 4194304, 212992)
     assert kernel_limits(str(tmp_path / "missing")) is None
+
+
+# What serve's budget makes of this process's privileges, on a real socket: a value past the kernel's
+# net.core.wmem_max set with the budget's option, and the send buffer the kernel then keeps.
+_APPLY = """
+import socket, sys
+from wwfast.server.send_budget import SendBudget
+value = int(sys.argv[1])
+budget = SendBudget.for_process(1, 4)
+with socket.socket() as s:
+    s.setsockopt(socket.SOL_SOCKET, budget.option, value)
+    print(budget.force, s.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
+"""
+
+
+def test_a_process_with_cap_net_admin_sets_buffers_past_wmem_max_and_one_without_is_clipped():
+    """serve as root (CAP_NET_ADMIN) forces its values past net.core.wmem_max; without the capability
+    (setpriv drops it from the bounding set) it falls back to SO_SNDBUF, which the kernel clips."""
+    wmem_max = kernel_limits()[2]
+    value = wmem_max + MiB
+    run = [sys.executable, "-c", _APPLY, str(value)]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    privileged = subprocess.run(run, env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert privileged == ["True", str(2 * value)]
+    dropped = ["setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin"] + run
+    unprivileged = subprocess.run(dropped, env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert unprivileged == ["False", str(2 * wmem_max)]
 
 
 def _send_buffers(port):

@@ -357,7 +357,7 @@ class Connection(asyncio.Protocol):
         value = value if capped else budget.uncapped()
         if value != self.sndbuf:
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, value)
+                sock.setsockopt(socket.SOL_SOCKET, budget.option, value)
             except OSError:
                 return
             self.sndbuf = value
