@@ -1,4 +1,5 @@
-# C declarations the compiled newc writer (wwfast/_cpio.pyx) calls: stat, open, read/write, readdir.
+# C declarations the compiled newc writer (wwfast/_cpio.pyx) calls: stat, open, read/write, readdir, and
+# the error it raises from errno (the walk and the writer both do).
 # Included into _cpio.pyx (one compiled module); not a module of its own.
 
 cdef extern from "<sys/types.h>":
@@ -58,3 +59,8 @@ cdef extern from "<dirent.h>" nogil:
     DIR* fdopendir(int)
     dirent* readdir(DIR*)
     int closedir(DIR*)
+
+
+cdef object os_error(path, what):
+    cdef int err = errno
+    return CpioError(f"{os.fsdecode(path)}: {what}: {os.strerror(err)}")

@@ -104,11 +104,6 @@ cdef int cmp_names(const void* a, const void* b) noexcept nogil:
     return strcmp((<const char**>a)[0], (<const char**>b)[0])
 
 
-cdef object os_error(path, what):
-    cdef int err = errno
-    return CpioError(f"{os.fsdecode(path)}: {what}: {os.strerror(err)}")
-
-
 cdef class _Walker:
     """Pre-order, sorted walk of one tree into a Tree (same rules as _cpio_walk.scan_tree)."""
     cdef Tree* tree
