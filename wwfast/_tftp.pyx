@@ -10,6 +10,10 @@ hashed timer wheel (linked lists in arrays) drives retransmission, and a client'
 re-ACK of the block before the one in flight resends it at once when it went out at
 least timeout/8 ago (one resend per interval: no Sorcerer's Apprentice). Nothing on
 the ACK -> DATA path touches a Python object.
+
+The class holds the table and the Python API; the ACK -> DATA path is in _tftp_wire.pxi,
+the clock, timer wheel and end of a transfer in _tftp_wheel.pxi, the C declarations in
+_tftp_sys.pxi: all included here, one compiled module.
 """
 import numpy as np
 
@@ -106,7 +110,7 @@ cdef class SessionTable:
     cdef int capacity
     cdef int nactive
     cdef int8_t[::1] state
-    cdef int8_t[::1] flags              # RESENT | ECHO (see _progress)
+    cdef int8_t[::1] flags              # RESENT | ECHO (see progress() in _tftp_wire.pxi)
     cdef int32_t[::1] fd, blksize, windowsize, timeout_ticks, nretries, slot, wnext, wprev
     cdef int64_t[::1] size, nblocks, acked, sent_upto, deadline, sent_at
     cdef intptr_t[::1] data
@@ -158,12 +162,12 @@ cdef class SessionTable:
         self.ended = []
         self.by_key = {}
         self.wheel = np.full(WHEEL_SLOTS, -1, dtype=np.int32)
-        self.now_tick = self._clock()
+        self.now_tick = clock_now(self)
         self._grow(max(16, int(capacity)))
 
     def __dealloc__(self):
         if self.epfd >= 0:
-            self._close_all()
+            close_all(self)
             close(self.epfd)
             self.epfd = -1
         if self.recv_buf != NULL:
@@ -209,7 +213,7 @@ cdef class SessionTable:
             if self.state[sid] == OACK_SENT or self.acked[sid] == 0:
                 self.st_first_resends += 1
                 self.flags[sid] |= RESENT
-                self._send_current(sid)
+                send_current(self, sid)
             return -1
         self._sockaddr(peer[0], peer[1], &addr)
         if self.epfd < 0:
@@ -257,7 +261,7 @@ cdef class SessionTable:
             self.by_key[key] = sid
         self.nactive += 1
         self.st_started += 1
-        self._send_current(sid)
+        send_current(self, sid)
         return sid
 
     def poll(self):
@@ -270,16 +274,16 @@ cdef class SessionTable:
             for i in range(n):
                 sid = <int>self.events[i].data.u32
                 if sid < self.capacity and self.state[sid] != FREE:
-                    handled += self._drain(sid)
+                    handled += drain(self, sid)
             rounds += 1
             if n < EVENTS:
                 break
-        self._advance()
+        advance_wheel(self)
         return handled
 
     def advance(self):
         """Turn the timer wheel to now: retransmit or drop the sessions that timed out."""
-        return self._advance()
+        return advance_wheel(self)
 
     def finished(self):
         """(tag, result, bytes acknowledged) of each tagged transfer that ended since the last call;
@@ -291,16 +295,11 @@ cdef class SessionTable:
 
     def close(self):
         if self.epfd >= 0:
-            self._close_all()
+            close_all(self)
             close(self.epfd)
             self.epfd = -1
 
     # -- internals -------------------------------------------------------------------------
-    cdef int64_t _clock(self) noexcept:
-        if self.clock is not None:
-            return <int64_t>(self.clock() * 1e9) // self.tick_ns
-        return monotonic_ns() // self.tick_ns
-
     cdef socklen_t _sockaddr(self, host, port, sockaddr_in6 *out) except 0:
         cdef sockaddr_in *v4 = <sockaddr_in *>out
         memset(out, 0, sizeof(sockaddr_in6))
@@ -354,264 +353,6 @@ cdef class SessionTable:
         self.tags.extend([None] * (new_capacity - old))
         self.capacity = new_capacity
 
-    cdef int _drain(self, int sid) except -1:
-        """Read one packet from a ready session's socket.
 
-        One, not "until EAGAIN": in lock-step there is one ACK waiting, and the
-        epoll set is level-triggered, so a second packet is reported by the next
-        epoll_wait. That saves a failing recvfrom per packet.
-        """
-        cdef sockaddr_in6 src
-        cdef socklen_t srclen = sizeof(sockaddr_in6)
-        cdef ssize_t n = recvfrom(self.fd[sid], self.recv_buf, RECV_BYTES, MSG_DONTWAIT,
-                                  <sockaddr *>&src, &srclen)
-        if n < 0:
-            return 0    # EAGAIN (or a socket error: the timer decides)
-        self._on_packet(sid, self.recv_buf, n, &src, srclen)
-        return 1
-
-    cdef bint _same_peer(self, int sid, sockaddr_in6 *src) noexcept:
-        cdef sockaddr_in6 *p = <sockaddr_in6 *>&self.peer[sid, 0]
-        cdef sockaddr_in *a
-        cdef sockaddr_in *b
-        if src.sin6_family != p.sin6_family or src.sin6_port != p.sin6_port:
-            return False
-        if p.sin6_family == AF_INET:
-            a = <sockaddr_in *>src
-            b = <sockaddr_in *>p
-            return a.sin_addr.s_addr == b.sin_addr.s_addr
-        return memcmp(&src.sin6_addr, &p.sin6_addr, 16) == 0
-
-    cdef int _on_packet(self, int sid, unsigned char *pkt, ssize_t n, sockaddr_in6 *src,
-                        socklen_t srclen) except -1:
-        cdef int opcode, block
-        cdef int64_t base, delta
-        if not self._same_peer(sid, src):
-            self.st_wrong_tid += 1
-            if sendto(self.fd[sid], UNKNOWN_TID, UNKNOWN_TID_LEN, MSG_DONTWAIT, <sockaddr *>src, srclen) < 0:
-                self.st_send_errors += 1
-            return 0
-        if n < 2:
-            self.st_malformed += 1
-            return 0
-        opcode = (pkt[0] << 8) | pkt[1]
-        if opcode == 5:            # ERROR: the client gave up
-            self.st_aborted += 1
-            self._end(sid, END_ABORTED)
-            return 0
-        if opcode != 4:            # anything but an ACK from the peer ends the transfer
-            self.st_malformed += 1
-            self._send_raw(sid, ILLEGAL, ILLEGAL_LEN)
-            self._end(sid, END_ILLEGAL)
-            return 0
-        if n < 4:
-            self.st_malformed += 1
-            return 0
-        block = (pkt[2] << 8) | pkt[3]
-        if self.state[sid] == OACK_SENT:
-            if block == 0:
-                self.state[sid] = SENDING
-                self.oacks[sid] = None
-                self._progress(sid)
-                self._send_window(sid)
-            else:
-                self.st_duplicate_acks += 1
-            return 0
-        base = self.acked[sid]
-        delta = (block - base) & 0xFFFF
-        if delta == 0 or delta > self.sent_upto[sid] - base:
-            self.st_duplicate_acks += 1
-            if delta == 0:
-                self._on_reack(sid)
-            return 0
-        self.acked[sid] = base + delta
-        self._progress(sid)
-        if self.acked[sid] >= self.nblocks[sid]:
-            self.st_completed += 1
-            self._end(sid, END_OK)
-        else:
-            self._send_window(sid)
-        return 0
-
-    cdef void _progress(self, int sid) noexcept:
-        """The client acknowledged something new. If what it acknowledged went out more than
-        once, its second copy will draw a second ACK (the storm's nodes and iPXE re-ACK a
-        duplicate): that echo is no news and must not start a resend, or every block after
-        would go out twice, one duplicate drawing the next (Sorcerer's Apprentice)."""
-        self.nretries[sid] = 0
-        self.flags[sid] = ECHO if self.flags[sid] & RESENT else 0
-
-    cdef int _on_reack(self, int sid) except -1:
-        """The client ACKed again the block before those in flight: its retry timer fired, so
-        what we sent was lost (or is late). Resend it, but only if it went out at least
-        timeout/8 ago: a burst of duplicates (a late or doubled DATA, the re-ACKs of a gap
-        in a window) gets one resend per interval, never one each (Sorcerer's Apprentice,
-        RFC 1123 4.2.3.1), and not for the echo of a block we sent twice. Each counts as a
-        retry: `retries` still bounds the resends of a block, and the last one is left to
-        the timer, which expires the transfer."""
-        cdef int64_t guard = self.timeout_ticks[sid] >> NUDGE_SHIFT
-        if self.flags[sid] & ECHO:
-            self.flags[sid] &= ~ECHO
-            return 0
-        if guard < 1:
-            guard = 1
-        if self.nretries[sid] >= self.retries or self._clock() - self.sent_at[sid] < guard:
-            return 0
-        self.nretries[sid] += 1
-        self.flags[sid] |= RESENT
-        self.st_dupack_resends += 1
-        self._send_window(sid)
-        return 0
-
-    cdef int _send_raw(self, int sid, const unsigned char *buf, size_t n) except -1:
-        cdef sockaddr_in6 *p = <sockaddr_in6 *>&self.peer[sid, 0]
-        cdef socklen_t plen = sizeof(sockaddr_in) if p.sin6_family == AF_INET else sizeof(sockaddr_in6)
-        if sendto(self.fd[sid], buf, n, MSG_DONTWAIT, <sockaddr *>p, plen) < 0:
-            self.st_send_errors += 1   # a full buffer or an unreachable peer: the timer resends
-        return 0
-
-    cdef int _send_current(self, int sid) except -1:
-        cdef bytes oack
-        if self.state[sid] == OACK_SENT:
-            oack = self.oacks[sid]
-            self._send_raw(sid, <const unsigned char *>oack, len(oack))
-            self._schedule(sid)
-        else:
-            self._send_window(sid)
-        return 0
-
-    cdef int _send_window(self, int sid) except -1:
-        """Send blocks acked+1 .. acked+windowsize in one sendmmsg (RFC 7440 window)."""
-        cdef int64_t first = self.acked[sid] + 1
-        cdef int64_t last = self.acked[sid] + self.windowsize[sid]
-        cdef int64_t block, start, end_, size = self.size[sid]
-        cdef int64_t bs = self.blksize[sid]
-        cdef const unsigned char *data = <const unsigned char *>self.data[sid]
-        cdef sockaddr_in6 *p = <sockaddr_in6 *>&self.peer[sid, 0]
-        cdef socklen_t plen = sizeof(sockaddr_in) if p.sin6_family == AF_INET else sizeof(sockaddr_in6)
-        cdef int i = 0, sent
-        if last > self.nblocks[sid]:
-            last = self.nblocks[sid]
-        block = first
-        while block <= last:
-            start = (block - 1) * bs
-            end_ = start + bs
-            if end_ > size:
-                end_ = size
-            self.headers[4 * i] = 0
-            self.headers[4 * i + 1] = 3
-            self.headers[4 * i + 2] = (block >> 8) & 0xFF
-            self.headers[4 * i + 3] = block & 0xFF
-            self.iov[2 * i].iov_base = &self.headers[4 * i]
-            self.iov[2 * i].iov_len = 4
-            self.iov[2 * i + 1].iov_base = <void *>(data + start) if end_ > start else NULL
-            self.iov[2 * i + 1].iov_len = end_ - start
-            memset(&self.msgs[i], 0, sizeof(mmsghdr))
-            self.msgs[i].msg_hdr.msg_name = p
-            self.msgs[i].msg_hdr.msg_namelen = plen
-            self.msgs[i].msg_hdr.msg_iov = &self.iov[2 * i]
-            self.msgs[i].msg_hdr.msg_iovlen = 2
-            i += 1
-            block += 1
-        sent = sendmmsg(self.fd[sid], self.msgs, i, MSG_DONTWAIT)
-        if sent < i:
-            self.st_send_errors += i - (sent if sent > 0 else 0)
-        self.st_data_sent += i
-        self.sent_upto[sid] = last
-        self.sent_at[sid] = self._clock()
-        self._schedule(sid)
-        return 0
-
-    cdef int _schedule(self, int sid) except -1:
-        cdef int s
-        self._unlink(sid)
-        # Exponential backoff (1, 2, 4, then 8 timeouts): an overloaded path gets room.
-        self.deadline[sid] = self._clock() + (self.timeout_ticks[sid] << min(self.nretries[sid], MAX_BACKOFF))
-        s = <int>(self.deadline[sid] & (WHEEL_SLOTS - 1))
-        self.slot[sid] = s
-        self.wprev[sid] = -1
-        self.wnext[sid] = self.wheel[s]
-        if self.wheel[s] >= 0:
-            self.wprev[self.wheel[s]] = sid
-        self.wheel[s] = sid
-        return 0
-
-    cdef void _unlink(self, int sid) noexcept:
-        cdef int s = self.slot[sid]
-        if s < 0:
-            return
-        if self.wprev[sid] >= 0:
-            self.wnext[self.wprev[sid]] = self.wnext[sid]
-        else:
-            self.wheel[s] = self.wnext[sid]
-        if self.wnext[sid] >= 0:
-            self.wprev[self.wnext[sid]] = self.wprev[sid]
-        self.slot[sid] = -1
-        self.wnext[sid] = -1
-        self.wprev[sid] = -1
-
-    cdef int _advance(self) except -1:
-        cdef int64_t now = self._clock()
-        cdef int64_t t, first = self.now_tick + 1
-        cdef int sid, nxt, fired = 0
-        if now - first >= WHEEL_SLOTS:
-            first = now - WHEEL_SLOTS + 1
-        t = first
-        while t <= now:
-            sid = self.wheel[t & (WHEEL_SLOTS - 1)]
-            while sid >= 0:
-                nxt = self.wnext[sid]
-                if self.deadline[sid] <= now:
-                    fired += 1
-                    self._on_timeout(sid)
-                sid = nxt
-            t += 1
-        if now > self.now_tick:
-            self.now_tick = now
-        return fired
-
-    cdef int _on_timeout(self, int sid) except -1:
-        self.nretries[sid] += 1
-        if self.nretries[sid] > self.retries:
-            self.st_expired += 1
-            self._end(sid, END_EXPIRED)
-            return 0
-        self.st_retransmits += 1
-        self.flags[sid] |= RESENT
-        self._send_current(sid)
-        return 0
-
-    cdef int _end(self, int sid, int result) except -1:
-        cdef int64_t acked_bytes
-        if self.state[sid] == FREE:
-            return 0
-        tag = self.tags[sid]
-        if tag is not None:
-            self.tags[sid] = None
-            acked_bytes = self.acked[sid] * self.blksize[sid]
-            if acked_bytes > self.size[sid]:
-                acked_bytes = self.size[sid]
-            self.ended.append((tag, END_RESULTS[result], acked_bytes))
-        self._unlink(sid)
-        epoll_ctl(self.epfd, EPOLL_CTL_DEL, self.fd[sid], NULL)
-        close(self.fd[sid])
-        self.fd[sid] = -1
-        self.state[sid] = FREE
-        self.data[sid] = 0
-        self.keep[sid] = None
-        self.oacks[sid] = None
-        key = self.keys[sid]
-        if key is not None:
-            self.keys[sid] = None
-            if self.by_key.get(key) == sid:
-                del self.by_key[key]
-        self.free_ids[self.nfree] = sid
-        self.nfree += 1
-        self.nactive -= 1
-        return 0
-
-    cdef _close_all(self):
-        cdef int sid
-        for sid in range(self.capacity):
-            if self.state[sid] != FREE:
-                self._end(sid, END_CLOSED)
+include "_tftp_wire.pxi"
+include "_tftp_wheel.pxi"
