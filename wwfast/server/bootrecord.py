@@ -17,7 +17,8 @@ One request (HTTP or TFTP, answered or refused):
 (`reason` the marker: BAD_ASSET, BAD_PORT, NOT_TLS, NOT_FOUND), or null while in flight. `bytes` is
 what the transport actually sent (HTTP: handed to the kernel; TFTP: acknowledged by the client).
 
-Bounded: at most CAP requests per boot, the first CAP-1 and the latest; once the boot has ended
+Requests are kept in the order they began (with `serve --workers N` an event may reach the book after
+a later one's). Bounded: at most CAP requests per boot, the first CAP-1 and the latest; once the boot has ended
 (`booted` = how many requests it took, up to and including the whole runtime overlay), only the
 latest AFTER requests after it are kept (the node agent refreshing its runtime overlay for months
 costs AFTER entries). `dropped` counts the requests left out.
@@ -52,7 +53,13 @@ def add(boot, request):
     if boot["booted"] and len(requests) - boot["booted"] >= AFTER:
         del requests[boot["booted"]]
         boot["dropped"] += 1
-    requests.append(request)
+    # In the order they began: another worker's event may arrive after a later one's.
+    at = len(requests)
+    while at and seconds(requests[at - 1].get("start")) > request["start"]:
+        at -= 1
+    requests.insert(at, request)
+    if boot["booted"] and at < boot["booted"]:
+        boot["booted"] += 1       # it came before the request that ended the boot
 
 
 def finish(boot, at, request):
@@ -76,9 +83,9 @@ def loaded(boot):
     flight when the server stopped are marked cut short (their end was never seen)."""
     if not isinstance(boot, dict) or not isinstance(boot.get("requests"), list):
         return None
-    out = new_boot(_number(boot.get("start")), str(boot.get("generation", "")))
-    out["end"] = _number(boot.get("end"))
-    out["dropped"] = int(_number(boot.get("dropped")))
+    out = new_boot(seconds(boot.get("start")), str(boot.get("generation", "")))
+    out["end"] = seconds(boot.get("end"))
+    out["dropped"] = int(seconds(boot.get("dropped")))
 
     for request in boot["requests"][:CAP]:
         if not isinstance(request, dict):
@@ -89,9 +96,10 @@ def loaded(boot):
         if request.get("result") is None:
             request["result"], request["reason"] = "cut short", "server stopped"
         out["requests"].append(request)
-    out["booted"] = min(int(_number(boot.get("booted"))), len(out["requests"]))
+    out["booted"] = min(int(seconds(boot.get("booted"))), len(out["requests"]))
     return out
 
 
-def _number(value):
+def seconds(value):
+    """`value` if it is a number (a time, a count), else 0: what a damaged saved file holds is never trusted."""
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0

@@ -23,6 +23,7 @@ log = logging.getLogger("wwfast.serve")
 FORMAT = 1
 FIELDS = ("node name", "stage", "sent", "ipaddr", "last seen", "boot start", "boot end")
 BOOTS = ("boot", "last boot")       # boot records: the current one and the one before
+TIMES = ("last seen", "boot start", "boot end")
 
 
 def status_path(state_dir):
@@ -73,9 +74,12 @@ class StatusBook:
         self.debounce = debounce
         self.clock = clock
         self.nodes = {}
+        self._shown = {}                   # node id -> start of the request its stage and file show
         for node_id, rec in read_status(state_dir, set_aside_damaged=True)["nodes"].items():
             if isinstance(rec, dict):
                 self.nodes[node_id] = {**blank(node_id), **{k: rec[k] for k in FIELDS if k in rec}}
+                for key in TIMES:            # compared with new events' times: numbers or 0
+                    self.nodes[node_id][key] = bootrecord.seconds(self.nodes[node_id][key])
                 for key in BOOTS:
                     self.nodes[node_id][key] = bootrecord.loaded(rec.get(key))
         self._loop = None
@@ -95,32 +99,47 @@ class StatusBook:
     # -- events (plain values: a worker process can forward them) ---------------------------
     def began(self, node_id, request):
         """A request of `node_id` is being answered: `request` is a boot record request (see
-        wwfast.server.bootrecord) with result None. A script, or a kernel outside a boot, starts a boot."""
+        wwfast.server.bootrecord) with result None. A script, or a kernel outside a boot, starts a boot.
+
+        With several workers a node's events can arrive out of order (its system overlay went out on
+        one worker, its runtime overlay on another, whose event came first): each event is placed by
+        when it happened, not when it arrived. The stage and file shown are the latest request's; a
+        script that began before the open boot's first request is that boot's start, not a new boot."""
         now = request["start"]
         rec = self._record(node_id)
         boot_open = rec["boot start"] and not rec["boot end"]
-        if request["stage"] == "ipxe" or (request["stage"] == "kernel" and not boot_open):
+        if request["stage"] == "ipxe" and boot_open and now < rec["boot start"]:
+            if rec.get("boot") and rec["boot"]["start"] == rec["boot start"]:
+                rec["boot"]["start"] = now
+            rec["boot start"] = now
+        elif request["stage"] == "ipxe" or (request["stage"] == "kernel" and not boot_open):
             rec["boot start"], rec["boot end"] = now, 0
             rec["last boot"], rec["boot"] = rec.get("boot"), bootrecord.new_boot(now, request["generation"])
         self._add(rec, request)
-        rec.update({"stage": request["stage"], "sent": request["file"], "ipaddr": request["client"],
-                    "last seen": now})
+        self._show(node_id, rec, request, request["file"])
         self._dirty(node_id)
 
     def refused(self, node_id, request):
         """A request of `node_id` was refused: `request["reason"]` (BAD_ASSET, ...) shows as sent."""
         rec = self._record(node_id)
         self._add(rec, request)
-        rec.update({"stage": request["stage"], "sent": request["reason"], "ipaddr": request["client"],
-                    "last seen": request["start"]})
+        self._show(node_id, rec, request, request["reason"])
         self._dirty(node_id)
+
+    def _show(self, node_id, rec, request, sent):
+        """Show `request` as the node's stage and file sent unless a later one is shown already."""
+        start = request["start"]
+        if start >= self._shown.get(node_id, start):
+            self._shown[node_id] = start
+            rec.update({"stage": request["stage"], "sent": sent, "ipaddr": request["client"]})
+        rec["last seen"] = max(rec["last seen"], start)
 
     def ended(self, node_id, seq, at, sent, complete, reason="", finishes=False):
         """Request `seq` of `node_id` ended at `at` with `sent` bytes out, `complete` or cut short
         (`reason`). `finishes`: it was a whole runtime overlay, which ends an open boot. Returns the
         boot duration when it did."""
         rec = self._record(node_id)
-        rec["last seen"] = at
+        rec["last seen"] = max(rec["last seen"], at)
         request = bootrecord.find(rec.get("boot"), seq) or bootrecord.find(rec.get("last boot"), seq)
         if request is not None:
             request.update({"end": at, "bytes": sent, "result": "ok" if complete else "cut short",
