@@ -99,3 +99,23 @@ def test_a_saved_record_with_damaged_times_takes_new_events(tmp_path):
         book.began(event[1], event[2])
     rec = book.record("n1")
     assert (rec["stage"], rec["boot start"], rec["last seen"]) == ("ipxe", 300.0, 300.0)
+
+
+def test_a_reboot_whose_script_is_reported_after_its_kernel_takes_the_kernel_from_the_hung_boot(tmp_path):
+    """The node's last boot never finished (it hung after its kernel); it reboots, and its new script's
+    event arrives after the new kernel's: the kernel belongs to the new boot, not the hung one."""
+    clock = [100.0]
+    w0, w1 = Worker(str(tmp_path), 1, clock), Worker(str(tmp_path), 1000, clock)
+    w0.ledger.began("n1", "ipxe", "n1.ipxe", "10.0.0.1")
+    clock[0] = 101.0
+    w0.ledger.began("n1", "kernel", "k.kernel", "10.0.0.1")
+    hung = w0.take()
+    clock[0] = 200.0
+    w0.ledger.began("n1", "ipxe", "n1.ipxe", "10.0.0.1")
+    clock[0] = 200.5
+    w1.ledger.began("n1", "kernel", "k2.kernel", "10.0.0.1")
+    rec = record_after(tmp_path, hung + w1.take() + w0.take())
+    assert rec["boot start"] == 200.0 and rec["boot end"] == 0
+    assert [(r["stage"], r["start"]) for r in rec["boot"]["requests"]] == [("ipxe", 200.0), ("kernel", 200.5)]
+    assert [(r["stage"], r["start"]) for r in rec["last boot"]["requests"]] == [("ipxe", 100.0), ("kernel", 101.0)]
+    assert (rec["stage"], rec["sent"]) == ("kernel", "k2.kernel")

@@ -62,6 +62,16 @@ def add(boot, request):
         boot["booted"] += 1       # it came before the request that ended the boot
 
 
+def move_after(old, new, start):
+    """Move the requests of the unfinished boot `old` that began after `start` into `new` (a script
+    reported after the requests it led to, by another worker of `serve --workers N`)."""
+    later = [r for r in old["requests"] if seconds(r.get("start")) > start]
+    if later:
+        old["requests"] = [r for r in old["requests"] if seconds(r.get("start")) <= start]
+        for request in later:
+            add(new, request)
+
+
 def finish(boot, at, request):
     """The boot ended at `at` with `request` (its whole runtime overlay): later requests are refreshes."""
     boot["end"] = at

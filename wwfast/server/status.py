@@ -104,7 +104,8 @@ class StatusBook:
         With several workers a node's events can arrive out of order (its system overlay went out on
         one worker, its runtime overlay on another, whose event came first): each event is placed by
         when it happened, not when it arrived. The stage and file shown are the latest request's; a
-        script that began before the open boot's first request is that boot's start, not a new boot."""
+        script that began before the open boot's first request is that boot's start, not a new boot,
+        and a new boot takes what an unfinished one was given after its script began."""
         now = request["start"]
         rec = self._record(node_id)
         boot_open = rec["boot start"] and not rec["boot end"]
@@ -115,6 +116,8 @@ class StatusBook:
         elif request["stage"] == "ipxe" or (request["stage"] == "kernel" and not boot_open):
             rec["boot start"], rec["boot end"] = now, 0
             rec["last boot"], rec["boot"] = rec.get("boot"), bootrecord.new_boot(now, request["generation"])
+            if boot_open and rec["last boot"]:     # what the unfinished boot got after this script is this boot's
+                bootrecord.move_after(rec["last boot"], rec["boot"], now)
         self._add(rec, request)
         self._show(node_id, rec, request, request["file"])
         self._dirty(node_id)
