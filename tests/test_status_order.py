@@ -119,3 +119,22 @@ def test_a_reboot_whose_script_is_reported_after_its_kernel_takes_the_kernel_fro
     assert [(r["stage"], r["start"]) for r in rec["boot"]["requests"]] == [("ipxe", 200.0), ("kernel", 200.5)]
     assert [(r["stage"], r["start"]) for r in rec["last boot"]["requests"]] == [("ipxe", 100.0), ("kernel", 101.0)]
     assert (rec["stage"], rec["sent"]) == ("kernel", "k2.kernel")
+
+
+def test_a_clock_stepped_back_is_not_taken_for_events_out_of_order(tmp_path):
+    """Only events within REORDER_SECONDS of each other are reordered: after the server's clock steps
+    back an hour (NTP), new requests still show and a new script still starts a new boot."""
+    clock = [5000.0]
+    w0 = Worker(str(tmp_path), 1, clock)
+    w0.ledger.began("n1", "ipxe", "n1.ipxe", "10.0.0.1")
+    clock[0] = 5001.0
+    w0.ledger.began("n1", "kernel", "k.kernel", "10.0.0.1")
+    clock[0] = 1400.0
+    w0.ledger.began("n1", "ipxe", "n1.ipxe", "10.0.0.1")
+    clock[0] = 1401.0
+    w0.ledger.began("n1", "kernel", "k2.kernel", "10.0.0.1")
+    rec = record_after(tmp_path, w0.take())
+    shown = (rec["stage"], rec["sent"], rec["last seen"], rec["boot start"])
+    assert shown == ("kernel", "k2.kernel", 1401.0, 1400.0)
+    assert [(r["stage"], r["start"]) for r in rec["boot"]["requests"]] == [("ipxe", 1400.0), ("kernel", 1401.0)]
+    assert [r["start"] for r in rec["last boot"]["requests"]] == [5000.0, 5001.0]

@@ -28,6 +28,15 @@ CAP = 64
 AFTER = 4
 ENCODINGS = ((".cpio.zst", "zst"), (".cpio.gz", "gz"))
 RESULTS = ("ok", "cut short", "refused", None)
+# An event may reach the book after a later one's (another worker's channel was full): one that began at
+# most this many seconds before a request already recorded is put before it; further back is the clock
+# stepping back, and arrival order stands.
+REORDER_SECONDS = 10.0
+
+
+def began_before(start, other):
+    """A request that began at `start` goes before one recorded as beginning at `other`."""
+    return 0 < other - start <= REORDER_SECONDS
 
 
 def encoding_of(file_name):
@@ -55,7 +64,7 @@ def add(boot, request):
         boot["dropped"] += 1
     # In the order they began: another worker's event may arrive after a later one's.
     at = len(requests)
-    while at and seconds(requests[at - 1].get("start")) > request["start"]:
+    while at and began_before(request["start"], seconds(requests[at - 1].get("start"))):
         at -= 1
     requests.insert(at, request)
     if boot["booted"] and at < boot["booted"]:
@@ -65,9 +74,10 @@ def add(boot, request):
 def move_after(old, new, start):
     """Move the requests of the unfinished boot `old` that began after `start` into `new` (a script
     reported after the requests it led to, by another worker of `serve --workers N`)."""
-    later = [r for r in old["requests"] if seconds(r.get("start")) > start]
+    later = [r for r in old["requests"] if began_before(start, seconds(r.get("start")))]
     if later:
-        old["requests"] = [r for r in old["requests"] if seconds(r.get("start")) <= start]
+        moved = {id(r) for r in later}
+        old["requests"] = [r for r in old["requests"] if id(r) not in moved]
         for request in later:
             add(new, request)
 
@@ -111,5 +121,5 @@ def loaded(boot):
 
 
 def seconds(value):
-    """`value` if it is a number (a time, a count), else 0: what a damaged saved file holds is never trusted."""
+    """`value` if it is a number (a time, a count), else 0: a damaged saved file is never trusted."""
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0

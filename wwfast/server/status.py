@@ -109,7 +109,7 @@ class StatusBook:
         now = request["start"]
         rec = self._record(node_id)
         boot_open = rec["boot start"] and not rec["boot end"]
-        if request["stage"] == "ipxe" and boot_open and now < rec["boot start"]:
+        if request["stage"] == "ipxe" and boot_open and bootrecord.began_before(now, rec["boot start"]):
             if rec.get("boot") and rec["boot"]["start"] == rec["boot start"]:
                 rec["boot"]["start"] = now
             rec["boot start"] = now
@@ -132,17 +132,22 @@ class StatusBook:
     def _show(self, node_id, rec, request, sent):
         """Show `request` as the node's stage and file sent unless a later one is shown already."""
         start = request["start"]
-        if start >= self._shown.get(node_id, start):
+        if not bootrecord.began_before(start, self._shown.get(node_id, start)):
             self._shown[node_id] = start
             rec.update({"stage": request["stage"], "sent": sent, "ipaddr": request["client"]})
-        rec["last seen"] = max(rec["last seen"], start)
+        self._seen(rec, start)
+
+    @staticmethod
+    def _seen(rec, at):
+        if not bootrecord.began_before(at, rec["last seen"]):
+            rec["last seen"] = at
 
     def ended(self, node_id, seq, at, sent, complete, reason="", finishes=False):
         """Request `seq` of `node_id` ended at `at` with `sent` bytes out, `complete` or cut short
         (`reason`). `finishes`: it was a whole runtime overlay, which ends an open boot. Returns the
         boot duration when it did."""
         rec = self._record(node_id)
-        rec["last seen"] = max(rec["last seen"], at)
+        self._seen(rec, at)
         request = bootrecord.find(rec.get("boot"), seq) or bootrecord.find(rec.get("last boot"), seq)
         if request is not None:
             request.update({"end": at, "bytes": sent, "result": "ok" if complete else "cut short",
