@@ -53,12 +53,14 @@ def new_boot(start, generation):
 
 def add(boot, request):
     """Append `request` to `boot`: the first CAP-1 requests and the latest, and after the boot's end
-    only the latest AFTER."""
+    only the latest AFTER. Returns whether it is now the boot's latest request (what a node's status
+    shows), not one that arrived after a later one's."""
     requests = boot["requests"]
     if len(requests) >= CAP:
+        latest = not began_before(request["start"], seconds(requests[-1].get("start")))
         requests[-1] = request
         boot["dropped"] += 1
-        return
+        return latest
     if boot["booted"] and len(requests) - boot["booted"] >= AFTER:
         del requests[boot["booted"]]
         boot["dropped"] += 1
@@ -69,6 +71,7 @@ def add(boot, request):
     requests.insert(at, request)
     if boot["booted"] and at < boot["booted"]:
         boot["booted"] += 1       # it came before the request that ended the boot
+    return at == len(requests) - 1
 
 
 def move_after(old, new, start):

@@ -74,7 +74,6 @@ class StatusBook:
         self.debounce = debounce
         self.clock = clock
         self.nodes = {}
-        self._shown = {}                   # node id -> start of the request its stage and file show
         for node_id, rec in read_status(state_dir, set_aside_damaged=True)["nodes"].items():
             if isinstance(rec, dict):
                 self.nodes[node_id] = {**blank(node_id), **{k: rec[k] for k in FIELDS if k in rec}}
@@ -118,24 +117,21 @@ class StatusBook:
             rec["last boot"], rec["boot"] = rec.get("boot"), bootrecord.new_boot(now, request["generation"])
             if boot_open and rec["last boot"]:     # what the unfinished boot got after this script is this boot's
                 bootrecord.move_after(rec["last boot"], rec["boot"], now)
-        self._add(rec, request)
-        self._show(node_id, rec, request, request["file"])
+        self._show(rec, request, request["file"])
         self._dirty(node_id)
 
     def refused(self, node_id, request):
         """A request of `node_id` was refused: `request["reason"]` (BAD_ASSET, ...) shows as sent."""
         rec = self._record(node_id)
-        self._add(rec, request)
-        self._show(node_id, rec, request, request["reason"])
+        self._show(rec, request, request["reason"])
         self._dirty(node_id)
 
-    def _show(self, node_id, rec, request, sent):
-        """Show `request` as the node's stage and file sent unless a later one is shown already."""
-        start = request["start"]
-        if not bootrecord.began_before(start, self._shown.get(node_id, start)):
-            self._shown[node_id] = start
+    def _show(self, rec, request, sent):
+        """Add `request` to the node's boot record; show it as the node's stage and file sent when it is
+        the boot's latest (not one that arrived after a later one's)."""
+        if self._add(rec, request):
             rec.update({"stage": request["stage"], "sent": sent, "ipaddr": request["client"]})
-        self._seen(rec, start)
+        self._seen(rec, request["start"])
 
     @staticmethod
     def _seen(rec, at):
@@ -164,7 +160,7 @@ class StatusBook:
     def _add(self, rec, request):
         if rec.get("boot") is None:     # requests before any boot start was seen (e.g. an agent refresh)
             rec["boot"] = bootrecord.new_boot(0, request["generation"])
-        bootrecord.add(rec["boot"], request)
+        return bootrecord.add(rec["boot"], request)
 
     def record(self, node_id):
         """The node's whole entry, boot records included (copied), or None when never seen."""
